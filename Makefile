@@ -1,0 +1,33 @@
+# dolfinx_nn: one command sets up and runs the main job, one runs the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MPIEXEC := $(VENV)/bin/mpiexec
+NP ?= 2
+OUT ?= results
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-serial test-mpi bench clean
+
+$(PY):
+	./scripts/bootstrap.sh
+
+setup: ## create .venv (finds Python >= 3.12) and install dolfinx_nn with DOLFINx and torch
+	./scripts/bootstrap.sh
+
+demo: $(PY) ## the main job: learn a PDE coefficient with a network prior
+	$(VENV)/bin/dolfinx-nn inverse --dim 2 --prior both --noise 0.01 --out $(OUT)/inverse
+
+test: test-serial test-mpi ## the whole suite: serial, then under mpiexec -n $(NP)
+
+test-serial: $(PY)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-mpi: $(PY)
+	$(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(PY)
+	$(VENV)/bin/dolfinx-nn bench bridge
+	$(MPIEXEC) -n 2 $(VENV)/bin/dolfinx-nn bench bridge
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,40 @@
+"""dolfinx_nn: PyTorch networks inside DOLFINx forms, DOLFINx solves inside PyTorch autograd.
+
+The bridge:
+
+- :class:`NeuralFunction` evaluates a network at the dof points of a function space
+  (Lagrange, DG or a basix quadrature element) and writes a ``dolfinx.fem.Function``;
+- :func:`fem_operator` turns a DOLFINx solve (KSP or SNES) into a differentiable torch op
+  whose backward pass is one PETSc adjoint solve;
+- :func:`fem_functional` turns a scalar UFL form into a differentiable torch scalar;
+- :func:`sync_gradients` and :func:`global_sum` make data-parallel training under MPI exact;
+- :func:`taylor_test` checks any of these gradients.
+
+Tensors exchanged with DOLFINx hold the *owned* dofs of the rank (block size flattened);
+ghosts are handled inside.
+"""
+
+from dolfinx_nn._environment import check_environment
+
+check_environment()
+
+from dolfinx_nn.errors import SolverError  # noqa: E402
+from dolfinx_nn.fem_functional import FEMFunctional, fem_functional  # noqa: E402
+from dolfinx_nn.fem_operator import FEMOperator, fem_operator  # noqa: E402
+from dolfinx_nn.neural_function import NeuralFunction  # noqa: E402
+from dolfinx_nn.parallel import global_sum, sync_gradients  # noqa: E402
+from dolfinx_nn.taylor import taylor_test  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FEMFunctional",
+    "FEMOperator",
+    "NeuralFunction",
+    "SolverError",
+    "fem_functional",
+    "fem_operator",
+    "global_sum",
+    "sync_gradients",
+    "taylor_test",
+]

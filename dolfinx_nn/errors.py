@@ -1,0 +1,23 @@
+"""Exceptions raised by dolfinx_nn."""
+
+from __future__ import annotations
+
+
+class SolverError(RuntimeError):
+    """A PETSc KSP or SNES solve did not converge.
+
+    Attributes:
+        reason: PETSc's converged reason (negative when diverged).
+        reason_name: its symbolic name, e.g. ``"DIVERGED_ITS"``.
+        iterations: iterations performed.
+    """
+
+    def __init__(self, solver: str, reason: int, reason_name: str, iterations: int, prefix: str):
+        self.reason = reason
+        self.reason_name = reason_name
+        self.iterations = iterations
+        super().__init__(
+            f"{solver} solve with options prefix {prefix!r} did not converge: "
+            f"reason {reason_name} ({reason}) after {iterations} iterations. "
+            f"Adjust the {solver} options (e.g. -{prefix}{solver.lower()}_monitor to inspect)."
+        )
