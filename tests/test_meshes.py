@@ -1,0 +1,164 @@
+"""Built-in meshes and mesh files: global volume, geometric dimension and errors (serial and MPI)."""
+
+from __future__ import annotations
+
+import math
+
+from mpi4py import MPI
+
+import dolfinx
+import dolfinx.fem
+import numpy as np
+import pytest
+import ufl
+
+from dolfinx_nn.meshes import (
+    HOLE_RADIUS,
+    MESH_KINDS,
+    boundary_facets,
+    create_mesh,
+    mesh_size,
+)
+
+
+def volume(mesh: dolfinx.mesh.Mesh) -> float:
+    local = dolfinx.fem.assemble_scalar(dolfinx.fem.form(1.0 * ufl.dx(domain=mesh)))
+    return mesh.comm.allreduce(local, op=MPI.SUM)
+
+
+def shared_tmp_path(tmp_path, comm: MPI.Comm):
+    """One folder seen by all ranks (rank 0's pytest tmp_path)."""
+    return comm.bcast(tmp_path, root=0)
+
+
+@pytest.mark.parametrize("kind, resolution", [("interval", 7), ("square", 5), ("cube", 3)])
+def test_unit_shapes_have_unit_volume(comm, kind, resolution):
+    mesh = create_mesh(comm, kind, resolution)
+    assert mesh.topology.dim == mesh.geometry.dim == {"interval": 1, "square": 2, "cube": 3}[kind]
+    assert volume(mesh) == pytest.approx(1.0, abs=1e-12)
+    num_cells = comm.allreduce(mesh.topology.index_map(mesh.topology.dim).size_local)
+    assert num_cells == {"interval": 7, "square": 2 * 25, "cube": 6 * 27}[kind]
+
+
+@pytest.mark.parametrize("kind, resolution", [("square-with-hole", 16), ("cube-with-hole", 8)])
+def test_hole_volume_within_chord_bound(comm, kind, resolution):
+    # The hole is meshed by an inscribed polygon/polyhedron, so the discrete volume exceeds
+    # 1 - |hole|; the excess is at most (hole surface) * (largest sagitta h^2 / (8 r)).
+    dim = 2 if kind.startswith("square") else 3
+    mesh = create_mesh(comm, kind, resolution)
+    assert mesh.geometry.dim == dim
+    r, h = HOLE_RADIUS, 1.0 / resolution
+    hole = math.pi * r**2 if dim == 2 else 4.0 / 3.0 * math.pi * r**3
+    surface = 2 * math.pi * r if dim == 2 else 4 * math.pi * r**2
+    excess = volume(mesh) - (1.0 - hole)
+    assert 0.0 < excess < surface * h**2 / (8 * r)
+
+
+def test_hole_volume_converges_at_second_order(comm):
+    exact = 1.0 - math.pi * HOLE_RADIUS**2
+    errors = [volume(create_mesh(comm, "square-with-hole", n)) - exact for n in (8, 16)]
+    assert math.log2(errors[0] / errors[1]) == pytest.approx(2.0, abs=0.3)
+
+
+def test_mesh_size_and_boundary_facets(comm):
+    mesh = create_mesh(comm, "square", 4)
+    assert mesh_size(mesh) == pytest.approx(math.sqrt(2) / 4, rel=1e-12)
+    facets = boundary_facets(mesh)
+    assert comm.allreduce(len(facets), op=MPI.SUM) == 16
+    midpoints = dolfinx.mesh.compute_midpoints(mesh, 1, facets)[:, :2]
+    on_edge = np.isclose(midpoints, 0.0) | np.isclose(midpoints, 1.0)
+    assert on_edge.any(axis=1).all()
+
+
+def _write_box_msh(path) -> None:
+    """gmsh file of the box [0,1]x[0,2]x[0,0.5] (volume 1), without physical groups."""
+    import gmsh
+
+    gmsh.initialize(interruptible=False)
+    gmsh.option.setNumber("General.Terminal", 0)
+    gmsh.model.add("box")
+    gmsh.model.occ.addBox(0.0, 0.0, 0.0, 1.0, 2.0, 0.5)
+    gmsh.model.occ.synchronize()
+    gmsh.option.setNumber("Mesh.CharacteristicLengthMax", 0.5)
+    gmsh.model.mesh.generate(3)
+    gmsh.write(str(path))
+    gmsh.finalize()
+
+
+def test_msh_file(comm, tmp_path):
+    path = shared_tmp_path(tmp_path, comm) / "box.msh"
+    if comm.rank == 0:
+        _write_box_msh(path)
+    comm.Barrier()
+    mesh = create_mesh(comm, path)
+    assert mesh.topology.dim == mesh.geometry.dim == 3
+    assert volume(mesh) == pytest.approx(1.0, abs=1e-12)
+
+
+def _structured(nx: int, ny: int, lx: float, ly: float):
+    """Quadrilaterals (counter-clockwise, as VTK orders them) and their 3D vertices (z = 0)."""
+    xs, ys = np.meshgrid(np.linspace(0, lx, nx + 1), np.linspace(0, ly, ny + 1), indexing="ij")
+    points = np.column_stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)])
+    idx = np.arange(points.shape[0]).reshape(nx + 1, ny + 1)
+    quads = np.column_stack(
+        [idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()]
+    )
+    return points, quads
+
+
+@pytest.mark.parametrize("cell", ["triangle", "quad"])
+def test_vtu_file_drops_zero_z(comm, tmp_path, cell):
+    import meshio
+
+    path = shared_tmp_path(tmp_path, comm) / f"rect_{cell}.vtu"
+    if comm.rank == 0:
+        points, quads = _structured(6, 3, 2.0, 0.5)
+        points = np.vstack([points, [[9.0, 9.0, 0.0]]])  # a node no cell uses
+        cells = quads if cell == "quad" else np.vstack([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+        meshio.write(path, meshio.Mesh(points, [("vertex", [[0]]), (cell, cells)]))
+    comm.Barrier()
+    mesh = create_mesh(comm, path)
+    assert mesh.geometry.dim == 2
+    # a wrongly permuted quadrilateral would be a bow-tie with a different area
+    assert volume(mesh) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_xdmf_round_trip(comm, tmp_path):
+    path = shared_tmp_path(tmp_path, comm) / "cube.xdmf"
+    original = create_mesh(comm, "cube-with-hole", 4)
+    original.name = "domain"
+    with dolfinx.io.XDMFFile(comm, str(path), "w") as xdmf:
+        xdmf.write_mesh(original)
+    mesh = create_mesh(comm, path)
+    assert volume(mesh) == pytest.approx(volume(original), abs=1e-12)
+
+
+def test_unknown_name_lists_choices(comm):
+    with pytest.raises(ValueError, match="square-with-hole"):
+        create_mesh(comm, "sqare")
+
+
+def test_missing_file(comm):
+    with pytest.raises(FileNotFoundError, match="nowhere.msh"):
+        create_mesh(comm, "nowhere.msh")
+
+
+@pytest.mark.parametrize("resolution", [0, -3])
+def test_bad_resolution(comm, resolution):
+    with pytest.raises(ValueError, match=str(resolution)):
+        create_mesh(comm, "square", resolution)
+
+
+def test_file_without_cells(comm, tmp_path):
+    import meshio
+
+    path = shared_tmp_path(tmp_path, comm) / "points.vtu"
+    if comm.rank == 0:
+        meshio.write(path, meshio.Mesh(np.zeros((2, 3)), [("vertex", [[0], [1]])]))
+    comm.Barrier()
+    with pytest.raises(ValueError, match="no supported cells"):
+        create_mesh(comm, path)
+
+
+def test_registry_is_complete():
+    assert set(MESH_KINDS) == {"interval", "square", "cube", "square-with-hole", "cube-with-hole"}
