@@ -1,0 +1,64 @@
+"""Moving values between torch tensors (owned dofs) and DOLFINx/PETSc objects (owned + ghosts)."""
+
+from __future__ import annotations
+
+from mpi4py import MPI
+from petsc4py import PETSc
+
+import dolfinx
+import numpy as np
+import torch
+
+
+def owned_size(V: dolfinx.fem.FunctionSpace) -> int:
+    """Number of owned dofs of ``V`` on this rank, block size flattened."""
+    return V.dofmap.index_map.size_local * V.dofmap.index_map_bs
+
+
+def check_finite(values: np.ndarray, comm: MPI.Comm, what: str) -> None:
+    """Raise ``ValueError`` on every rank if any rank holds a NaN or Inf in ``values``."""
+    bad = ~np.isfinite(values)
+    nbad = comm.allreduce(int(bad.sum()), op=MPI.SUM)
+    if nbad:
+        first = int(np.flatnonzero(bad)[0]) if bad.any() else -1
+        where = f" (first on rank {comm.rank} at local index {first})" if first >= 0 else ""
+        raise ValueError(f"{what} contains {nbad} NaN/Inf value(s){where}; refusing to pass it to PETSc.")
+
+
+def tensor_to_numpy(t: torch.Tensor, n: int, what: str) -> np.ndarray:
+    """Validate ``t`` as ``n`` owned values and return a float64 numpy copy."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(t).__name__}.")
+    if t.numel() != n:
+        raise ValueError(
+            f"{what} has {t.numel()} values (shape {tuple(t.shape)}) but its space has {n} owned "
+            f"dofs on rank {MPI.COMM_WORLD.rank} (block size flattened)."
+        )
+    return t.detach().to("cpu", torch.float64).reshape(-1).numpy()
+
+
+def assign_owned(f: dolfinx.fem.Function, values: np.ndarray) -> None:
+    """Write owned values into ``f`` and update its ghosts."""
+    n = values.size
+    f.x.array[:n] = values
+    f.x.scatter_forward()
+
+
+def owned_tensor(f: dolfinx.fem.Function) -> torch.Tensor:
+    """A float64 tensor copy of ``f``'s owned dofs."""
+    return torch.from_numpy(f.x.array[: owned_size(f.function_space)].copy())
+
+
+def vec_owned_tensor(vec: PETSc.Vec) -> torch.Tensor:
+    """A float64 tensor copy of the owned part of a PETSc vector."""
+    return torch.from_numpy(vec.getArray(readonly=True).copy())
+
+
+def ghost_add(vec: PETSc.Vec) -> None:
+    """Accumulate ghost contributions into owners (after assembly)."""
+    vec.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+
+
+def ghost_insert(vec: PETSc.Vec) -> None:
+    """Copy owned values to ghosts (after a solve)."""
+    vec.ghostUpdate(addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.FORWARD)

@@ -1,0 +1,383 @@
+"""A DOLFINx solve as a differentiable PyTorch operation.
+
+``fem_operator(F, u, controls=[q, f], ...)`` returns a callable ``solve(q_t, f_t) -> u_t``
+mapping the owned dofs of the controls to the owned dofs of the solution of ``F(u; q, f) = 0``.
+The forward pass solves with PETSc (a KSP when ``F`` is linear in ``u``, a SNES otherwise); the
+backward pass solves ONE adjoint problem
+
+    (dF/du)^T lambda = dJ/du,   lambda = 0 on Dirichlet dofs,
+
+and returns ``dJ/dm = -(dF/dm)^T lambda`` for each control ``m``, assembled by DOLFINx from the
+UFL derivative of ``F``.  Matrices, KSP/SNES and factorizations live as long as the operator.
+When the operator is symmetric and linear the adjoint reuses the forward factorization;
+otherwise the transposed Jacobian at the solution gets its own KSP, tuned with options under
+the prefix ``f"{petsc_options_prefix}adjoint_"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mpi4py import MPI
+from petsc4py import PETSc
+
+import dolfinx
+import dolfinx.fem.petsc
+import numpy as np
+import torch
+import ufl
+
+from dolfinx_nn._dofs import (
+    assign_owned,
+    check_finite,
+    ghost_add,
+    ghost_insert,
+    owned_size,
+    tensor_to_numpy,
+)
+from dolfinx_nn._forms import check_controls, gradient_form, is_empty
+from dolfinx_nn.errors import SolverError
+
+#: Direct solver used unless the user says otherwise.
+DEFAULT_KSP_OPTIONS: dict[str, object] = {
+    "ksp_type": "preonly",
+    "pc_type": "lu",
+    "pc_factor_mat_solver_type": "mumps",
+}
+#: Newton with a backtracking line search and tight tolerances, so gradients are exact.
+DEFAULT_SNES_OPTIONS: dict[str, object] = {
+    "snes_type": "newtonls",
+    "snes_linesearch_type": "bt",
+    "snes_rtol": 1e-12,
+    "snes_atol": 1e-12,
+    "snes_stol": 0.0,
+    "snes_max_it": 50,
+}
+
+ADJOINT_PREFIX = "adjoint_"
+
+
+def _reason_name(enum: type, reason: int) -> str:
+    for name in dir(enum):
+        if not name.startswith("_") and getattr(enum, name) == reason:
+            return name
+    return str(reason)
+
+
+def _split_options(
+    options: dict[str, object], linear: bool
+) -> tuple[dict[str, object], dict[str, object]]:
+    """Forward options, and adjoint options (forward KSP/PC options unless overridden)."""
+    defaults = dict(DEFAULT_KSP_OPTIONS)
+    if not linear:
+        defaults.update(DEFAULT_SNES_OPTIONS)
+    forward = {k: v for k, v in options.items() if not k.startswith(ADJOINT_PREFIX)}
+    forward = {**defaults, **forward}
+    adjoint = {
+        k: v for k, v in forward.items() if k.startswith(("ksp_", "pc_", "mat_"))
+    }
+    adjoint.update(
+        {k[len(ADJOINT_PREFIX) :]: v for k, v in options.items() if k.startswith(ADJOINT_PREFIX)}
+    )
+    return forward, adjoint
+
+
+def _set_options(obj: PETSc.KSP, prefix: str, options: dict[str, object]) -> None:
+    """Push ``options`` under ``prefix``, call setFromOptions, and tidy the database."""
+    obj.setOptionsPrefix(prefix)
+    opts = PETSc.Options()
+    opts.prefixPush(prefix)
+    for k, v in options.items():
+        opts[k] = v
+    obj.setFromOptions()
+    for k in options:
+        del opts[k]
+    opts.prefixPop()
+
+
+@dataclass
+class _State:
+    """What the backward pass needs from one forward pass."""
+
+    forward_id: int
+    controls: list[np.ndarray]
+    solution: np.ndarray
+
+
+class FEMOperator:
+    """Solve ``F(u; controls) = 0`` for ``u`` as a differentiable map of the controls.
+
+    Use :func:`fem_operator` to build one.  Calling it with one tensor per control (the owned
+    dofs, in the order of ``controls``) returns the owned dofs of ``u`` as a float64 tensor and
+    leaves the solution in ``u`` (ghosts updated).
+
+    Attributes:
+        linear: whether ``F`` is linear in ``u`` (KSP) or not (SNES).
+        solver: the forward ``PETSc.KSP`` or ``PETSc.SNES``.
+        iterations: Krylov or Newton iterations of the last forward solve.
+    """
+
+    def __init__(
+        self,
+        F: ufl.Form,
+        u: dolfinx.fem.Function,
+        *,
+        controls: Sequence[dolfinx.fem.Function],
+        bcs: Sequence[dolfinx.fem.DirichletBC] = (),
+        petsc_options: dict[str, object] | None = None,
+        petsc_options_prefix: str,
+        symmetric: bool | None = None,
+        form_compiler_options: dict | None = None,
+        jit_options: dict | None = None,
+    ) -> None:
+        if not isinstance(F, ufl.Form) or len(F.arguments()) != 1:
+            raise ValueError("F must be a UFL residual form with exactly one TestFunction.")
+        if not isinstance(u, dolfinx.fem.Function) or u not in F.coefficients():
+            raise ValueError("u must be a dolfinx.fem.Function that appears in F.")
+        if not petsc_options_prefix:
+            raise ValueError("petsc_options_prefix must be a non-empty string, e.g. 'poisson_'.")
+        self.controls = check_controls(F, controls, "F")
+        if any(c is u for c in self.controls):
+            raise ValueError("the unknown u cannot also be a control.")
+        for bc in bcs:
+            if not isinstance(bc, dolfinx.fem.DirichletBC):
+                raise TypeError(f"bcs must hold dolfinx.fem.DirichletBC, got {type(bc).__name__}.")
+        self.u = u
+        self.bcs = list(bcs)
+        self.prefix = petsc_options_prefix
+        self.comm: MPI.Comm = u.function_space.mesh.comm
+        V = u.function_space
+        self._n = owned_size(V)
+        self._control_sizes = [owned_size(c.function_space) for c in self.controls]
+        compile_opts = {"form_compiler_options": form_compiler_options, "jit_options": jit_options}
+
+        v = F.arguments()[0]
+        J = ufl.derivative(F, u, ufl.TrialFunction(V))
+        self.linear = is_empty(ufl.derivative(J, u, ufl.TrialFunction(V)))
+        forward_options, adjoint_options = _split_options(dict(petsc_options or {}), self.linear)
+        self._symmetric_given = symmetric if self.linear else False
+        self._symmetric = self._symmetric_given
+
+        if self.linear:
+            # J u = -F(0): with u = 0 in F, -F is the right-hand side.
+            self._problem = dolfinx.fem.petsc.LinearProblem(
+                J, -F, u=u, bcs=self.bcs, petsc_options=forward_options,
+                petsc_options_prefix=self.prefix, **compile_opts,
+            )
+        else:
+            self._problem = dolfinx.fem.petsc.NonlinearProblem(
+                F, u, bcs=self.bcs, J=J, petsc_options=forward_options,
+                petsc_options_prefix=self.prefix, **compile_opts,
+            )
+        self.solver = self._problem.solver
+
+        # Adjoint: the transposed Jacobian (at the solution) with homogeneous Dirichlet rows.
+        self._lam = dolfinx.fem.Function(V, name="adjoint")
+        self._adjoint_rhs = dolfinx.fem.petsc.create_vector(V)
+        self._adjoint_sol = dolfinx.fem.petsc.create_vector(V)
+        self._adjoint_form = dolfinx.fem.form(ufl.adjoint(J), **compile_opts)
+        self._adjoint_A: PETSc.Mat | None = None
+        self._adjoint_ksp: PETSc.KSP | None = None
+        self._adjoint_options = adjoint_options
+        # Gradient forms: dF/dm^T lambda, i.e. the derivative of F(u; m)[lambda] along m.
+        F_lam = ufl.replace(F, {v: self._lam})
+        self._gradient_forms = [gradient_form(F_lam, c, **compile_opts) for c in self.controls]
+        self._bc_dofs = [bc.dof_indices()[0][: bc.dof_indices()[1]] for bc in self.bcs]
+        self._forward_id = 0
+        self._factorized_id = -1  # forward pass whose operator the forward KSP holds
+        self.iterations = 0
+
+    # -- public -------------------------------------------------------------------------------
+    def __call__(self, *controls: torch.Tensor) -> torch.Tensor:
+        """Solve for the given control values; differentiable in each control tensor."""
+        if len(controls) != len(self.controls):
+            raise ValueError(
+                f"expected {len(self.controls)} control tensor(s) (one per control, in order), "
+                f"got {len(controls)}."
+            )
+        return _FEMSolve.apply(self, *controls)
+
+    @property
+    def symmetric(self) -> bool | None:
+        """Whether the adjoint reuses the forward operator (``None``: not yet determined)."""
+        return self._symmetric
+
+    def destroy(self) -> None:
+        """Free the PETSc objects held by the adjoint (the forward problem frees its own)."""
+        for obj in (self._adjoint_ksp, self._adjoint_A, self._adjoint_rhs, self._adjoint_sol):
+            if obj is not None:
+                obj.destroy()
+        self._adjoint_ksp = self._adjoint_A = None
+
+    def __del__(self) -> None:
+        try:
+            self.destroy()
+        except Exception:  # interpreter shutdown: PETSc may already be finalised
+            pass
+
+    # -- forward ------------------------------------------------------------------------------
+    def _set_controls(self, values: Sequence[np.ndarray]) -> None:
+        for c, x in zip(self.controls, values, strict=True):
+            assign_owned(c, x)
+
+    def _forward(self, tensors: Sequence[torch.Tensor]) -> _State:
+        values = []
+        for i, (c, t, n) in enumerate(zip(self.controls, tensors, self._control_sizes, strict=True)):
+            x = tensor_to_numpy(t, n, f"control {i} ({c.name!r})")
+            check_finite(x, self.comm, f"control {i} ({c.name!r})")
+            values.append(x)
+        self._set_controls(values)
+        self._forward_id += 1
+        self.u.x.array[:] = 0.0
+        self._problem.solve()
+        self._check_converged()
+        self._factorized_id = self._forward_id
+        if self._symmetric_given is None:
+            self._symmetric = self._is_symmetric(self._problem.A)
+        return _State(self._forward_id, values, self.u.x.array[: self._n].copy())
+
+    def _check_converged(self) -> None:
+        solver = self.solver
+        reason = solver.getConvergedReason()
+        if self.linear:
+            if reason < 0:
+                name = _reason_name(PETSc.KSP.ConvergedReason, reason)
+                raise SolverError("KSP", reason, name, solver.getIterationNumber(), self.prefix)
+            self.iterations = solver.getIterationNumber()
+        else:
+            if reason <= 0:
+                name = _reason_name(PETSc.SNES.ConvergedReason, reason)
+                raise SolverError("SNES", reason, name, solver.getIterationNumber(), self.prefix)
+            self.iterations = solver.getIterationNumber()
+        check_finite(self.u.x.array[: self._n], self.comm, "the solution")
+
+    @staticmethod
+    def _is_symmetric(A: PETSc.Mat) -> bool:
+        scale = A.norm(PETSc.NormType.INFINITY)
+        return bool(A.isSymmetric(1e-12 * max(scale, 1.0)))
+
+    # -- backward -----------------------------------------------------------------------------
+    def _restore(self, state: _State) -> None:
+        self._set_controls(state.controls)
+        assign_owned(self.u, state.solution)
+
+    def _adjoint_operator(self, state: _State) -> PETSc.KSP:
+        """A KSP for the transposed Jacobian at ``state`` (the forward one when possible)."""
+        if self.linear and self._symmetric:
+            if self._factorized_id != state.forward_id:  # another forward pass came in between
+                A = self._problem.A
+                A.zeroEntries()
+                dolfinx.fem.petsc.assemble_matrix(A, self._problem.a, bcs=self.bcs)
+                A.assemble()
+                self._factorized_id = state.forward_id
+            return self._problem.solver
+        if self._adjoint_A is None:
+            self._adjoint_A = dolfinx.fem.petsc.create_matrix(self._adjoint_form)
+            self._adjoint_ksp = PETSc.KSP().create(self.comm)
+            self._adjoint_ksp.setOperators(self._adjoint_A)
+            _set_options(self._adjoint_ksp, f"{self.prefix}{ADJOINT_PREFIX}", self._adjoint_options)
+        A = self._adjoint_A
+        A.zeroEntries()
+        dolfinx.fem.petsc.assemble_matrix(A, self._adjoint_form, bcs=self.bcs)
+        A.assemble()
+        return self._adjoint_ksp
+
+    def _backward(
+        self, state: _State, grad_u: np.ndarray, needs: Sequence[bool]
+    ) -> list[np.ndarray | None]:
+        check_finite(grad_u, self.comm, "the gradient with respect to u")
+        self._restore(state)
+        ksp = self._adjoint_operator(state)
+        rhs, lam = self._adjoint_rhs, self._adjoint_sol
+        with rhs.localForm() as local:
+            local.set(0.0)
+        rhs.array_w[:] = grad_u
+        for dofs in self._bc_dofs:
+            rhs.array_w[dofs] = 0.0
+        ksp.solve(rhs, lam)
+        reason = ksp.getConvergedReason()
+        if reason < 0:
+            name = _reason_name(PETSc.KSP.ConvergedReason, reason)
+            raise SolverError("KSP", reason, name, ksp.getIterationNumber(), ksp.getOptionsPrefix())
+        ghost_insert(lam)
+        with lam.localForm() as local:
+            self._lam.x.array[:] = local.array_r
+        grads: list[np.ndarray | None] = []
+        for form, c, need in zip(self._gradient_forms, self.controls, needs, strict=True):
+            n = owned_size(c.function_space)
+            if not need:
+                grads.append(None)
+            elif form is None:
+                grads.append(np.zeros(n))
+            else:
+                vec = dolfinx.fem.petsc.assemble_vector(form)
+                ghost_add(vec)
+                grads.append(-vec.array_r[:n].copy())
+                vec.destroy()
+        return grads
+
+
+class _FEMSolve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, op: FEMOperator, *controls: torch.Tensor) -> torch.Tensor:
+        state = op._forward(controls)
+        ctx.op = op
+        ctx.state = state
+        ctx.meta = [(t.dtype, t.device, t.shape) for t in controls]
+        return torch.from_numpy(state.solution.copy())
+
+    @staticmethod
+    def backward(ctx, grad_u: torch.Tensor):
+        g = grad_u.detach().to("cpu", torch.float64).numpy()
+        grads = ctx.op._backward(ctx.state, g, ctx.needs_input_grad[1:])
+        out = []
+        for grad, (dtype, device, shape) in zip(grads, ctx.meta, strict=True):
+            out.append(
+                None if grad is None
+                else torch.from_numpy(grad).reshape(shape).to(device=device, dtype=dtype)
+            )
+        return (None, *out)
+
+
+def fem_operator(
+    F: ufl.Form,
+    u: dolfinx.fem.Function,
+    *,
+    controls: Sequence[dolfinx.fem.Function],
+    bcs: Sequence[dolfinx.fem.DirichletBC] = (),
+    petsc_options: dict[str, object] | None = None,
+    petsc_options_prefix: str,
+    symmetric: bool | None = None,
+    form_compiler_options: dict | None = None,
+    jit_options: dict | None = None,
+) -> FEMOperator:
+    """Make the solve of ``F(u; controls) = 0`` a differentiable torch operation.
+
+    Args:
+        F: residual form, linear in its TestFunction; linear or nonlinear in ``u``.
+        u: the unknown; receives the solution of each forward pass.
+        controls: ``fem.Function`` coefficients of ``F`` the solution is differentiated by.
+        bcs: Dirichlet conditions on ``u`` (the adjoint gets their homogeneous version).
+        petsc_options: KSP (linear) or SNES (nonlinear) options; keys starting with
+            ``"adjoint_"`` go to the adjoint KSP, which otherwise inherits the forward KSP/PC
+            options. Default: LU (MUMPS) and, for SNES, Newton with tolerances 1e-12.
+        petsc_options_prefix: options prefix of the PETSc objects, e.g. ``"poisson_"``.
+        symmetric: whether dF/du is symmetric (the adjoint then reuses the forward
+            factorization). ``None``: checked numerically after each forward pass (linear ``F``);
+            nonlinear problems always assemble the transposed Jacobian at the solution.
+        form_compiler_options: FFCx options.
+        jit_options: JIT options.
+
+    Returns:
+        A callable ``solve(*control_tensors) -> u_tensor`` (owned dofs, float64).
+
+    Raises:
+        ValueError: if a control does not appear in ``F`` or has the wrong size, or holds NaN.
+        SolverError: if the KSP or SNES diverges (carries PETSc's converged reason).
+    """
+    return FEMOperator(
+        F, u, controls=controls, bcs=bcs, petsc_options=petsc_options,
+        petsc_options_prefix=petsc_options_prefix, symmetric=symmetric,
+        form_compiler_options=form_compiler_options, jit_options=jit_options,
+    )
