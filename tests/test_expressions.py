@@ -1,0 +1,202 @@
+"""Safe formulas: grammar, rejection of anything else, and agreement of the three backends."""
+
+from __future__ import annotations
+
+import math
+
+from mpi4py import MPI
+
+import dolfinx
+import numpy as np
+import pytest
+import torch
+import ufl
+from dolfinx import fem, mesh
+
+from dolfinx_nn.expressions import FUNCTIONS, ParsedExpression, parse_expression
+
+FORMULAS = [
+    "1 + 0.5*sin(pi*x[0])*cos(pi*x[1])",
+    "exp(-t)*sin(pi*x[0]) + t**2",
+    "atan2(x[1] - 0.4, x[0] + 0.1) + sqrt(1 + x[0]*x[1]) - log(2 + x[1])",
+    "tanh(3*x[0]) * cosh(x[1]) / (1 + sinh(x[0])**2) + tan(0.5*x[1]) - 1e-1",
+    "asin(0.9*x[0]) + acos(0.5*x[1]) + atan(x[0]) + abs(x[0] - 0.3) * sign(x[1] - 0.45)",
+    "min(x[0], x[1]) + max(x[0]**2, 0.2) + e**(-x[0])",
+    "where(0.25 < x[0] <= 0.7 and not x[1] > 0.6, 1 + x[0], -x[1]**3) + where(t >= 1, 1, 0)",
+    "2.5",
+]
+TIME = 0.7
+
+
+@pytest.fixture(scope="module")
+def square():
+    return mesh.create_unit_square(MPI.COMM_WORLD, 8, 8)
+
+
+def test_attributes():
+    e = parse_expression("1 + 0.5*sin(pi*x[0])*x[2]")
+    assert isinstance(e, ParsedExpression)
+    assert (e.max_coordinate, e.uses_time, e.text) == (2, False, "1 + 0.5*sin(pi*x[0])*x[2]")
+    e = parse_expression("exp(-t)")
+    assert (e.max_coordinate, e.uses_time) == (-1, True)
+    assert str(e) == "exp(-t)" and "exp(-t)" in repr(e)
+
+
+@pytest.mark.parametrize("text", FORMULAS)
+def test_backends_agree_through_dolfinx(square, text):
+    """numpy (Function.interpolate), UFL (fem.Expression) and torch give the same dof values."""
+    e = parse_expression(text, dim=2)
+    V = fem.functionspace(square, ("Lagrange", 2))
+    x = ufl.SpatialCoordinate(square)
+
+    u_numpy = fem.Function(V)
+    u_numpy.interpolate(lambda p: e.numpy(p, t=TIME))
+
+    u_ufl = fem.Function(V)
+    if e.max_coordinate < 0 and not e.uses_time:  # no domain in the UFL: a plain number
+        u_ufl.x.array[:] = float(e.ufl(x))
+    else:
+        t = fem.Constant(square, TIME)
+        points_ref = V.element.interpolation_points
+        u_ufl.interpolate(fem.Expression(e.ufl(x, t=t), points_ref))
+
+    points = torch.from_numpy(V.tabulate_dof_coordinates()[:, :2].copy())
+    values_torch = e.torch(points, t=TIME).numpy()
+
+    assert u_numpy.x.array.size > 0
+    np.testing.assert_allclose(u_ufl.x.array, u_numpy.x.array, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(values_torch, u_numpy.x.array, rtol=0, atol=1e-12)
+
+
+def test_ufl_accepts_a_mesh_and_float_time(square):
+    e = parse_expression("x[0]*x[1] + t")
+    total = fem.assemble_scalar(fem.form(e.ufl(square, t=0.5) * ufl.dx(domain=square)))
+    assert square.comm.allreduce(total, op=MPI.SUM) == pytest.approx(0.25 + 0.5, abs=1e-12)
+
+
+def test_manufactured_poisson_source(square):
+    """-div(grad(u)) of a parsed u assembles exactly as the hand-derived source."""
+    e = parse_expression("sin(pi*x[0])*sin(2*pi*x[1]) + x[0]**3*x[1]")
+    x = ufl.SpatialCoordinate(square)
+    f_parsed = -ufl.div(ufl.grad(e.ufl(x)))
+    f_hand = 5 * ufl.pi**2 * ufl.sin(ufl.pi * x[0]) * ufl.sin(2 * ufl.pi * x[1]) - 6 * x[0] * x[1]
+
+    V = fem.functionspace(square, ("Lagrange", 2))
+    v = ufl.TestFunction(V)
+    dx = ufl.dx(metadata={"quadrature_degree": 8})
+
+    def assemble(f):
+        b = fem.assemble_vector(fem.form(f * v * dx))
+        b.scatter_reverse(dolfinx.la.InsertMode.add)
+        return b.array[: V.dofmap.index_map.size_local * V.dofmap.index_map_bs].copy()
+
+    b_parsed, b_hand = assemble(f_parsed), assemble(f_hand)
+    assert np.abs(b_hand).max() > 1e-3
+    np.testing.assert_allclose(b_parsed, b_hand, rtol=0, atol=1e-12)
+
+    err = fem.assemble_scalar(fem.form((f_parsed - f_hand) ** 2 * dx))
+    norm = fem.assemble_scalar(fem.form(f_hand**2 * dx))
+    err, norm = (square.comm.allreduce(v_, op=MPI.SUM) for v_ in (err, norm))
+    assert norm == pytest.approx(25 * math.pi**4 / 4 + 34, rel=1e-6)  # exact integral
+    assert math.sqrt(abs(err) / norm) < 1e-12
+
+
+def test_numpy_layouts_and_constants():
+    rng = np.random.default_rng(MPI.COMM_WORLD.rank)
+    x3 = rng.random((3, 7))
+    e = parse_expression("x[0]**2 + 3*x[1]")
+    np.testing.assert_allclose(e.numpy(x3), e.numpy(x3[:2]), rtol=0, atol=0)
+    np.testing.assert_allclose(e.numpy(x3), x3[0] ** 2 + 3 * x3[1], rtol=1e-15)
+    const = parse_expression("2*pi")
+    assert const.numpy(x3).shape == (7,) and const.torch(torch.zeros(4, 2)).shape == (4,)
+    np.testing.assert_allclose(const.numpy(x3), 2 * math.pi)
+    k = parse_expression("sin(k*x[0])", constants={"k": 3.0})
+    np.testing.assert_allclose(k.numpy(x3), np.sin(3 * x3[0]), rtol=1e-15)
+
+
+def test_torch_is_differentiable():
+    x = torch.rand(6, 2, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    e = parse_expression("exp(-t)*sin(pi*x[0])*x[1]**2")
+    (gx, gt) = torch.autograd.grad(e.torch(x, t=t).sum(), (x, t))
+    x0, x1 = x.detach()[:, 0], x.detach()[:, 1]
+    decay = math.exp(-0.3)
+    d0 = decay * math.pi * torch.cos(math.pi * x0) * x1**2
+    d1 = decay * torch.sin(math.pi * x0) * 2 * x1
+    expected_x = torch.stack([d0, d1], dim=1)
+    torch.testing.assert_close(gx, expected_x, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(gt, -(decay * torch.sin(math.pi * x0) * x1**2).sum())
+    assert torch.autograd.gradcheck(lambda p: e.torch(p, t=0.3), (x,))
+
+
+def test_float32_torch_keeps_dtype():
+    x = torch.rand(5, 2, dtype=torch.float32)
+    assert parse_expression("x[0] + 1").torch(x).dtype == torch.float32
+
+
+def test_every_function_is_covered():
+    covered = " ".join(FORMULAS)
+    assert all(f"{name}(" in covered for name in FUNCTIONS)
+
+
+@pytest.mark.parametrize(
+    "text, piece",
+    [
+        ("__import__('os').system('touch {flag}')", "__import__('os').system"),
+        ("().__class__", "().__class__"),
+        ("open('{flag}', 'w')", "open"),
+        ("x.__class__", "x.__class__"),
+        ("exec('1')", "exec"),
+        ("(lambda: 1)()", "lambda: 1"),
+        ("[i for i in x]", "[i for i in x]"),
+        ("y + 1", "y"),
+        ("sin(x=1)", "x=1"),
+        ("sin(*x)", "sin(*x)"),
+        ("'s'", "'s'"),
+        ("1j", "1j"),
+        ("True", "True"),
+        ("x", "x"),
+        ("x[-1]", "x[-1]"),
+        ("x[0:2]", "x[0:2]"),
+        ("x[k]", "x[k]"),
+        ("z[0]", "z[0]"),
+        ("x[0]^2", "x[0]^2"),
+        ("x[0] % 2", "x[0] % 2"),
+        ("sin", "sin"),
+        ("sin(1, 2)", "sin(1, 2)"),
+        ("x[0] < 1", "x[0] < 1"),
+        ("where(1, 2, 3)", "1"),
+        ("x[0] if x[1] > 0 else 1", "x[0] if x[1] > 0 else 1"),
+        ("x[3]", "x[3]"),
+    ],
+)
+def test_rejects_and_executes_nothing(tmp_path, text, piece):
+    flag = tmp_path / "executed"
+    text, piece = text.format(flag=flag), piece.format(flag=flag)
+    with pytest.raises(ValueError) as info:
+        parse_expression(text, dim=3)
+    message = str(info.value)
+    assert repr(piece) in message
+    assert "Allowed:" in message and "atan2(y, x)" in message
+    assert not flag.exists()
+
+
+def test_other_errors():
+    with pytest.raises(ValueError, match="syntax error"):
+        parse_expression("sin(")
+    with pytest.raises(ValueError, match="empty"):
+        parse_expression("  ")
+    with pytest.raises(TypeError, match="string"):
+        parse_expression(3.0)
+    with pytest.raises(ValueError, match="nested too deeply|limit"):
+        parse_expression("(" * 5000 + "1" + ")" * 5000)
+    with pytest.raises(ValueError, match=r"uses t"):
+        parse_expression("t*x[0]").numpy(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"uses x\[2\].*only 2"):
+        parse_expression("x[2]").torch(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=r"index 2 out of range for dimension 2"):
+        parse_expression("x[2]", dim=2)
+    with pytest.raises(ValueError, match="invalid constant name 'sin'"):
+        parse_expression("1", constants={"sin": 1.0})
+    with pytest.raises(ValueError, match="shape"):
+        parse_expression("x[0]").numpy(np.zeros(3))
