@@ -230,7 +230,7 @@ def _geometric_dimension(points: np.ndarray, tdim: int) -> int:
 
 
 def _meshio_topology(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, str, int]:
-    """Read a file with meshio; return (cells, points, DOLFINx cell name, degree) in DOLFINx order."""
+    """Read a file with meshio; return cells (DOLFINx node order), points, cell name, degree."""
     import meshio
 
     try:

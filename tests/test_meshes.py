@@ -1,4 +1,4 @@
-"""Built-in meshes and mesh files: global volume, geometric dimension and errors (serial and MPI)."""
+"""Built-in meshes and mesh files: volume, geometric dimension and errors (serial and MPI)."""
 
 from __future__ import annotations
 
