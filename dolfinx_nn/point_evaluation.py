@@ -1,0 +1,303 @@
+"""Point observations of finite element functions as a differentiable PyTorch operation.
+
+``PointObservation(V, points)`` locates the points in the mesh, assigns each one to exactly one
+rank (the lowest rank owning a cell that contains it) and builds the observation matrix ``B``
+(PETSc AIJ; rows: this rank's points times the components, columns: the global dofs of ``V``)
+from the element's basis functions at the points.  Applying it to a tensor of owned dofs is one
+``MatMult``; its backward pass is one ``MatMultTranspose``.  PETSc moves off-rank dof values, so
+the operator works for any partition.
+
+Example::
+
+    obs = PointObservation(V, points)          # points (m, gdim), the same on every rank
+    y = obs(u)                                 # values at the points this rank owns
+    loss = global_sum(((y - data[obs.local_indices]) ** 2).sum(), comm)
+
+Supported spaces: Lagrange and DG (any degree, scalar, vector or tensor-valued) on any mesh.
+"""
+
+from __future__ import annotations
+
+from mpi4py import MPI
+from petsc4py import PETSc
+
+import basix
+import dolfinx.fem
+import dolfinx.geometry
+import numpy as np
+import numpy.typing as npt
+import torch
+
+__all__ = ["PointObservation"]
+
+_MAX_LISTED = 5  # points listed in the out-of-mesh error
+
+
+class _Observe(torch.autograd.Function):
+    """y = B u, with backward B^T g."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, obs: PointObservation) -> torch.Tensor:
+        ctx.obs = obs
+        y = obs._apply(u.detach().to("cpu", torch.float64).numpy(), transpose=False)
+        return torch.from_numpy(y).to(device=u.device, dtype=u.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        g = grad.detach().to("cpu", torch.float64).contiguous().numpy().reshape(-1)
+        gu = ctx.obs._apply(g, transpose=True)
+        return torch.from_numpy(gu).to(device=grad.device, dtype=grad.dtype), None
+
+
+def _as_points(points: npt.ArrayLike, gdim: int) -> np.ndarray:
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim == 1 and gdim == 1:
+        points = points[:, None]
+    if points.ndim != 2 or points.shape[1] != gdim:
+        raise ValueError(f"points must have shape (m, {gdim}) for this mesh, got {points.shape}")
+    bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
+    if bad.size:
+        raise ValueError(f"point {bad[0]} is not finite: {points[bad[0]].tolist()}")
+    return points
+
+
+class PointObservation:
+    """Values of functions in ``V`` at given points, as a torch op and on numpy data.
+
+    Args:
+        V: a Lagrange or DG space (scalar, vector or tensor-valued).
+        points: ``(m, gdim)`` array.  By default the same array on every rank; with
+            ``distributed=True`` each rank passes its own points and the global list is their
+            concatenation in rank order.
+        distributed: whether ``points`` differ between ranks.
+
+    Attributes:
+        local_indices: positions in the global point list of the points this rank owns,
+            increasing.  With replicated points, ``data[obs.local_indices]`` matches ``obs(u)``.
+        num_points: the global number of points.
+        matrix: the PETSc observation matrix.
+
+    Raises:
+        ValueError: a point lies outside the mesh (raised on every rank), points of the wrong
+            shape or not finite, or an unsupported element.
+    """
+
+    def __init__(
+        self,
+        V: dolfinx.fem.FunctionSpace,
+        points: npt.ArrayLike,
+        *,
+        distributed: bool = False,
+    ):
+        mesh = V.mesh
+        self._comm = mesh.comm
+        self._check_element(V)
+        self._bs = V.dofmap.index_map_bs
+        self.value_shape: tuple[int, ...] = tuple(int(s) for s in V.element.value_shape)
+        local = _as_points(points, mesh.geometry.dim)
+        if distributed:
+            all_points = np.concatenate(self._comm.allgather(local), axis=0)
+        else:
+            all_points = local
+        self.num_points = int(all_points.shape[0])
+        cells = self._locate(mesh, all_points)
+        self.local_indices = np.flatnonzero(cells >= 0)
+        self._cells = cells[self.local_indices]
+        self._points = all_points[self.local_indices]
+        self.matrix = self._assemble(V)
+        self._x, self._y = self.matrix.createVecs()
+
+    # ----------------------------------------------------------------------- set-up
+
+    @staticmethod
+    def _check_element(V: dolfinx.fem.FunctionSpace) -> None:
+        element = V.element
+        try:
+            basix_element = element.basix_element
+        except RuntimeError as exc:
+            raise ValueError(
+                "PointObservation needs a space with a single (possibly blocked) Basix element, "
+                f"got {V.ufl_element()}"
+            ) from exc
+        if (
+            basix_element.map_type != basix.MapType.identity
+            or element.needs_dof_transformations
+            or basix_element.family == basix.ElementFamily.custom
+            or not element.interpolation_ident
+        ):
+            raise ValueError(
+                f"PointObservation supports Lagrange and DG spaces, got {V.ufl_element()}"
+            )
+
+    def _locate(self, mesh: dolfinx.mesh.Mesh, points: np.ndarray) -> np.ndarray:
+        """Owning cell of every point on this rank, -1 where another rank (or none) owns it."""
+        tdim = mesh.topology.dim
+        num_owned = mesh.topology.index_map(tdim).size_local
+        padded = np.zeros((points.shape[0], 3))
+        padded[:, : points.shape[1]] = points
+        tree = dolfinx.geometry.bb_tree(
+            mesh, tdim, entities=np.arange(num_owned, dtype=np.int32)
+        )
+        candidates = dolfinx.geometry.compute_collisions_points(tree, padded)
+        colliding = dolfinx.geometry.compute_colliding_cells(mesh, candidates, padded)
+        counts = np.diff(colliding.offsets)
+        found = counts > 0
+        cells = np.full(points.shape[0], -1, dtype=np.int32)
+        cells[found] = colliding.array[colliding.offsets[:-1][found]]
+        rank = self._comm.rank
+        mine = np.where(found, rank, self._comm.size).astype(np.int32)
+        owner = np.empty_like(mine)
+        self._comm.Allreduce(mine, owner, op=MPI.MIN)
+        outside = np.flatnonzero(owner == self._comm.size)
+        if outside.size:
+            listed = ", ".join(
+                f"#{i} {points[i].tolist()}" for i in outside[:_MAX_LISTED]
+            )
+            more = f" and {outside.size - _MAX_LISTED} more" if outside.size > _MAX_LISTED else ""
+            raise ValueError(f"{outside.size} point(s) outside the mesh: {listed}{more}")
+        cells[owner != rank] = -1
+        return cells
+
+    def _reference_points(self, mesh: dolfinx.mesh.Mesh) -> np.ndarray:
+        """Pull the owned points back to the reference cell, one call per cell."""
+        cmap = mesh.geometry.cmaps[0]
+        x = mesh.geometry.x
+        dofmap = mesh.geometry.dofmaps[0]
+        gdim = mesh.geometry.dim
+        X = np.empty((self._points.shape[0], mesh.topology.dim))
+        order = np.argsort(self._cells, kind="stable")
+        unique, starts = np.unique(self._cells[order], return_index=True)
+        for cell, rows in zip(unique, np.split(order, starts[1:]), strict=True):
+            X[rows] = cmap.pull_back(self._points[rows], x[dofmap[cell], :gdim])
+        return X
+
+    def _assemble(self, V: dolfinx.fem.FunctionSpace) -> PETSc.Mat:
+        mesh = V.mesh
+        bs = self._bs
+        basis = V.element.basix_element
+        m = self._points.shape[0]
+        if m:
+            phi = basis.tabulate(0, self._reference_points(mesh))[0, :, :, 0]  # (m, ndofs)
+        else:
+            phi = np.empty((0, basis.dim))
+        ndofs = phi.shape[1]
+        imap = V.dofmap.index_map
+        cell_dofs = V.dofmap.list[self._cells]  # (m, ndofs) local block indices
+        global_blocks = imap.local_to_global(cell_dofs.reshape(-1)).reshape(m, ndofs)
+        # row (point p, component c): columns global_block * bs + c
+        columns = global_blocks[:, None, :] * bs + np.arange(bs)[None, :, None]
+        values = np.broadcast_to(phi[:, None, :], columns.shape)
+        rows = m * bs
+        indptr = np.arange(rows + 1, dtype=PETSc.IntType) * ndofs
+        num_owned_dofs = imap.size_local * bs
+        matrix = PETSc.Mat().createAIJ(
+            size=((rows, PETSc.DETERMINE), (num_owned_dofs, imap.size_global * bs)),
+            csr=(
+                indptr,
+                columns.reshape(-1).astype(PETSc.IntType),
+                np.ascontiguousarray(values, dtype=PETSc.ScalarType).reshape(-1),
+            ),
+            comm=self._comm,
+        )
+        matrix.assemble()
+        return matrix
+
+    # ----------------------------------------------------------------------- evaluation
+
+    @property
+    def num_local_points(self) -> int:
+        """Number of points this rank owns."""
+        return int(self.local_indices.size)
+
+    def _shape(self, flat: np.ndarray) -> np.ndarray:
+        return flat.reshape((self.num_local_points, *self.value_shape))
+
+    def _apply(self, array: np.ndarray, *, transpose: bool) -> np.ndarray:
+        src, dst = (self._y, self._x) if transpose else (self._x, self._y)
+        if array.shape != (src.getLocalSize(),):
+            what = "values at the owned points" if transpose else "owned dofs of V"
+            raise ValueError(
+                f"expected {src.getLocalSize()} {what} (flattened), got shape {array.shape}"
+            )
+        if not np.isfinite(array).all():
+            raise ValueError("input holds NaN or inf values; refusing to pass them to PETSc")
+        src.array[:] = array
+        (self.matrix.multTranspose if transpose else self.matrix.mult)(src, dst)
+        return dst.array.copy()
+
+    def __call__(self, u: torch.Tensor) -> torch.Tensor:
+        """Values at the owned points, ``(num_local_points, *value_shape)``; differentiable.
+
+        Args:
+            u: tensor of V's owned dofs (block size flattened), e.g. ``NeuralFunction``'s output.
+        """
+        if not isinstance(u, torch.Tensor):
+            raise TypeError(f"u must be a torch.Tensor of owned dofs, got {type(u).__name__}")
+        y = _Observe.apply(u.reshape(-1), self)
+        return y.reshape((self.num_local_points, *self.value_shape))
+
+    def evaluate(self, u: dolfinx.fem.Function) -> np.ndarray:
+        """Values of a DOLFINx Function (in V's layout) at the owned points, as numpy."""
+        owned = self._x.getLocalSize()
+        return self._shape(self._apply(u.x.array[:owned].copy(), transpose=False))
+
+    def transpose(self, values: npt.ArrayLike) -> np.ndarray:
+        """``B^T values``: owned dofs from values at the owned points (numpy)."""
+        flat = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+        return self._apply(flat, transpose=True)
+
+    def gather(self, values: npt.ArrayLike, root: int | None = 0) -> np.ndarray | None:
+        """All point values in the global order, on ``root`` (``None``: on every rank).
+
+        Collective.  ``values`` are this rank's, ``(num_local_points, ...)``.
+        """
+        values = np.asarray(values)
+        if values.shape[:1] != (self.num_local_points,):
+            raise ValueError(
+                f"values must have {self.num_local_points} rows (owned points), got {values.shape}"
+            )
+        pieces = (self.local_indices, values)
+        parts = self._comm.allgather(pieces) if root is None else self._comm.gather(pieces, root)
+        if parts is None:
+            return None
+        out = np.empty((self.num_points, *values.shape[1:]), dtype=values.dtype)
+        for indices, chunk in parts:
+            out[indices] = chunk
+        return out
+
+    def owned(self, data: npt.ArrayLike, *, distributed: bool = False) -> np.ndarray:
+        """Rows of per-point data at this rank's points, matching ``obs(u)`` (collective).
+
+        Args:
+            data: one row per input point: the full array (replicated points) or this rank's
+                rows (``distributed=True``, same layout as the points passed).
+            distributed: as for the constructor.
+        """
+        data = np.asarray(data)
+        if distributed:
+            data = np.concatenate(self._comm.allgather(data), axis=0)
+        if data.shape[0] != self.num_points:
+            raise ValueError(f"data must have {self.num_points} rows, got {data.shape[0]}")
+        return data[self.local_indices]
+
+    # ----------------------------------------------------------------------- clean-up
+
+    def destroy(self) -> None:
+        """Free the PETSc matrix and work vectors (collective)."""
+        for name in ("matrix", "_x", "_y"):
+            obj = self.__dict__.pop(name, None)
+            if obj is not None:
+                obj.destroy()
+
+    def __enter__(self) -> PointObservation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.destroy()
+
+    def __del__(self) -> None:
+        try:
+            self.destroy()
+        except Exception:  # interpreter shutdown: PETSc may be gone already
+            pass
