@@ -1,0 +1,301 @@
+"""The shared training loop: convergence, data parallelism, exact resume, early stopping, errors."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import shutil
+import tempfile
+
+from mpi4py import MPI
+
+import numpy as np
+import pytest
+import torch
+
+from dolfinx_nn.parallel import global_sum
+from dolfinx_nn.training import History, TrainingConfig, train
+
+DTYPE = torch.float64
+
+
+@pytest.fixture
+def shared_dir(comm):
+    """A directory that every rank sees under the same name."""
+    path = comm.bcast(tempfile.mkdtemp(prefix="dolfinx_nn_training_") if comm.rank == 0 else None)
+    yield pathlib.Path(path)
+    comm.Barrier()
+    if comm.rank == 0:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def regression_data(n: int = 64, seed: int = 1):
+    """Targets that a linear model fits exactly; the same arrays on every rank."""
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(rng.uniform(-1, 1, (n, 3)))
+    w_true = torch.tensor([[0.5, -1.5, 2.0]], dtype=DTYPE)
+    return x, x @ w_true.T + 0.25, w_true
+
+
+def mse(model, x, y, comm):
+    """Mean squared error over the rows of all ranks; this rank holds rows rank::size."""
+    local = ((model(x[comm.rank :: comm.size]) - y[comm.rank :: comm.size]) ** 2).sum()
+    return global_sum(local, comm) / x.shape[0]
+
+
+def mlp() -> torch.nn.Module:
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).to(
+        DTYPE
+    )
+
+
+def test_regression_solved_to_tolerance(comm):
+    x, y, w_true = regression_data()
+    model = torch.nn.Linear(3, 1).to(DTYPE)
+    cfg = TrainingConfig(adam_steps=100, adam_lr=0.05, lbfgs_steps=100, tolerance=1e-20)
+    history = train(lambda: mse(model, x, y, comm), model, cfg, comm=comm)
+    assert history.stopped_because == "tolerance"
+    assert history.losses[-1] <= 1e-20 < min(history.losses[:-1])
+    assert history.phases[0] == "adam" and history.phases[-1] == "lbfgs"
+    assert len(history.losses) == len(history.phases) == len(history.times) == history.steps
+    assert history.steps < 200 and history.wall_time_s > 0
+    torch.testing.assert_close(model.weight.detach(), w_true, rtol=0, atol=1e-9)
+    assert abs(model.bias.item() - 0.25) < 1e-9
+    assert history.as_dict()["stopped_because"] == "tolerance"
+    assert History.from_dict(history.as_dict()).losses == history.losses
+
+
+def test_data_parallel_matches_serial_run(comm):
+    """Each rank holds 1/size of the data; the result equals one rank holding all of it."""
+    rng = np.random.default_rng(7)
+    x = torch.from_numpy(rng.uniform(-1, 1, (40, 1)))
+    y = torch.sin(3 * x)
+    cfg = TrainingConfig(adam_steps=60, adam_lr=0.02, lbfgs_steps=20, seed=0)
+
+    parallel = mlp()
+    h_parallel = train(lambda: mse(parallel, x, y, comm), parallel, cfg, comm=comm)
+    serial = mlp()
+    h_serial = train(lambda: mse(serial, x, y, MPI.COMM_SELF), serial, cfg, comm=MPI.COMM_SELF)
+
+    assert h_parallel.steps == h_serial.steps == 80
+    assert h_parallel.losses[-1] < 0.2 * h_parallel.losses[0]
+    np.testing.assert_allclose(h_parallel.losses, h_serial.losses, rtol=1e-10, atol=0)
+    for p, q in zip(parallel.parameters(), serial.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-10)
+
+
+class SineFit:
+    """Fit sin(3x) on [-1, 1] with points split over the ranks (rows rank::size).
+
+    With ``resample`` the points are redrawn from the global torch generator at every
+    evaluation (as in a stochastic Adam phase); otherwise they are fixed (as L-BFGS needs).
+    ``interrupt_at_call`` raises KeyboardInterrupt at that evaluation, as Ctrl-C would.
+    """
+
+    def __init__(self, model, comm, resample: bool, interrupt_at_call: int | None = None):
+        self.model, self.comm, self.resample = model, comm, resample
+        self.calls = 0
+        self.interrupt_at_call = interrupt_at_call
+        self.fixed = torch.linspace(-1, 1, 16, dtype=DTYPE)[:, None]
+
+    def __call__(self) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.interrupt_at_call:
+            raise KeyboardInterrupt
+        x = torch.rand(16, 1, dtype=DTYPE) * 2 - 1 if self.resample else self.fixed
+        mine = x[self.comm.rank :: self.comm.size]
+        local = ((self.model(mine) - torch.sin(3 * mine)) ** 2).sum()
+        return global_sum(local, self.comm) / x.shape[0]
+
+
+RESUME_CASES = {
+    # phase: (config, resample, interrupt after step, or inside step (1-based))
+    "adam: after step 7": (TrainingConfig(12, 0.01, 0, checkpoint_every=5), True, 7, None),
+    "adam: inside step 8": (TrainingConfig(12, 0.01, 0, checkpoint_every=5), True, None, 8),
+    "lbfgs: after step 10": (TrainingConfig(5, 0.01, 12, checkpoint_every=4), False, 10, None),
+    "lbfgs: in a line search": (TrainingConfig(5, 0.01, 12, checkpoint_every=4), False, None, 9),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_interrupted_run_resumes_exactly(comm, shared_dir, case):
+    cfg, resample, after_step, inside_step = RESUME_CASES[case]
+
+    ref_model = mlp()
+    calls_after: list[int] = [0]
+    ref_loss = SineFit(ref_model, comm, resample)
+    ref = train(
+        ref_loss,
+        ref_model,
+        cfg,
+        comm=comm,
+        callback=lambda s, v: calls_after.append(ref_loss.calls),
+    )
+    assert ref.steps == cfg.total_steps and ref.stopped_because == "completed"
+
+    interrupt_at_call = None
+    if inside_step is not None:
+        # the first evaluation of an Adam step; the second (a line-search trial) of L-BFGS's
+        evaluations = calls_after[inside_step] - calls_after[inside_step - 1]
+        trial = 1 if cfg.phase_of(inside_step - 1) == "adam" else 2
+        assert evaluations >= trial
+        interrupt_at_call = calls_after[inside_step - 1] + trial
+
+    def ctrl_c(step, loss):
+        if step == after_step:
+            raise KeyboardInterrupt
+
+    model = mlp()
+    path = shared_dir / "run" / "checkpoint.pt"
+    loss = SineFit(model, comm, resample, interrupt_at_call)
+    with pytest.raises(KeyboardInterrupt):
+        train(loss, model, cfg, comm=comm, checkpoint=path, callback=ctrl_c)
+    completed = after_step if after_step is not None else inside_step - 1
+    # the model holds the last completed step, not a partial update or line-search trial
+    for p, q in zip(
+        model.parameters(), _replay(cfg, resample, comm, completed).parameters(), strict=True
+    ):
+        assert torch.equal(p, q)
+    comm.Barrier()  # rank 0 wrote the checkpoint without a collective call
+    assert path.is_file()
+
+    fresh = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).to(
+        DTYPE
+    )
+    torch.manual_seed(12345)  # other initial values and generator state: the checkpoint rules
+    history = train(
+        SineFit(fresh, comm, resample), fresh, cfg, comm=comm, checkpoint=path, resume=True
+    )
+
+    assert history.losses == ref.losses  # bitwise
+    assert history.phases == ref.phases
+    assert history.stopped_because == "completed"
+    for p, q in zip(fresh.parameters(), ref_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def _replay(cfg: TrainingConfig, resample: bool, comm, steps: int) -> torch.nn.Module:
+    """The model after the first ``steps`` steps of an uninterrupted run."""
+    model = mlp()
+
+    def stop(step, loss):
+        return step == steps
+
+    train(SineFit(model, comm, resample), model, cfg, comm=comm, callback=stop)
+    return model
+
+
+def test_patience_stops_on_a_plateau(comm):
+    w = torch.zeros(2, dtype=DTYPE, requires_grad=True)
+    target = torch.tensor([1.0, -2.0], dtype=DTYPE)
+    cfg = TrainingConfig(adam_steps=2000, adam_lr=0.1, lbfgs_steps=0, patience=10, min_delta=1e-3)
+    history = train(lambda: ((w - target) ** 2).sum() + 1.0, [w], cfg, comm=comm)
+    assert history.stopped_because == "patience"
+    assert history.steps < 2000
+    losses = history.losses
+    best_before = min(losses[:-10])
+    assert min(losses[-10:]) >= best_before * (1 - 1e-3)
+    assert losses[-11] == best_before  # the last improvement came exactly `patience` steps ago
+    assert best_before < 1.1 and losses[0] == 6.0
+
+
+def test_callback_stops_on_every_rank(comm):
+    w = torch.zeros(1, dtype=DTYPE, requires_grad=True)
+    cfg = TrainingConfig(adam_steps=50, lbfgs_steps=0)
+    history = train(
+        lambda: ((w - 1) ** 2).sum(),
+        [w],
+        cfg,
+        comm=comm,
+        callback=lambda step, loss: step == 4 and comm.rank == comm.size - 1,
+    )
+    assert history.steps == 4 and history.stopped_because == "callback"
+
+
+def test_non_finite_loss_raises_on_every_rank(comm):
+    w = torch.ones(3, dtype=DTYPE, requires_grad=True)
+    calls = [0]
+
+    def loss_fn():
+        calls[0] += 1
+        value = (w**2).sum()
+        if calls[0] == 4 and comm.rank == comm.size - 1:  # NaN on one rank only
+            value = value * math.nan
+        return value
+
+    with pytest.raises(FloatingPointError, match=r"not finite.*step 3 \(adam phase\)"):
+        train(loss_fn, [w], TrainingConfig(adam_steps=10, lbfgs_steps=0), comm=comm)
+
+
+def test_non_finite_gradient_raises_and_keeps_parameters(comm):
+    w = torch.tensor([0.0, 1.0], dtype=DTYPE, requires_grad=True)
+    with pytest.raises(FloatingPointError, match="gradient of parameter 0"):
+        train(lambda: torch.sqrt(w).sum(), [w], TrainingConfig(adam_steps=3), comm=comm)
+    assert w.tolist() == [0.0, 1.0]
+
+
+def test_rank_dependent_loss_is_refused(comm):
+    w = torch.ones(1, dtype=DTYPE, requires_grad=True)
+    cfg = TrainingConfig(adam_steps=2, lbfgs_steps=0)
+    if comm.size == 1:
+        assert train(lambda: (w**2).sum() + comm.rank, [w], cfg, comm=comm).steps == 2
+    else:
+        with pytest.raises(ValueError, match="different values on different ranks"):
+            train(lambda: (w**2).sum() + comm.rank, [w], cfg, comm=comm)
+
+
+def test_resume_errors(comm, shared_dir):
+    w = torch.ones(2, dtype=DTYPE, requires_grad=True)
+    path = shared_dir / "checkpoint.pt"
+    with pytest.raises(FileNotFoundError, match="no checkpoint file.*checkpoint.pt"):
+        train(lambda: (w**2).sum(), [w], TrainingConfig(), comm=comm, checkpoint=path, resume=True)
+
+    cfg = TrainingConfig(adam_steps=5, lbfgs_steps=0)
+    first = train(lambda: (w**2).sum(), [w], cfg, comm=comm, checkpoint=path, resume="auto")
+    assert first.steps == 5 and path.is_file()
+
+    other = TrainingConfig(adam_steps=5, adam_lr=2e-3, lbfgs_steps=0)
+    with pytest.raises(ValueError, match=r"TrainingConfig.adam_lr is 0.002.*0.001"):
+        train(lambda: (w**2).sum(), [w], other, comm=comm, checkpoint=path, resume=True)
+    with pytest.raises(ValueError, match=r"shapes \[\(2,\)\], not \[\(3,\)\]"):
+        v = torch.ones(3, dtype=DTYPE, requires_grad=True)
+        train(lambda: (v**2).sum(), [v], cfg, comm=comm, checkpoint=path, resume=True)
+
+    # More L-BFGS steps extend a finished run.
+    longer = TrainingConfig(adam_steps=5, lbfgs_steps=3)
+    extended = train(lambda: (w**2).sum(), [w], longer, comm=comm, checkpoint=path, resume=True)
+    assert extended.steps == 8 and extended.losses[:5] == first.losses
+    assert extended.phases == ["adam"] * 5 + ["lbfgs"] * 3
+
+
+def test_config_and_argument_errors(comm):
+    with pytest.raises(ValueError, match="TrainingConfig.adam_steps must be an int >= 0, got -1"):
+        TrainingConfig(adam_steps=-1)
+    with pytest.raises(ValueError, match="TrainingConfig.adam_lr"):
+        TrainingConfig(adam_lr=float("nan"))
+    with pytest.raises(ValueError, match="TrainingConfig.patience"):
+        TrainingConfig(patience=0)
+    w = torch.ones(1, dtype=DTYPE, requires_grad=True)
+    with pytest.raises(TypeError, match="list of tensors"):
+        train(lambda: (w**2).sum(), w, comm=comm)
+    with pytest.raises(TypeError, match="0-dim"):
+        train(lambda: w**2 * torch.ones(2), [w], TrainingConfig(adam_steps=1), comm=comm)
+    with pytest.raises(ValueError, match="resume needs a checkpoint"):
+        train(lambda: (w**2).sum(), [w], comm=comm, resume=True)
+
+
+def test_progress_bar_only_on_rank_zero(comm, capfd):
+    w = torch.ones(1, dtype=DTYPE, requires_grad=True)
+    train(
+        lambda: (w**2).sum(),
+        [w],
+        TrainingConfig(adam_steps=3, lbfgs_steps=2),
+        comm=comm,
+        desc="quiet-check",
+    )
+    out, err = capfd.readouterr()
+    if comm.rank == 0:
+        assert "quiet-check" in err
+    else:
+        assert out == "" and err == ""
