@@ -22,6 +22,7 @@ from mpi4py import MPI
 from petsc4py import PETSc
 
 import basix
+import dolfinx.cpp
 import dolfinx.fem
 import dolfinx.geometry
 import numpy as np
@@ -62,6 +63,92 @@ def _as_points(points: npt.ArrayLike, gdim: int) -> np.ndarray:
     return points
 
 
+def _is_affine_simplex(mesh: dolfinx.mesh.Mesh) -> bool:
+    cell = mesh.topology.cell_type
+    num_vertices = dolfinx.cpp.mesh.cell_num_vertices(cell)
+    simplex = cell.name in ("interval", "triangle", "tetrahedron")
+    affine = mesh.geometry.dofmaps[0].shape[1] == num_vertices
+    return simplex and affine and mesh.geometry.dim == mesh.topology.dim
+
+
+def _padded(points: np.ndarray) -> np.ndarray:
+    out = np.zeros((points.shape[0], 3))
+    out[:, : points.shape[1]] = points
+    return out
+
+
+def _owned_cells(mesh: dolfinx.mesh.Mesh) -> np.ndarray:
+    return np.arange(mesh.topology.index_map(mesh.topology.dim).size_local, dtype=np.int32)
+
+
+def _pull_back(mesh: dolfinx.mesh.Mesh, points: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Reference coordinates of points in given cells, one ``cmap.pull_back`` per cell."""
+    cmap, x = mesh.geometry.cmaps[0], mesh.geometry.x[:, : mesh.geometry.dim]
+    dofmap = mesh.geometry.dofmaps[0]
+    X = np.zeros((points.shape[0], mesh.topology.dim))
+    order = np.argsort(cells, kind="stable")
+    unique, starts = np.unique(cells[order], return_index=True)
+    for cell, rows in zip(unique, np.split(order, starts[1:]), strict=True):
+        X[rows] = cmap.pull_back(points[rows], x[dofmap[cell]])
+    return X
+
+
+def _cells_containing(
+    mesh: dolfinx.mesh.Mesh, points: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """First owned cell containing each point (-1: none) and the reference coordinates.
+
+    Bounding-box candidates come from DOLFINx's tree.  For affine simplices the exact test is
+    vectorised (barycentric coordinates >= -1e-12); other cells (quadrilaterals, hexahedra,
+    curved or manifold cells) use DOLFINx's GJK test and ``cmap.pull_back``.
+    """
+    tdim, gdim = mesh.topology.dim, mesh.geometry.dim
+    padded = _padded(points)
+    tree = dolfinx.geometry.bb_tree(mesh, tdim, entities=_owned_cells(mesh))
+    candidates = dolfinx.geometry.compute_collisions_points(tree, padded)
+    cells = np.full(points.shape[0], -1, dtype=np.int32)
+    X = np.zeros((points.shape[0], tdim))
+    if not _is_affine_simplex(mesh):
+        colliding = dolfinx.geometry.compute_colliding_cells(mesh, candidates, padded)
+        found = np.diff(colliding.offsets) > 0
+        cells[found] = colliding.array[colliding.offsets[:-1][found]]
+        X[found] = _pull_back(mesh, points[found], cells[found])
+        return cells, X
+    x = mesh.geometry.x[:, :gdim]
+    nodes = mesh.geometry.dofmaps[0]
+    pair_point = np.repeat(np.arange(points.shape[0]), np.diff(candidates.offsets))
+    pair_cell = candidates.array
+    for chunk in np.array_split(np.arange(pair_cell.size), max(1, pair_cell.size // 200_000)):
+        vertices = x[nodes[pair_cell[chunk]]]  # (pairs, tdim + 1, gdim)
+        jacobian = np.swapaxes(vertices[:, 1:] - vertices[:, :1], 1, 2)  # (pairs, gdim, gdim)
+        offset = points[pair_point[chunk]] - vertices[:, 0]
+        Xc = np.linalg.solve(jacobian, offset[..., None])[..., 0]
+        inside = (Xc >= -1e-12).all(axis=1) & (Xc.sum(axis=1) <= 1.0 + 1e-12)
+        hits = chunk[inside]
+        hit_points, first = np.unique(pair_point[hits], return_index=True)  # first candidate
+        new = cells[hit_points] < 0
+        cells[hit_points[new]] = pair_cell[hits[first[new]]]
+        X[hit_points[new]] = Xc[inside][first[new]]
+    return cells, X
+
+
+def _nearest_cells(
+    mesh: dolfinx.mesh.Mesh, points: np.ndarray, which: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest owned cell of ``points[which]``, reference coordinates and distance."""
+    tdim = mesh.topology.dim
+    owned = _owned_cells(mesh)
+    if which.size == 0 or owned.size == 0:
+        return (np.zeros(which.size, np.int32), np.zeros((which.size, tdim)),
+                np.full(which.size, np.inf))
+    padded = _padded(points[which])
+    tree = dolfinx.geometry.bb_tree(mesh, tdim, entities=owned)
+    midpoints = dolfinx.geometry.create_midpoint_tree(mesh, tdim, owned)
+    near = dolfinx.geometry.compute_closest_entity(tree, midpoints, mesh, padded)
+    distance = np.sqrt(dolfinx.geometry.squared_distance(mesh, tdim, near, padded))
+    return near, _pull_back(mesh, points[which], near), distance
+
+
 class PointObservation:
     """Values of functions in ``V`` at given points, as a torch op and on numpy data.
 
@@ -71,10 +158,15 @@ class PointObservation:
             ``distributed=True`` each rank passes its own points and the global list is their
             concatenation in rank order.
         distributed: whether ``points`` differ between ranks.
+        padding: points outside the mesh by at most this distance (e.g. data on a curved
+            boundary that the mesh approximates) are evaluated in the nearest cell, by
+            extending its polynomials; by default such points are an error.
 
     Attributes:
         local_indices: positions in the global point list of the points this rank owns,
             increasing.  With replicated points, ``data[obs.local_indices]`` matches ``obs(u)``.
+        points: coordinates of the points this rank owns, ``(num_local_points, gdim)``.
+        cells: the local cell containing each owned point (as for ``Function.eval``).
         num_points: the global number of points.
         matrix: the PETSc observation matrix.
 
@@ -89,6 +181,7 @@ class PointObservation:
         points: npt.ArrayLike,
         *,
         distributed: bool = False,
+        padding: float = 0.0,
     ):
         mesh = V.mesh
         self._comm = mesh.comm
@@ -101,10 +194,13 @@ class PointObservation:
         else:
             all_points = local
         self.num_points = int(all_points.shape[0])
-        cells = self._locate(mesh, all_points)
+        if not padding >= 0.0:
+            raise ValueError(f"padding must be a non-negative distance, got {padding}")
+        cells, X = self._locate(mesh, all_points, float(padding))
         self.local_indices = np.flatnonzero(cells >= 0)
-        self._cells = cells[self.local_indices]
-        self._points = all_points[self.local_indices]
+        self.points = all_points[self.local_indices]
+        self.cells = cells[self.local_indices]
+        self._reference = X[self.local_indices]
         self.matrix = self._assemble(V)
         self._x, self._y = self.matrix.createVecs()
 
@@ -130,60 +226,44 @@ class PointObservation:
                 f"PointObservation supports Lagrange and DG spaces, got {V.ufl_element()}"
             )
 
-    def _locate(self, mesh: dolfinx.mesh.Mesh, points: np.ndarray) -> np.ndarray:
-        """Owning cell of every point on this rank, -1 where another rank (or none) owns it."""
-        tdim = mesh.topology.dim
-        num_owned = mesh.topology.index_map(tdim).size_local
-        padded = np.zeros((points.shape[0], 3))
-        padded[:, : points.shape[1]] = points
-        tree = dolfinx.geometry.bb_tree(
-            mesh, tdim, entities=np.arange(num_owned, dtype=np.int32)
-        )
-        candidates = dolfinx.geometry.compute_collisions_points(tree, padded)
-        colliding = dolfinx.geometry.compute_colliding_cells(mesh, candidates, padded)
-        counts = np.diff(colliding.offsets)
-        found = counts > 0
-        cells = np.full(points.shape[0], -1, dtype=np.int32)
-        cells[found] = colliding.array[colliding.offsets[:-1][found]]
-        rank = self._comm.rank
-        mine = np.where(found, rank, self._comm.size).astype(np.int32)
-        owner = np.empty_like(mine)
-        self._comm.Allreduce(mine, owner, op=MPI.MIN)
-        outside = np.flatnonzero(owner == self._comm.size)
-        if outside.size:
-            listed = ", ".join(
-                f"#{i} {points[i].tolist()}" for i in outside[:_MAX_LISTED]
+    def _locate(
+        self, mesh: dolfinx.mesh.Mesh, points: np.ndarray, padding: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Owning cell (-1 where another rank owns the point) and reference coordinates."""
+        comm, rank = self._comm, self._comm.rank
+        cells, X = _cells_containing(mesh, points)
+        key = np.where(cells >= 0, 0.0, np.inf)
+        if padding > 0.0:
+            near, X_near, distance = _nearest_cells(mesh, points, np.flatnonzero(cells < 0))
+            close = distance <= padding
+            outside = np.flatnonzero(cells < 0)[close]
+            cells[outside], X[outside], key[outside] = near[close], X_near[close], distance[close]
+        best = np.empty_like(key)
+        comm.Allreduce(key, best, op=MPI.MIN)
+        missing = np.flatnonzero(np.isinf(best))
+        if missing.size:
+            listed = ", ".join(f"#{i} {points[i].tolist()}" for i in missing[:_MAX_LISTED])
+            more = f" and {missing.size - _MAX_LISTED} more" if missing.size > _MAX_LISTED else ""
+            raise ValueError(
+                f"{missing.size} point(s) outside the mesh (padding {padding}): {listed}{more}"
             )
-            more = f" and {outside.size - _MAX_LISTED} more" if outside.size > _MAX_LISTED else ""
-            raise ValueError(f"{outside.size} point(s) outside the mesh: {listed}{more}")
+        mine = np.where((cells >= 0) & (key == best), rank, comm.size).astype(np.int32)
+        owner = np.empty_like(mine)
+        comm.Allreduce(mine, owner, op=MPI.MIN)
         cells[owner != rank] = -1
-        return cells
-
-    def _reference_points(self, mesh: dolfinx.mesh.Mesh) -> np.ndarray:
-        """Pull the owned points back to the reference cell, one call per cell."""
-        cmap = mesh.geometry.cmaps[0]
-        x = mesh.geometry.x
-        dofmap = mesh.geometry.dofmaps[0]
-        gdim = mesh.geometry.dim
-        X = np.empty((self._points.shape[0], mesh.topology.dim))
-        order = np.argsort(self._cells, kind="stable")
-        unique, starts = np.unique(self._cells[order], return_index=True)
-        for cell, rows in zip(unique, np.split(order, starts[1:]), strict=True):
-            X[rows] = cmap.pull_back(self._points[rows], x[dofmap[cell], :gdim])
-        return X
+        return cells, X
 
     def _assemble(self, V: dolfinx.fem.FunctionSpace) -> PETSc.Mat:
-        mesh = V.mesh
         bs = self._bs
         basis = V.element.basix_element
-        m = self._points.shape[0]
+        m = self.points.shape[0]
         if m:
-            phi = basis.tabulate(0, self._reference_points(mesh))[0, :, :, 0]  # (m, ndofs)
+            phi = basis.tabulate(0, self._reference)[0, :, :, 0]  # (m, ndofs)
         else:
             phi = np.empty((0, basis.dim))
         ndofs = phi.shape[1]
         imap = V.dofmap.index_map
-        cell_dofs = V.dofmap.list[self._cells]  # (m, ndofs) local block indices
+        cell_dofs = V.dofmap.list[self.cells]  # (m, ndofs) local block indices
         global_blocks = imap.local_to_global(cell_dofs.reshape(-1)).reshape(m, ndofs)
         # row (point p, component c): columns global_block * bs + c
         columns = global_blocks[:, None, :] * bs + np.arange(bs)[None, :, None]

@@ -72,7 +72,7 @@ def test_values_match_exact_polynomial_and_eval(comm, kind, resolution, element)
 
     padded = np.zeros((obs.num_local_points, 3))
     padded[:, :gdim] = points[obs.local_indices]
-    reference = u.eval(padded, obs._cells).reshape(expected_shape)
+    reference = u.eval(padded, obs.cells).reshape(expected_shape)
     np.testing.assert_allclose(values.numpy(), reference, atol=1e-12, rtol=0)
 
     gathered = obs.gather(values.numpy())
@@ -80,6 +80,44 @@ def test_values_match_exact_polynomial_and_eval(comm, kind, resolution, element)
         np.testing.assert_allclose(gathered, f(points.T).T.reshape(gathered.shape), atol=1e-12)
     else:
         assert gathered is None
+
+
+@pytest.mark.parametrize("cell", ["quadrilateral", "hexahedron"])
+def test_tensor_product_cells(comm, cell):
+    gdim = 2 if cell == "quadrilateral" else 3
+    cell_type = dolfinx.mesh.CellType[cell]
+    if gdim == 2:
+        mesh = dolfinx.mesh.create_unit_square(comm, 3, 4, cell_type)
+    else:
+        mesh = dolfinx.mesh.create_unit_cube(comm, 2, 2, 3, cell_type)
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 2))
+    f = polynomial(2, gdim, 1)
+    u = dolfinx.fem.Function(V)
+    u.interpolate(f)
+    points = random_points(comm, 30, gdim)
+    obs = PointObservation(V, points)
+    exact = f(points[obs.local_indices].T)
+    np.testing.assert_allclose(obs(owned_dofs(u)).numpy(), exact, atol=1e-12)
+    assert comm.allreduce(obs.num_local_points) == 30
+
+
+def test_padding_extends_to_points_just_outside(comm):
+    # data slightly outside the meshed domain (e.g. on a curved boundary that the mesh
+    # approximates) is evaluated by extending the nearest cell's polynomial: exact for P1 data
+    mesh = create_mesh(comm, "square", 5)
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    f = polynomial(1, 2, 1)
+    u = dolfinx.fem.Function(V)
+    u.interpolate(f)
+    s = np.linspace(0.05, 0.95, 12)
+    points = np.vstack([np.column_stack([s, -1e-3 * s]), np.column_stack([1.0 + 1e-3 * s, s])])
+    with pytest.raises(ValueError, match="24 point.*outside the mesh"):
+        PointObservation(V, points)
+    with pytest.raises(ValueError, match="outside the mesh"):
+        PointObservation(V, points, padding=5e-4)
+    obs = PointObservation(V, points, padding=1e-3)
+    assert comm.allreduce(obs.num_local_points) == 24
+    np.testing.assert_allclose(obs.evaluate(u), f(points[obs.local_indices].T), atol=1e-12)
 
 
 def test_every_point_owned_once_on_shared_vertices(comm):
