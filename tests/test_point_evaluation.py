@@ -256,3 +256,26 @@ def test_no_reference_cycles(comm):
     ref = weakref.ref(obs)
     del obs
     assert ref() is None
+
+
+def test_network_fit_to_point_data_taylor(comm):
+    # misfit of a network (through NeuralFunction) against point data: the gradient with
+    # respect to the weights passes the Taylor test on any number of ranks
+    from dolfinx_nn import NeuralFunction, global_sum, taylor_test
+
+    mesh = create_mesh(comm, "square", 4)
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 2, (2,)))
+    net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    net = net.double()
+    qn = NeuralFunction(net, V)
+    points = random_points(comm, 20, 2, seed=3)
+    obs = PointObservation(V, points)
+    data = torch.from_numpy(obs.owned(np.column_stack([np.sin(points[:, 0]), points[:, 1]])))
+
+    def misfit(params):
+        return global_sum(((obs(qn(params)) - data) ** 2).sum(), comm)
+
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    directions = {k: torch.randn_like(v) for k, v in params.items()}
+    rates = taylor_test(misfit, params, directions, comm=comm)
+    assert min(rates) > 1.9
