@@ -1,0 +1,210 @@
+"""Sparse regression with model selection: which terms make up ``u_t = sum_k c_k T_k``?
+
+Sequential thresholded ridge regression (STRidge) runs along a path of thresholds; every
+distinct support it visits is refitted by least squares and scored by k-fold cross-validation.
+The Pareto front (number of terms vs error) is reported and one model is selected from it by a
+criterion from :data:`SELECTION_CRITERIA`.
+
+Regression happens in the surrogate's normalised variables (well conditioned); the
+coefficients are then converted to the data's units with the exact factors of
+:func:`~dolfinx_nn.discovery.library.term_scale`.  Thresholds act on the *relative
+contribution* ``|c_k| ||T_k|| / ||u_t||`` of a term, which is invariant under any rescaling of
+the data, so the selected support does not depend on units either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from dolfinx_nn.discovery.library import Term, term_name, term_scale
+from dolfinx_nn.discovery.surrogate import Normalisation
+
+__all__ = [
+    "SELECTION_CRITERIA",
+    "Candidate",
+    "RegressionResult",
+    "physical_coefficients",
+    "sparse_regression",
+    "stridge",
+]
+
+
+def stridge(
+    theta: np.ndarray, y: np.ndarray, threshold: float, ridge: float = 1e-6, max_iter: int = 20
+) -> np.ndarray:
+    """Sequential thresholded ridge regression.
+
+    Args:
+        theta: features, shape (n, p).
+        y: target, shape (n,).
+        threshold: drop terms whose relative contribution ``|c_k| ||theta_k|| / ||y||`` is
+            below this value.
+        ridge: Tikhonov parameter on the column-normalised problem.
+        max_iter: most thresholding sweeps.
+
+    Returns:
+        Boolean support of length p.
+    """
+    norms = np.linalg.norm(theta, axis=0)
+    norms[norms == 0] = 1.0
+    a = theta / norms
+    ynorm = np.linalg.norm(y) or 1.0
+    active = np.ones(theta.shape[1], dtype=bool)
+    for _ in range(max_iter):
+        if not active.any():
+            break
+        sub = a[:, active]
+        w = np.linalg.solve(sub.T @ sub + ridge * np.eye(sub.shape[1]), sub.T @ y)
+        keep = np.abs(w) / ynorm >= threshold
+        if keep.all():
+            break
+        idx = np.flatnonzero(active)
+        active[idx[~keep]] = False
+    return active
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One support on the threshold path, refitted by least squares."""
+
+    support: tuple[int, ...]
+    coefficients: np.ndarray  # raw (network variables), one per support entry
+    train_error: float  # relative residual ||y - theta c|| / ||y|| on all points
+    cv_error: float  # mean relative residual on the held-out folds
+
+    @property
+    def complexity(self) -> int:
+        return len(self.support)
+
+
+def _lstsq(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(theta, axis=0)
+    norms[norms == 0] = 1.0
+    c, *_ = np.linalg.lstsq(theta / norms, y, rcond=None)
+    return c / norms
+
+
+def _score(theta: np.ndarray, y: np.ndarray, support: tuple[int, ...], folds: int, seed: int):
+    sub = theta[:, list(support)]
+    ynorm = np.linalg.norm(y) or 1.0
+    coef = _lstsq(sub, y) if support else np.zeros(0)
+    train = float(np.linalg.norm(y - sub @ coef) / ynorm)
+    fold = np.random.default_rng(seed).permutation(y.size) % folds
+    errors = []
+    for k in range(folds):
+        test = fold == k
+        c = _lstsq(sub[~test], y[~test]) if support else np.zeros(0)
+        errors.append(np.linalg.norm(y[test] - sub[test] @ c) / (np.linalg.norm(y[test]) or 1.0))
+    return Candidate(support, coef, train, float(np.mean(errors)))
+
+
+def _select_cv(front: list[Candidate], n: int, tolerance: float) -> Candidate:
+    best = min(c.cv_error for c in front)
+    return min((c for c in front if c.cv_error <= best * (1.0 + tolerance)), key=lambda c: c.complexity)
+
+
+def _select_ic(penalty: Callable[[int, int], float]) -> Callable[[list[Candidate], int, float], Candidate]:
+    def select(front: list[Candidate], n: int, tolerance: float) -> Candidate:
+        return min(
+            front, key=lambda c: n * np.log(max(c.train_error, 1e-300) ** 2) + penalty(c.complexity, n)
+        )
+
+    return select
+
+
+#: Model selection on the Pareto front: name -> rule(front, n_points, tolerance).
+#: ``cv``: the fewest terms whose cross-validation error is within ``(1 + tolerance)`` of the
+#: best; ``aic``/``bic``: Akaike / Bayesian information criteria of the relative residual.
+SELECTION_CRITERIA: dict[str, Callable[[list[Candidate], int, float], Candidate]] = {
+    "cv": _select_cv,
+    "aic": _select_ic(lambda k, n: 2.0 * k),
+    "bic": _select_ic(lambda k, n: k * np.log(n)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressionResult:
+    """Outcome of :func:`sparse_regression` (raw coefficients, in network variables)."""
+
+    terms: list[Term]
+    selected: Candidate
+    front: list[Candidate]
+    candidates: list[Candidate]
+
+    def raw_coefficients(self) -> dict[str, float]:
+        """Selected term name -> coefficient in the network's normalised variables."""
+        return {
+            term_name(self.terms[i]): float(c)
+            for i, c in zip(self.selected.support, self.selected.coefficients, strict=True)
+        }
+
+
+def sparse_regression(
+    theta: np.ndarray,
+    y: np.ndarray,
+    terms: Sequence[Term],
+    criterion: str = "cv",
+    tolerance: float = 0.1,
+    thresholds: Sequence[float] | None = None,
+    folds: int = 5,
+    seed: int = 0,
+) -> RegressionResult:
+    """STRidge along a threshold path, Pareto front and model selection.
+
+    Args:
+        theta: features, shape (n, p) (columns in the order of ``terms``).
+        y: time derivative, shape (n,).
+        terms: the library.
+        criterion: a key of :data:`SELECTION_CRITERIA`.
+        tolerance: relative slack of the ``cv`` criterion.
+        thresholds: relative-contribution thresholds to try (default: 60 values, 1e-4..1).
+        folds: cross-validation folds.
+        seed: seed of the fold assignment.
+    """
+    if criterion not in SELECTION_CRITERIA:
+        raise ValueError(
+            f"unknown selection criterion {criterion!r}; choose one of: "
+            f"{', '.join(SELECTION_CRITERIA)}"
+        )
+    if theta.shape != (y.size, len(terms)):
+        raise ValueError(f"theta has shape {theta.shape}, expected ({y.size}, {len(terms)})")
+    if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(y))):
+        raise ValueError("features or time derivative hold NaN/inf; check the surrogate fit")
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    thresholds = np.geomspace(1e-4, 1.0, 60) if thresholds is None else thresholds
+    supports = {tuple(np.flatnonzero(stridge(theta, y, float(tol)))) for tol in thresholds}
+    candidates = sorted(
+        (_score(theta, y, s, folds, seed) for s in supports if s),
+        key=lambda c: (c.complexity, c.cv_error),
+    )
+    if not candidates:
+        raise ValueError("every threshold removed all terms; lower the thresholds")
+    front: list[Candidate] = []
+    for c in candidates:  # best of each complexity, kept if it beats every simpler model
+        if (not front or c.complexity > front[-1].complexity) and (
+            not front or c.cv_error < front[-1].cv_error
+        ):
+            front.append(c)
+    selected = SELECTION_CRITERIA[criterion](front, y.size, tolerance)
+    return RegressionResult(list(terms), selected, front, candidates)
+
+
+def physical_coefficients(
+    raw: dict[str, float], terms: Sequence[Term], normalisation: Normalisation
+) -> dict[str, float]:
+    """Convert raw coefficients to the data's units (exact; see the module docstring).
+
+    With ``v_tau = sum_k r_k T_k(v)``, ``u_t = (U / T) v_tau`` and ``T_k(u) = F_k T_k(v)``
+    the physical coefficients are ``c_k = r_k U / (T F_k)``.
+    """
+    by_name = {term_name(t): t for t in terms}
+    nrm = normalisation
+    out = {}
+    for name, r in raw.items():
+        f = term_scale(by_name[name], nrm.x_scale, nrm.u_scale)
+        out[name] = r * nrm.u_scale / (nrm.t_scale * f)
+    return out
