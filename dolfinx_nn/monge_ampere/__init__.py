@@ -1,0 +1,50 @@
+"""The Dirichlet problem for the Monge-Ampere equation, ``det D^2 u = f``, ``u = g``.
+
+Two routes to the unique convex solution, compared on cases with exact solutions:
+
+- a network ansatz trained on a collocation loss (residual by autograd Hessians), either an
+  input convex network (:class:`ICNN`, convex by construction) or a plain feed-forward network
+  (:class:`FFNN`) with a convexity penalty; any dimension, on boxes, balls or meshes;
+- a finite element reference (:func:`solve_fem`): the C0 penalty method of Brenner, Gudi and
+  Neilan with P2 elements and Newton's method (PETSc SNES), d = 2, 3.
+
+Command line: ``dolfinx-nn monge-ampere --help``; benchmark: ``dolfinx-nn bench monge-ampere``.
+"""
+
+from __future__ import annotations
+
+from dolfinx_nn.monge_ampere.cases import CASES, Case, get_case
+from dolfinx_nn.monge_ampere.domains import Ball, Box, MeshDomain, make_domain
+from dolfinx_nn.monge_ampere.fem import FEMResult, solve_fem
+from dolfinx_nn.monge_ampere.hessian import batched_det, hessians, min_eigenvalues
+from dolfinx_nn.monge_ampere.loss import MongeAmpereLoss
+from dolfinx_nn.monge_ampere.network_solver import (
+    NetworkConfig,
+    NetworkResult,
+    evaluate,
+    solve_network,
+)
+from dolfinx_nn.monge_ampere.networks import FFNN, ICNN, make_network
+
+__all__ = [
+    "CASES",
+    "FFNN",
+    "ICNN",
+    "Ball",
+    "Box",
+    "Case",
+    "FEMResult",
+    "MeshDomain",
+    "MongeAmpereLoss",
+    "NetworkConfig",
+    "NetworkResult",
+    "batched_det",
+    "evaluate",
+    "get_case",
+    "hessians",
+    "make_domain",
+    "make_network",
+    "min_eigenvalues",
+    "solve_fem",
+    "solve_network",
+]

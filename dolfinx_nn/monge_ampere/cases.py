@@ -1,0 +1,187 @@
+"""Monge-Ampere test cases with known convex solutions.
+
+Each case gives the exact solution ``u`` (also the Dirichlet data ``g = u`` on the boundary)
+and the source ``f = det D^2 u``.  The formulas are written once, against a small table of
+elementary functions, and evaluated with NumPy (errors, interpolation), PyTorch (collocation
+losses) or UFL (finite element forms).  Coordinates are passed as a list of components
+``[x_0, ..., x_{d-1}]``: columns of an ``(n, d)`` tensor, rows of a ``(d, n)`` array, or the
+components of ``ufl.SpatialCoordinate``.
+
+Cases (``r = |x|``, ``r_0 = |x - x_0|`` with ``x_0`` the centre of the domain):
+
+========== ====================================== =========================================
+name       u                                      f = det D^2 u
+========== ====================================== =========================================
+smooth     exp(r^2 / 2)                           (1 + r^2) exp(d r^2 / 2)
+brenner    20 exp(x^6 / 6 + y)          (d = 2)   2000 x^4 exp(x^6 / 3 + 2 y)
+singular   -sqrt(2 - r^2)               (d = 2)   2 / (2 - r^2)^2   (blows up at (1, 1))
+degenerate max(r_0 - 0.2, 0)^2 / 2                (max(r_0 - 0.2, 0) / r_0)^(d - 1)
+========== ====================================== =========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import ufl
+
+#: Radius of the flat disk of the ``degenerate`` case.
+DEGENERATE_RADIUS = 0.2
+
+
+@dataclass(frozen=True)
+class Ops:
+    """The elementary functions a formula may use, for one backend."""
+
+    exp: Callable[[Any], Any]
+    sqrt: Callable[[Any], Any]
+    positive_part: Callable[[Any], Any]
+
+
+OPS: dict[str, Ops] = {
+    "numpy": Ops(np.exp, np.sqrt, lambda a: np.maximum(a, 0.0)),
+    "torch": Ops(torch.exp, torch.sqrt, torch.relu),
+    "ufl": Ops(ufl.exp, ufl.sqrt, lambda a: ufl.max_value(a, 0.0)),
+}
+
+Formula = Callable[[Sequence[Any], Ops, Sequence[float]], Any]
+
+
+def _sum_sq(x: Sequence[Any]) -> Any:
+    total = x[0] * x[0]
+    for xi in x[1:]:
+        total = total + xi * xi
+    return total
+
+
+def _dist(x: Sequence[Any], center: Sequence[float], ops: Ops) -> Any:
+    return ops.sqrt(_sum_sq([xi - ci for xi, ci in zip(x, center, strict=True)]))
+
+
+def _smooth_u(x, ops, center):
+    return ops.exp(0.5 * _sum_sq(x))
+
+
+def _smooth_f(x, ops, center):
+    r2 = _sum_sq(x)
+    return (1.0 + r2) * ops.exp(0.5 * len(x) * r2)
+
+
+def _brenner_u(x, ops, center):
+    return 20.0 * ops.exp(x[0] ** 6 / 6.0 + x[1])
+
+
+def _brenner_f(x, ops, center):
+    return 2000.0 * x[0] ** 4 * ops.exp(x[0] ** 6 / 3.0 + 2.0 * x[1])
+
+
+def _singular_u(x, ops, center):
+    return -ops.sqrt(2.0 - _sum_sq(x))
+
+
+def _singular_f(x, ops, center):
+    s = 2.0 - _sum_sq(x)
+    return 2.0 / (s * s)
+
+
+def _degenerate_u(x, ops, center):
+    t = ops.positive_part(_dist(x, center, ops) - DEGENERATE_RADIUS)
+    return 0.5 * t * t
+
+
+def _degenerate_f(x, ops, center):
+    r = _dist(x, center, ops)
+    ratio = ops.positive_part(r - DEGENERATE_RADIUS) / (r + 1e-300)
+    return ratio ** (len(x) - 1)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One test case: exact solution, source, and the dimensions it is defined in.
+
+    Attributes:
+        name: registry key.
+        description: one line for help texts and reports.
+        u_formula: exact solution, also the Dirichlet data.
+        f_formula: ``det D^2 u``.
+        dims: dimensions the case is defined in (``None``: any ``d >= 2``).
+    """
+
+    name: str
+    description: str
+    u_formula: Formula
+    f_formula: Formula
+    dims: tuple[int, ...] | None = None
+
+    def check_dim(self, dim: int) -> None:
+        """Raise ``ValueError`` if the case is not defined in ``dim`` dimensions."""
+        allowed = self.dims if self.dims is not None else tuple(range(2, 100))
+        if dim not in allowed or dim < 2:
+            valid = ", ".join(map(str, self.dims)) if self.dims else "any d >= 2"
+            raise ValueError(f"case {self.name!r} is not defined for d = {dim}; valid: {valid}")
+
+    def u(self, x: Sequence[Any], backend: str, center: Sequence[float]) -> Any:
+        """Exact solution at the coordinate components ``x`` with the given backend."""
+        return self.u_formula(x, _ops(backend), center)
+
+    def f(self, x: Sequence[Any], backend: str, center: Sequence[float]) -> Any:
+        """Source ``det D^2 u`` at the coordinate components ``x``."""
+        return self.f_formula(x, _ops(backend), center)
+
+    def u_torch(self, points: torch.Tensor, center: Sequence[float]) -> torch.Tensor:
+        """Exact solution at points shaped ``(n, d)``."""
+        return self.u(list(points.unbind(-1)), "torch", center)
+
+    def f_torch(self, points: torch.Tensor, center: Sequence[float]) -> torch.Tensor:
+        """Source at points shaped ``(n, d)``."""
+        return self.f(list(points.unbind(-1)), "torch", center)
+
+
+def _ops(backend: str) -> Ops:
+    try:
+        return OPS[backend]
+    except KeyError:
+        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(OPS)}") from None
+
+
+CASES: dict[str, Case] = {
+    c.name: c
+    for c in (
+        Case("smooth", "u = exp(|x|^2/2), any dimension", _smooth_u, _smooth_f),
+        Case("brenner", "u = 20 exp(x^6/6 + y), f vanishes on x = 0", _brenner_u, _brenner_f, (2,)),
+        Case("singular", "u = -sqrt(2 - |x|^2), f unbounded at (1, 1)", _singular_u, _singular_f,
+             (2,)),
+        Case("degenerate", "u = max(|x - x0| - 0.2, 0)^2 / 2, f = 0 on a disk", _degenerate_u,
+             _degenerate_f),
+    )
+}
+
+
+def get_case(name: str) -> Case:
+    """The case called ``name``, or a ``ValueError`` listing the valid names."""
+    try:
+        return CASES[name]
+    except KeyError:
+        raise ValueError(f"unknown case {name!r}; choose one of: {', '.join(CASES)}") from None
+
+
+def noisy(f_values: np.ndarray | torch.Tensor, level: float, rng: np.random.Generator):
+    """Multiplicative Gaussian noise: ``f (1 + level * xi)``, ``xi ~ N(0, 1)`` per value.
+
+    Args:
+        f_values: source values (array or tensor).
+        level: relative noise level, ``>= 0``.
+        rng: random generator (one per rank).
+    """
+    if not np.isfinite(level) or level < 0:
+        raise ValueError(f"noise level must be a finite number >= 0, got {level!r}")
+    if level == 0:
+        return f_values
+    xi = rng.standard_normal(tuple(f_values.shape))
+    if isinstance(f_values, torch.Tensor):
+        xi = torch.as_tensor(xi, dtype=f_values.dtype, device=f_values.device)
+    return f_values * (1.0 + level * xi)

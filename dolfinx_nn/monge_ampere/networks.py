@@ -1,0 +1,165 @@
+"""Network ansatze for the Monge-Ampere equation: input-convex and plain feed-forward.
+
+An input convex neural network (ICNN; Amos, Xu & Kolter 2017) is convex in its input for
+*every* choice of weights: each hidden layer is ``z_{k+1} = s(W_k x + U_k z_k + b_k)`` with
+``U_k >= 0`` and ``s`` convex and non-decreasing, and the output is a non-negative
+combination of the last layer plus an affine function of ``x``.  Non-negativity is enforced
+by the parametrization ``U = softplus(raw)``, so plain gradient descent keeps it.
+
+Both networks first map the input affinely from the bounding box ``[lower, upper]`` of the
+domain to ``[-1, 1]^d``; an affine change of variables preserves convexity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+#: Convex, non-decreasing activations allowed in an ICNN.
+CONVEX_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "softplus": F.softplus,
+    "elu": F.elu,
+}
+
+#: Activations of the plain feed-forward network.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "tanh": torch.tanh,
+    "softplus": F.softplus,
+    "gelu": F.gelu,
+}
+
+
+def _pick(registry: dict, name: str, what: str):
+    try:
+        return registry[name]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r}; choose one of: {', '.join(registry)}") from None
+
+
+class _Normalized(nn.Module):
+    """Common input scaling from the bounding box to ``[-1, 1]^d``."""
+
+    def __init__(self, dim: int, lower: Sequence[float] | None, upper: Sequence[float] | None):
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"input dimension must be >= 1, got {dim}")
+        lo = np.zeros(dim) if lower is None else np.asarray(lower, dtype=float)
+        hi = np.ones(dim) if upper is None else np.asarray(upper, dtype=float)
+        if lo.shape != (dim,) or hi.shape != (dim,) or np.any(hi <= lo):
+            raise ValueError(f"need lower < upper, each of length {dim}; got {lo}, {hi}")
+        self.dim = dim
+        self.register_buffer("shift", torch.as_tensor(0.5 * (lo + hi)))
+        self.register_buffer("scale", torch.as_tensor(0.5 * (hi - lo)))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected points shaped (n, {self.dim}), got {tuple(x.shape)}")
+        return (x - self.shift) / self.scale
+
+
+class ICNN(_Normalized):
+    """Input convex network ``R^d -> R``, convex for any weights.
+
+    Args:
+        dim: input dimension ``d``.
+        width: neurons per hidden layer.
+        depth: number of hidden layers (``>= 1``).
+        activation: a key of :data:`CONVEX_ACTIVATIONS`.
+        lower, upper: bounding box of the domain (input scaling).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        width: int = 32,
+        depth: int = 3,
+        activation: str = "softplus",
+        lower: Sequence[float] | None = None,
+        upper: Sequence[float] | None = None,
+    ):
+        super().__init__(dim, lower, upper)
+        if width < 1 or depth < 1:
+            raise ValueError(f"width and depth must be >= 1, got {width}, {depth}")
+        self.activation = _pick(CONVEX_ACTIVATIONS, activation, "convex activation")
+        self.input_layers = nn.ModuleList(nn.Linear(dim, width) for _ in range(depth))
+        # raw parameters of the non-negative hidden-to-hidden weights, softplus(raw) ~ 1/width
+        init = float(np.log(np.expm1(1.0 / width)))
+        self.hidden_raw = nn.ParameterList(
+            nn.Parameter(init + 0.1 * torch.randn(width, width)) for _ in range(depth - 1)
+        )
+        self.output_raw = nn.Parameter(init + 0.1 * torch.randn(width))
+        self.affine = nn.Linear(dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Values at points ``x`` shaped ``(n, d)``; returns shape ``(n,)``."""
+        s = self.normalize(x)
+        z = self.activation(self.input_layers[0](s))
+        for layer, raw in zip(self.input_layers[1:], self.hidden_raw, strict=True):
+            z = self.activation(layer(s) + z @ F.softplus(raw).T)
+        return z @ F.softplus(self.output_raw) + self.affine(s).squeeze(-1)
+
+
+class FFNN(_Normalized):
+    """Plain feed-forward network ``R^d -> R`` (no convexity built in).
+
+    Args:
+        dim: input dimension ``d``.
+        width: neurons per hidden layer.
+        depth: number of hidden layers (``>= 1``).
+        activation: a key of :data:`ACTIVATIONS` (smooth, so Hessians exist).
+        lower, upper: bounding box of the domain (input scaling).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        width: int = 32,
+        depth: int = 3,
+        activation: str = "tanh",
+        lower: Sequence[float] | None = None,
+        upper: Sequence[float] | None = None,
+    ):
+        super().__init__(dim, lower, upper)
+        if width < 1 or depth < 1:
+            raise ValueError(f"width and depth must be >= 1, got {width}, {depth}")
+        self.activation = _pick(ACTIVATIONS, activation, "activation")
+        sizes = [dim] + [width] * depth
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.output = nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Values at points ``x`` shaped ``(n, d)``; returns shape ``(n,)``."""
+        z = self.normalize(x)
+        for layer in self.layers:
+            z = self.activation(layer(z))
+        return self.output(z).squeeze(-1)
+
+
+#: ansatz name -> network class; ``convex`` says whether convexity is built in.
+ANSATZE: dict[str, type[_Normalized]] = {"icnn": ICNN, "ffnn": FFNN}
+
+
+def make_network(
+    ansatz: str,
+    dim: int,
+    *,
+    width: int = 32,
+    depth: int = 3,
+    activation: str | None = None,
+    lower: Sequence[float] | None = None,
+    upper: Sequence[float] | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device | None = None,
+) -> nn.Module:
+    """Build the network of an ansatz by name (``"icnn"`` or ``"ffnn"``).
+
+    ``activation=None`` picks softplus for the ICNN and tanh for the FFNN.
+    """
+    cls = _pick(ANSATZE, ansatz, "ansatz")
+    kwargs = {} if activation is None else {"activation": activation}
+    net = cls(dim, width=width, depth=depth, lower=lower, upper=upper, **kwargs)
+    return net.to(dtype=dtype, device=device)
