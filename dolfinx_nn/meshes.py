@@ -14,11 +14,16 @@ Files: ``.msh`` (gmsh, through :mod:`dolfinx.io.gmsh`), ``.xdmf`` (:class:`dolfi
 and the other formats meshio reads (``.vtu``, ``.vtk``, ``.med``, ``.inp``, ...).  Files are read
 on rank 0 and the mesh is distributed by DOLFINx's graph partitioner.
 
+:func:`create_mesh_data` also returns cell and facet tags: built-in shapes tag their outer
+boundary 1 and the hole 2; ``.msh`` files keep their physical groups.
+
 Example::
 
     from mpi4py import MPI
-    from dolfinx_nn.meshes import create_mesh
+    from dolfinx_nn.meshes import create_mesh, create_mesh_data
     mesh = create_mesh(MPI.COMM_WORLD, "square-with-hole", resolution=32)
+    data = create_mesh_data(MPI.COMM_WORLD, "square-with-hole", resolution=32)
+    ds = ufl.Measure("ds", domain=data.mesh, subdomain_data=data.facet_tags)  # ds(2): hole
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import dolfinx.io.gmsh
 import dolfinx.mesh
 import numpy as np
 import ufl
+from dolfinx.io.gmsh import MeshData, PhysicalGroup
 
 __all__ = [
     "HOLE_CENTER",
@@ -46,6 +52,7 @@ __all__ = [
     "MESH_KINDS",
     "boundary_facets",
     "create_mesh",
+    "create_mesh_data",
     "mesh_size",
 ]
 
@@ -61,16 +68,34 @@ _HOLE_TAG = 2  # facets on the boundary of the hole
 # --------------------------------------------------------------------------- built-in shapes
 
 
-def _interval(comm: MPI.Comm, resolution: int, verbose: bool) -> dolfinx.mesh.Mesh:
-    return dolfinx.mesh.create_unit_interval(comm, resolution)
+def _tagged(mesh: dolfinx.mesh.Mesh) -> MeshData:
+    """Tag all cells ``domain`` and all exterior facets ``outer``."""
+    tdim = mesh.topology.dim
+    cells = np.arange(mesh.topology.index_map(tdim).size_local, dtype=np.int32)
+    facets = boundary_facets(mesh)
+    return MeshData(
+        mesh,
+        dolfinx.mesh.meshtags(mesh, tdim, cells, np.full(cells.size, _DOMAIN_TAG, np.int32)),
+        dolfinx.mesh.meshtags(mesh, tdim - 1, facets, np.full(facets.size, _OUTER_TAG, np.int32)),
+        None,
+        None,
+        {
+            "domain": PhysicalGroup(tdim, _DOMAIN_TAG),
+            "outer": PhysicalGroup(tdim - 1, _OUTER_TAG),
+        },
+    )
 
 
-def _square(comm: MPI.Comm, resolution: int, verbose: bool) -> dolfinx.mesh.Mesh:
-    return dolfinx.mesh.create_unit_square(comm, resolution, resolution)
+def _interval(comm: MPI.Comm, resolution: int, verbose: bool) -> MeshData:
+    return _tagged(dolfinx.mesh.create_unit_interval(comm, resolution))
 
 
-def _cube(comm: MPI.Comm, resolution: int, verbose: bool) -> dolfinx.mesh.Mesh:
-    return dolfinx.mesh.create_unit_cube(comm, resolution, resolution, resolution)
+def _square(comm: MPI.Comm, resolution: int, verbose: bool) -> MeshData:
+    return _tagged(dolfinx.mesh.create_unit_square(comm, resolution, resolution))
+
+
+def _cube(comm: MPI.Comm, resolution: int, verbose: bool) -> MeshData:
+    return _tagged(dolfinx.mesh.create_unit_cube(comm, resolution, resolution, resolution))
 
 
 @contextlib.contextmanager
@@ -106,7 +131,7 @@ def _on_root(comm: MPI.Comm, build: Callable[[], None]) -> None:
         raise error
 
 
-def _box_with_hole(comm: MPI.Comm, resolution: int, verbose: bool, dim: int) -> dolfinx.mesh.Mesh:
+def _box_with_hole(comm: MPI.Comm, resolution: int, verbose: bool, dim: int) -> MeshData:
     h = 1.0 / resolution
     c = HOLE_CENTER
 
@@ -139,19 +164,19 @@ def _box_with_hole(comm: MPI.Comm, resolution: int, verbose: bool, dim: int) -> 
     else:
         _on_root(comm, lambda: None)
         data = dolfinx.io.gmsh.model_to_mesh(None, comm, 0, gdim=dim)
-    return data.mesh
+    return data
 
 
-def _square_with_hole(comm: MPI.Comm, resolution: int, verbose: bool) -> dolfinx.mesh.Mesh:
+def _square_with_hole(comm: MPI.Comm, resolution: int, verbose: bool) -> MeshData:
     return _box_with_hole(comm, resolution, verbose, 2)
 
 
-def _cube_with_hole(comm: MPI.Comm, resolution: int, verbose: bool) -> dolfinx.mesh.Mesh:
+def _cube_with_hole(comm: MPI.Comm, resolution: int, verbose: bool) -> MeshData:
     return _box_with_hole(comm, resolution, verbose, 3)
 
 
 #: name -> builder(comm, resolution, verbose) of the built-in shapes.
-MESH_KINDS: dict[str, Callable[[MPI.Comm, int, bool], dolfinx.mesh.Mesh]] = {
+MESH_KINDS: dict[str, Callable[[MPI.Comm, int, bool], MeshData]] = {
     "interval": _interval,
     "square": _square,
     "cube": _cube,
@@ -163,7 +188,7 @@ MESH_KINDS: dict[str, Callable[[MPI.Comm, int, bool], dolfinx.mesh.Mesh]] = {
 # --------------------------------------------------------------------------- mesh files
 
 
-def _read_msh(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> dolfinx.mesh.Mesh:
+def _read_msh(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
     """Read a gmsh file; files without physical groups get one group holding all cells."""
     gdim = None
 
@@ -187,10 +212,10 @@ def _read_msh(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> dolfinx.mesh
         _on_root(comm, lambda: None)
         gdim = comm.bcast(gdim, root=0)
         data = dolfinx.io.gmsh.model_to_mesh(None, comm, 0, gdim=gdim)
-    return data.mesh
+    return data
 
 
-def _read_xdmf(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> dolfinx.mesh.Mesh:
+def _read_xdmf(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
     """Read the grid called "mesh" of an XDMF file, or else its first grid."""
     name = None
     if comm.rank == 0:
@@ -203,7 +228,11 @@ def _read_xdmf(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> dolfinx.mes
     if isinstance(name, Exception):
         raise name
     with dolfinx.io.XDMFFile(comm, str(path), "r") as xdmf:
-        return xdmf.read_mesh(name=name)
+        return _untagged(xdmf.read_mesh(name=name))
+
+
+def _untagged(mesh: dolfinx.mesh.Mesh) -> MeshData:
+    return MeshData(mesh, None, None, None, None, {})
 
 
 #: meshio cell type -> (DOLFINx cell, coordinate degree)
@@ -258,7 +287,7 @@ def _meshio_topology(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, str, i
     return cells.reshape(-1, len(perm)), points, cell_name, degree
 
 
-def _read_meshio(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> dolfinx.mesh.Mesh:
+def _read_meshio(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
     result: tuple | Exception | None = None
     if comm.rank == 0:
         try:
@@ -279,11 +308,11 @@ def _read_meshio(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> dolfinx.m
     element = basix.ufl.element(
         "Lagrange", cell_name, degree, basix.LagrangeVariant.equispaced, shape=(gdim,)
     )
-    return dolfinx.mesh.create_mesh(comm, cells, ufl.Mesh(element), points)
+    return _untagged(dolfinx.mesh.create_mesh(comm, cells, ufl.Mesh(element), points))
 
 
 #: file suffix -> reader; every other suffix goes through meshio.
-_READERS: dict[str, Callable[[MPI.Comm, pathlib.Path, bool], dolfinx.mesh.Mesh]] = {
+_READERS: dict[str, Callable[[MPI.Comm, pathlib.Path, bool], MeshData]] = {
     ".msh": _read_msh,
     ".xdmf": _read_xdmf,
 }
@@ -320,6 +349,26 @@ def create_mesh(
     Raises:
         ValueError: unknown name or suffix, bad resolution, or a file without supported cells.
         FileNotFoundError: ``spec`` looks like a file name but no such file exists.
+    """
+    return create_mesh_data(comm, spec, resolution, verbose=verbose).mesh
+
+
+def create_mesh_data(
+    comm: MPI.Comm,
+    spec: str | pathlib.Path,
+    resolution: int = 16,
+    *,
+    verbose: bool = False,
+) -> MeshData:
+    """Like :func:`create_mesh`, with cell and facet tags where the source has them.
+
+    Built-in shapes tag their cells ``domain`` (1) and their exterior facets ``outer`` (1);
+    the shapes with a hole tag the facets on the hole ``hole`` (2).  ``.msh`` files keep their
+    physical groups.  Other files come without tags (``None``).
+
+    Returns:
+        :class:`dolfinx.io.gmsh.MeshData`: ``mesh``, ``cell_tags``, ``facet_tags``, ...,
+        ``physical_groups`` (name -> (dim, tag)).
     """
     if isinstance(spec, str) and spec in MESH_KINDS:
         if isinstance(resolution, bool) or not isinstance(resolution, int | np.integer):

@@ -17,13 +17,18 @@ from dolfinx_nn.meshes import (
     MESH_KINDS,
     boundary_facets,
     create_mesh,
+    create_mesh_data,
     mesh_size,
 )
 
 
-def volume(mesh: dolfinx.mesh.Mesh) -> float:
-    local = dolfinx.fem.assemble_scalar(dolfinx.fem.form(1.0 * ufl.dx(domain=mesh)))
+def volume_of(mesh: dolfinx.mesh.Mesh, measure: ufl.Measure) -> float:
+    local = dolfinx.fem.assemble_scalar(dolfinx.fem.form(1.0 * measure))
     return mesh.comm.allreduce(local, op=MPI.SUM)
+
+
+def volume(mesh: dolfinx.mesh.Mesh) -> float:
+    return volume_of(mesh, ufl.dx(domain=mesh))
 
 
 def shared_tmp_path(tmp_path, comm: MPI.Comm):
@@ -52,6 +57,24 @@ def test_hole_volume_within_chord_bound(comm, kind, resolution):
     surface = 2 * math.pi * r if dim == 2 else 4 * math.pi * r**2
     excess = volume(mesh) - (1.0 - hole)
     assert 0.0 < excess < surface * h**2 / (8 * r)
+
+
+@pytest.mark.parametrize("kind", ["square", "square-with-hole", "cube-with-hole"])
+def test_facet_tags(comm, kind):
+    data = create_mesh_data(comm, kind, 4)
+    mesh, tdim = data.mesh, data.mesh.topology.dim
+    assert data.physical_groups["outer"] == (tdim - 1, 1)
+    ds = ufl.Measure("ds", domain=mesh, subdomain_data=data.facet_tags)
+    dx = ufl.Measure("dx", domain=mesh, subdomain_data=data.cell_tags)
+    outer = 4.0 if tdim == 2 else 6.0
+    assert volume_of(mesh, ds(1)) == pytest.approx(outer, abs=1e-12)
+    assert volume_of(mesh, dx(1)) == pytest.approx(volume(mesh), abs=1e-12)
+    if kind != "square":
+        # the inscribed polygon/polyhedron has a smaller surface than the circle/sphere;
+        # the relative deficit is O((h / r)^2), here h = r
+        exact = 2 * math.pi * HOLE_RADIUS if tdim == 2 else 4 * math.pi * HOLE_RADIUS**2
+        h_over_r = 0.25 / HOLE_RADIUS
+        assert (1.0 - h_over_r**2 / 4) * exact < volume_of(mesh, ds(2)) < exact
 
 
 def test_hole_volume_converges_at_second_order(comm):
@@ -90,9 +113,13 @@ def test_msh_file(comm, tmp_path):
     if comm.rank == 0:
         _write_box_msh(path)
     comm.Barrier()
-    mesh = create_mesh(comm, path)
+    data = create_mesh_data(comm, path)
+    mesh = data.mesh
     assert mesh.topology.dim == mesh.geometry.dim == 3
     assert volume(mesh) == pytest.approx(1.0, abs=1e-12)
+    # a file without physical groups gets one group holding all cells
+    dx = ufl.Measure("dx", domain=mesh, subdomain_data=data.cell_tags)
+    assert volume_of(mesh, dx(1)) == pytest.approx(1.0, abs=1e-12)
 
 
 def _structured(nx: int, ny: int, lx: float, ly: float):
