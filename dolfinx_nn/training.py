@@ -398,7 +398,12 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainingConfig, step: int, phas
 
 
 def _loss_value(loss: Any, comm: MPI.Comm, phase: str, step: int) -> float:
-    """The loss as a float, checked finite and equal on every rank (collective)."""
+    """The loss as a float, checked finite and equal on every rank (collective).
+
+    Reductions may round differently on different ranks, so the value returned is the
+    maximum over the ranks: bitwise the same everywhere, which keeps every decision taken
+    from it (stopping, the L-BFGS line search) identical on all ranks.
+    """
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         raise TypeError(
             f"loss_fn must return a 0-dim torch.Tensor, got {type(loss).__name__}"
@@ -425,7 +430,7 @@ def _loss_value(loss: Any, comm: MPI.Comm, phase: str, step: int) -> float:
         )
     if loss.grad_fn is None:
         raise ValueError("loss_fn returned a tensor that does not depend on the parameters")
-    return value
+    return float(high) if comm.size > 1 else value
 
 
 def _check_gradients(plist: list[torch.Tensor], phase: str, step: int) -> None:
@@ -513,10 +518,10 @@ def train(
         random.seed(cfg.seed)
 
     def save(stopped_because: str, collective: bool = True) -> None:
+        history.stopped_because = stopped_because
         if path is None:
             return
         if comm.rank == 0:
-            history.stopped_because = stopped_because
             payload = {
                 "format": CHECKPOINT_FORMAT,
                 "step": step,
@@ -571,7 +576,7 @@ def train(
             loss.backward()
             sync_gradients(plist, comm)
             _check_gradients(plist, phase, step)
-            return loss.detach()
+            return torch.tensor(value, dtype=torch.float64)
 
         return closure
 
@@ -641,7 +646,6 @@ def train(
         raise
     bar.close()
     history.wall_time_s = elapsed_before + time.perf_counter() - start
-    history.stopped_because = stopped
     save(stopped)
     return history
 

@@ -110,18 +110,16 @@ class SineFit:
 
 
 RESUME_CASES = {
-    # phase: (config, resample, interrupt after step, or inside step (1-based))
-    "adam: after step 7": (TrainingConfig(12, 0.01, 0, checkpoint_every=5), True, 7, None),
-    "adam: inside step 8": (TrainingConfig(12, 0.01, 0, checkpoint_every=5), True, None, 8),
-    "lbfgs: after step 10": (TrainingConfig(5, 0.01, 12, checkpoint_every=4), False, 10, None),
-    "lbfgs: in a line search": (TrainingConfig(5, 0.01, 12, checkpoint_every=4), False, None, 9),
+    # phase: (config, resample the points?, [(interrupt after step, or inside step), ...])
+    "adam": (TrainingConfig(12, 0.01, 0, checkpoint_every=5), True, [(7, None), (None, 8)]),
+    "lbfgs": (TrainingConfig(5, 0.01, 12, checkpoint_every=4), False, [(10, None), (None, 9)]),
 }
 
 
-@pytest.mark.parametrize("case", list(RESUME_CASES))
-def test_interrupted_run_resumes_exactly(comm, shared_dir, case):
-    cfg, resample, after_step, inside_step = RESUME_CASES[case]
-
+@pytest.mark.parametrize("phase", list(RESUME_CASES))
+def test_interrupted_run_resumes_exactly(comm, shared_dir, phase):
+    """Ctrl-C after a step, or inside one (in an L-BFGS line search), then resume=True."""
+    cfg, resample, interruptions = RESUME_CASES[phase]
     ref_model = mlp()
     calls_after: list[int] = [0]
     ref_loss = SineFit(ref_model, comm, resample)
@@ -134,45 +132,44 @@ def test_interrupted_run_resumes_exactly(comm, shared_dir, case):
     )
     assert ref.steps == cfg.total_steps and ref.stopped_because == "completed"
 
-    interrupt_at_call = None
-    if inside_step is not None:
-        # the first evaluation of an Adam step; the second (a line-search trial) of L-BFGS's
-        evaluations = calls_after[inside_step] - calls_after[inside_step - 1]
-        trial = 1 if cfg.phase_of(inside_step - 1) == "adam" else 2
-        assert evaluations >= trial
-        interrupt_at_call = calls_after[inside_step - 1] + trial
+    for after_step, inside_step in interruptions:
+        interrupt_at_call = None
+        if inside_step is not None:
+            # the first evaluation of an Adam step; the second (a line-search trial) of L-BFGS's
+            evaluations = calls_after[inside_step] - calls_after[inside_step - 1]
+            trial = 1 if cfg.phase_of(inside_step - 1) == "adam" else 2
+            assert cfg.phase_of(inside_step - 1) == phase and evaluations >= trial
+            interrupt_at_call = calls_after[inside_step - 1] + trial
 
-    def ctrl_c(step, loss):
-        if step == after_step:
-            raise KeyboardInterrupt
+        def ctrl_c(step, loss, after_step=after_step):
+            if step == after_step:
+                raise KeyboardInterrupt
 
-    model = mlp()
-    path = shared_dir / "run" / "checkpoint.pt"
-    loss = SineFit(model, comm, resample, interrupt_at_call)
-    with pytest.raises(KeyboardInterrupt):
-        train(loss, model, cfg, comm=comm, checkpoint=path, callback=ctrl_c)
-    completed = after_step if after_step is not None else inside_step - 1
-    # the model holds the last completed step, not a partial update or line-search trial
-    for p, q in zip(
-        model.parameters(), _replay(cfg, resample, comm, completed).parameters(), strict=True
-    ):
-        assert torch.equal(p, q)
-    comm.Barrier()  # rank 0 wrote the checkpoint without a collective call
-    assert path.is_file()
+        model = mlp()
+        path = shared_dir / f"{after_step}-{inside_step}" / "checkpoint.pt"
+        loss = SineFit(model, comm, resample, interrupt_at_call)
+        with pytest.raises(KeyboardInterrupt):
+            train(loss, model, cfg, comm=comm, checkpoint=path, callback=ctrl_c)
+        completed = after_step if after_step is not None else inside_step - 1
+        # the model holds the last completed step, not a partial update or line-search trial
+        replayed = _replay(cfg, resample, comm, completed)
+        for p, q in zip(model.parameters(), replayed.parameters(), strict=True):
+            assert torch.equal(p, q)
+        comm.Barrier()  # rank 0 wrote the checkpoint without a collective call
+        assert path.is_file()
 
-    fresh = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).to(
-        DTYPE
-    )
-    torch.manual_seed(12345)  # other initial values and generator state: the checkpoint rules
-    history = train(
-        SineFit(fresh, comm, resample), fresh, cfg, comm=comm, checkpoint=path, resume=True
-    )
-
-    assert history.losses == ref.losses  # bitwise
-    assert history.phases == ref.phases
-    assert history.stopped_because == "completed"
-    for p, q in zip(fresh.parameters(), ref_model.parameters(), strict=True):
-        assert torch.equal(p, q)
+        fresh = torch.nn.Sequential(
+            torch.nn.Linear(1, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
+        ).to(DTYPE)
+        torch.manual_seed(12345)  # other initial values and generator state: checkpoint rules
+        history = train(
+            SineFit(fresh, comm, resample), fresh, cfg, comm=comm, checkpoint=path, resume=True
+        )
+        assert history.losses == ref.losses  # bitwise
+        assert history.phases == ref.phases
+        assert history.stopped_because == "completed"
+        for p, q in zip(fresh.parameters(), ref_model.parameters(), strict=True):
+            assert torch.equal(p, q)
 
 
 def _replay(cfg: TrainingConfig, resample: bool, comm, steps: int) -> torch.nn.Module:
@@ -213,30 +210,26 @@ def test_callback_stops_on_every_rank(comm):
     assert history.steps == 4 and history.stopped_because == "callback"
 
 
-def test_non_finite_loss_raises_on_every_rank(comm):
+def test_bad_losses_raise_on_every_rank(comm):
+    """NaN on one rank, a NaN gradient, or a rank-dependent loss: a clear error everywhere."""
     w = torch.ones(3, dtype=DTYPE, requires_grad=True)
     calls = [0]
 
-    def loss_fn():
+    def nan_on_last_rank():
         calls[0] += 1
         value = (w**2).sum()
-        if calls[0] == 4 and comm.rank == comm.size - 1:  # NaN on one rank only
+        if calls[0] == 4 and comm.rank == comm.size - 1:
             value = value * math.nan
         return value
 
     with pytest.raises(FloatingPointError, match=r"not finite.*step 3 \(adam phase\)"):
-        train(loss_fn, [w], TrainingConfig(adam_steps=10, lbfgs_steps=0), comm=comm)
+        train(nan_on_last_rank, [w], TrainingConfig(adam_steps=10, lbfgs_steps=0), comm=comm)
 
-
-def test_non_finite_gradient_raises_and_keeps_parameters(comm):
-    w = torch.tensor([0.0, 1.0], dtype=DTYPE, requires_grad=True)
+    v = torch.tensor([0.0, 1.0], dtype=DTYPE, requires_grad=True)
     with pytest.raises(FloatingPointError, match="gradient of parameter 0"):
-        train(lambda: torch.sqrt(w).sum(), [w], TrainingConfig(adam_steps=3), comm=comm)
-    assert w.tolist() == [0.0, 1.0]
+        train(lambda: torch.sqrt(v).sum(), [v], TrainingConfig(adam_steps=3), comm=comm)
+    assert v.tolist() == [0.0, 1.0]  # no update was applied
 
-
-def test_rank_dependent_loss_is_refused(comm):
-    w = torch.ones(1, dtype=DTYPE, requires_grad=True)
     cfg = TrainingConfig(adam_steps=2, lbfgs_steps=0)
     if comm.size == 1:
         assert train(lambda: (w**2).sum() + comm.rank, [w], cfg, comm=comm).steps == 2
