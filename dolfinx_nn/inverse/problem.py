@@ -60,6 +60,8 @@ class ProblemSpec:
         noise: relative noise level of the synthetic data.
         seed: seed of the noise and of the observation points.
         refinements: uniform refinements of the mesh that computes synthetic data.
+        degree: Lagrange degree of the state on the inversion mesh (the coefficient is P1;
+            the synthetic data come from degree ``degree + 1`` on the refined mesh).
     """
 
     dim: int = 2
@@ -75,12 +77,15 @@ class ProblemSpec:
     noise: float = 0.0
     seed: int = 0
     refinements: int = 1
+    degree: int = 1
 
     def __post_init__(self) -> None:
         if self.dim not in MESHES_BY_DIM:
             raise ValueError(f"dim must be one of {sorted(MESHES_BY_DIM)}, got {self.dim!r}.")
         if self.observe not in OBSERVE_CHOICES:
             raise ValueError(f"observe must be one of {OBSERVE_CHOICES}, got {self.observe!r}.")
+        if self.degree not in (1, 2, 3):
+            raise ValueError(f"degree must be 1, 2 or 3, got {self.degree!r}.")
         if not (np.isfinite(self.noise) and self.noise >= 0):
             raise ValueError(f"noise must be a relative level >= 0 (e.g. 0.01), got {self.noise!r}.")
 
@@ -176,7 +181,7 @@ def build_problem(spec: ProblemSpec, comm: MPI.Comm = MPI.COMM_WORLD) -> Inverse
     gdim = mesh.geometry.dim
     source = parse_expression(spec.source)
     boundary = parse_expression(spec.boundary)
-    model = PoissonModel(mesh, source, boundary)
+    model = PoissonModel(mesh, source, boundary, degree=spec.degree)
     if spec.data_file is not None:
         points, values = read_point_data(spec.data_file, comm)
         points = _fit_dimension(points, gdim)
@@ -187,7 +192,7 @@ def build_problem(spec: ProblemSpec, comm: MPI.Comm = MPI.COMM_WORLD) -> Inverse
         )
     coefficient = parse_expression(spec.coefficient_text(gdim))
     reference = reference_solution(mesh, coefficient, source, boundary,
-                                   refinements=spec.refinements)
+                                   refinements=spec.refinements, degree=spec.degree + 1)
     if spec.observe == "points":
         data = synthetic_point_data(model, reference, num_points=spec.num_points,
                                     noise=spec.noise, seed=spec.seed)

@@ -1,0 +1,254 @@
+"""One inverse-problem experiment: build the problem, fit the priors, write the results.
+
+:func:`run_experiment` is what ``dolfinx-nn inverse`` runs; :func:`run_noise_sweep` repeats it
+over noise levels.  Files written to the output folder (rank 0):
+
+- ``results.json``: the problem, and per prior ``coefficient_rel_l2_error``,
+  ``state_rel_l2_error``, ``iterations``, ``wall_time_s``, the loss history and details;
+- ``inverse.png``: true vs recovered coefficients and loss curves;
+- ``coefficients.bp`` and ``state.bp`` (ADIOS2/VTX, open in ParaView): the coefficients and the
+  data, the exact state and the state of each recovered coefficient;
+- ``network.ckpt``: the network prior's training checkpoint (``--resume`` continues from it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpi4py import MPI
+
+import dolfinx
+import dolfinx.io
+import torch
+
+from dolfinx_nn._dofs import assign_owned
+from dolfinx_nn.inverse.network_prior import (
+    DEFAULT_TRAINING as NETWORK_TRAINING,
+    NetworkConfig,
+    fit_network_prior,
+)
+from dolfinx_nn.inverse.plots import plot_noise_sweep, plot_run
+from dolfinx_nn.inverse.problem import InverseProblem, ProblemSpec, build_problem
+from dolfinx_nn.inverse.result import PriorResult
+from dolfinx_nn.inverse.tikhonov import (
+    DEFAULT_TRAINING as TIKHONOV_TRAINING,
+    TikhonovConfig,
+    fit_tikhonov,
+)
+from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.training import TrainingConfig
+
+#: Prior choices of the command line.
+PRIOR_CHOICES: dict[str, tuple[str, ...]] = {
+    "network": ("network",),
+    "tikhonov": ("tikhonov",),
+    "both": ("network", "tikhonov"),
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """How the priors are fitted.
+
+    Attributes:
+        priors: which priors to fit, in order (``"network"``, ``"tikhonov"``).
+        network: architecture of the network prior.
+        network_training: its optimizer settings.
+        discrepancy_tau: early stopping of the network prior at ``tau`` times the noise level
+            (0: off).
+        tikhonov: regularisation and parameter grid of the baseline.
+        tikhonov_training: optimizer settings of each Tikhonov run.
+        device: torch device of the network.
+    """
+
+    priors: tuple[str, ...] = ("network", "tikhonov")
+    network: NetworkConfig = NetworkConfig()
+    network_training: TrainingConfig = NETWORK_TRAINING
+    discrepancy_tau: float = 1.0
+    tikhonov: TikhonovConfig = TikhonovConfig()
+    tikhonov_training: TrainingConfig = TIKHONOV_TRAINING
+    device: str | None = None
+    extra_files: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.priors if p not in ("network", "tikhonov")]
+        if unknown or not self.priors:
+            raise ValueError(f"priors must be among ('network', 'tikhonov'), got {self.priors!r}.")
+
+
+@dataclass
+class ExperimentResult:
+    """The problem and the result of each prior."""
+
+    problem: InverseProblem
+    results: dict[str, PriorResult] = field(default_factory=dict)
+
+    def summary(self, spec: ProblemSpec) -> dict[str, Any]:
+        """The content of ``results.json``."""
+        return {
+            "problem": dataclasses.asdict(spec),
+            "ranks": self.problem.comm.size,
+            "noise_norm": self.problem.noise_norm,
+            "coefficient_dofs": self.problem.model.Q.dofmap.index_map.size_global,
+            **{name: r.summary() for name, r in self.results.items()},
+        }
+
+
+
+def _fit(name: str, problem: InverseProblem, config: ExperimentConfig, checkpoint, resume):
+    if name == "network":
+        return fit_network_prior(
+            problem, config.network, config.network_training,
+            discrepancy_tau=config.discrepancy_tau, device=config.device,
+            checkpoint=checkpoint, resume=resume,
+        )
+    return fit_tikhonov(problem, config.tikhonov, config.tikhonov_training)
+
+
+def _coefficient_function(problem: InverseProblem, values: torch.Tensor, name: str):
+    f = dolfinx.fem.Function(problem.model.Q, name=name)
+    assign_owned(f, values.detach().numpy())
+    return f
+
+
+def _state_function(problem: InverseProblem, values: torch.Tensor, name: str):
+    with torch.no_grad():
+        u = problem.model.solve(values)
+    f = dolfinx.fem.Function(problem.model.V, name=name)
+    assign_owned(f, u.numpy())
+    return f
+
+
+def write_outputs(
+    out: pathlib.Path, spec: ProblemSpec, experiment: ExperimentResult, comm: MPI.Comm
+) -> None:
+    """``results.json``, ``inverse.png`` and the ParaView files (collective)."""
+    problem = experiment.problem
+    write_json(out / "results.json", experiment.summary(spec), comm=comm)
+    coefficients = {}
+    if problem.true_coefficient is not None:
+        q_true = dolfinx.fem.Function(problem.model.Q, name="q_true")
+        q_true.interpolate(problem.true_coefficient.numpy)
+        coefficients["true"] = q_true
+    for name, r in experiment.results.items():
+        coefficients[name] = _coefficient_function(problem, r.coefficient, f"q_{name}")
+    errors = {
+        name: r.errors["coefficient_rel_l2_error"]
+        for name, r in experiment.results.items() if "coefficient_rel_l2_error" in r.errors
+    }
+    histories = {name: r.history.losses for name, r in experiment.results.items()}
+    plot_run(out / "inverse.png", coefficients, histories, errors, comm=comm)
+    states = [_state_function(problem, r.coefficient, f"u_{name}")
+              for name, r in experiment.results.items()]
+    data = getattr(problem.observation, "data", None)
+    if data is not None:
+        states.append(data)
+    if problem.exact_state is not None:
+        states.append(problem.exact_state)
+    with dolfinx.io.VTXWriter(comm, out / "coefficients.bp", list(coefficients.values())) as vtx:
+        vtx.write(0.0)
+    with dolfinx.io.VTXWriter(comm, out / "state.bp", states) as vtx:
+        vtx.write(0.0)
+
+
+def summary_table(experiment: ExperimentResult) -> str:
+    """A small Markdown table of the results (one row per prior)."""
+    lines = [
+        "| prior | coefficient error (%) | state error (%) | data residual (%) | iterations "
+        "| time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in experiment.results.items():
+        e = r.errors
+        q = 100 * e.get("coefficient_rel_l2_error", float("nan"))
+        u = 100 * e.get("state_rel_l2_error", float("nan"))
+        label = name if name != "tikhonov" else f"tikhonov ({r.details['regularization']}, " \
+            f"alpha={r.details['alpha']:.0e})"
+        lines.append(f"| {label} | {q:.2f} | {u:.3f} | {100 * e['data_residual']:.3f} "
+                     f"| {r.iterations} | {r.wall_time_s:.1f} |")
+    return "\n".join(lines)
+
+
+def run_experiment(
+    spec: ProblemSpec,
+    config: ExperimentConfig = ExperimentConfig(),
+    out: str | pathlib.Path | None = None,
+    *,
+    resume: bool = False,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+) -> ExperimentResult:
+    """Build the problem of ``spec``, fit the priors of ``config``, write files to ``out``.
+
+    Args:
+        spec: the problem.
+        config: the priors and their settings.
+        out: output folder (None: write nothing, no checkpoint).
+        resume: continue the network prior's training from ``out/network.ckpt``.
+        comm: communicator.
+    """
+    folder = prepare_output_dir(out, comm) if out is not None else None
+    problem = build_problem(spec, comm)
+    experiment = ExperimentResult(problem)
+    for name in config.priors:
+        checkpoint = folder / "network.ckpt" if folder is not None and name == "network" else None
+        experiment.results[name] = _fit(name, problem, config, checkpoint,
+                                        resume if checkpoint else False)
+    if folder is not None and config.extra_files:
+        write_outputs(folder, spec, experiment, comm)
+    elif folder is not None:
+        write_json(folder / "results.json", experiment.summary(spec), comm=comm)
+    return experiment
+
+
+def run_noise_sweep(
+    spec: ProblemSpec,
+    noise_levels: Sequence[float],
+    config: ExperimentConfig = ExperimentConfig(),
+    out: str | pathlib.Path | None = None,
+    *,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+) -> list[dict[str, float]]:
+    """Repeat the experiment for each noise level; returns one row per level.
+
+    Each level gets its own subfolder ``noise_<level>`` with the files of
+    :func:`run_experiment`; ``out/sweep.json`` and ``out/noise_sweep.png`` summarise.
+    """
+    folder = prepare_output_dir(out, comm) if out is not None else None
+    rows = []
+    for level in noise_levels:
+        print0(f"noise level {level:g}", comm=comm)
+        sub = folder / f"noise_{level:g}" if folder is not None else None
+        experiment = run_experiment(dataclasses.replace(spec, noise=level), config, sub, comm=comm)
+        row: dict[str, float] = {"noise": level}
+        for name, r in experiment.results.items():
+            row[name] = r.errors.get("coefficient_rel_l2_error", float("nan"))
+            row[f"{name}_state"] = r.errors.get("state_rel_l2_error", float("nan"))
+            row[f"{name}_iterations"] = r.iterations
+            row[f"{name}_wall_time_s"] = r.wall_time_s
+            if name == "tikhonov":
+                row["tikhonov_alpha"] = r.details["alpha"]
+                row["tikhonov_best"] = r.details.get("best_coefficient_rel_l2_error", float("nan"))
+        rows.append(row)
+    if folder is not None:
+        write_json(folder / "sweep.json", {"problem": dataclasses.asdict(spec), "rows": rows},
+                   comm=comm)
+        plot_noise_sweep(folder / "noise_sweep.png", rows, list(config.priors), comm=comm)
+    return rows
+
+
+def sweep_table(rows: Sequence[dict[str, float]], priors: Sequence[str]) -> str:
+    """Markdown table of a noise sweep: coefficient errors (%) per prior."""
+    header = "| noise (%) | " + " | ".join(f"{p} error of q (%)" for p in priors)
+    if "tikhonov" in priors:
+        header += " | Tikhonov alpha | best Tikhonov on the grid (%)"
+    lines = [header + " |", "|" + "---|" * (header.count("|"))]
+    for r in rows:
+        cells = [f"{100 * r['noise']:g}"] + [f"{100 * r[p]:.2f}" for p in priors]
+        if "tikhonov" in priors:
+            cells += [f"{r['tikhonov_alpha']:.0e}", f"{100 * r['tikhonov_best']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
