@@ -100,8 +100,11 @@ class DiffusionMap:
 
     Args:
         n_components: number of non-trivial diffusion coordinates.
-        epsilon: kernel bandwidth, or ``"auto"`` for the steepest-kernel-sum rule of
-            :func:`~dolfinx_nn.diffusion_maps.kernel.automatic_epsilon`.
+        epsilon: kernel bandwidth, or ``"auto"``: the steepest-kernel-sum rule of
+            :func:`~dolfinx_nn.diffusion_maps.kernel.automatic_epsilon`, raised if needed to
+            the largest squared nearest-neighbour distance so that no point is isolated
+            (optimizer trajectories have very uneven spacing: large early steps, small late
+            ones, and the plain rule would cut the early part off the graph).
         alpha: Coifman-Lafon normalisation exponent in [0, 1] (0, 1/2, 1 are the classical
             choices; default 1).
         t: diffusion time (>= 0).
@@ -176,6 +179,8 @@ class DiffusionMap:
             d2 = squared_distances(X)
             if self.epsilon == "auto":
                 self.epsilon_, self.kernel_dimension_ = automatic_epsilon(d2)
+                nearest = np.partition(d2, 1, axis=1)[:, 1]
+                self.epsilon_ = max(self.epsilon_, float(nearest.max()))
             else:
                 self.epsilon_ = float(self.epsilon)
             K = np.exp(-d2 / self.epsilon_)
@@ -184,6 +189,8 @@ class DiffusionMap:
             A = knn_squared_distances(X, self.k_)
             if self.epsilon == "auto":
                 self.epsilon_, self.kernel_dimension_ = automatic_epsilon(A.data)
+                nearest = nearest_neighbours(X, 2)[0][:, 1]
+                self.epsilon_ = max(self.epsilon_, float(nearest.max()))
             else:
                 self.epsilon_ = float(self.epsilon)
             K = A.copy()

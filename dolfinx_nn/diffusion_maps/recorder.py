@@ -44,6 +44,16 @@ def project(vector: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
     return out
 
 
+def project_columns(vectors: np.ndarray, dim: int | None, seed: int) -> np.ndarray:
+    """Apply :func:`project` to each column of ``vectors`` (identity when ``dim`` is None)."""
+    V = np.asarray(vectors, dtype=np.float64)
+    V = V.reshape(V.shape[0], -1)
+    if dim is None:
+        return V
+    columns = [project(torch.from_numpy(V[:, j].copy()), dim, seed) for j in range(V.shape[1])]
+    return torch.stack(columns, dim=1).numpy()
+
+
 class TrajectoryRecorder:
     """Streams every ``every``-th parameter vector of ``module`` to ``directory``.
 
@@ -144,13 +154,7 @@ class TrajectoryRecorder:
 
     def project(self, vectors: np.ndarray) -> np.ndarray:
         """Map parameter-space vectors (columns) into the recorded space."""
-        V = np.asarray(vectors, dtype=np.float64).reshape(self.n_params, -1)
-        if self.projection_dim is None:
-            return V
-        return np.stack(
-            [project(torch.from_numpy(V[:, j]), self.dim, self.seed).numpy() for j in range(V.shape[1])],
-            axis=1,
-        )
+        return project_columns(vectors, self.projection_dim, self.seed)
 
 
 def load_trajectory(directory: str | pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
