@@ -11,6 +11,7 @@ network.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mpi4py import MPI
@@ -23,8 +24,7 @@ from dolfinx_nn.monge_ampere.domains import as_sequence
 from dolfinx_nn.monge_ampere.hessian import hessians, min_eigenvalues
 from dolfinx_nn.monge_ampere.loss import MongeAmpereLoss
 from dolfinx_nn.monge_ampere.networks import make_network
-from dolfinx_nn.output import progress
-from dolfinx_nn.parallel import sync_gradients
+from dolfinx_nn.training import History, TrainingConfig, train
 
 
 @dataclass
@@ -37,8 +37,9 @@ class NetworkConfig:
         n_interior, n_boundary: global numbers of collocation points.
         boundary_weight: weight of the boundary mismatch.
         convexity_weight: weight of the convexity penalty (FFNN only; ignored for the ICNN).
-        adam_steps, adam_lr: first phase (cosine-decayed learning rate).
+        adam_steps, adam_lr: first phase (Adam).
         lbfgs_steps: second phase (L-BFGS iterations with strong Wolfe line search).
+        patience: stop after this many steps without improvement (None: never).
         n_test: global number of test points (errors and convexity check).
         convexity_tol: a test point violates convexity if ``lambda_min(D^2 u) < -convexity_tol``.
         noise: relative noise level in f (see :func:`~dolfinx_nn.monge_ampere.cases.noisy`).
@@ -57,6 +58,7 @@ class NetworkConfig:
     adam_steps: int = 1000
     adam_lr: float = 1e-2
     lbfgs_steps: int = 500
+    patience: int | None = 200
     n_test: int = 10_000
     convexity_tol: float = 1e-8
     noise: float = 0.0
@@ -122,62 +124,28 @@ def build_loss(case: Case, domain, config: NetworkConfig, comm: MPI.Comm, dtype,
     )
 
 
-def _check_finite(loss: torch.Tensor, step: int) -> None:
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"loss became {loss.item()} at step {step}; lower adam_lr or check the case data"
-        )
+def fit(
+    net: torch.nn.Module,
+    loss_fn: MongeAmpereLoss,
+    config: NetworkConfig,
+    comm: MPI.Comm,
+    callback: Callable[[int, float], bool | None] | None = None,
+) -> History:
+    """Adam, then L-BFGS (:func:`dolfinx_nn.training.train`) on the global loss.
 
-
-def fit(net: torch.nn.Module, loss_fn, config: NetworkConfig, comm: MPI.Comm) -> list[float]:
-    """Adam, then L-BFGS, on a global loss; gradients are summed over ranks.
-
-    Returns the loss history (one value per Adam step and per L-BFGS iteration).
+    Args:
+        net: the network (identical on every rank).
+        loss_fn: the collocation loss.
+        config: step counts and learning rate.
+        comm: communicator the points are split over.
+        callback: ``callback(steps_done, loss)``; training stops when it returns True.
     """
-    history: list[float] = []
-    params = [p for p in net.parameters() if p.requires_grad]
-    if config.adam_steps:
-        opt = torch.optim.Adam(params, lr=config.adam_lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            opt, T_max=config.adam_steps, eta_min=0.01 * config.adam_lr
-        )
-        bar = progress(range(config.adam_steps), comm=comm, desc=f"{config.ansatz} adam")
-        for step in bar:
-            opt.zero_grad()
-            loss = loss_fn(net)
-            _check_finite(loss, step)
-            loss.backward()
-            sync_gradients(params, comm)
-            opt.step()
-            sched.step()
-            history.append(loss.item())
-            if step % 50 == 0 and comm.rank == 0:
-                bar.set_postfix(loss=f"{history[-1]:.3e}")
-    if config.lbfgs_steps:
-        opt = torch.optim.LBFGS(
-            params, lr=1.0, max_iter=20, history_size=50, line_search_fn="strong_wolfe",
-            tolerance_grad=1e-14, tolerance_change=1e-16,
-        )
-
-        def closure():
-            opt.zero_grad()
-            loss = loss_fn(net)
-            loss.backward()
-            sync_gradients(params, comm)
-            return loss
-
-        chunks = -(-config.lbfgs_steps // 20)
-        bar = progress(range(chunks), comm=comm, desc=f"{config.ansatz} l-bfgs")
-        for chunk in bar:
-            before = opt.state[opt._params[0]].get("n_iter", 0)
-            loss = opt.step(closure)
-            _check_finite(loss, config.adam_steps + 20 * chunk)
-            history.append(loss.item())
-            if comm.rank == 0:
-                bar.set_postfix(loss=f"{history[-1]:.3e}")
-            if opt.state[opt._params[0]].get("n_iter", 0) - before < 20:
-                break  # converged to L-BFGS tolerances
-    return history
+    settings = TrainingConfig(
+        adam_steps=config.adam_steps, adam_lr=config.adam_lr, lbfgs_steps=config.lbfgs_steps,
+        patience=config.patience, seed=None, log_every=10,
+    )
+    return train(lambda: loss_fn(net), net, settings, comm=comm, desc=config.ansatz,
+                 callback=callback)
 
 
 def evaluate(
@@ -220,7 +188,11 @@ def evaluate(
 
 
 def solve_network(
-    case: Case, domain, config: NetworkConfig | None = None, comm: MPI.Comm = MPI.COMM_WORLD
+    case: Case,
+    domain,
+    config: NetworkConfig | None = None,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    callback: Callable[[int, float], bool | None] | None = None,
 ) -> NetworkResult:
     """Fit a network to the Monge-Ampere problem of ``case`` on ``domain`` and evaluate it.
 
@@ -229,6 +201,7 @@ def solve_network(
         domain: a :class:`~dolfinx_nn.monge_ampere.domains.Box`, ``Ball`` or ``MeshDomain``.
         config: settings (defaults: :class:`NetworkConfig`).
         comm: communicator the collocation and test points are split over.
+        callback: ``callback(steps_done, loss)`` after each step; True stops training.
     """
     config = config or NetworkConfig()
     case.check_dim(domain.dim)
@@ -239,12 +212,15 @@ def solve_network(
         config.ansatz, domain.dim, width=config.width, depth=config.depth,
         activation=config.activation, lower=lower, upper=upper, dtype=dtype, device=config.device,
     )
-    _broadcast_parameters(net, comm)
     loss_fn = build_loss(case, domain, config, comm, dtype, config.device)
+    if hasattr(net, "set_curvature"):
+        net.set_curvature(max(loss_fn.f_scale, 1e-12) ** (0.5 / domain.dim))
+    _broadcast_parameters(net, comm)
     comm.Barrier()
     start = time.perf_counter()
-    history = fit(net, loss_fn, config, comm)
+    history = fit(net, loss_fn, config, comm, callback)
     wall = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
     metrics = evaluate(net, case, domain, config.n_test, config.convexity_tol, comm, config.seed)
-    return NetworkResult(net=net, wall_time_s=wall, final_loss=history[-1] if history else
-                         float(loss_fn(net)), history=history, **metrics)
+    losses = list(history.losses)
+    final = losses[-1] if losses else float(loss_fn(net))
+    return NetworkResult(net=net, wall_time_s=wall, final_loss=final, history=losses, **metrics)

@@ -4,7 +4,8 @@ An input convex neural network (ICNN; Amos, Xu & Kolter 2017) is convex in its i
 *every* choice of weights: each hidden layer is ``z_{k+1} = s(W_k x + U_k z_k + b_k)`` with
 ``U_k >= 0`` and ``s`` convex and non-decreasing, and the output is a non-negative
 combination of the last layer plus an affine function of ``x``.  Non-negativity is enforced
-by the parametrization ``U = softplus(raw)``, so plain gradient descent keeps it.
+by the parametrization ``U = softplus(raw)``, so plain gradient descent keeps it.  A convex
+quadratic skip ``|A x|^2 / 2`` (any ``A``) lets the network set its curvature directly.
 
 Both networks first map the input affinely from the bounding box ``[lower, upper]`` of the
 domain to ``[-1, 1]^d``; an affine change of variables preserves convexity.
@@ -93,6 +94,18 @@ class ICNN(_Normalized):
         )
         self.output_raw = nn.Parameter(init + 0.1 * torch.randn(width))
         self.affine = nn.Linear(dim, 1)
+        # convex quadratic skip 0.5 |A s|^2 (PSD for any A)
+        self.quadratic = nn.Parameter(torch.eye(dim))
+
+    def set_curvature(self, eigenvalue: float) -> None:
+        """Scale the quadratic skip so that ``D^2 u`` starts near ``eigenvalue * I`` in ``x``.
+
+        A good start for ``det D^2 u = f`` is ``eigenvalue = mean(f)^(1/d)``.
+        """
+        if not eigenvalue > 0:
+            raise ValueError(f"eigenvalue must be > 0, got {eigenvalue}")
+        with torch.no_grad():
+            self.quadratic.copy_(torch.diag(self.scale * float(eigenvalue) ** 0.5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Values at points ``x`` shaped ``(n, d)``; returns shape ``(n,)``."""
@@ -100,7 +113,8 @@ class ICNN(_Normalized):
         z = self.activation(self.input_layers[0](s))
         for layer, raw in zip(self.input_layers[1:], self.hidden_raw, strict=True):
             z = self.activation(layer(s) + z @ F.softplus(raw).T)
-        return z @ F.softplus(self.output_raw) + self.affine(s).squeeze(-1)
+        quad = 0.5 * ((s @ self.quadratic.T) ** 2).sum(-1)
+        return z @ F.softplus(self.output_raw) + self.affine(s).squeeze(-1) + quad
 
 
 class FFNN(_Normalized):

@@ -1,0 +1,152 @@
+"""Solve the Monge-Ampere Dirichlet problem det D^2 u = f, u = g with a network (and FEM).
+
+Trains an input convex network (--ansatz icnn, convex by construction) or a plain
+feed-forward network with a convexity penalty (--ansatz ffnn) on a collocation loss whose
+residual uses autograd Hessians, in any dimension, on the unit cube, the unit ball or a mesh
+file.  With --fem, also solves the problem with the C0 penalty finite element method of
+Brenner-Gudi-Neilan (P2, Newton/SNES; d = 2, 3 on the cube or a mesh file).
+
+Cases (exact solution u, f = det D^2 u): smooth (exp(|x|^2/2), any d), brenner
+(20 exp(x^6/6 + y), d = 2), singular (-sqrt(2 - |x|^2), d = 2), degenerate
+(max(|x - x0| - 0.2, 0)^2 / 2, f = 0 on a disk).  --noise L multiplies f by (1 + L xi),
+xi ~ N(0, 1), at every collocation point (FEM: at every P1 node).
+
+Writes to --out:
+  results.json        network: rel_l2_error, max_error, convexity_violation_fraction
+                      (lambda_min(D^2 u) < -tol at >= 1e4 test points), wall_time_s;
+                      fem: rel_l2_error, h1_error, newton_iterations, dofs, wall_time_s
+  solution.png        network, exact solution and error (plane through the centre for d > 2)
+  loss.png            training history
+  solution.bp/        ParaView (VTX) file with the network, exact and FEM solutions (meshes)
+
+Example:
+  mpiexec -n 2 dolfinx-nn monge-ampere --case smooth --dim 2 --ansatz icnn --fem --out ma
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from mpi4py import MPI
+
+import numpy as np
+import torch
+
+from dolfinx_nn.monge_ampere.cases import CASES, get_case
+from dolfinx_nn.monge_ampere.domains import SHAPES, MeshDomain, as_sequence, make_domain
+from dolfinx_nn.monge_ampere.network_solver import NetworkConfig, solve_network
+from dolfinx_nn.monge_ampere.networks import ANSATZE
+from dolfinx_nn.output import prepare_output_dir, print0, write_json
+
+_FEM_SHAPES = {2: "square", 3: "cube"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``dolfinx-nn monge-ampere``."""
+    defaults = NetworkConfig()
+    parser.add_argument("--case", choices=list(CASES), default="smooth")
+    parser.add_argument("--dim", type=int, default=2, help="space dimension d (default 2)")
+    parser.add_argument("--domain", default="cube",
+                        help=f"{', '.join(SHAPES)} (unit cube/ball) or a mesh file (default cube)")
+    parser.add_argument("--ansatz", choices=list(ANSATZE), default="icnn")
+    parser.add_argument("--noise", type=float, default=0.0, help="relative noise level in f")
+    parser.add_argument("--fem", action="store_true", help="also run the FEM reference")
+    parser.add_argument("--resolution", type=int, default=16,
+                        help="cells per edge of the FEM mesh of the cube (default 16)")
+    parser.add_argument("--width", type=int, default=defaults.width)
+    parser.add_argument("--depth", type=int, default=defaults.depth)
+    parser.add_argument("--n-interior", type=int, default=defaults.n_interior)
+    parser.add_argument("--n-boundary", type=int, default=defaults.n_boundary)
+    parser.add_argument("--n-test", type=int, default=defaults.n_test)
+    parser.add_argument("--adam-steps", type=int, default=defaults.adam_steps)
+    parser.add_argument("--adam-lr", type=float, default=defaults.adam_lr)
+    parser.add_argument("--lbfgs-steps", type=int, default=defaults.lbfgs_steps)
+    parser.add_argument("--boundary-weight", type=float, default=defaults.boundary_weight)
+    parser.add_argument("--convexity-weight", type=float, default=defaults.convexity_weight,
+                        help="weight of the convexity penalty (ffnn only)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="torch device of the network")
+    parser.add_argument("--out", required=True, help="output folder")
+
+
+def _fem_mesh(domain, dim: int, resolution: int, comm: MPI.Comm):
+    """The FEM mesh of a domain, or a ValueError saying why there is none."""
+    if isinstance(domain, MeshDomain):
+        return domain.mesh
+    if domain.name != "cube" or dim not in _FEM_SHAPES:
+        raise ValueError(
+            f"--fem needs d = 2 or 3 on the cube or a mesh file; got d = {dim} on {domain.name!r}"
+        )
+    from dolfinx_nn.meshes import create_mesh
+
+    return create_mesh(comm, _FEM_SHAPES[dim], resolution)
+
+
+def _write_paraview(path: pathlib.Path, net, case, fem_u, center, comm: MPI.Comm) -> None:
+    import dolfinx
+    import ufl
+
+    V = fem_u.function_space
+    dim = V.mesh.topology.dim
+    param = next(net.parameters())
+
+    def network(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            pts = torch.as_tensor(x[:dim].T.copy(), dtype=param.dtype, device=param.device)
+            return net(pts).cpu().numpy()
+
+    u_net = dolfinx.fem.Function(V, name="network")
+    u_net.interpolate(network)
+    u_ex = dolfinx.fem.Function(V, name="exact")
+    xs = ufl.SpatialCoordinate(V.mesh)
+    expr = case.u([xs[i] for i in range(dim)], "ufl", center)
+    u_ex.interpolate(dolfinx.fem.Expression(expr, V.element.interpolation_points))
+    fem_u.name = "fem"
+    with dolfinx.io.VTXWriter(comm, path, [u_net, u_ex, fem_u], engine="BP4") as writer:
+        writer.write(0.0)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one experiment and write results.json, plots and ParaView files."""
+    comm = MPI.COMM_WORLD
+    case = get_case(args.case)
+    case.check_dim(args.dim)
+    if args.noise < 0 or not np.isfinite(args.noise):
+        raise ValueError(f"--noise must be a finite number >= 0, got {args.noise}")
+    domain = make_domain(args.domain, args.dim, comm, args.resolution)
+    mesh = _fem_mesh(domain, args.dim, args.resolution, comm) if args.fem else None
+    out = prepare_output_dir(args.out, comm)
+    config = NetworkConfig(
+        ansatz=args.ansatz, width=args.width, depth=args.depth, n_interior=args.n_interior,
+        n_boundary=args.n_boundary, n_test=args.n_test, adam_steps=args.adam_steps,
+        adam_lr=args.adam_lr, lbfgs_steps=args.lbfgs_steps, boundary_weight=args.boundary_weight,
+        convexity_weight=args.convexity_weight, noise=args.noise, seed=args.seed,
+        device=args.device,
+    )
+    print0(f"monge-ampere: case {case.name}, d = {args.dim}, {domain.name}, {args.ansatz}, "
+           f"{comm.size} rank(s)")
+    result = solve_network(case, domain, config, comm)
+    center = as_sequence(domain.center)
+    results: dict = {
+        "case": case.name, "dim": args.dim, "domain": domain.name, "ansatz": args.ansatz,
+        "noise": args.noise, "ranks": comm.size, "config": vars(config),
+        "network": result.summary(),
+    }
+    print0("network:", {k: f"{v:.3e}" for k, v in result.summary().items()})
+    if mesh is not None:
+        from dolfinx_nn.monge_ampere.fem import solve_fem
+
+        fem = solve_fem(case, mesh, center=center, noise=args.noise, seed=args.seed)
+        results["fem"] = fem.summary()
+        print0("fem:", fem.summary())
+        _write_paraview(out / "solution.bp", result.net, case, fem.u, center, comm)
+    if comm.rank == 0:
+        from dolfinx_nn.monge_ampere.plots import plot_history, plot_solution_and_error
+
+        title = f"{case.name}, d = {args.dim}, {args.ansatz}"
+        plot_solution_and_error(result.net, case, domain, out / "solution.png", title)
+        plot_history(result.history, out / "loss.png", title)
+    write_json(out / "results.json", results, comm)
+    print0(f"wrote {out / 'results.json'}")
+    return 0

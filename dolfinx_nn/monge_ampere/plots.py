@@ -1,0 +1,91 @@
+"""Plots of a Monge-Ampere solution and its error (matplotlib, Agg backend, PNG).
+
+In d > 2 dimensions the plots show the plane through the domain centre spanned by the first
+two coordinates.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from dolfinx_nn.monge_ampere.cases import Case
+
+
+def _plane_points(domain, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    lower, upper = domain.bounds
+    s = np.linspace(lower[0], upper[0], n)
+    t = np.linspace(lower[1], upper[1], n)
+    ss, tt = np.meshgrid(s, t)
+    points = np.tile(np.asarray(domain.center, float), (n * n, 1))
+    points[:, 0], points[:, 1] = ss.ravel(), tt.ravel()
+    return ss, tt, points
+
+
+def _inside(domain, points: np.ndarray) -> np.ndarray:
+    if getattr(domain, "name", "") == "ball":
+        return np.linalg.norm(points - domain.center, axis=1) <= domain.radius
+    return np.ones(len(points), dtype=bool)
+
+
+def plot_solution_and_error(
+    net: torch.nn.Module,
+    case: Case,
+    domain,
+    path: str | pathlib.Path,
+    title: str = "",
+    n: int = 121,
+) -> pathlib.Path:
+    """Three panels: network solution, exact solution, pointwise error; returns the PNG path.
+
+    Only call on one rank (the network is replicated).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ss, tt, points = _plane_points(domain, n)
+    param = next(net.parameters())
+    with torch.no_grad():
+        x = torch.as_tensor(points, dtype=param.dtype, device=param.device)
+        approx = net(x).cpu().numpy()
+        exact = case.u_torch(x, [float(c) for c in domain.center]).cpu().numpy()
+    mask = ~_inside(domain, points)
+    panels: Sequence[tuple[str, np.ndarray]] = (
+        ("network", approx), ("exact", exact), ("|error|", np.abs(approx - exact)),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), constrained_layout=True)
+    for ax, (label, values) in zip(axes, panels, strict=True):
+        grid = np.ma.masked_array(values, mask).reshape(ss.shape)
+        im = ax.pcolormesh(ss, tt, grid, shading="auto", cmap="viridis")
+        ax.set_aspect("equal")
+        ax.set_title(label)
+        ax.set_xlabel("$x_0$")
+        ax.set_ylabel("$x_1$")
+        fig.colorbar(im, ax=ax, shrink=0.85)
+    if title:
+        fig.suptitle(title)
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def plot_history(history: Sequence[float], path: str | pathlib.Path, title: str = "") -> None:
+    """Training loss against step (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), constrained_layout=True)
+    ax.semilogy(np.arange(len(history)), history)
+    ax.set_xlabel("step (Adam, then L-BFGS)")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    fig.savefig(pathlib.Path(path), dpi=80)
+    plt.close(fig)
