@@ -115,7 +115,7 @@ def parse_library(spec: str | Sequence[str], dim: int) -> list[Term]:
             order, degree, constant = LIBRARY_PRESETS[spec]
             return default_library(dim, order, degree, constant)
         names = [s for s in spec.split(",") if s.strip()]
-        if len(names) == 1 and "u" not in names[0] and names[0].strip() != "1":
+        if len(names) == 1 and not names[0].strip().startswith(("u", "1")):
             raise ValueError(
                 f"unknown library {spec!r}; choose a preset ({', '.join(LIBRARY_PRESETS)}) "
                 "or list terms separated by commas, e.g. 'u,u_xx,u*u_x'"
