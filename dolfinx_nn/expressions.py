@@ -501,13 +501,14 @@ class ParsedExpression:
         """Evaluate at points ``x`` shaped ``(3 or gdim, n)``; returns a float64 array ``(n,)``.
 
         The layout is the one ``dolfinx.fem.Function.interpolate`` uses, so
-        ``u.interpolate(e.numpy)`` works for formulas without ``t``.
+        ``u.interpolate(e.numpy)`` works for formulas without ``t``.  ``t`` is a number or
+        an array ``(n,)`` (one time per point).
         """
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2:
             raise ValueError(f"x must have shape (3 or gdim, n), got {x.shape}")
         self._check_dim(x.shape[0], "point array")
-        time = self._time(t, np.float64)
+        time = self._time(t, lambda v: np.asarray(v, dtype=np.float64))
         with np.errstate(all="ignore"):
             result = _evaluate(self._tree, _numpy_backend(), lambda i: x[i], time)
         return np.broadcast_to(np.asarray(result, dtype=np.float64), (x.shape[1],)).copy()
@@ -515,8 +516,9 @@ class ParsedExpression:
     def torch(self, x: torch.Tensor, t: Any = None) -> torch.Tensor:
         """Evaluate at points ``x`` shaped ``(n, d)``; returns ``(n,)``, differentiable.
 
-        The result has the dtype and device of ``x``; gradients flow to ``x`` and to ``t``
-        when ``t`` is a tensor.
+        ``t`` is a number or a tensor ``()`` or ``(n,)`` (one time per point).  The result
+        has the dtype and device of ``x``; gradients flow to ``x`` and to ``t`` when ``t`` is
+        a tensor.
         """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor of shape (n, d), got {type(x).__name__}")

@@ -74,10 +74,27 @@ def _check_backends_agree(square, V, text):
     np.testing.assert_allclose(values_torch, u_numpy.x.array, rtol=0, atol=1e-12, err_msg=text)
 
 
-def test_ufl_accepts_a_mesh_and_float_time(square):
+def test_time_as_float_ufl_variable_or_per_point(square):
     e = parse_expression("x[0]*x[1] + t")
     total = fem.assemble_scalar(fem.form(e.ufl(square, t=0.5) * ufl.dx(domain=square)))
     assert square.comm.allreduce(total, op=MPI.SUM) == pytest.approx(0.25 + 0.5, abs=1e-12)
+
+    # d/dt through ufl.variable, as for the time derivative of a manufactured solution
+    decay = parse_expression("exp(-2*t)*sin(pi*x[0])")
+    x = ufl.SpatialCoordinate(square)
+    tv = ufl.variable(fem.Constant(square, 0.3))
+    dudt = ufl.diff(decay.ufl(x, tv), tv)
+    hand = -2 * ufl.exp(-2 * tv) * ufl.sin(ufl.pi * x[0])
+    err = fem.assemble_scalar(fem.form((dudt - hand) ** 2 * ufl.dx))
+    assert square.comm.allreduce(err, op=MPI.SUM) < 1e-24
+
+    # one time per point (space-time samples)
+    rng = np.random.default_rng(0)
+    points, times = rng.random((2, 5)), rng.random(5)
+    expected = np.exp(-2 * times) * np.sin(np.pi * points[0])
+    np.testing.assert_allclose(decay.numpy(points, t=times), expected, rtol=1e-14)
+    values = decay.torch(torch.from_numpy(points.T.copy()), t=torch.from_numpy(times))
+    np.testing.assert_allclose(values.numpy(), expected, rtol=1e-14)
 
 
 def test_manufactured_poisson_source(square):
