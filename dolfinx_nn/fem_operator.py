@@ -69,7 +69,8 @@ def _split_options(
     options: dict[str, object], linear: bool
 ) -> tuple[dict[str, object], dict[str, object]]:
     """Forward options, and adjoint options (forward KSP/PC options unless overridden)."""
-    defaults = dict(DEFAULT_KSP_OPTIONS)
+    user_chose_solver = any(k.startswith(("ksp_", "pc_")) for k in options)
+    defaults = {} if user_chose_solver else dict(DEFAULT_KSP_OPTIONS)
     if not linear:
         defaults.update(DEFAULT_SNES_OPTIONS)
     forward = {k: v for k, v in options.items() if not k.startswith(ADJOINT_PREFIX)}
@@ -135,8 +136,11 @@ class FEMOperator:
             raise ValueError("F must be a UFL residual form with exactly one TestFunction.")
         if not isinstance(u, dolfinx.fem.Function) or u not in F.coefficients():
             raise ValueError("u must be a dolfinx.fem.Function that appears in F.")
-        if not petsc_options_prefix:
-            raise ValueError("petsc_options_prefix must be a non-empty string, e.g. 'poisson_'.")
+        if not petsc_options_prefix or not petsc_options_prefix[0].isalpha():
+            raise ValueError(
+                f"petsc_options_prefix must be a non-empty string starting with a letter "
+                f"(PETSc's rule), e.g. 'poisson_'; got {petsc_options_prefix!r}."
+            )
         self.controls = check_controls(F, controls, "F")
         if any(c is u for c in self.controls):
             raise ValueError("the unknown u cannot also be a control.")
