@@ -85,7 +85,7 @@ class CoefficientNetwork(torch.nn.Module):
 class NetworkConfig:
     """Architecture of the network prior (see :class:`CoefficientNetwork`)."""
 
-    width: int = 16
+    width: int = 32
     depth: int = 2
     q_min: float = 0.05
     q_init: float = 1.0
