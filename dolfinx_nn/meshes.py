@@ -98,6 +98,17 @@ def _cube(comm: MPI.Comm, resolution: int, verbose: bool) -> MeshData:
     return _tagged(dolfinx.mesh.create_unit_cube(comm, resolution, resolution, resolution))
 
 
+def _require_gmsh(what: str) -> None:
+    """Import gmsh on every rank, so that a missing install fails everywhere, not only on 0."""
+    try:
+        import gmsh  # noqa: F401
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            f"{what} needs the gmsh Python module: pip install gmsh (or dolfinx_nn[dolfinx])",
+            name="gmsh",
+        ) from exc
+
+
 @contextlib.contextmanager
 def _gmsh_session(verbose: bool) -> Iterator[object]:
     """Initialize gmsh (unless the caller already did), quietly, and clean up afterwards."""
@@ -132,6 +143,7 @@ def _on_root(comm: MPI.Comm, build: Callable[[], None]) -> None:
 
 
 def _box_with_hole(comm: MPI.Comm, resolution: int, verbose: bool, dim: int) -> MeshData:
+    _require_gmsh("the meshes with a hole")
     h = 1.0 / resolution
     c = HOLE_CENTER
 
@@ -190,6 +202,7 @@ MESH_KINDS: dict[str, Callable[[MPI.Comm, int, bool], MeshData]] = {
 
 def _read_msh(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
     """Read a gmsh file; files without physical groups get one group holding all cells."""
+    _require_gmsh("reading .msh files")
     gdim = None
 
     def load(gmsh) -> None:
