@@ -280,15 +280,17 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _copy_state(value: Any) -> Any:
-    """Copy optimizer state deeply enough that an in-place optimizer step cannot alter it."""
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    if isinstance(value, dict):
-        return {k: _copy_state(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_copy_state(v) for v in value)
-    return value
+def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
+    """Copy one parameter's optimizer state so that the next step cannot alter the copy.
+
+    Tensors are cloned (L-BFGS updates ``prev_flat_grad`` in place); lists are copied
+    shallowly: L-BFGS appends and pops its correction pairs but never modifies one in place,
+    so the copy costs O(n), not O(history * n).
+    """
+    return {
+        k: v.clone() if isinstance(v, torch.Tensor) else list(v) if isinstance(v, list) else v
+        for k, v in state.items()
+    }
 
 
 def _make_optimizer(phase: str, plist: list[torch.Tensor], cfg: TrainingConfig):
