@@ -1,0 +1,37 @@
+"""Neural solution ansatz ``u = G + D * N`` in meshed geometries, compared with FEM.
+
+The method of Berg & Nystrom (2018): ``G`` smoothly extends the Dirichlet data, ``D`` is a
+smooth approximate distance to the Dirichlet boundary (zero there, positive inside) and ``N``
+is a feed-forward network trained on the PDE residual.  ``G`` and ``D`` are small networks
+fitted once, on points of the mesh, so any meshed geometry works.
+
+Modules:
+
+- :mod:`~dolfinx_nn.ansatz.networks`: feed-forward and random-feature networks;
+- :mod:`~dolfinx_nn.ansatz.fitted_fields`: fitting ``G`` and ``D`` on the mesh;
+- :mod:`~dolfinx_nn.ansatz.ansatz`: the ansatz and its autograd derivatives;
+- :mod:`~dolfinx_nn.ansatz.pdes`: Poisson, advection-diffusion and heat-advection problems;
+- :mod:`~dolfinx_nn.ansatz.losses`: strong-form residual and Ritz energy losses;
+- :mod:`~dolfinx_nn.ansatz.fem_reference`: the DOLFINx solver on the same problem;
+- :mod:`~dolfinx_nn.ansatz.errors`: L2, H1 and max errors by DOLFINx quadrature;
+- :mod:`~dolfinx_nn.ansatz.compare`: both methods on one problem, tables and plots.
+"""
+
+from __future__ import annotations
+
+from dolfinx_nn.ansatz.ansatz import DirichletAnsatz, derivatives
+from dolfinx_nn.ansatz.fitted_fields import fit_boundary_extension, fit_distance
+from dolfinx_nn.ansatz.networks import RandomFeatureNetwork, feed_forward, width_for_parameters
+from dolfinx_nn.ansatz.pdes import PDES, Problem
+
+__all__ = [
+    "PDES",
+    "DirichletAnsatz",
+    "Problem",
+    "RandomFeatureNetwork",
+    "derivatives",
+    "feed_forward",
+    "fit_boundary_extension",
+    "fit_distance",
+    "width_for_parameters",
+]

@@ -1,0 +1,118 @@
+"""Errors against the exact solution, by DOLFINx quadrature of high degree.
+
+- FEM solutions: ``L2`` and ``H1`` errors are assembled on the solution's own mesh with
+  ``quadrature_degree`` (the exact solution is a UFL expression, so no interpolation enters);
+- networks: evaluated with autograd gradients at the quadrature points of a reference mesh
+  (the problem's mesh refined uniformly), where DOLFINx also evaluates the exact solution.
+
+The max error is the largest ``|u - u_exact|`` over those quadrature points (and, for FEM, the
+dofs).  Relative errors divide by the corresponding norm of the exact solution.
+"""
+
+from __future__ import annotations
+
+from mpi4py import MPI
+
+import dolfinx
+import numpy as np
+import torch
+import ufl
+
+from dolfinx_nn.ansatz.ansatz import derivatives
+from dolfinx_nn.ansatz.fitted_fields import quadrature_points
+from dolfinx_nn.ansatz.pdes import Problem
+
+#: Default quadrature degree of the error integrals.
+ERROR_DEGREE = 8
+
+
+def _norms(comm: MPI.Comm, l2_sq: float, semi_sq: float, ex_l2_sq: float, ex_semi_sq: float,
+           max_err: float, ex_max: float) -> dict[str, float]:
+    l2_sq, semi_sq, ex_l2_sq, ex_semi_sq = comm.allreduce(
+        np.array([l2_sq, semi_sq, ex_l2_sq, ex_semi_sq]), op=MPI.SUM
+    )
+    max_err = comm.allreduce(max_err, op=MPI.MAX)
+    ex_max = comm.allreduce(ex_max, op=MPI.MAX)
+    l2, h1 = np.sqrt(l2_sq), np.sqrt(l2_sq + semi_sq)
+    return {
+        "l2_error": float(l2),
+        "h1_error": float(h1),
+        "max_error": float(max_err),
+        "relative_l2_error": float(l2 / np.sqrt(ex_l2_sq)),
+        "relative_h1_error": float(h1 / np.sqrt(ex_l2_sq + ex_semi_sq)),
+        "relative_max_error": float(max_err / ex_max),
+    }
+
+
+def fem_errors(
+    problem: Problem, uh: dolfinx.fem.Function, t: float | None = None,
+    degree: int = ERROR_DEGREE,
+) -> dict[str, float]:
+    """Errors of a FEM solution ``uh`` (at time ``t`` for time-dependent problems)."""
+    mesh = uh.function_space.mesh
+    comm = mesh.comm
+    x = ufl.SpatialCoordinate(mesh)
+    ue = problem.exact_ufl(x, t)
+    dx = ufl.dx(metadata={"quadrature_degree": degree})
+
+    def integral(expr) -> float:
+        return dolfinx.fem.assemble_scalar(dolfinx.fem.form(expr * dx))
+
+    e = uh - ue
+    l2_sq, semi_sq = integral(e**2), integral(ufl.inner(ufl.grad(e), ufl.grad(e)))
+    ex_l2, ex_semi = integral(ue**2), integral(ufl.inner(ufl.grad(ue), ufl.grad(ue)))
+    _, _, (diff, exact) = quadrature_points(mesh, degree, [e, ue])
+    V = uh.function_space
+    nodes = V.tabulate_dof_coordinates()[: V.dofmap.index_map.size_local, : mesh.geometry.dim]
+    inputs = nodes if t is None else np.column_stack([nodes, np.full(len(nodes), t)])
+    at_dofs = np.abs(uh.x.array[: len(nodes)] - problem.exact_numpy(inputs))
+    max_err = max(float(np.abs(diff).max(initial=0.0)), float(at_dofs.max(initial=0.0)))
+    return _norms(comm, l2_sq, semi_sq, ex_l2, ex_semi, max_err,
+                  float(np.abs(exact).max(initial=0.0)))
+
+
+def network_errors(
+    problem: Problem, field: torch.nn.Module, reference_mesh: dolfinx.mesh.Mesh,
+    t: float | None = None, degree: int = ERROR_DEGREE, chunk: int = 20000,
+) -> dict[str, float]:
+    """Errors of a network field on ``reference_mesh`` (at time ``t`` if time-dependent)."""
+    mesh = reference_mesh
+    x_ufl = ufl.SpatialCoordinate(mesh)
+    ue = problem.exact_ufl(x_ufl, t)
+    points, weights, (exact, *exact_grad) = quadrature_points(
+        mesh, degree, [ue] + [ue.dx(i) for i in range(mesh.geometry.dim)]
+    )
+    inputs = points if t is None else np.column_stack([points, np.full(len(points), t)])
+    values, grads = [], []
+    for start in range(0, len(inputs), chunk):
+        xb = torch.from_numpy(np.ascontiguousarray(inputs[start : start + chunk]))
+        u, g, _ = derivatives(field, xb, problem.gdim, create_graph=False)
+        values.append(u.numpy())
+        grads.append(g[:, : problem.gdim].numpy())
+    gdim = problem.gdim
+    u = np.concatenate(values) if values else np.empty(0)
+    g = np.concatenate(grads) if grads else np.empty((0, gdim))
+    ge = np.column_stack(exact_grad) if exact_grad else np.empty((len(u), 0))
+    err = u - exact
+    return _norms(
+        mesh.comm,
+        float(weights @ err**2),
+        float(weights @ ((g - ge) ** 2).sum(axis=1)),
+        float(weights @ exact**2),
+        float(weights @ (ge**2).sum(axis=1)),
+        float(np.abs(err).max(initial=0.0)),
+        float(np.abs(exact).max(initial=0.0)),
+    )
+
+
+def boundary_error(
+    problem: Problem, field: torch.nn.Module, points: np.ndarray, comm: MPI.Comm
+) -> dict[str, float]:
+    """Max ``|u - g|`` at boundary ``points`` (rank-local), absolute and relative to max ``|g|``."""
+    x = torch.from_numpy(np.asarray(points, dtype=np.float64))
+    with torch.no_grad():
+        diff = (field(x) - problem.exact_torch(x)).abs().numpy() if len(x) else np.empty(0)
+        g = problem.exact_torch(x).abs().numpy() if len(x) else np.empty(0)
+    err = comm.allreduce(float(diff.max(initial=0.0)), op=MPI.MAX)
+    gmax = comm.allreduce(float(g.max(initial=0.0)), op=MPI.MAX)
+    return {"boundary_max_error": err, "boundary_relative_max_error": err / max(gmax, 1e-300)}

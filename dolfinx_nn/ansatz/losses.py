@@ -1,0 +1,112 @@
+"""Training losses of the ansatz: strong-form residual and Ritz energy.
+
+Both follow the convention of :mod:`dolfinx_nn.parallel`: the value is global (the same on
+every rank), the gradient is the rank's share, and :func:`~dolfinx_nn.training.train` sums
+the shares.
+"""
+
+from __future__ import annotations
+
+from mpi4py import MPI
+
+import basix.ufl
+import dolfinx
+import numpy as np
+import torch
+import ufl
+
+from dolfinx_nn.ansatz.pdes import Problem
+from dolfinx_nn.fem_functional import fem_functional
+from dolfinx_nn.neural_function import NeuralFunction
+from dolfinx_nn.parallel import global_sum
+
+
+class StrongResidualLoss:
+    """Mean squared strong residual over collocation points held by the ranks.
+
+    ``loss = sum_ranks sum_i r(x_i)^2 / n_global``: with the same global point set the value
+    is the same on any number of ranks (up to round-off in the sum).
+
+    Args:
+        problem: the PDE.
+        ansatz: the trainable field, maps ``(n, input_dim)`` to ``(n,)``.
+        points: this rank's collocation points ``(n_local, input_dim)``.
+        comm: communicator of the ranks that share the points.
+    """
+
+    def __init__(
+        self, problem: Problem, ansatz: torch.nn.Module, points: np.ndarray | torch.Tensor,
+        comm: MPI.Comm = MPI.COMM_WORLD,
+    ) -> None:
+        x = torch.as_tensor(np.asarray(points, dtype=np.float64))
+        if x.ndim != 2 or x.shape[1] != problem.input_dim:
+            raise ValueError(
+                f"points must have shape (n, {problem.input_dim}), got {tuple(x.shape)}"
+            )
+        if not torch.isfinite(x).all():
+            raise ValueError("collocation points contain NaN or Inf")
+        self.problem, self.ansatz, self.comm = problem, ansatz, comm
+        self.points = x
+        self.source = problem.source_torch(x).detach()
+        self.total = comm.allreduce(int(x.shape[0]), op=MPI.SUM)
+        if self.total == 0:
+            raise ValueError("no collocation points on any rank")
+
+    def __call__(self) -> torch.Tensor:
+        r = self.problem.residual(self.ansatz, self.points, self.source)
+        return global_sum((r**2).sum(), self.comm) / self.total
+
+
+class _ValueAndGradient(torch.nn.Module):
+    """``x -> (u, grad u)`` of a scalar field, for a vector quadrature space."""
+
+    def __init__(self, field: torch.nn.Module) -> None:
+        super().__init__()
+        self.field = field
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().requires_grad_(True)
+        u = self.field(x)
+        (grad,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+        return torch.cat([u[:, None], grad], dim=1)
+
+
+class RitzLoss:
+    """Ritz energy ``int k/2 |grad u|^2 - f u dx`` by DOLFINx quadrature (Poisson only).
+
+    The ansatz and its gradient are evaluated at the quadrature points through a
+    :class:`~dolfinx_nn.NeuralFunction` on a basix quadrature space, and the energy is
+    assembled by :func:`~dolfinx_nn.fem_functional`, so its backward pass is one vector
+    assembly.  The minimiser over the ansatz class is the Galerkin (Ritz) solution.
+
+    Args:
+        problem: a ``poisson`` problem.
+        ansatz: the trainable field.
+        mesh: the mesh whose cells carry the quadrature.
+        degree: quadrature degree.
+    """
+
+    def __init__(
+        self, problem: Problem, ansatz: torch.nn.Module, mesh: dolfinx.mesh.Mesh, degree: int = 6
+    ) -> None:
+        if problem.pde != "poisson":
+            raise ValueError(
+                f"the Ritz energy needs a symmetric problem: pde must be 'poisson', got "
+                f"{problem.pde!r}; use the strong residual loss instead"
+            )
+        gdim = mesh.geometry.dim
+        element = basix.ufl.quadrature_element(
+            mesh.basix_cell(), value_shape=(gdim + 1,), degree=degree
+        )
+        Q = dolfinx.fem.functionspace(mesh, element)
+        self.field = NeuralFunction(_ValueAndGradient(ansatz), Q, name="u_and_grad")
+        w = self.field.function
+        x = ufl.SpatialCoordinate(mesh)
+        f = problem.source_ufl(x)
+        grad_sq = sum(w[i] ** 2 for i in range(1, gdim + 1))
+        dx = ufl.dx(metadata={"quadrature_degree": degree, "quadrature_rule": "default"})
+        energy = (0.5 * problem.diffusion * grad_sq - f * w[0]) * dx
+        self.functional = fem_functional(energy, controls=[w])
+
+    def __call__(self) -> torch.Tensor:
+        return self.functional(self.field())

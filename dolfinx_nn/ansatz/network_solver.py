@@ -1,0 +1,172 @@
+"""Training the ansatz ``u = G + D N`` on one problem, data-parallel under MPI."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from mpi4py import MPI
+
+import dolfinx
+import numpy as np
+import torch
+
+from dolfinx_nn.ansatz.ansatz import DirichletAnsatz
+from dolfinx_nn.ansatz.fitted_fields import (
+    bounding_box,
+    fit_boundary_extension,
+    fit_distance,
+    quadrature_points,
+)
+from dolfinx_nn.ansatz.losses import RitzLoss, StrongResidualLoss
+from dolfinx_nn.ansatz.networks import feed_forward
+from dolfinx_nn.ansatz.pdes import Problem
+from dolfinx_nn.sampling import rank_rng, sample_interior
+from dolfinx_nn.training import History, TrainingConfig, train
+
+#: Loss name -> description.
+LOSSES = {"strong": "mean squared strong residual at collocation points",
+          "ritz": "Ritz energy by DOLFINx quadrature (poisson only)"}
+
+#: Collocation point sets: "random" (uniform in the cells, per-rank streams) or "quadrature"
+#: (quadrature points of the cells: the same global set on any number of ranks).
+COLLOCATION = ("random", "quadrature")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Settings of the network solver.
+
+    Attributes:
+        width, depth: hidden layers of ``N``.
+        loss: one of :data:`LOSSES`.
+        collocation: one of :data:`COLLOCATION`.
+        points: global number of random collocation points.
+        quadrature_degree: degree of the quadrature points (``collocation="quadrature"``,
+            and of the Ritz energy).
+        fit_features: random features of the ``G`` and ``D`` fits.
+        fit_boundary_points: boundary points of the ``G`` and ``D`` fits.
+        training: the Adam -> L-BFGS settings.
+        seed: seed of the collocation points and of the initial weights.
+    """
+
+    width: int = 20
+    depth: int = 4
+    loss: str = "strong"
+    collocation: str = "random"
+    points: int = 2000
+    quadrature_degree: int = 4
+    fit_features: int = 500
+    fit_boundary_points: int = 4000
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(adam_steps=0, lbfgs_steps=500)
+    )
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {sorted(LOSSES)}")
+        if self.collocation not in COLLOCATION:
+            raise ValueError(
+                f"unknown collocation {self.collocation!r}; choose one of {COLLOCATION}"
+            )
+        if self.points < 1:
+            raise ValueError(f"points must be positive, got {self.points}")
+
+
+@dataclass
+class NetworkSolution:
+    """A trained ansatz and what it cost."""
+
+    ansatz: DirichletAnsatz
+    parameters: int
+    history: History
+    fit_time_s: float
+    train_time_s: float
+
+    @property
+    def wall_time_s(self) -> float:
+        return self.fit_time_s + self.train_time_s
+
+
+def collocation_points(
+    problem: Problem, mesh: dolfinx.mesh.Mesh, config: NetworkConfig
+) -> np.ndarray:
+    """This rank's collocation points ``(n_local, input_dim)`` (times uniform in ``[0, T]``)."""
+    if config.collocation == "quadrature":
+        x, _, _ = quadrature_points(mesh, config.quadrature_degree)
+        rng = np.random.default_rng(config.seed)  # times drawn per point below
+    else:
+        rng = rank_rng(config.seed, mesh.comm)
+        x = sample_interior(mesh, config.points, rng)
+    if problem.time_dependent:
+        t = rng.uniform(0.0, problem.final_time, size=len(x))
+        x = np.column_stack([x, t])
+    return x
+
+
+class _SpaceTimeDistance(torch.nn.Module):
+    """``D(x, t) = D_x(x) * t / T``: zero on the lateral boundary and at ``t = 0``."""
+
+    def __init__(self, spatial: torch.nn.Module, final_time: float) -> None:
+        super().__init__()
+        self.spatial, self.final_time = spatial, final_time
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spatial(x[:, :-1]) * x[:, -1] / self.final_time
+
+
+class _SpaceTimeExtension(torch.nn.Module):
+    """``G(x, t) = G_t(x) `` of the time-dependent Dirichlet data: linear interpolation in t
+    between fits at time nodes (smooth in x, piecewise linear in t)."""
+
+    def __init__(self, fits: list[torch.nn.Module], times: np.ndarray) -> None:
+        super().__init__()
+        self.fits = torch.nn.ModuleList(fits)
+        self.register_buffer("times", torch.from_numpy(times))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xs, t = x[:, :-1], x[:, -1]
+        values = torch.stack([f(xs) for f in self.fits], dim=1)
+        hat = torch.clamp(1 - (t[:, None] - self.times).abs() / (self.times[1] - self.times[0]),
+                          min=0.0)
+        return (values * hat).sum(dim=1)
+
+
+def build_ansatz(
+    problem: Problem, mesh: dolfinx.mesh.Mesh, config: NetworkConfig
+) -> DirichletAnsatz:
+    """Fit ``G`` and ``D`` on the mesh and attach a fresh network ``N`` (collective)."""
+    fit_args = {"features": config.fit_features, "boundary_points": config.fit_boundary_points}
+    distance = fit_distance(mesh, **fit_args)
+    if problem.time_dependent:
+        raise NotImplementedError  # replaced below
+    extension = fit_boundary_extension(mesh, problem.exact_numpy, **fit_args)
+    lower, upper = bounding_box(mesh)
+    torch.manual_seed(config.seed)
+    network = feed_forward(problem.input_dim, config.width, config.depth, box=(lower, upper))
+    return DirichletAnsatz(extension, distance, network)
+
+
+def solve_network(
+    problem: Problem, mesh: dolfinx.mesh.Mesh, config: NetworkConfig,
+    *, checkpoint: str | None = None, desc: str = "network",
+) -> NetworkSolution:
+    """Fit ``G`` and ``D``, then train ``N`` with :func:`~dolfinx_nn.training.train`."""
+    comm = mesh.comm
+    comm.Barrier()
+    start = time.perf_counter()
+    ansatz = build_ansatz(problem, mesh, config)
+    comm.Barrier()
+    fit_time = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
+    start = time.perf_counter()
+    if config.loss == "ritz":
+        loss = RitzLoss(problem, ansatz, mesh, degree=config.quadrature_degree)
+    else:
+        loss = StrongResidualLoss(problem, ansatz, collocation_points(problem, mesh, config), comm)
+    history = train(loss, ansatz.network, config.training, comm=comm, checkpoint=checkpoint,
+                    resume="auto" if checkpoint else False, desc=desc)
+    comm.Barrier()
+    train_time = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
+    parameters = sum(p.numel() for p in ansatz.network.parameters())
+    return NetworkSolution(ansatz, parameters, history, fit_time, train_time)

@@ -1,0 +1,147 @@
+"""Networks of the ansatz: feed-forward ``N`` and random-feature ``G`` and ``D``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mpi4py import MPI
+
+import numpy as np
+import torch
+
+#: Activation name -> torch module class.
+ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
+    "tanh": torch.nn.Tanh,
+    "sigmoid": torch.nn.Sigmoid,
+    "silu": torch.nn.SiLU,
+    "gelu": torch.nn.GELU,
+}
+
+
+def _activation(name: str) -> type[torch.nn.Module]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class BoxScaling(torch.nn.Module):
+    """Affine map of the bounding box ``[lower, upper]`` onto ``[-1, 1]^d``."""
+
+    def __init__(self, lower: Sequence[float], upper: Sequence[float]) -> None:
+        super().__init__()
+        lower_t = torch.as_tensor(np.asarray(lower, dtype=np.float64))
+        upper_t = torch.as_tensor(np.asarray(upper, dtype=np.float64))
+        if torch.any(upper_t <= lower_t):
+            raise ValueError(f"empty bounding box: lower {lower}, upper {upper}")
+        self.register_buffer("centre", 0.5 * (upper_t + lower_t))
+        self.register_buffer("half_width", 0.5 * (upper_t - lower_t))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.centre) / self.half_width
+
+
+def feed_forward(
+    in_dim: int,
+    width: int,
+    depth: int,
+    *,
+    box: tuple[Sequence[float], Sequence[float]] | None = None,
+    activation: str = "tanh",
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> torch.nn.Sequential:
+    """A fully connected network ``R^in_dim -> R`` with ``depth`` hidden layers.
+
+    Args:
+        in_dim: number of inputs (space dimension, plus one for time).
+        width: neurons per hidden layer.
+        depth: number of hidden layers (>= 1).
+        box: optional bounding box ``(lower, upper)`` of the inputs, mapped onto ``[-1, 1]^d``.
+        activation: one of :data:`ACTIVATIONS`.
+        dtype: parameter dtype (float64 for tight derivative checks).
+        device: where the parameters live.
+    """
+    if depth < 1 or width < 1:
+        raise ValueError(f"width and depth must be >= 1, got width={width}, depth={depth}")
+    act = _activation(activation)
+    layers: list[torch.nn.Module] = [] if box is None else [BoxScaling(*box)]
+    n = in_dim
+    for _ in range(depth):
+        layers += [torch.nn.Linear(n, width), act()]
+        n = width
+    layers.append(torch.nn.Linear(n, 1))
+    return torch.nn.Sequential(*layers).to(device=device, dtype=dtype)
+
+
+def parameter_count(in_dim: int, width: int, depth: int) -> int:
+    """Number of parameters of :func:`feed_forward` ``(in_dim, width, depth)``."""
+    return (in_dim + 1) * width + (depth - 1) * (width + 1) * width + width + 1
+
+
+def width_for_parameters(in_dim: int, depth: int, parameters: int) -> int:
+    """The width whose :func:`feed_forward` network has closest to ``parameters`` parameters."""
+    widths = np.arange(1, max(parameters, 2))
+    counts = np.array([parameter_count(in_dim, int(w), depth) for w in widths])
+    return int(widths[np.argmin(np.abs(counts - parameters))])
+
+
+class RandomFeatureNetwork(torch.nn.Module):
+    """One hidden tanh layer with fixed random weights and a linear output fitted by least squares.
+
+    The hidden layer is ``tanh(scale * (W x + b))`` on inputs mapped to ``[-1, 1]^d``, with
+    ``W`` standard normal and ``b`` uniform in ``[-1, 1]``; its weights are drawn from a
+    generator seeded identically on every rank.  Only the output layer is fitted.
+
+    Args:
+        in_dim: number of inputs.
+        features: number of hidden neurons.
+        box: bounding box ``(lower, upper)`` of the inputs.
+        scale: frequency scale of the features.
+        seed: seed of the hidden weights.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        features: int,
+        box: tuple[Sequence[float], Sequence[float]],
+        *,
+        scale: float = 3.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if features < 1:
+            raise ValueError(f"features must be >= 1, got {features}")
+        gen = torch.Generator().manual_seed(seed)
+        self.scaling = BoxScaling(*box)
+        weight = scale * torch.randn(in_dim, features, generator=gen, dtype=torch.float64)
+        bias = scale * (2.0 * torch.rand(features, generator=gen, dtype=torch.float64) - 1.0)
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+        self.register_buffer("coefficients", torch.zeros(features + 1, dtype=torch.float64))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden features and a constant column, shape ``(n, features + 1)``."""
+        h = torch.tanh(self.scaling(x) @ self.weight + self.bias)
+        return torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x) @ self.coefficients
+
+    @torch.no_grad()
+    def fit(
+        self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, comm: MPI.Comm
+    ) -> None:
+        """Weighted least squares ``min sum_i w_i^2 (net(x_i) - y_i)^2`` over all ranks.
+
+        Each rank reduces its rows to a triangular factor (QR); the factors of all ranks are
+        stacked and solved identically on every rank, so the result does not depend on the
+        partition beyond round-off.
+        """
+        a = torch.cat([self.features(x), y[:, None]], dim=1) * weights[:, None]
+        r = torch.linalg.qr(a, mode="r").R if a.shape[0] else a
+        stacked = torch.from_numpy(np.concatenate(comm.allgather(r.numpy())))
+        solution = torch.linalg.lstsq(
+            stacked[:, :-1], stacked[:, -1:], driver="gelsd", rcond=1e-13
+        ).solution
+        self.coefficients.copy_(solution[:, 0])
