@@ -354,21 +354,35 @@ def _write_checkpoint(path: pathlib.Path, payload: dict[str, Any]) -> None:
 
 
 def _read_checkpoint(path: pathlib.Path, comm: MPI.Comm) -> dict[str, Any]:
-    """Read on rank 0 and broadcast, so the ranks need not share a file system."""
+    """Read on rank 0 and broadcast, so the ranks need not share a file system.
+
+    Every rank raises the same error if the file is missing or unreadable.
+    """
     payload, error = None, None
     if comm.rank == 0:
         if not path.is_file():
             error = (
+                "missing",
                 f"cannot resume: no checkpoint file {str(path)!r}. Start without resume=True "
-                "(or use resume='auto' to resume only when the file exists)."
+                "(or use resume='auto' to resume only when the file exists).",
             )
         else:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-            if payload.get("format") != CHECKPOINT_FORMAT:
-                error = f"{str(path)!r} is not a dolfinx_nn training checkpoint"
-    error = comm.bcast(error, root=0)
+            try:
+                payload = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # any unreadable file: report it on every rank
+                payload = err
+            if not (isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT):
+                reason = f" ({payload})" if isinstance(payload, Exception) else ""
+                error = (
+                    "invalid",
+                    f"{str(path)!r} is not a dolfinx_nn training checkpoint{reason}",
+                )
+                payload = None
+    if comm.size > 1:
+        error = comm.bcast(error, root=0)
     if error is not None:
-        raise FileNotFoundError(error) if "no checkpoint" in error else ValueError(error)
+        kind, message = error
+        raise FileNotFoundError(message) if kind == "missing" else ValueError(message)
     return comm.bcast(payload, root=0) if comm.size > 1 else payload
 
 

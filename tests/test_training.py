@@ -244,6 +244,16 @@ def test_resume_errors(comm, shared_dir):
     with pytest.raises(FileNotFoundError, match="no checkpoint file.*checkpoint.pt"):
         train(lambda: (w**2).sum(), [w], TrainingConfig(), comm=comm, checkpoint=path, resume=True)
 
+    if comm.rank == 0:
+        path.write_text("not a checkpoint")
+    comm.Barrier()
+    with pytest.raises(ValueError, match="not a dolfinx_nn training checkpoint"):
+        train(lambda: (w**2).sum(), [w], TrainingConfig(), comm=comm, checkpoint=path, resume=True)
+    comm.Barrier()
+    if comm.rank == 0:
+        path.unlink()
+    comm.Barrier()
+
     cfg = TrainingConfig(adam_steps=5, lbfgs_steps=0)
     first = train(lambda: (w**2).sum(), [w], cfg, comm=comm, checkpoint=path, resume="auto")
     assert first.steps == 5 and path.is_file()
