@@ -51,6 +51,16 @@ class _Observe(torch.autograd.Function):
         return torch.from_numpy(gu).to(device=grad.device, dtype=grad.dtype), None
 
 
+def _raise_collectively(comm: MPI.Comm, error: str | None) -> None:
+    """Raise ``ValueError`` on every rank if any rank has an error (before collective calls)."""
+    if comm.size > 1 and not comm.allreduce(error is not None, op=MPI.LOR):
+        return
+    errors = comm.allgather(error) if comm.size > 1 else [error]
+    for rank, message in enumerate(errors):
+        if message is not None:
+            raise ValueError(message if comm.size == 1 else f"on rank {rank}: {message}")
+
+
 def _as_points(points: npt.ArrayLike, gdim: int) -> np.ndarray:
     points = np.asarray(points, dtype=np.float64)
     if points.ndim == 1 and gdim == 1:
@@ -188,7 +198,14 @@ class PointObservation:
         self._check_element(V)
         self._bs = V.dofmap.index_map_bs
         self.value_shape: tuple[int, ...] = tuple(int(s) for s in V.element.value_shape)
-        local = _as_points(points, mesh.geometry.dim)
+        try:
+            local, error = _as_points(points, mesh.geometry.dim), None
+        except ValueError as exc:
+            local, error = None, str(exc)
+        if distributed:  # ranks pass different points: fail together
+            _raise_collectively(self._comm, error)
+        elif error is not None:
+            raise ValueError(error)
         if distributed:
             all_points = np.concatenate(self._comm.allgather(local), axis=0)
         else:
@@ -295,13 +312,13 @@ class PointObservation:
 
     def _apply(self, array: np.ndarray, *, transpose: bool) -> np.ndarray:
         src, dst = (self._y, self._x) if transpose else (self._x, self._y)
+        error = None
         if array.shape != (src.getLocalSize(),):
             what = "values at the owned points" if transpose else "owned dofs of V"
-            raise ValueError(
-                f"expected {src.getLocalSize()} {what} (flattened), got shape {array.shape}"
-            )
-        if not np.isfinite(array).all():
-            raise ValueError("input holds NaN or inf values; refusing to pass them to PETSc")
+            error = f"expected {src.getLocalSize()} {what} (flattened), got shape {array.shape}"
+        elif not np.isfinite(array).all():
+            error = "input holds NaN or inf values; refusing to pass them to PETSc"
+        _raise_collectively(self._comm, error)  # the product below is collective
         src.array[:] = array
         (self.matrix.multTranspose if transpose else self.matrix.mult)(src, dst)
         return dst.array.copy()

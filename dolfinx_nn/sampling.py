@@ -100,6 +100,14 @@ def _check_request(
         )
 
 
+def _raise_collectively(comm: MPI.Comm, error: Exception | None) -> None:
+    """Raise the first rank's error on every rank (each rank's data may differ)."""
+    errors = comm.allgather(error) if comm.size > 1 else [error]
+    for error in errors:
+        if error is not None:
+            raise error
+
+
 def _entity_indices(
     given: np.ndarray | None, default: np.ndarray, index_map, what: str
 ) -> np.ndarray:
@@ -173,7 +181,11 @@ def sample_interior(
     tdim, gdim = mesh.topology.dim, mesh.geometry.dim
     cell_map = mesh.topology.index_map(tdim)
     owned = np.arange(cell_map.size_local, dtype=np.int32)
-    cells = _entity_indices(cells, owned, cell_map, "cells")
+    try:
+        cells, error = _entity_indices(cells, owned, cell_map, "cells"), None
+    except (TypeError, ValueError) as exc:
+        error = exc
+    _raise_collectively(mesh.comm, error)
     simplices, _ = _split(mesh.geometry.dofmaps[0][cells], mesh.topology.cell_type.name)
     vertices = mesh.geometry.x[simplices][:, :, :gdim]
     measures = _simplex_measure(vertices)
@@ -223,7 +235,12 @@ def sample_boundary(
     tdim, gdim = mesh.topology.dim, mesh.geometry.dim
     mesh.topology.create_connectivity(tdim - 1, tdim)
     exterior = dolfinx.mesh.exterior_facet_indices(mesh.topology)
-    facets = _entity_indices(facets, exterior, mesh.topology.index_map(tdim - 1), "facets")
+    try:
+        facet_map = mesh.topology.index_map(tdim - 1)
+        facets, error = _entity_indices(facets, exterior, facet_map, "facets"), None
+    except (TypeError, ValueError) as exc:
+        error = exc
+    _raise_collectively(mesh.comm, error)
     facet_nodes = dolfinx.mesh.entities_to_geometry(mesh, tdim - 1, facets)
     simplices, owner = _split(facet_nodes, _FACET_TYPE[mesh.topology.cell_type.name])
     x = mesh.geometry.x[:, :gdim]

@@ -240,9 +240,13 @@ def test_bad_input(comm):
         PointObservation(dolfinx.fem.functionspace(mesh, ("N1curl", 1)), np.zeros((1, 2)))
     obs = PointObservation(V, np.full((2, 2), 0.5))
     u = torch.zeros(V.dofmap.index_map.size_local, dtype=torch.float64)
-    u[0:1] = float("nan")
+    if comm.rank == 0:  # one rank's NaN must stop every rank before the collective product
+        u[0:1] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         obs(u)
+    mine = np.full((1, 2), 0.5) if comm.rank else np.array([[0.5, np.inf]])
+    with pytest.raises(ValueError, match="not finite"):
+        PointObservation(V, mine, distributed=True)
     with pytest.raises(ValueError, match="owned dofs"):
         obs(torch.zeros(V.dofmap.index_map.size_local + 1, dtype=torch.float64))
 

@@ -180,7 +180,10 @@ def test_bad_input(comm):
         sample_interior(mesh, -5, rng)
     with pytest.raises(TypeError, match="Generator"):
         sample_interior(mesh, 5, 0)
-    with pytest.raises(ValueError, match="out of range"):
-        sample_interior(mesh, 5, rng, cells=np.array([10**6], dtype=np.int32))
+    with pytest.raises(ValueError, match="out of range"):  # raised on every rank
+        bad = np.array([10**6 if comm.rank == 0 else 0], dtype=np.int32)
+        sample_interior(mesh, 5, rng, cells=bad)
+    with pytest.raises(TypeError, match="integer"):
+        sample_boundary(mesh, 5, rng, facets=np.array([0.5]) if comm.rank == 0 else None)
     with pytest.raises(ValueError, match="zero total measure"):
         sample_interior(mesh, 5, rng, cells=np.empty(0, dtype=np.int32))
