@@ -158,7 +158,8 @@ def main(n: int = 24, adam_steps: int = 100, lbfgs_steps: int = 20, seed: int = 
     err = fem.form((q - q_true) ** 2 * ufl.dx)
     ref = fem.form(q_true**2 * ufl.dx)
     error = np.sqrt(comm.allreduce(fem.assemble_scalar(err)) / comm.allreduce(fem.assemble_scalar(ref)))
-    final = float(loss())
+    with torch.no_grad():
+        final = float(loss())
     print0(f"final loss {final:.3e}; relative L2 error of q: {error:.3e}")
     return {"rates": rates, "coefficient_rel_l2_error": float(error), "loss": final}
 

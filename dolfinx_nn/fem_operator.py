@@ -129,6 +129,7 @@ class FEMOperator:
         petsc_options: dict[str, object] | None = None,
         petsc_options_prefix: str,
         symmetric: bool | None = None,
+        warm_start: bool = False,
         form_compiler_options: dict | None = None,
         jit_options: dict | None = None,
     ) -> None:
@@ -148,6 +149,8 @@ class FEMOperator:
             if not isinstance(bc, dolfinx.fem.DirichletBC):
                 raise TypeError(f"bcs must hold dolfinx.fem.DirichletBC, got {type(bc).__name__}.")
         self.u = u
+        self.warm_start = warm_start
+        self._last_solution: np.ndarray | None = None
         self.bcs = list(bcs)
         self.prefix = petsc_options_prefix
         self.comm: MPI.Comm = u.function_space.mesh.comm
@@ -233,13 +236,18 @@ class FEMOperator:
             values.append(x)
         self._set_controls(values)
         self._forward_id += 1
-        self.u.x.array[:] = 0.0
+        if self.linear or not self.warm_start or self._last_solution is None:
+            self.u.x.array[:] = 0.0
+        else:
+            assign_owned(self.u, self._last_solution)
         self._problem.solve()
         self._check_converged()
         self._factorized_id = self._forward_id
         if self._symmetric_given is None:
             self._symmetric = self._is_symmetric(self._problem.A)
-        return _State(self._forward_id, values, self.u.x.array[: self._n].copy())
+        solution = self.u.x.array[: self._n].copy()
+        self._last_solution = solution
+        return _State(self._forward_id, values, solution)
 
     def _check_converged(self) -> None:
         solver = self.solver
@@ -353,6 +361,7 @@ def fem_operator(
     petsc_options: dict[str, object] | None = None,
     petsc_options_prefix: str,
     symmetric: bool | None = None,
+    warm_start: bool = False,
     form_compiler_options: dict | None = None,
     jit_options: dict | None = None,
 ) -> FEMOperator:
@@ -370,6 +379,9 @@ def fem_operator(
         symmetric: whether dF/du is symmetric (the adjoint then reuses the forward
             factorization). ``None``: checked numerically after each forward pass (linear ``F``);
             nonlinear problems always assemble the transposed Jacobian at the solution.
+        warm_start: start Newton from the previous solution instead of zero (nonlinear ``F``;
+            saves iterations in training loops, at the price of results that depend on the
+            call history up to the SNES tolerance).
         form_compiler_options: FFCx options.
         jit_options: JIT options.
 
@@ -382,6 +394,6 @@ def fem_operator(
     """
     return FEMOperator(
         F, u, controls=controls, bcs=bcs, petsc_options=petsc_options,
-        petsc_options_prefix=petsc_options_prefix, symmetric=symmetric,
+        petsc_options_prefix=petsc_options_prefix, symmetric=symmetric, warm_start=warm_start,
         form_compiler_options=form_compiler_options, jit_options=jit_options,
     )

@@ -45,6 +45,8 @@ class NeuralFunction:
         V: a scalar or vector space: Lagrange of any degree, DG, or a basix quadrature element.
         device: where the points are sent; by default the device of the network's parameters.
         name: name of the created function (shown in ParaView).
+        function: an existing function on ``V`` to write into (e.g. one already used in a
+            form); by default a new one is created.
 
     Example:
         >>> qn = NeuralFunction(net, V)
@@ -59,13 +61,18 @@ class NeuralFunction:
         *,
         device: torch.device | str | None = None,
         name: str = "q",
+        function: dolfinx.fem.Function | None = None,
     ) -> None:
         if not callable(net):
             raise TypeError(f"net must be a torch module or callable, got {type(net).__name__}.")
         _check_space(V)
         self.net = net
         self.V = V
-        self.function = dolfinx.fem.Function(V, name=name)
+        if function is None:
+            function = dolfinx.fem.Function(V, name=name)
+        elif not isinstance(function, dolfinx.fem.Function) or function.function_space != V:
+            raise ValueError("function must be a dolfinx.fem.Function on the space V.")
+        self.function = function
         self.comm: MPI.Comm = V.mesh.comm
         self.block_size = V.dofmap.index_map_bs
         self.num_owned = owned_size(V)

@@ -1,0 +1,259 @@
+"""Cost of the bridge: forward versus forward + gradient, and against dolfinx-adjoint.
+
+Problems (unit square, P1, homogeneous Dirichlet data on x = 0 and x = 1):
+
+  linear     -div(q grad u) = f                          (symmetric; KSP, LU/MUMPS)
+  nonlinear  -div((1 + u^2) q grad u) + u^3 = f          (SNES Newton, LU/MUMPS)
+
+with q = 0.5 + softplus(MLP(x)) at the dofs of a P1 space and J = int (u - d)^2 dx.
+
+For each problem and size it reports the median over repeats of: the network evaluation, the
+forward pass (network + solve + functional), the forward + gradient pass (backward through the
+adjoint solve and the network), their ratio, the solve time alone, the peak resident memory,
+and, if dolfinx-adjoint (pyadjoint) is installed, its forward and gradient times on the same
+problem (same LU solver for its adjoint) and the relative difference of the two gradients dJ/dq.
+pyadjoint's replay starts Newton from the previous solution, so for the nonlinear problem it is
+compared with the bridge's `warm_start=True` pass; the ratio uses cold (zero) starts.
+
+Targets: gradient/forward <= 1.5 (linear, direct solver), <= 2.2 (nonlinear); faster than
+dolfinx-adjoint.
+
+Examples:
+  dolfinx-nn bench bridge                               # 1e5 and 1e6 dofs
+  mpiexec -n 2 dolfinx-nn bench bridge --dofs 1e5 --out bench_np2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from collections.abc import Callable
+
+from mpi4py import MPI
+
+import numpy as np
+import torch
+import ufl
+from dolfinx import fem, mesh
+
+import dolfinx_nn as dnn
+from dolfinx_nn.output import print0, write_json
+
+SOLVER = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
+NEWTON = {"snes_type": "newtonls", "snes_linesearch_type": "basic", "snes_rtol": 1e-10,
+          "snes_atol": 1e-12, "snes_stol": 0.0}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dofs", type=float, nargs="+", default=[1e5, 1e6],
+                        help="approximate numbers of dofs (default: 1e5 1e6)")
+    parser.add_argument("--problems", nargs="+", default=["linear", "nonlinear"],
+                        choices=["linear", "nonlinear"])
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (median)")
+    parser.add_argument("--no-peer", action="store_true", help="skip dolfinx-adjoint")
+    parser.add_argument("--out", default=None,
+                        help="JSON file (default: BENCH_bridge_np<ranks>.json)")
+
+
+class _Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(2, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32), torch.nn.Tanh(),
+            torch.nn.Linear(32, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 + torch.nn.functional.softplus(self.mlp(x))
+
+
+def _timed(fn: Callable[[], object], comm: MPI.Comm, repeats: int) -> float:
+    """Median over ``repeats`` of the slowest rank's wall time of ``fn``."""
+    times = []
+    for _ in range(repeats):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        fn()
+        comm.Barrier()
+        times.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
+    return float(np.median(times))
+
+
+def _peak_rss_mib(comm: MPI.Comm) -> float:
+    """Peak resident memory summed over ranks (MiB)."""
+    return comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, op=MPI.SUM) / 1024
+
+
+def _setup(msh: mesh.Mesh, nonlinear: bool, function_type=fem.Function):
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    q = function_type(V, name="q")
+    u = function_type(V, name="u")
+    v = ufl.TestFunction(V)
+    x = ufl.SpatialCoordinate(msh)
+    f = 10.0 * (1.0 + x[0] * x[1])
+    d = 0.1 * ufl.sin(ufl.pi * x[0])
+    k = q * (1 + u**2) if nonlinear else q
+    F = k * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - f * v * ufl.dx
+    if nonlinear:
+        F += u**3 * v * ufl.dx
+    facets = mesh.locate_entities_boundary(
+        msh, 1, lambda x: np.isclose(x[0], 0.0) | np.isclose(x[0], 1.0)
+    )
+    dofs = fem.locate_dofs_topological(V, 1, facets)
+    return V, q, u, v, F, (u - d) ** 2 * ufl.dx, dofs
+
+
+def _bridge_case(msh, nonlinear: bool, repeats: int) -> dict:
+    comm = msh.comm
+    V, q, u, _, F, M, dofs = _setup(msh, nonlinear)
+    bc = fem.dirichletbc(0.0, dofs, V)
+    torch.manual_seed(0)
+    net = _Net().double()
+    qn = dnn.NeuralFunction(net, V, function=q)
+    options = SOLVER if not nonlinear else {**SOLVER, **NEWTON}
+    solve = dnn.fem_operator(F, u, controls=[q], bcs=[bc], petsc_options=options,
+                             petsc_options_prefix="bench_nl_" if nonlinear else "bench_lin_",
+                             symmetric=None)
+    J = dnn.fem_functional(M, controls=[u])
+    state: dict = {}
+
+    def network():
+        with torch.no_grad():
+            qn()
+
+    def forward():
+        with torch.no_grad():
+            state["j"] = J(solve(qn()))
+
+    def solve_only():
+        with torch.no_grad():
+            solve(state["q"])
+
+    def forward_and_gradient():
+        net.zero_grad()
+        q_t = qn()
+        q_t.retain_grad()
+        j = J(solve(q_t))
+        j.backward()
+        dnn.sync_gradients(net, comm)
+        state["dq"] = q_t.grad.detach().numpy().copy()
+
+    forward_and_gradient()  # warm-up: JIT, symbolic factorisation, adjoint objects
+    with torch.no_grad():
+        state["q"] = qn()
+    t_net = _timed(network, comm, repeats)
+    t_solve = _timed(solve_only, comm, repeats)
+    t_fwd = _timed(forward, comm, repeats)
+    t_grad = _timed(forward_and_gradient, comm, repeats)
+    # Newton from the previous solution, as a training loop (and pyadjoint's replay) would do.
+    solve.warm_start = True
+    t_grad_warm = _timed(forward_and_gradient, comm, repeats) if nonlinear else t_grad
+    return {
+        "state": state, "q_values": q.x.array.copy(), "iterations": solve.iterations,
+        "network_s": t_net, "solve_s": t_solve, "forward_s": t_fwd,
+        "forward_gradient_s": t_grad, "gradient_forward_ratio": t_grad / t_fwd,
+        "forward_gradient_warm_start_s": t_grad_warm,
+        "network_share_of_forward": t_net / t_fwd, "symmetric": solve.symmetric,
+    }
+
+
+def _peer_case(msh, nonlinear: bool, q_values: np.ndarray, repeats: int) -> dict | None:
+    try:
+        import dolfinx_adjoint as dxa
+        import pyadjoint
+    except ImportError:
+        return None
+    comm = msh.comm
+    tape = pyadjoint.Tape()
+    pyadjoint.set_working_tape(tape)
+    V, q, u, v, F, M, dofs = _setup(msh, nonlinear, function_type=dxa.Function)
+    q.x.array[:] = q_values
+    g = dxa.Function(V)
+    bc = dxa.dirichletbc(g, dofs)
+    prefix = "peer_nl_" if nonlinear else "peer_lin_"
+    if nonlinear:
+        problem = dxa.NonlinearProblem(F, u, bcs=[bc], petsc_options={**SOLVER, **NEWTON},
+                                       petsc_options_prefix=prefix,
+                                       adjoint_petsc_options=dict(SOLVER))
+    else:
+        a = ufl.lhs(ufl.replace(F, {u: ufl.TrialFunction(V)}))
+        L = ufl.rhs(ufl.replace(F, {u: ufl.TrialFunction(V)}))
+        problem = dxa.LinearProblem(a, L, u=u, bcs=[bc], petsc_options=dict(SOLVER),
+                                    petsc_options_prefix=prefix,
+                                    adjoint_petsc_options=dict(SOLVER))
+    t0 = time.perf_counter()
+    problem.solve()
+    j = dxa.assemble_scalar(M)
+    t_first = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+    Jhat = pyadjoint.ReducedFunctional(j, pyadjoint.Control(q))
+    dJ = Jhat.derivative()  # warm-up (JIT of the adjoint forms)
+    t_fwd = _timed(lambda: Jhat(q), comm, repeats)
+
+    def forward_and_gradient():
+        Jhat(q)
+        Jhat.derivative()
+
+    t_grad = _timed(forward_and_gradient, comm, repeats)
+    dJ = Jhat.derivative()
+    n = V.dofmap.index_map.size_local
+    gradient = dJ.x.array[:n].copy()
+    pyadjoint.set_working_tape(pyadjoint.Tape())
+    del tape
+    return {"forward_s": t_fwd, "forward_gradient_s": t_grad, "first_forward_s": t_first,
+            "gradient": gradient}
+
+
+def run(args: argparse.Namespace) -> int:
+    comm = MPI.COMM_WORLD
+    torch.set_num_threads(1)
+    rows = []
+    for problem in args.problems:
+        nonlinear = problem == "nonlinear"
+        for target in args.dofs:
+            n = max(2, int(round(np.sqrt(target))) - 1)
+            msh = mesh.create_unit_square(comm, n, n)
+            ndofs = (n + 1) ** 2
+            print0(f"[{problem}] {ndofs:.2e} dofs on {comm.size} rank(s) ...")
+            ours = _bridge_case(msh, nonlinear, args.repeats)
+            row = {"problem": problem, "dofs": ndofs, "ranks": comm.size}
+            row.update({k: v for k, v in ours.items() if k not in ("state", "q_values")})
+            if not args.no_peer:
+                peer = _peer_case(msh, nonlinear, ours["q_values"], args.repeats)
+                if peer is None:
+                    print0("  dolfinx-adjoint not installed: pip install --no-deps "
+                           "dolfinx-adjoint fenicsx-compat && pip install pyadjoint-ad h5py")
+                else:
+                    ours_g, peer_g = ours["state"]["dq"], peer.pop("gradient")
+                    diff = comm.allreduce(float(np.sum((ours_g - peer_g) ** 2)))
+                    ref = comm.allreduce(float(np.sum(peer_g**2)))
+                    row["dolfinx_adjoint"] = {
+                        **peer,
+                        "gradient_rel_difference": float(np.sqrt(diff / ref)),
+                        "speedup_forward_gradient": peer["forward_gradient_s"]
+                        / ours["forward_gradient_warm_start_s"],
+                    }
+            row["peak_rss_mib_all_ranks"] = _peak_rss_mib(comm)
+            rows.append(row)
+            _print_row(row)
+    out = args.out or f"BENCH_bridge_np{comm.size}.json"
+    write_json(out, {"benchmark": "bridge", "ranks": comm.size, "results": rows}, comm)
+    print0(f"wrote {out}")
+    return 0
+
+
+def _print_row(r: dict) -> None:
+    peer = r.get("dolfinx_adjoint")
+    line = (
+        f"  {r['problem']:9s} dofs {r['dofs']:.2e} ranks {r['ranks']}: net {r['network_s']:.3f}s "
+        f"solve {r['solve_s']:.3f}s fwd {r['forward_s']:.3f}s fwd+grad "
+        f"{r['forward_gradient_s']:.3f}s ratio {r['gradient_forward_ratio']:.2f} "
+        f"peak {r['peak_rss_mib_all_ranks']:.0f} MiB"
+    )
+    if peer:
+        line += (
+            f" | warm-start fwd+grad {r['forward_gradient_warm_start_s']:.3f}s vs dolfinx-adjoint "
+            f"{peer['forward_gradient_s']:.3f}s (x{peer['speedup_forward_gradient']:.2f}), grad rel diff "
+            f"{peer['gradient_rel_difference']:.1e}"
+        )
+    print0(line)
