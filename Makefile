@@ -25,9 +25,10 @@ test-serial: $(PY)
 test-mpi: $(PY)
 	$(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: $(PY)
-	$(VENV)/bin/dolfinx-nn bench bridge
-	$(MPIEXEC) -n 2 $(VENV)/bin/dolfinx-nn bench bridge
+bench: $(PY) ## benchmarks of the bridge on 1 and 2 ranks (installs the dolfinx-adjoint peer)
+	WITH_PEERS=1 ./scripts/bootstrap.sh
+	$(VENV)/bin/dolfinx-nn bench bridge --out $(OUT)/BENCH_bridge_np1.json
+	$(MPIEXEC) -n 2 $(VENV)/bin/dolfinx-nn bench bridge --out $(OUT)/BENCH_bridge_np2.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -7,7 +7,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${VENV:-$here/.venv}"
-extras="${EXTRAS:-dolfinx,test,bench}"
+extras="${EXTRAS:-dolfinx,test}"
 
 usable() { "$1" -c 'import sys, venv; assert sys.version_info >= (3, 12)' >/dev/null 2>&1; }
 
@@ -35,4 +35,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -e "$here[$extras]"
+if [ "${WITH_PEERS:-0}" = 1 ]; then
+    # Peers measured by the benchmarks. dolfinx-adjoint requires the conda package name
+    # fenics-dolfinx, which pip would try to build: install it without dependencies.
+    "$venv/bin/python" -m pip install -q -e "$here[bench]"
+    "$venv/bin/python" -m pip install -q --no-deps dolfinx-adjoint fenicsx-compat
+    "$venv/bin/python" -m pip install -q pyadjoint-ad h5py
+fi
 "$venv/bin/python" -c 'import dolfinx_nn, dolfinx, torch; print("dolfinx", dolfinx.__version__, "| torch", torch.__version__)'
