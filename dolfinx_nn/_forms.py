@@ -10,12 +10,20 @@ from ufl.algorithms import expand_derivatives
 
 
 def check_controls(
-    form: ufl.Form, controls: Sequence[dolfinx.fem.Function], form_name: str
+    form: ufl.Form,
+    controls: Sequence[dolfinx.fem.Function],
+    form_name: str,
+    exempt: Sequence[bool] | None = None,
 ) -> list[dolfinx.fem.Function]:
-    """Check that every control is a ``fem.Function`` that appears in ``form``."""
+    """Check that every control is a ``fem.Function`` that appears in ``form``.
+
+    ``exempt[i]`` marks controls that need not appear (e.g. Dirichlet data).
+    """
     controls = list(controls)
     coefficients = form.coefficients()
     for i, c in enumerate(controls):
+        if exempt is not None and exempt[i]:
+            continue
         if not isinstance(c, dolfinx.fem.Function):
             raise TypeError(
                 f"control {i} must be a dolfinx.fem.Function, got {type(c).__name__}."

@@ -142,12 +142,17 @@ class FEMOperator:
                 f"petsc_options_prefix must be a non-empty string starting with a letter "
                 f"(PETSc's rule), e.g. 'poisson_'; got {petsc_options_prefix!r}."
             )
-        self.controls = check_controls(F, controls, "F")
-        if any(c is u for c in self.controls):
-            raise ValueError("the unknown u cannot also be a control.")
         for bc in bcs:
             if not isinstance(bc, dolfinx.fem.DirichletBC):
                 raise TypeError(f"bcs must hold dolfinx.fem.DirichletBC, got {type(bc).__name__}.")
+        controls = list(controls)
+        if any(c is u for c in controls):
+            raise ValueError("the unknown u cannot also be a control.")
+        # Controls that are the values of Dirichlet conditions (and need not appear in F).
+        self._dirichlet = [_dirichlet_dofs(c, bcs, u.function_space) for c in controls]
+        self.controls = check_controls(
+            F, controls, "F", exempt=[d is not None for d in self._dirichlet]
+        )
         self.u = u
         self.warm_start = warm_start
         self._last_solution: np.ndarray | None = None
@@ -189,7 +194,15 @@ class FEMOperator:
         self._adjoint_options = adjoint_options
         # Gradient forms: dF/dm^T lambda, i.e. the derivative of F(u; m)[lambda] along m.
         F_lam = ufl.replace(F, {v: self._lam})
-        self._gradient_forms = [gradient_form(F_lam, c, **compile_opts) for c in self.controls]
+        self._gradient_forms = [
+            gradient_form(F_lam, c, **compile_opts) if c in F.coefficients() else None
+            for c in self.controls
+        ]
+        # (dF/du)^T lambda without boundary conditions: how the free dofs feel Dirichlet data.
+        self._jacobian_action = (
+            gradient_form(F_lam, u, **compile_opts)
+            if any(d is not None for d in self._dirichlet) else None
+        )
         self._bc_dofs = [bc.dof_indices()[0][: bc.dof_indices()[1]] for bc in self.bcs]
         self._forward_id = 0
         self._factorized_id = -1  # forward pass whose operator the forward KSP holds
@@ -316,18 +329,51 @@ class FEMOperator:
         with lam.localForm() as local:
             self._lam.x.array[:] = local.array_r
         grads: list[np.ndarray | None] = []
-        for form, c, need in zip(self._gradient_forms, self.controls, needs, strict=True):
-            n = owned_size(c.function_space)
+        boundary_action = None
+        for form, c, dofs, need in zip(
+            self._gradient_forms, self.controls, self._dirichlet, needs, strict=True
+        ):
             if not need:
                 grads.append(None)
-            elif form is None:
-                grads.append(np.zeros(n))
-            else:
-                vec = dolfinx.fem.petsc.assemble_vector(form)
-                ghost_add(vec)
-                grads.append(-vec.array_r[:n].copy())
-                vec.destroy()
+                continue
+            grad = -_assemble_owned(form, owned_size(c.function_space))
+            if dofs is not None:
+                if boundary_action is None:
+                    boundary_action = _assemble_owned(self._jacobian_action, self._n)
+                grad[dofs] += grad_u[dofs] - boundary_action[dofs]
+            grads.append(grad)
         return grads
+
+
+def _assemble_owned(form: dolfinx.fem.Form | None, n: int) -> np.ndarray:
+    """Owned entries of an assembled linear form (zeros for a vanishing form)."""
+    if form is None:
+        return np.zeros(n)
+    vec = dolfinx.fem.petsc.assemble_vector(form)
+    ghost_add(vec)
+    values = vec.array_r[:n].copy()
+    vec.destroy()
+    return values
+
+
+def _dirichlet_dofs(
+    c: dolfinx.fem.Function, bcs: Sequence[dolfinx.fem.DirichletBC], V: dolfinx.fem.FunctionSpace
+) -> np.ndarray | None:
+    """Owned dofs constrained by the conditions whose value is ``c`` (None if there are none)."""
+    if not isinstance(c, dolfinx.fem.Function):
+        return None
+    found = []
+    for bc in bcs:
+        g = bc.g
+        if hasattr(g, "x") and np.shares_memory(np.asarray(g.x.array), c.x.array):
+            if c.function_space != V:
+                raise ValueError(
+                    f"control {c.name!r} is Dirichlet data on another space than u's; only data "
+                    "on u's own space can be a control."
+                )
+            dofs, n_owned = bc.dof_indices()
+            found.append(dofs[:n_owned])
+    return np.unique(np.concatenate(found)) if found else None
 
 
 class _FEMSolve(torch.autograd.Function):
@@ -370,7 +416,8 @@ def fem_operator(
     Args:
         F: residual form, linear in its TestFunction; linear or nonlinear in ``u``.
         u: the unknown; receives the solution of each forward pass.
-        controls: ``fem.Function`` coefficients of ``F`` the solution is differentiated by.
+        controls: ``fem.Function`` coefficients of ``F`` the solution is differentiated by,
+            or the value functions of Dirichlet conditions in ``bcs`` (on ``u``'s space).
         bcs: Dirichlet conditions on ``u`` (the adjoint gets their homogeneous version).
         petsc_options: KSP (linear) or SNES (nonlinear) options; keys starting with
             ``"adjoint_"`` go to the adjoint KSP, which otherwise inherits the forward KSP/PC

@@ -171,3 +171,30 @@ def test_backward_after_interleaved_forward():
     q_ref = q1.detach().clone().requires_grad_(True)
     (g_ref,) = torch.autograd.grad(p.solve(q_ref, p.f_t).square().sum(), q_ref)
     assert torch.allclose(g_interleaved, g_ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("nonlinear", [False, True])
+def test_taylor_dirichlet_data_control(nonlinear):
+    """Dirichlet data as a control: dJ/dg = dJ/du_b - (dF/du)^T lambda on the boundary dofs."""
+    comm = MPI.COMM_WORLD
+    msh = unit_mesh(comm, 2, 8)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    u, g, q = fem.Function(V, name="u"), fem.Function(V, name="g"), fem.Function(V, name="q")
+    q.interpolate(lambda x: 1.0 + x[0] * x[1])
+    v = ufl.TestFunction(V)
+    k = q * (1 + u**2) if nonlinear else q
+    F = k * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - v * ufl.dx
+    bc = boundary_bc(V, where=lambda x: np.isclose(x[0], 0.0) | np.isclose(x[1], 1.0))
+    bc = fem.dirichletbc(g, bc.dof_indices()[0])
+    solve = dnn.fem_operator(F, u, controls=[g, q], bcs=[bc],
+                             petsc_options_prefix=f"dirichlet{int(nonlinear)}_")
+    J = dnn.fem_functional((u**2 + u) * ufl.dx + u * ufl.ds, controls=[u])
+    n = V.dofmap.index_map.size_local
+    rng = np.random.default_rng(comm.rank)
+    g0 = torch.from_numpy(0.3 * rng.standard_normal(n))
+    dg = torch.from_numpy(rng.standard_normal(n))
+    q_t = dnn._dofs.owned_tensor(q)
+    assert_rate_two(dnn.taylor_test(lambda gt: J(solve(gt, q_t)), g0, dg, comm=comm))
+    # The solution takes the data on the boundary dofs.
+    dofs = bc.dof_indices()[0][: bc.dof_indices()[1]]
+    assert np.allclose(solve(g0, q_t).numpy()[dofs], g0.numpy()[dofs])

@@ -26,6 +26,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import pathlib
 import resource
 import time
 from collections.abc import Callable
@@ -38,7 +39,7 @@ import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn.output import print0, write_json
+from dolfinx_nn.output import prepare_output_dir, print0, write_json
 
 SOLVER = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
 NEWTON = {"snes_type": "newtonls", "snes_linesearch_type": "basic", "snes_rtol": 1e-10,
@@ -236,7 +237,8 @@ def run(args: argparse.Namespace) -> int:
             row["peak_rss_mib_all_ranks"] = _peak_rss_mib(comm)
             rows.append(row)
             _print_row(row)
-    out = args.out or f"BENCH_bridge_np{comm.size}.json"
+    out = pathlib.Path(args.out or f"BENCH_bridge_np{comm.size}.json")
+    prepare_output_dir(out.parent, comm)
     write_json(out, {"benchmark": "bridge", "ranks": comm.size, "results": rows}, comm)
     print0(f"wrote {out}")
     return 0
