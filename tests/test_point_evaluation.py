@@ -194,7 +194,7 @@ class _Collect(torch.autograd.Function):
 def test_gradcheck(comm):
     # The op couples ranks (off-rank dofs), so check the global map z -> y with z and y
     # replicated on every rank; every rank then makes the same collective calls.
-    mesh = create_mesh(comm, "square", 3)
+    mesh = create_mesh(comm, "square", 2)
     V = dolfinx.fem.functionspace(mesh, ("Lagrange", 2, (2,)))
     obs = PointObservation(V, random_points(comm, 6, 2))
     begin, end = (2 * r for r in V.dofmap.index_map.local_range)
