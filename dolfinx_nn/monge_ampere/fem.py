@@ -9,9 +9,10 @@ the boundary and, for all test functions ``v`` vanishing on the boundary,
 where the second sum runs over interior facets (Brenner, Gudi & Neilan, Math. Comp. 80, 2011;
 Brenner & Neilan, ESAIM M2AN 46, 2012 for d = 3).  The edge term makes the method consistent:
 its linearization at the exact solution is a C0 interior penalty discretization of
-``-div(cof(D^2 u) grad w)``.  The system is solved with Newton's method (PETSc SNES, direct
-LU solves), started from the convex solution of the Poisson problem ``Delta u_0 = d f^(1/d)``,
-``u_0 = g`` (exact when ``D^2 u`` is a multiple of the identity).
+``-div(cof(D^2 u) grad w)``.  The system is solved with Newton's method (PETSc SNES,
+backtracking line search, direct LU solves), started from the convex solution of the Poisson
+problem ``Delta u_0 = d f^(1/d)``, ``u_0 = g`` (exact when ``D^2 u`` is a multiple of the
+identity).
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def solve_fem(
         seed: seed of the noise.
         penalty: optional ``sigma`` of a consistent jump penalty ``sigma/h [[du/dn]][[dv/dn]]``.
         quadrature_degree: quadrature for the (non-polynomial) source and the errors.
-        petsc_options: overrides of the SNES/KSP options (Newton, basic line search, LU).
+        petsc_options: overrides of the SNES/KSP options (Newton, backtracking, LU).
         prefix: PETSc options prefix.
 
     Raises:
@@ -194,7 +195,7 @@ def solve_fem(
     form = monge_ampere_residual(uh, v, f, penalty)
     options = {
         "snes_type": "newtonls",
-        "snes_linesearch_type": "basic",
+        "snes_linesearch_type": "bt",
         "snes_rtol": 1e-10,
         "snes_atol": 1e-10,
         "snes_stol": 0.0,

@@ -1,0 +1,147 @@
+"""Tables for the documentation: every case with ICNN, FFNN and FEM, and the ICNN as d grows.
+
+Run (any number of ranks; rank 0 writes)::
+
+    python -m dolfinx_nn.monge_ampere.report --out results/monge_ampere
+
+It writes ``DIR/tables.md`` (Markdown tables), ``DIR/report.json`` (all numbers) and one
+``DIR/monge_ampere_<case>_<d>d_<ansatz>.png`` per network run.  Step counts are options, so
+that a quick run (``--adam-steps 50 --lbfgs-steps 10``) checks the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+from collections.abc import Sequence
+
+from mpi4py import MPI
+
+import torch
+
+from dolfinx_nn.errors import SolverError
+from dolfinx_nn.monge_ampere.cases import get_case
+from dolfinx_nn.monge_ampere.domains import Ball, Box, as_sequence
+from dolfinx_nn.monge_ampere.network_solver import NetworkConfig, solve_network
+from dolfinx_nn.output import prepare_output_dir, print0, write_json
+
+#: (case, d, noise) rows of the comparison table, all on the unit cube
+COMPARISON: tuple[tuple[str, int, float], ...] = (
+    ("smooth", 2, 0.0),
+    ("brenner", 2, 0.0),
+    ("singular", 2, 0.0),
+    ("degenerate", 2, 0.0),
+    ("smooth", 2, 0.05),
+    ("smooth", 3, 0.0),
+)
+#: FEM mesh resolution (cells per edge) per dimension
+FEM_RESOLUTION = {2: 16, 3: 6}
+
+
+def _fem_row(case_name: str, dim: int, noise: float, comm: MPI.Comm) -> dict:
+    from dolfinx_nn.meshes import create_mesh
+    from dolfinx_nn.monge_ampere.fem import solve_fem
+
+    mesh = create_mesh(comm, {2: "square", 3: "cube"}[dim], FEM_RESOLUTION[dim])
+    try:
+        res = solve_fem(get_case(case_name), mesh, center=[0.5] * dim, noise=noise)
+    except SolverError as e:
+        return {"status": f"Newton failed: {e.reason_name}"}
+    return {"status": "ok", **res.summary()}
+
+
+def _network_row(case_name, domain, noise, ansatz, config: NetworkConfig, out, comm) -> dict:
+    from dolfinx_nn.monge_ampere.plots import plot_solution_and_error
+
+    cfg = NetworkConfig(**{**vars(config), "ansatz": ansatz, "noise": noise})
+    case = get_case(case_name)
+    res = solve_network(case, domain, cfg, comm)
+    if comm.rank == 0:
+        name = f"monge_ampere_{case_name}_{domain.dim}d_{ansatz}" + ("_noisy" if noise else "")
+        plot_solution_and_error(res.net, case, domain, out / f"{name}.png",
+                                f"{case_name}, d = {domain.dim}, {ansatz}")
+    return {"status": "ok", **res.summary()}
+
+
+def _fmt(row: dict, key: str, spec: str = ".2e") -> str:
+    return format(row[key], spec) if key in row else "-"
+
+
+def comparison_table(rows: Sequence[dict]) -> str:
+    """Markdown: one line per (case, d, noise, method)."""
+    lines = [
+        "| case | d | noise | method | rel. L2 error | max error | convexity violations "
+        "| time [s] | Newton its | dofs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        viol = _fmt(r, "convexity_violation_fraction", ".4f")
+        if r["status"] != "ok":
+            lines.append(f"| {r['case']} | {r['dim']} | {r['noise']} | {r['method']} | "
+                         f"{r['status']} | | | | | |")
+            continue
+        lines.append(
+            f"| {r['case']} | {r['dim']} | {r['noise']} | {r['method']} | "
+            f"{_fmt(r, 'rel_l2_error')} | {_fmt(r, 'max_error')} | {viol} | "
+            f"{_fmt(r, 'wall_time_s', '.1f')} | {r.get('newton_iterations', '-')} | "
+            f"{r.get('dofs', '-')} |"
+        )
+    return "\n".join(lines)
+
+
+def dimension_table(rows: Sequence[dict]) -> str:
+    """Markdown: ICNN error against d on the unit ball."""
+    lines = ["| d | rel. L2 error | max error | convexity violations | time [s] |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['dim']} | {_fmt(r, 'rel_l2_error')} | {_fmt(r, 'max_error')} | "
+                     f"{_fmt(r, 'convexity_violation_fraction', '.4f')} | "
+                     f"{_fmt(r, 'wall_time_s', '.1f')} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--adam-steps", type=int, default=400)
+    parser.add_argument("--lbfgs-steps", type=int, default=300)
+    parser.add_argument("--n-interior", type=int, default=1000)
+    parser.add_argument("--n-boundary", type=int, default=400)
+    parser.add_argument("--dims", type=int, nargs="+", default=[2, 3, 4, 5, 6])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    comm = MPI.COMM_WORLD
+    out = prepare_output_dir(args.out, comm)
+    config = NetworkConfig(adam_steps=args.adam_steps, lbfgs_steps=args.lbfgs_steps,
+                           n_interior=args.n_interior, n_boundary=args.n_boundary)
+    rows = []
+    for case_name, dim, noise in COMPARISON:
+        base = {"case": case_name, "dim": dim, "noise": noise}
+        for ansatz in ("icnn", "ffnn"):
+            print0(f"{case_name} d={dim} noise={noise} {ansatz}")
+            row = _network_row(case_name, Box(dim), noise, ansatz, config, out, comm)
+            rows.append({**base, "method": ansatz, **row})
+        print0(f"{case_name} d={dim} noise={noise} fem")
+        rows.append({**base, "method": "fem (P2)", **_fem_row(case_name, dim, noise, comm)})
+    dims = []
+    for dim in args.dims:
+        print0(f"smooth, ball, d={dim}, icnn")
+        row = _network_row("smooth", Ball(dim), 0.0, "icnn", config, out, comm)
+        dims.append({"dim": dim, **row})
+    write_json(out / "report.json", {"config": vars(config), "ranks": comm.size,
+                                     "comparison": rows, "dimensions": dims,
+                                     "ball_center": as_sequence(Ball(2).center)}, comm)
+    if comm.rank == 0:
+        text = ("## Comparison (unit cube)\n\n" + comparison_table(rows)
+                + "\n\n## ICNN, smooth case on the unit ball, growing d\n\n"
+                + dimension_table(dims) + "\n")
+        pathlib.Path(out / "tables.md").write_text(text)
+        print(text)
+    comm.Barrier()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
