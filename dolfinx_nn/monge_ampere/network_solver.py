@@ -193,6 +193,7 @@ def solve_network(
     config: NetworkConfig | None = None,
     comm: MPI.Comm = MPI.COMM_WORLD,
     callback: Callable[[int, float], bool | None] | None = None,
+    net: torch.nn.Module | None = None,
 ) -> NetworkResult:
     """Fit a network to the Monge-Ampere problem of ``case`` on ``domain`` and evaluate it.
 
@@ -202,16 +203,19 @@ def solve_network(
         config: settings (defaults: :class:`NetworkConfig`).
         comm: communicator the collocation and test points are split over.
         callback: ``callback(steps_done, loss)`` after each step; True stops training.
+        net: a network to train instead of a new one built from ``config`` (float64).
     """
     config = config or NetworkConfig()
     case.check_dim(domain.dim)
     dtype = torch.float64
     torch.manual_seed(config.seed)
     lower, upper = domain.bounds
-    net = make_network(
-        config.ansatz, domain.dim, width=config.width, depth=config.depth,
-        activation=config.activation, lower=lower, upper=upper, dtype=dtype, device=config.device,
-    )
+    if net is None:
+        net = make_network(
+            config.ansatz, domain.dim, width=config.width, depth=config.depth,
+            activation=config.activation, lower=lower, upper=upper, dtype=dtype,
+            device=config.device,
+        )
     loss_fn = build_loss(case, domain, config, comm, dtype, config.device)
     if hasattr(net, "set_curvature"):
         net.set_curvature(max(loss_fn.f_scale, 1e-12) ** (0.5 / domain.dim))
