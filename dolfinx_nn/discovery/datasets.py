@@ -106,6 +106,7 @@ def simulate_dataset(
     seed: int = 0,
     degree: int = 2,
     steps_per_interval: int = 4,
+    points: np.ndarray | None = None,
 ) -> tuple[SpaceTimeData, dict[str, float]]:
     """Simulate a built-in problem and observe it at random points of the mesh.
 
@@ -118,6 +119,8 @@ def simulate_dataset(
         seed: seed of the points and the noise (the same on every rank).
         degree: Lagrange degree of the simulation.
         steps_per_interval: time steps between snapshots.
+        points: observation points, shape (n, gdim) (e.g. a grid); by default ``num_points``
+            random points inside the mesh.
 
     Returns:
         ``(data, true_coefficients)``.
@@ -127,11 +130,14 @@ def simulate_dataset(
         raise ValueError(f"need num_points >= 1 and num_times >= 3, got {num_points}, {num_times}")
     dim = mesh.geometry.dim
     rng = np.random.default_rng(seed)
-    points = random_points_in_mesh(mesh, num_points, rng)
+    if points is None:
+        points = random_points_in_mesh(mesh, num_points, rng)
+    elif points.ndim != 2 or points.shape[1] != dim:
+        raise ValueError(f"points must have shape (n, {dim}), got {points.shape}")
     times = np.linspace(0.0, problem.final_time, num_times)
     coefficients = problem.coefficients(dim)
     evaluate = PointEvaluator(mesh, points)
-    values = np.empty((num_times, num_points))
+    values = np.empty((num_times, points.shape[0]))
 
     def initial(u: dolfinx.fem.Function) -> None:
         u.interpolate(lambda x: problem.initial(x, dim))

@@ -1,0 +1,213 @@
+"""Discover the PDE behind scattered space-time data and check it with a DOLFINx simulation.
+
+A network surrogate u(x, t) is fitted to the data (the first --train-fraction of the time
+span), differentiated with autograd, and u_t = sum_k c_k T_k is found by sparse regression
+(STRidge) with model selection over a library of terms.  The discovered equation is then
+simulated with DOLFINx from the first snapshot and compared with the held-out later data.
+
+Data: --data FILE (.npz with x (N x d), t (M,), u (M x N); or .csv with columns
+station,x[,y[,z]],t,value; missing values allowed), or --simulate NAME for a built-in DOLFINx
+simulation (heat, advection-diffusion, fisher-kpp, nonlinear-diffusion) on --mesh.
+
+Writes to --out DIR:
+  results.json     equation, coefficients (term -> value, data units, selected terms only),
+                   raw coefficients, Pareto front, validation_rel_l2_error, timings
+  pareto.png       number of terms vs cross-validation error
+  validation.png   relative error of the re-simulation per snapshot
+  validation.bp    the re-simulation (ParaView, VTX)
+  data.npz         the simulated data set (with --simulate)
+
+Examples:
+  dolfinx-nn discover --simulate heat --mesh square-with-hole --noise 0.01 --out out/heat
+  mpiexec -n 2 dolfinx-nn discover --data stations.csv --library u,u_xx,u_yy --out out/st
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import time
+
+from mpi4py import MPI
+
+import dolfinx
+import dolfinx.io
+import numpy as np
+
+from dolfinx_nn.discovery.data import SpaceTimeData, load_data, save_npz, with_noise
+from dolfinx_nn.discovery.datasets import PROBLEMS, simulate_dataset
+from dolfinx_nn.discovery.library import LIBRARY_PRESETS
+from dolfinx_nn.discovery.pipeline import Discovery, DiscoveryConfig, discover
+from dolfinx_nn.discovery.regression import SELECTION_CRITERIA
+from dolfinx_nn.discovery.surrogate import SurrogateConfig
+from dolfinx_nn.discovery.validation import Validation, validate
+from dolfinx_nn.meshes import create_mesh
+from dolfinx_nn.output import prepare_output_dir, print0, write_json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=pathlib.Path, help="data file (.npz or .csv)")
+    source.add_argument("--simulate", choices=list(PROBLEMS), help="built-in simulated data set")
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="output folder")
+    parser.add_argument(
+        "--library",
+        default="quadratic",
+        help=f"preset ({', '.join(LIBRARY_PRESETS)}) or terms, e.g. 'u,u_x,u_xx,u*u_x'",
+    )
+    parser.add_argument("--noise", type=float, default=0.0,
+                        help="relative Gaussian noise added to the values (0.01 = 1%%)")
+    parser.add_argument("--mesh", default=None,
+                        help="geometry: interval, square, square-with-hole, ... or a mesh file "
+                        "(default: square-with-hole for --simulate, the data's bounding box "
+                        "for --data)")
+    parser.add_argument("--resolution", type=int, default=32, help="cells per unit length")
+    parser.add_argument("--points", type=int, default=1000, help="observation points (--simulate)")
+    parser.add_argument("--times", type=int, default=41, help="snapshots (--simulate)")
+    parser.add_argument("--train-fraction", type=float, default=0.75,
+                        help="fraction of the time span used for discovery; the rest is held out")
+    parser.add_argument("--criterion", choices=list(SELECTION_CRITERIA), default="cv")
+    parser.add_argument("--tolerance", type=float, default=0.2,
+                        help="relative slack of the cv criterion")
+    parser.add_argument("--width", type=int, default=400, help="neurons of the surrogate")
+    parser.add_argument("--depth", type=int, default=1, help="hidden layers of the surrogate")
+    parser.add_argument("--adam-steps", type=int, default=0,
+                        help="Adam steps on the hidden layers (0: random features)")
+    parser.add_argument("--degree", type=int, default=2, help="Lagrange degree of simulations")
+    parser.add_argument("--device", default="cpu", help="torch device of the surrogate")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _box_mesh(comm: MPI.Comm, data: SpaceTimeData, resolution: int) -> dolfinx.mesh.Mesh:
+    lo, hi = data.x.min(axis=0), data.x.max(axis=0)
+    cells = [max(2, int(np.ceil(resolution * (b - a)))) for a, b in zip(lo, hi, strict=True)]
+    if data.dim == 1:
+        return dolfinx.mesh.create_interval(comm, cells[0], [lo[0], hi[0]])
+    if data.dim == 2:
+        return dolfinx.mesh.create_rectangle(comm, [lo, hi], cells)
+    return dolfinx.mesh.create_box(comm, [lo, hi], cells)
+
+
+def _plot(out: pathlib.Path, found: Discovery, check: Validation | None, comm: MPI.Comm) -> None:
+    if comm.rank != 0:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    front = found.pareto_front()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.semilogy([r["complexity"] for r in front], [r["cv_error"] for r in front], "o-")
+    chosen = len(found.coefficients)
+    ax.semilogy([chosen], [found.regression.selected.cv_error], "r*", ms=14, label="selected")
+    ax.set_xlabel("number of terms")
+    ax.set_ylabel("relative cross-validation error")
+    ax.set_title(found.equation, fontsize=8)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "pareto.png", dpi=120)
+    plt.close(fig)
+    if check is None:
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    times = check.times[check.held_out]
+    ax.plot(times, check.snapshot_errors, "o-")
+    ax.set_xlabel("t")
+    ax.set_ylabel("relative l2 error vs held-out data")
+    ax.set_title("DOLFINx simulation of the discovered PDE")
+    fig.tight_layout()
+    fig.savefig(out / "validation.png", dpi=120)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    comm = MPI.COMM_WORLD
+    if not 0.0 < args.train_fraction < 1.0:
+        raise ValueError(f"--train-fraction must lie in (0, 1), got {args.train_fraction}")
+    if not (np.isfinite(args.noise) and args.noise >= 0):
+        raise ValueError(f"--noise must be >= 0, got {args.noise}")
+    out = prepare_output_dir(args.out, comm)
+    rng = np.random.default_rng(args.seed)
+    truth = None
+    start = time.perf_counter()
+    if args.simulate:
+        mesh = create_mesh(comm, args.mesh or "square-with-hole", args.resolution)
+        print0(f"simulating {args.simulate} on {args.mesh or 'square-with-hole'} ...")
+        data, truth = simulate_dataset(
+            args.simulate, mesh, args.points, args.times, args.noise, args.seed, args.degree
+        )
+        if comm.rank == 0:
+            save_npz(out / "data.npz", data)
+    else:
+        data = load_data(args.data)
+        if args.noise > 0:
+            data = with_noise(data, args.noise, rng)
+        mesh = (
+            create_mesh(comm, args.mesh, args.resolution)
+            if args.mesh
+            else _box_mesh(comm, data, args.resolution)
+        )
+    data_s = time.perf_counter() - start
+    train, _ = data.split(args.train_fraction)
+    config = DiscoveryConfig(
+        library=args.library,
+        criterion=args.criterion,
+        tolerance=args.tolerance,
+        seed=args.seed,
+        surrogate=SurrogateConfig(
+            width=args.width, depth=args.depth, adam_steps=args.adam_steps,
+            seed=args.seed, device=args.device,
+        ),
+    )
+    found = discover(train, config, comm=comm)
+    print0(f"discovered: {found.equation}")
+    writer: list[dolfinx.io.VTXWriter] = []
+
+    def write(u: dolfinx.fem.Function, t: float) -> None:
+        if not writer:
+            writer.append(dolfinx.io.VTXWriter(comm, out / "validation.bp", [u], engine="BP4"))
+        writer[0].write(t)
+
+    start = time.perf_counter()
+    check = validate(
+        found.coefficients, found.surrogate, mesh, data, float(train.t[-1]), args.degree,
+        on_snapshot=write,
+    )
+    for w in writer:
+        w.close()
+    validation_s = time.perf_counter() - start
+    print0(f"re-simulation vs held-out data: relative l2 error {check.rel_l2_error:.3e}")
+    results = {
+        "equation": found.equation,
+        "coefficients": found.coefficients,
+        "raw_coefficients": found.raw_coefficients,
+        "validation_rel_l2_error": check.rel_l2_error,
+        "validation_snapshot_errors": dict(
+            zip(map(str, check.times[check.held_out]), check.snapshot_errors, strict=True)
+        ),
+        "pareto_front": found.pareto_front(),
+        "surrogate": {
+            "ridge": found.fit.ridge, "cv_rmse": found.fit.cv_rmse,
+            "train_rmse": found.fit.train_rmse,
+        },
+        "data": {
+            "source": str(args.data) if args.data else f"simulated:{args.simulate}",
+            "points": int(data.x.shape[0]), "snapshots": int(data.t.size),
+            "observed": data.num_observed, "train_end": float(train.t[-1]), "noise": args.noise,
+        },
+        "timings": {"data_s": data_s, **found.timings, "validation_s": validation_s},
+        "settings": {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(args).items()},
+        "ranks": comm.size,
+    }
+    if truth is not None:
+        results["true_coefficients"] = truth
+        results["coefficient_errors"] = {
+            name: abs(found.coefficients.get(name, 0.0) - value) / abs(value)
+            for name, value in truth.items()
+        }
+        results["spurious_terms"] = {k: v for k, v in found.coefficients.items() if k not in truth}
+    write_json(out / "results.json", results, comm)
+    _plot(out, found, check, comm)
+    print0(f"wrote {out / 'results.json'}")
+    return 0
