@@ -225,6 +225,16 @@ class PointObservation:
 
     @staticmethod
     def _check_element(V: dolfinx.fem.FunctionSpace) -> None:
+        if len(V.component()) > 0:
+            raise ValueError(
+                f"V is the subspace {V.component()} of another space; pass V.collapse()[0]"
+            )
+        bs = V.dofmap.index_map_bs
+        if bs > 1 and int(np.prod(V.element.value_shape)) != bs:
+            raise ValueError(
+                "symmetric tensor spaces are not supported: use a full tensor space, got "
+                f"{V.ufl_element()}"
+            )
         element = V.element
         try:
             basix_element = element.basix_element

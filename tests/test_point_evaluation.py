@@ -48,6 +48,7 @@ CASES = [
     ("cube", 2, ("Lagrange", 1)),
     ("cube", 2, ("Lagrange", 2)),
     ("cube", 2, ("Lagrange", 1, (3,))),
+    ("square", 3, ("DG", 2, (2, 2))),
 ]
 
 
@@ -62,7 +63,7 @@ def test_values_match_exact_polynomial_and_eval(comm, kind, resolution, element)
     u.interpolate(f)
     points = random_points(comm, 40, gdim)
     obs = PointObservation(V, points)
-    expected_shape = (obs.num_local_points,) if bs == 1 else (obs.num_local_points, bs)
+    expected_shape = (obs.num_local_points, *(int(s) for s in V.element.value_shape))
 
     values = obs(owned_dofs(u))
     assert values.shape == expected_shape and values.dtype == torch.float64
@@ -77,6 +78,7 @@ def test_values_match_exact_polynomial_and_eval(comm, kind, resolution, element)
 
     gathered = obs.gather(values.numpy())
     if comm.rank == 0:
+        assert gathered.shape == (40, *expected_shape[1:])
         np.testing.assert_allclose(gathered, f(points.T).T.reshape(gathered.shape), atol=1e-12)
     else:
         assert gathered is None
@@ -238,6 +240,8 @@ def test_bad_input(comm):
         PointObservation(V, np.array([[0.5, np.nan]]))
     with pytest.raises(ValueError, match="Lagrange and DG"):
         PointObservation(dolfinx.fem.functionspace(mesh, ("N1curl", 1)), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="collapse"):
+        PointObservation(dolfinx.fem.functionspace(mesh, ("Lagrange", 1, (2,))).sub(1), [[0, 0]])
     obs = PointObservation(V, np.full((2, 2), 0.5))
     u = torch.zeros(V.dofmap.index_map.size_local, dtype=torch.float64)
     if comm.rank == 0:  # one rank's NaN must stop every rank before the collective product
