@@ -97,6 +97,7 @@ class TrajectoryRecorder:
         if comm.rank == 0:
             self.directory.mkdir(parents=True, exist_ok=True)
             (self.directory / "trajectory.bin").write_bytes(b"")
+            (self.directory / "steps.txt").write_text("")
         comm.Barrier()
 
     def record(self, step: int | None = None) -> None:

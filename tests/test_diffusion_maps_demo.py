@@ -1,0 +1,35 @@
+"""The diffusion-maps demo runs (serially and on 2 ranks) and finds what its prose says."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+DEMO = pathlib.Path(__file__).resolve().parents[1] / "demos" / "demo_diffusion_maps.py"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_demo_finds_a_curve_and_a_sharp_hessian_spectrum():
+    spec = importlib.util.spec_from_file_location("demo_diffusion_maps", DEMO)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    result = demo.main(steps=200, every=2)
+    assert result["circle"]["angle_concentration"] > 0.99
+    traj = result["trajectory"]
+    assert traj["points"] == 100
+    assert abs(traj["spearman_psi1_vs_step"]) > 0.95
+    top = np.asarray(traj["hessian_top"])
+    assert np.all(np.diff(top) <= 0) and top[0] > 10 * top[-1] > 0
+    assert traj["fraction_near_zero"] > 0.5
+    assert np.max(traj["in_top_k_span"]) > 2 * traj["random_baseline"]
