@@ -1,0 +1,191 @@
+"""Constant-weight ResNets and their deep limit, the neural ODE (Avelin & Nyström).
+
+A ResNet whose N layers share one block f, x_{k+1} = x_k + f(x_k)/N, is forward Euler for
+dx/dt = f(x) on [0, 1].  Experiments (depths N = 1, 2, 4, ..., --max-depth):
+
+  forward  fixed weights: error of the ResNet output and of its loss gradient against the
+           neural ODE (adaptive Dormand-Prince, tol 1e-12); RK4 and adjoint gradients too
+  sgd      SGD from the same weights on the same mini-batches for every N and for the ODE:
+           distance between parameter trajectories and between loss curves
+  annulus  test accuracy and loss on the annulus classification set versus N, over seeds
+  inverse  the ResNet as network prior of the coefficient in -div(q grad u) = f (DOLFINx):
+           distance of the recovered q_N to the ODE prior's q (runs under MPI)
+  all      the four above, in sub-folders, plus DIR/rates.md (the table of observed orders)
+
+Writes DIR/results.json (per N: errors or losses; the fitted orders), DIR/<experiment>.png and,
+for `inverse`, DIR/coefficients.bp (ParaView, VTX) with the recovered coefficients.
+
+Example:
+  dolfinx-nn deep-limit --experiment sgd --max-depth 128 --out results/deep_limit_sgd
+  mpiexec -n 2 dolfinx-nn deep-limit --experiment all --out results/deep_limit
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+from collections.abc import Callable
+
+from mpi4py import MPI
+
+from dolfinx_nn.deep_limit import plots
+from dolfinx_nn.deep_limit.annulus_study import AnnulusConfig, annulus_study
+from dolfinx_nn.deep_limit.blocks import ACTIVATIONS
+from dolfinx_nn.deep_limit.forward_convergence import ForwardConfig, forward_convergence
+from dolfinx_nn.deep_limit.sgd_convergence import SGDConfig, sgd_convergence
+from dolfinx_nn.output import prepare_output_dir, print0, write_json
+
+
+def _depths(max_depth: int) -> tuple[int, ...]:
+    return tuple(2**k for k in range(max_depth.bit_length()) if 2**k <= max_depth)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def run_forward(args: argparse.Namespace, comm: MPI.Comm, out: pathlib.Path) -> dict:
+    config = ForwardConfig(dim=args.dim, activation=args.activation or "relu",
+                           depths=_depths(args.max_depth or 256), seed=args.seed)
+    if args.quick:
+        config = dataclasses.replace(config, n_points=64, reference_tol=1e-10)
+    result = forward_convergence(config)
+    if comm.rank == 0:
+        plots.plot_forward(result, out / "forward.png")
+    return result
+
+
+def run_sgd(args: argparse.Namespace, comm: MPI.Comm, out: pathlib.Path) -> dict:
+    config = SGDConfig(dim=args.dim, activation=args.activation or "relu",
+                       depths=_depths(args.max_depth or 256), seed=args.seed)
+    if args.quick:
+        config = dataclasses.replace(config, n_train=64, batch_size=16, steps=10,
+                                     ode_options={"method": "rk4", "steps": 128})
+    result = sgd_convergence(config, comm)
+    if comm.rank == 0:
+        plots.plot_sgd(result, out / "sgd.png")
+    return result
+
+
+def run_annulus(args: argparse.Namespace, comm: MPI.Comm, out: pathlib.Path) -> dict:
+    config = AnnulusConfig(dim=args.dim, activation=args.activation or "relu",
+                           depths=_depths(args.max_depth or 64),
+                           seeds=tuple(range(args.seed, args.seed + args.seeds)))
+    if args.quick:
+        config = dataclasses.replace(config, n_train=100, n_test=200, epochs=3,
+                                     ode_options={"method": "rk4", "steps": 32})
+    result = annulus_study(config, comm)
+    if comm.rank == 0:
+        plots.plot_annulus(result, out / "annulus.png")
+    return result
+
+
+def run_inverse(args: argparse.Namespace, comm: MPI.Comm, out: pathlib.Path) -> dict:
+    from dolfinx.io import VTXWriter
+
+    from dolfinx_nn.deep_limit.inverse_prior import InverseConfig, inverse_prior
+
+    config = InverseConfig(activation=args.activation or "tanh",
+                           depths=_depths(args.max_depth or 64), seed=args.seed)
+    if args.quick:
+        config = dataclasses.replace(config, resolution=8, adam_steps=20)
+    result = inverse_prior(config, comm)
+    functions = list(result.pop("functions").values())
+    with VTXWriter(comm, out / "coefficients.bp", functions, engine="BP4") as writer:
+        writer.write(0.0)
+    if comm.rank == 0:
+        plots.plot_inverse(result, out / "inverse.png")
+    return result
+
+
+#: experiment name -> runner(args, comm, out) -> results
+EXPERIMENTS: dict[str, Callable[[argparse.Namespace, MPI.Comm, pathlib.Path], dict]] = {
+    "forward": run_forward,
+    "sgd": run_sgd,
+    "annulus": run_annulus,
+    "inverse": run_inverse,
+}
+
+#: (experiment, label, key of the per-N values, key of the fitted order)
+RATE_ROWS = (
+    ("forward", "ResNet output vs ODE flow (fixed weights)", "resnet_error", "resnet_order"),
+    ("forward", "ResNet loss gradient vs ODE gradient", "resnet_gradient_error",
+     "resnet_gradient_order"),
+    ("forward", "RK4 (N steps) output vs ODE flow", "rk4_error", "rk4_order"),
+    ("forward", "adjoint vs direct gradient, Euler", "euler_adjoint_gap",
+     "euler_adjoint_gap_order"),
+    ("sgd", "SGD parameter trajectory distance", "trajectory_distance", "trajectory_order"),
+    ("sgd", "SGD loss-curve gap", "loss_gap", "loss_gap_order"),
+    ("inverse", "recovered coefficient q_N vs q_ODE", "coefficient_distance",
+     "coefficient_order"),
+    ("inverse", "final misfit gap", "misfit_gap", "misfit_gap_order"),
+)
+
+
+def rates_table(results: dict[str, dict]) -> str:
+    """Markdown table of the observed orders (least-squares slopes) of all experiments."""
+    lines = ["| quantity | N range | value at smallest N | value at largest N | observed order |",
+             "|---|---|---|---|---|"]
+    for name, label, values, order in RATE_ROWS:
+        if name not in results:
+            continue
+        r = results[name]
+        depths = r["depths"]
+        lines.append(f"| {label} | {depths[0]}-{depths[-1]} | {r[values][0]:.3e} | "
+                     f"{r[values][-1]:.3e} | {r[order]:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def annulus_table(result: dict) -> str:
+    """Markdown table of test accuracy and loss (mean ± std over seeds) per depth."""
+    lines = ["| N | test accuracy | test loss |", "|---|---|---|"]
+    for label in result["labels"]:
+        s = result["summary"][label]
+        acc, loss = s["test_accuracy"], s["test_loss"]
+        lines.append(f"| {label} | {acc['mean']:.4f} ± {acc['std']:.4f} | "
+                     f"{loss['mean']:.4f} ± {loss['std']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", choices=[*EXPERIMENTS, "all"], default="forward",
+                        help="which experiment to run (default: forward)")
+    parser.add_argument("--out", default="results/deep_limit", help="output folder")
+    parser.add_argument("--max-depth", type=_positive_int, default=None,
+                        help="largest N (depths are the powers of two up to it; default 256 "
+                             "for forward/sgd, 64 for annulus/inverse)")
+    parser.add_argument("--dim", type=_positive_int, default=3,
+                        help="state dimension d of the annulus experiments (>= 2; default 3)")
+    parser.add_argument("--activation", choices=list(ACTIVATIONS), default=None,
+                        help="activation of the block (default relu; tanh for inverse)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data and weights")
+    parser.add_argument("--seeds", type=_positive_int, default=3,
+                        help="number of seeds of the annulus study (default 3)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small problem sizes (seconds), for smoke tests")
+
+
+def run(args: argparse.Namespace) -> int:
+    comm = MPI.COMM_WORLD
+    if args.dim < 2:
+        raise ValueError(f"--dim must be >= 2 (the annulus lives in R^2), got {args.dim}")
+    root = prepare_output_dir(args.out, comm)
+    names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    results: dict[str, dict] = {}
+    for name in names:
+        out = prepare_output_dir(root / name, comm) if len(names) > 1 else root
+        print0(f"deep-limit: running experiment {name!r}", comm=comm)
+        results[name] = EXPERIMENTS[name](args, comm, out)
+        write_json(out / "results.json", results[name], comm)
+    table = rates_table(results)
+    if "annulus" in results:
+        table += "\nAnnulus set, test metrics over seeds:\n\n" + annulus_table(results["annulus"])
+    if comm.rank == 0:
+        (root / "rates.md").write_text(table)
+    print0(table, comm=comm)
+    comm.Barrier()
+    return 0
