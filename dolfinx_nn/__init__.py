@@ -6,6 +6,9 @@ The bridge:
   (Lagrange, DG or a basix quadrature element) and writes a ``dolfinx.fem.Function``;
 - :func:`fem_operator` turns a DOLFINx solve (KSP or SNES) into a differentiable torch op
   whose backward pass is one PETSc adjoint solve;
+- :class:`NeuralOperator` puts a network of the unknown, ``N(u, grad u, ...)``, inside a
+  nonlinear form, with its derivatives in the Newton Jacobian and its parameters in the
+  backward pass of :func:`fem_operator`;
 - :func:`fem_functional` turns a scalar UFL form into a differentiable torch scalar;
 - :func:`sync_gradients` and :func:`global_sum` make data-parallel training under MPI exact;
 - :func:`taylor_test` checks any of these gradients.
@@ -22,6 +25,7 @@ from dolfinx_nn.errors import SolverError  # noqa: E402
 from dolfinx_nn.fem_functional import FEMFunctional, fem_functional  # noqa: E402
 from dolfinx_nn.fem_operator import FEMOperator, fem_operator  # noqa: E402
 from dolfinx_nn.neural_function import NeuralFunction  # noqa: E402
+from dolfinx_nn.neural_operator import NeuralOperator  # noqa: E402
 from dolfinx_nn.parallel import global_sum, sync_gradients  # noqa: E402
 from dolfinx_nn.taylor import taylor_test  # noqa: E402
 
@@ -31,6 +35,7 @@ __all__ = [
     "FEMFunctional",
     "FEMOperator",
     "NeuralFunction",
+    "NeuralOperator",
     "SolverError",
     "fem_functional",
     "fem_operator",

@@ -12,12 +12,20 @@ UFL derivative of ``F``.  Matrices, KSP/SNES and factorizations live as long as 
 When the operator is symmetric and linear the adjoint reuses the forward factorization;
 otherwise the transposed Jacobian at the solution gets its own KSP, tuned with options under
 the prefix ``f"{petsc_options_prefix}adjoint_"``.
+
+Coefficients that are operators of the unknown (e.g. :class:`dolfinx_nn.NeuralOperator`) are
+passed as ``operators=[...]``: they refresh themselves from the current iterate before each
+residual and Jacobian assembly, add their term to the Jacobian, and receive ``-(dF/dN)^T
+lambda`` in the backward pass, which they pull back to their own inputs (network parameters).
+An operator provides ``update(derivatives)``, ``jacobian(F, u, du)``, ``inputs()``,
+``set_inputs(tensors)`` and ``backward(grad, inputs)``; it is itself the coefficient in ``F``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mpi4py import MPI
 from petsc4py import PETSc
@@ -104,6 +112,7 @@ class _State:
     forward_id: int
     controls: list[np.ndarray]
     solution: np.ndarray
+    operator_inputs: list[list[torch.Tensor]]
 
 
 class FEMOperator:
@@ -132,6 +141,7 @@ class FEMOperator:
         warm_start: bool = False,
         form_compiler_options: dict | None = None,
         jit_options: dict | None = None,
+        operators: Sequence[Any] = (),
     ) -> None:
         if not isinstance(F, ufl.Form) or len(F.arguments()) != 1:
             raise ValueError("F must be a UFL residual form with exactly one TestFunction.")
@@ -153,6 +163,7 @@ class FEMOperator:
         self.controls = check_controls(
             F, controls, "F", exempt=[d is not None for d in self._dirichlet]
         )
+        self.operators = _check_operators(operators, F, u, self.controls)
         self.u = u
         self.warm_start = warm_start
         self._last_solution: np.ndarray | None = None
@@ -165,8 +176,13 @@ class FEMOperator:
         compile_opts = {"form_compiler_options": form_compiler_options, "jit_options": jit_options}
 
         v = F.arguments()[0]
-        J = ufl.derivative(F, u, ufl.TrialFunction(V))
-        self.linear = is_empty(ufl.derivative(J, u, ufl.TrialFunction(V)))
+        du = ufl.TrialFunction(V)
+        J = ufl.derivative(F, u, du)
+        self.linear = not self.operators and is_empty(ufl.derivative(J, u, du))
+        for op in self.operators:
+            term = op.jacobian(F, u, du)
+            if term is not None:
+                J = J + term
         forward_options, adjoint_options = _split_options(dict(petsc_options or {}), self.linear)
         self._symmetric_given = symmetric if self.linear else False
         self._symmetric = self._symmetric_given
@@ -183,6 +199,9 @@ class FEMOperator:
                 petsc_options_prefix=self.prefix, **compile_opts,
             )
         self.solver = self._problem.solver
+        self._hook_error: Exception | None = None
+        if self.operators:
+            self._install_operator_hooks()
 
         # Adjoint: the transposed Jacobian (at the solution) with homogeneous Dirichlet rows.
         self._lam = dolfinx.fem.Function(V, name="adjoint")
@@ -198,6 +217,7 @@ class FEMOperator:
             gradient_form(F_lam, c, **compile_opts) if c in F.coefficients() else None
             for c in self.controls
         ]
+        self._operator_forms = [gradient_form(F_lam, op, **compile_opts) for op in self.operators]
         # (dF/du)^T lambda without boundary conditions: how the free dofs feel Dirichlet data.
         self._jacobian_action = (
             gradient_form(F_lam, u, **compile_opts)
@@ -209,14 +229,36 @@ class FEMOperator:
         self.iterations = 0
 
     # -- public -------------------------------------------------------------------------------
-    def __call__(self, *controls: torch.Tensor) -> torch.Tensor:
-        """Solve for the given control values; differentiable in each control tensor."""
+    def __call__(
+        self,
+        *controls: torch.Tensor,
+        operator_inputs: Sequence[Sequence[torch.Tensor] | None] | None = None,
+    ) -> torch.Tensor:
+        """Solve for the given control values; differentiable in each control tensor.
+
+        Args:
+            controls: one tensor per control (owned dofs), in order.
+            operator_inputs: per operator, the tensors it evaluates with (for a
+                ``NeuralOperator``: its parameters, e.g. ``list(params.values())``) or ``None``
+                for its own; the result is differentiable in them too.
+        """
         if len(controls) != len(self.controls):
             raise ValueError(
                 f"expected {len(self.controls)} control tensor(s) (one per control, in order), "
                 f"got {len(controls)}."
             )
-        return _FEMSolve.apply(self, *controls)
+        if operator_inputs is None:
+            operator_inputs = [None] * len(self.operators)
+        if len(operator_inputs) != len(self.operators):
+            raise ValueError(
+                f"operator_inputs must hold one entry per operator ({len(self.operators)}), "
+                f"got {len(operator_inputs)}."
+            )
+        for op, inputs in zip(self.operators, operator_inputs, strict=True):
+            op.set_inputs(inputs)
+        self._operator_counts = [len(op.inputs()) for op in self.operators]
+        flat = [t for op in self.operators for t in op.inputs()]
+        return _FEMSolve.apply(self, len(controls), *controls, *flat)
 
     @property
     def symmetric(self) -> bool | None:
@@ -236,6 +278,40 @@ class FEMOperator:
         except Exception:  # interpreter shutdown: PETSc may already be finalised
             pass
 
+    # -- operators of the unknown -------------------------------------------------------------
+    def _install_operator_hooks(self) -> None:
+        """Refresh the operators from the iterate before each residual/Jacobian assembly."""
+        snes, problem = self.solver, self._problem
+        petsc = dolfinx.fem.petsc
+        residual_ctx = {"u": problem.u, "residual": problem.F, "jacobian": problem.J,
+                        "bcs": self.bcs}
+        jacobian_ctx = {"u": problem.u, "jacobian": problem.J,
+                        "preconditioner": problem.preconditioner, "bcs": self.bcs}
+
+        def hooked_residual(snes_, x, b, **kwargs):
+            self._refresh_operators(x, derivatives=False)
+            if self._hook_error is not None:
+                b.set(np.nan)  # stops the SNES; the error is raised after the solve
+                return
+            petsc.assemble_residual(snes_, x, b, **kwargs)
+
+        def hooked_jacobian(snes_, x, A, P, **kwargs):
+            self._refresh_operators(x, derivatives=True)
+            petsc.assemble_jacobian(snes_, x, A, P, **kwargs)
+
+        snes.setFunction(hooked_residual, problem.b, kargs=residual_ctx)
+        snes.setJacobian(hooked_jacobian, problem.A, problem.P_mat, kargs=jacobian_ctx)
+
+    def _refresh_operators(self, x: PETSc.Vec | None, derivatives: bool) -> None:
+        if x is not None:
+            ghost_insert(x)
+            dolfinx.fem.petsc.assign(x, self.u)
+        try:
+            for op in self.operators:
+                op.update(derivatives)
+        except ValueError as error:  # raised on every rank (collective checks)
+            self._hook_error = error
+
     # -- forward ------------------------------------------------------------------------------
     def _set_controls(self, values: Sequence[np.ndarray]) -> None:
         for c, x in zip(self.controls, values, strict=True):
@@ -249,6 +325,7 @@ class FEMOperator:
             values.append(x)
         self._set_controls(values)
         self._forward_id += 1
+        self._hook_error = None
         if self.linear or not self.warm_start or self._last_solution is None:
             self.u.x.array[:] = 0.0
         else:
@@ -260,9 +337,13 @@ class FEMOperator:
             self._symmetric = self._is_symmetric(self._problem.A)
         solution = self.u.x.array[: self._n].copy()
         self._last_solution = solution
-        return _State(self._forward_id, values, solution)
+        inputs = [list(op.inputs()) for op in self.operators]
+        return _State(self._forward_id, values, solution, inputs)
 
     def _check_converged(self) -> None:
+        if self._hook_error is not None:
+            error, self._hook_error = self._hook_error, None
+            raise error
         solver = self.solver
         reason = solver.getConvergedReason()
         if self.linear:
@@ -286,6 +367,9 @@ class FEMOperator:
     def _restore(self, state: _State) -> None:
         self._set_controls(state.controls)
         assign_owned(self.u, state.solution)
+        for op, inputs in zip(self.operators, state.operator_inputs, strict=True):
+            op.set_inputs(inputs)
+            op.update(True)
 
     def _adjoint_operator(self, state: _State) -> PETSc.KSP:
         """A KSP for the transposed Jacobian at ``state`` (the forward one when possible)."""
@@ -344,6 +428,25 @@ class FEMOperator:
             grads.append(grad)
         return grads
 
+    def _operator_backward(
+        self, state: _State, needs: Sequence[bool]
+    ) -> list[torch.Tensor | None]:
+        """Gradients of the operators' inputs from the adjoint of the last :meth:`_backward`."""
+        out: list[torch.Tensor | None] = []
+        start = 0
+        for op, form, inputs in zip(
+            self.operators, self._operator_forms, state.operator_inputs, strict=True
+        ):
+            need = needs[start : start + len(inputs)]
+            start += len(inputs)
+            if not any(need):
+                out.extend([None] * len(inputs))
+                continue
+            g = -_assemble_owned(form, owned_size(op.function_space))
+            grads = op.backward(g, inputs)
+            out.extend(gr if n else None for gr, n in zip(grads, need, strict=True))
+        return out
+
 
 def _assemble_owned(form: dolfinx.fem.Form | None, n: int) -> np.ndarray:
     """Owned entries of an assembled linear form (zeros for a vanishing form)."""
@@ -354,6 +457,40 @@ def _assemble_owned(form: dolfinx.fem.Form | None, n: int) -> np.ndarray:
     values = vec.array_r[:n].copy()
     vec.destroy()
     return values
+
+
+_OPERATOR_METHODS = ("update", "jacobian", "inputs", "set_inputs", "backward")
+
+
+def _check_operators(
+    operators: Sequence[Any], F: ufl.Form, u: dolfinx.fem.Function, controls: Sequence[Any]
+) -> list[Any]:
+    """Validate the operators of the unknown given to :class:`FEMOperator`."""
+    operators = list(operators)
+    coefficients = F.coefficients()
+    for i, op in enumerate(operators):
+        missing = [m for m in _OPERATOR_METHODS if not callable(getattr(op, m, None))]
+        if missing or not isinstance(op, dolfinx.fem.Function):
+            raise TypeError(
+                f"operator {i} must be a dolfinx.fem.Function providing "
+                f"{', '.join(_OPERATOR_METHODS)} (e.g. a dolfinx_nn.NeuralOperator); got "
+                f"{type(op).__name__}" + (f" without {', '.join(missing)}" if missing else "") + "."
+            )
+        if op not in coefficients:
+            raise ValueError(f"operator {i} ({op.name!r}) does not appear in F.")
+        if any(op is c for c in controls):
+            raise ValueError(f"operator {i} ({op.name!r}) cannot also be a control.")
+        depends = {id(c) for e in getattr(op, "operands", ()) for c in
+                   ufl.algorithms.extract_coefficients(e)}
+        for c in controls:
+            if id(c) in depends:
+                raise ValueError(
+                    f"control {c.name!r} is an operand of operator {i} ({op.name!r}); only the "
+                    "unknown and fixed functions may be operands."
+                )
+    if len({id(op) for op in operators}) != len(operators):
+        raise ValueError("the operators must be distinct.")
+    return operators
 
 
 def _dirichlet_dofs(
@@ -377,25 +514,32 @@ def _dirichlet_dofs(
 
 
 class _FEMSolve(torch.autograd.Function):
+    """Inputs: the operator, the number of controls, the controls, the operators' inputs."""
+
     @staticmethod
-    def forward(ctx, op: FEMOperator, *controls: torch.Tensor) -> torch.Tensor:
-        state = op._forward(controls)
+    def forward(ctx, op: FEMOperator, n_controls: int, *tensors: torch.Tensor) -> torch.Tensor:
+        state = op._forward(tensors[:n_controls])
         ctx.op = op
         ctx.state = state
-        ctx.meta = [(t.dtype, t.device, t.shape) for t in controls]
+        ctx.n_controls = n_controls
+        ctx.meta = [(t.dtype, t.device, t.shape) for t in tensors[:n_controls]]
         return torch.from_numpy(state.solution.copy())
 
     @staticmethod
     def backward(ctx, grad_u: torch.Tensor):
         g = grad_u.detach().to("cpu", torch.float64).numpy()
-        grads = ctx.op._backward(ctx.state, g, ctx.needs_input_grad[1:])
+        n = ctx.n_controls
+        needs = ctx.needs_input_grad[2:]
+        grads = ctx.op._backward(ctx.state, g, needs[:n])
         out = []
         for grad, (dtype, device, shape) in zip(grads, ctx.meta, strict=True):
             out.append(
                 None if grad is None
                 else torch.from_numpy(grad).reshape(shape).to(device=device, dtype=dtype)
             )
-        return (None, *out)
+        if ctx.op.operators:
+            out.extend(ctx.op._operator_backward(ctx.state, needs[n:]))
+        return (None, None, *out)
 
 
 def fem_operator(
@@ -410,6 +554,7 @@ def fem_operator(
     warm_start: bool = False,
     form_compiler_options: dict | None = None,
     jit_options: dict | None = None,
+    operators: Sequence[Any] = (),
 ) -> FEMOperator:
     """Make the solve of ``F(u; controls) = 0`` a differentiable torch operation.
 
@@ -431,6 +576,10 @@ def fem_operator(
             call history up to the SNES tolerance).
         form_compiler_options: FFCx options.
         jit_options: JIT options.
+        operators: coefficients of ``F`` that are operators of ``u``, such as
+            :class:`dolfinx_nn.NeuralOperator`; they are refreshed from the Newton iterate
+            before each assembly, enter the Jacobian, and their inputs (network parameters)
+            are differentiable. ``F`` is then solved with SNES.
 
     Returns:
         A callable ``solve(*control_tensors) -> u_tensor`` (owned dofs, float64).
@@ -443,4 +592,5 @@ def fem_operator(
         F, u, controls=controls, bcs=bcs, petsc_options=petsc_options,
         petsc_options_prefix=petsc_options_prefix, symmetric=symmetric, warm_start=warm_start,
         form_compiler_options=form_compiler_options, jit_options=jit_options,
+        operators=operators,
     )
