@@ -122,9 +122,12 @@ def test_padding_extends_to_points_just_outside(comm):
     np.testing.assert_allclose(obs.evaluate(u), f(points[obs.local_indices].T), atol=1e-12)
 
 
-def test_every_point_owned_once_on_shared_vertices(comm):
-    # vertices of the mesh: many sit on facets shared by the ranks' partitions
-    mesh = create_mesh(comm, "square", 4)
+@pytest.mark.parametrize("ghosts", [False, True])
+def test_every_point_owned_once_on_shared_vertices(comm, ghosts):
+    # vertices of the mesh: many sit on facets shared by the ranks' partitions; with ghost
+    # cells a rank also sees its neighbours' cells, which must not make it an owner
+    mode = dolfinx.mesh.GhostMode.shared_facet if ghosts else dolfinx.mesh.GhostMode.none
+    mesh = dolfinx.mesh.create_unit_square(comm, 4, 4, ghost_mode=mode)
     grid = np.stack(np.meshgrid(*[np.linspace(0.0, 1.0, 5)] * 2), axis=-1).reshape(-1, 2)
     obs = PointObservation(dolfinx.fem.functionspace(mesh, ("Lagrange", 1)), grid)
     owned = np.concatenate(comm.allgather(obs.local_indices))

@@ -151,6 +151,16 @@ def test_interval_boundary(comm):
     assert np.array_equal(normals[:, 0], np.where(points[:, 0] == 0.0, -1.0, 1.0))
 
 
+def test_ghosted_mesh_samples_owned_cells_once(comm):
+    mode = dolfinx.mesh.GhostMode.shared_facet
+    mesh = dolfinx.mesh.create_unit_square(comm, 6, 6, ghost_mode=mode)
+    n = 10_000
+    points = sample_interior(mesh, n, rank_rng(9, comm))
+    check_mean(mesh, points, ufl.dx, n)
+    boundary, _ = sample_boundary(mesh, n, rank_rng(10, comm))
+    check_mean(mesh, boundary, ufl.ds, n)
+
+
 def test_shares_sum_to_n_and_follow_weights(comm):
     shares = global_shares(10, [1.0, 2.0, 1.0][comm.rank % 3], comm)
     assert shares.sum() == 10 and len(shares) == comm.size
