@@ -85,7 +85,7 @@ def test_noise_depends_on_the_point_only():
 
 
 def test_noise_level_matches_the_request():
-    problem = build_problem(ProblemSpec(dim=2, resolution=8, noise=0.05, seed=1))
+    problem = build_problem(ProblemSpec(dim=2, resolution=8, degree=2, noise=0.05, seed=1))
     exact = problem.exact_state
     q = problem.model.interpolate_coefficient(problem.true_coefficient)
     # at the true coefficient the residual is the noise (plus a small discretisation error)
@@ -129,7 +129,7 @@ def test_command_line_run_writes_results_plot_and_paraview_files(tmp_path):
     comm = MPI.COMM_WORLD
     out = pathlib.Path(comm.bcast(str(tmp_path / "run"), root=0))
     args = parse(["--dim", "2", "--resolution", "6", "--noise", "0.01", "--prior", "both",
-                  "--adam-steps", "10", "--lbfgs-steps", "10", "--alphas", "1e-4,1e-5",
+                  "--adam-steps", "10", "--lbfgs-steps", "10", "--alphas", "1e-4",
                   "--width", "8", "--out", str(out)])
     assert run(args) == 0
     if comm.rank == 0:

@@ -37,7 +37,8 @@ def training(adam: int, lbfgs: int) -> TrainingConfig:
 
 
 def test_noise_free_2d_recovery_below_two_percent():
-    problem = build_problem(ProblemSpec(dim=2, resolution=8, degree=2))
+    # P2 coefficient space: the P1 interpolant of q alone is 1.8 % off on this 8 x 8 mesh
+    problem = build_problem(ProblemSpec(dim=2, resolution=8, degree=2, coefficient_degree=2))
     result = fit_network_prior(problem, NetworkConfig(width=32), training(100, 300))
     assert result.errors["coefficient_rel_l2_error"] < 0.02
     assert result.errors["state_rel_l2_error"] < 0.005

@@ -82,6 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--resolution", type=int, default=16, help="cells per unit length")
     g.add_argument("--degree", type=int, choices=(1, 2, 3), default=1,
                    help="Lagrange degree of the state on the inversion mesh")
+    g.add_argument("--coefficient-degree", type=int, choices=(1, 2, 3), default=1,
+                   help="Lagrange degree of the coefficient space (P1 for Tikhonov)")
     g.add_argument("--coefficient", type=_formula, default=None,
                    help="true q (EXPR); default depends on the dimension")
     g.add_argument("--source", type=_formula, default="1", help="source f (EXPR)")
@@ -126,6 +128,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ProblemSpec, Experiment
     """The problem and experiment settings described by the command-line options."""
     spec = ProblemSpec(
         dim=args.dim, mesh=args.mesh, resolution=args.resolution, degree=args.degree,
+        coefficient_degree=args.coefficient_degree,
         coefficient=args.coefficient, source=args.source, boundary=args.boundary,
         observe=args.observe, subdomain=args.subdomain, num_points=args.points,
         data_file=args.data, noise=args.noise, seed=args.seed,

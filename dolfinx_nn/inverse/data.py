@@ -154,7 +154,9 @@ def points_inside(mesh: dolfinx.mesh.Mesh, points: np.ndarray) -> np.ndarray:
     candidates = dolfinx.geometry.compute_collisions_points(tree, padded)
     colliding = dolfinx.geometry.compute_colliding_cells(mesh, candidates, padded)
     found = (np.diff(colliding.offsets) > 0).astype(np.int32)
-    return mesh.comm.allreduce(found, op=MPI.MAX) > 0
+    anywhere = np.empty_like(found)
+    mesh.comm.Allreduce(found, anywhere, op=MPI.MAX)
+    return anywhere > 0
 
 
 def random_points(mesh: dolfinx.mesh.Mesh, n: int, seed: int) -> np.ndarray:

@@ -29,11 +29,12 @@ def mesh_bounding_box(mesh: dolfinx.mesh.Mesh) -> tuple[np.ndarray, np.ndarray]:
     """Global lower and upper corners of the mesh (collective)."""
     gdim = mesh.geometry.dim
     x = mesh.geometry.x[:, :gdim]
-    low = np.full(gdim, np.inf) if x.size == 0 else x.min(axis=0)
-    high = np.full(gdim, -np.inf) if x.size == 0 else x.max(axis=0)
-    low = mesh.comm.allreduce(low, op=MPI.MIN)
-    high = mesh.comm.allreduce(high, op=MPI.MAX)
-    return np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    local_low = np.full(gdim, np.inf) if x.size == 0 else x.min(axis=0)
+    local_high = np.full(gdim, -np.inf) if x.size == 0 else x.max(axis=0)
+    low, high = np.empty(gdim), np.empty(gdim)
+    mesh.comm.Allreduce(np.ascontiguousarray(local_low, dtype=np.float64), low, op=MPI.MIN)
+    mesh.comm.Allreduce(np.ascontiguousarray(local_high, dtype=np.float64), high, op=MPI.MAX)
+    return low, high
 
 
 class PoissonModel:

@@ -13,17 +13,19 @@ from collections.abc import Mapping, Sequence
 from mpi4py import MPI
 
 import dolfinx
+import dolfinx.cpp
 import numpy as np
 
 
 def gather_cells(q: dolfinx.fem.Function) -> tuple[np.ndarray, np.ndarray] | None:
-    """Vertex coordinates ``(n_cells, k, gdim)`` and P1 values ``(n_cells, k)`` of all owned
+    """Vertex coordinates ``(n_cells, k, gdim)`` and vertex values ``(n_cells, k)`` of all owned
     cells, gathered on rank 0 (``None`` on other ranks).  Collective."""
     V = q.function_space
     mesh = V.mesh
     tdim, gdim = mesh.topology.dim, mesh.geometry.dim
     num_cells = mesh.topology.index_map(tdim).size_local
-    dofs = V.dofmap.list[:num_cells]
+    num_vertices = dolfinx.cpp.mesh.cell_num_vertices(mesh.topology.cell_type)
+    dofs = V.dofmap.list[:num_cells, :num_vertices]  # Lagrange: vertex dofs come first
     coords = V.tabulate_dof_coordinates()[:, :gdim][dofs]
     values = q.x.array[dofs]
     parts = mesh.comm.gather((coords, values), root=0)

@@ -62,6 +62,8 @@ class ProblemSpec:
         refinements: uniform refinements of the mesh that computes synthetic data.
         degree: Lagrange degree of the state on the inversion mesh (the coefficient is P1;
             the synthetic data come from degree ``degree + 1`` on the refined mesh).
+        coefficient_degree: Lagrange degree of the coefficient space on the inversion mesh
+            (the network prior is evaluated at its dofs; Tikhonov optimises its dofs).
     """
 
     dim: int = 2
@@ -78,14 +80,16 @@ class ProblemSpec:
     seed: int = 0
     refinements: int = 1
     degree: int = 1
+    coefficient_degree: int = 1
 
     def __post_init__(self) -> None:
         if self.dim not in MESHES_BY_DIM:
             raise ValueError(f"dim must be one of {sorted(MESHES_BY_DIM)}, got {self.dim!r}.")
         if self.observe not in OBSERVE_CHOICES:
             raise ValueError(f"observe must be one of {OBSERVE_CHOICES}, got {self.observe!r}.")
-        if self.degree not in (1, 2, 3):
-            raise ValueError(f"degree must be 1, 2 or 3, got {self.degree!r}.")
+        for name in ("degree", "coefficient_degree"):
+            if getattr(self, name) not in (1, 2, 3):
+                raise ValueError(f"{name} must be 1, 2 or 3, got {getattr(self, name)!r}.")
         if not (np.isfinite(self.noise) and self.noise >= 0):
             raise ValueError(f"noise must be a relative level >= 0 (e.g. 0.01), got {self.noise!r}.")
 
@@ -181,7 +185,8 @@ def build_problem(spec: ProblemSpec, comm: MPI.Comm = MPI.COMM_WORLD) -> Inverse
     gdim = mesh.geometry.dim
     source = parse_expression(spec.source)
     boundary = parse_expression(spec.boundary)
-    model = PoissonModel(mesh, source, boundary, degree=spec.degree)
+    model = PoissonModel(mesh, source, boundary, degree=spec.degree,
+                         coefficient_degree=spec.coefficient_degree)
     if spec.data_file is not None:
         points, values = read_point_data(spec.data_file, comm)
         points = _fit_dimension(points, gdim)
