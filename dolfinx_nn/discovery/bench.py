@@ -1,0 +1,76 @@
+"""Cost of PDE discovery vs number of data points, and noise robustness vs PDE-FIND.
+
+Times the three stages of `dolfinx-nn discover` (surrogate fit, derivative features,
+sparse regression) on 1D heat-equation data with 1e4..1e6 observations (a DOLFINx simulation
+observed at random points, 41 snapshots).  With --compare it also runs the noise sweep of
+this method against PDE-FIND (needs the optional package pysindy) on the same gridded data.
+
+Writes DIR/BENCH_discover.json (and DIR/discover_comparison.md with --compare).
+
+Example:
+  dolfinx-nn bench discover --sizes 10000 100000 1000000 --compare --out bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from mpi4py import MPI
+
+from dolfinx_nn.discovery.comparison import markdown_table, noise_comparison
+from dolfinx_nn.discovery.data import SpaceTimeData
+from dolfinx_nn.discovery.datasets import simulate_dataset
+from dolfinx_nn.discovery.pipeline import DiscoveryConfig, discover
+from dolfinx_nn.discovery.surrogate import SurrogateConfig
+from dolfinx_nn.meshes import create_mesh
+from dolfinx_nn.output import prepare_output_dir, print0, write_json
+
+NUM_TIMES = 41
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
+                        help="numbers of observations")
+    parser.add_argument("--width", type=int, default=400, help="neurons of the surrogate")
+    parser.add_argument("--device", default="cpu", help="torch device of the surrogate")
+    parser.add_argument("--noise", type=float, default=0.01)
+    parser.add_argument("--compare", action="store_true",
+                        help="also run the noise sweep against PDE-FIND (needs pysindy)")
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("."))
+
+
+def run(args: argparse.Namespace) -> int:
+    comm = MPI.COMM_WORLD
+    if min(args.sizes) < 2 * NUM_TIMES:
+        raise ValueError(f"--sizes must be >= {2 * NUM_TIMES}, got {args.sizes}")
+    out = prepare_output_dir(args.out, comm)
+    mesh = create_mesh(comm, "interval", 128)
+    points = max(args.sizes) // NUM_TIMES
+    full, truth = simulate_dataset("heat", mesh, points, NUM_TIMES, args.noise, seed=0)
+    rows = []
+    for size in sorted(args.sizes):
+        n = size // NUM_TIMES
+        data = SpaceTimeData(full.x[:n], full.t, full.u[:, :n])
+        config = DiscoveryConfig(
+            max_feature_points=size,
+            surrogate=SurrogateConfig(width=args.width, device=args.device),
+        )
+        found = discover(data, config, comm=comm)
+        err = max(abs(found.coefficients.get(k, 0.0) - v) / abs(v) for k, v in truth.items())
+        rows.append({"observations": n * NUM_TIMES, **found.timings,
+                     "equation": found.equation, "max_rel_coefficient_error": err})
+        print0(f"{n * NUM_TIMES:>9d} obs: fit {found.timings['surrogate_fit_s']:.2f} s, "
+               f"features {found.timings['features_s']:.2f} s, "
+               f"regression {found.timings['regression_s']:.2f} s   {found.equation}")
+    result = {"benchmark": "discover", "ranks": comm.size, "device": args.device,
+              "width": args.width, "noise": args.noise, "rows": rows}
+    if args.compare:
+        sweep = noise_comparison(comm=comm)
+        result["noise_comparison"] = sweep
+        if comm.rank == 0:
+            (out / "discover_comparison.md").write_text(markdown_table(sweep))
+        print0(markdown_table(sweep))
+    write_json(out / "BENCH_discover.json", result, comm)
+    print0(f"wrote {out / 'BENCH_discover.json'}")
+    return 0
