@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -27,10 +28,48 @@ class DirichletAnsatz(torch.nn.Module):
         self.distance = distance.requires_grad_(False)
         self.network = network
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
         n = self.network(x)
-        n = n.reshape(-1) if n.ndim == 2 and n.shape[1] == 1 else n
-        return self.extension(x) + self.distance(x) * n
+        return n.reshape(-1) if n.ndim == 2 and n.shape[1] == 1 else n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extension(x) + self.distance(x) * self._network(x)
+
+    def fixed_derivatives(self, x: torch.Tensor, spatial_dim: int) -> FixedDerivatives:
+        """Values, gradients and Laplacians of ``G`` and ``D`` at ``x``, computed once."""
+        g = derivatives(self.extension, x, spatial_dim, create_graph=False)
+        d = derivatives(self.distance, x, spatial_dim, create_graph=False)
+        return FixedDerivatives(x.detach(), spatial_dim, *g, *d)
+
+    def derivatives_at(
+        self, fixed: FixedDerivatives
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Value, gradient and Laplacian of ``u`` at the points of ``fixed`` (for training).
+
+        Only ``N`` is differentiated; the product rule
+        ``lap u = lap G + N lap D + 2 grad D . grad N + D lap N`` reuses ``fixed``.
+        """
+        n, grad_n, lap_n = derivatives(self._network, fixed.x, fixed.spatial_dim)
+        s = fixed.spatial_dim
+        u = fixed.g + fixed.d * n
+        grad = fixed.grad_g + n[:, None] * fixed.grad_d + fixed.d[:, None] * grad_n
+        cross = (fixed.grad_d[:, :s] * grad_n[:, :s]).sum(dim=1)
+        lap = fixed.lap_g + n * fixed.lap_d + 2.0 * cross + fixed.d * lap_n
+        return u, grad, lap
+
+
+@dataclass(frozen=True)
+class FixedDerivatives:
+    """``G`` and ``D`` with their gradients and spatial Laplacians at fixed points ``x``."""
+
+    x: torch.Tensor
+    spatial_dim: int
+    g: torch.Tensor
+    grad_g: torch.Tensor
+    lap_g: torch.Tensor
+    d: torch.Tensor
+    grad_d: torch.Tensor
+    lap_d: torch.Tensor
 
 
 def derivatives(

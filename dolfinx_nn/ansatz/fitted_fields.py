@@ -103,22 +103,27 @@ def _fit(
     mesh: dolfinx.mesh.Mesh,
     interior_field: dolfinx.fem.Function,
     boundary_values: PointFunction,
+    laplacian: float,
     *,
     features: int,
     boundary_points: int,
     boundary_weight: float,
+    laplacian_weight: float,
     scale: float,
     seed: int,
 ) -> RandomFeatureNetwork:
+    """Least-squares fit: FEM values inside, ``lap = laplacian`` inside, data on the boundary."""
     comm = mesh.comm
     net = RandomFeatureNetwork(mesh.geometry.dim, features, bounding_box(mesh), scale=scale,
                                seed=seed)
     xi, _, (yi,) = quadrature_points(mesh, 4, [interior_field])
     xb, _ = sample_boundary(mesh, boundary_points, rank_rng(seed, comm))
-    x = torch.from_numpy(np.concatenate([xi, xb]))
-    y = torch.from_numpy(np.concatenate([yi, boundary_values(xb)]))
-    w = torch.cat([torch.ones(len(xi)), torch.full((len(xb),), float(boundary_weight))])
-    net.fit(x, y.to(torch.float64), w.to(torch.float64), comm)
+    ti, tb = torch.from_numpy(xi), torch.from_numpy(xb)
+    rows = torch.cat([net.features(ti), net.laplacian_features(ti), net.features(tb)])
+    y = np.concatenate([yi, np.full(len(xi), float(laplacian)), boundary_values(xb)])
+    w = np.concatenate([np.ones(len(xi)), np.full(len(xi), float(laplacian_weight)),
+                        np.full(len(xb), float(boundary_weight))])
+    net.fit(None, torch.from_numpy(y), torch.from_numpy(w), comm, rows=rows)
     return net
 
 
@@ -128,6 +133,7 @@ def fit_distance(
     features: int = 500,
     boundary_points: int = 4000,
     boundary_weight: float = 1e4,
+    laplacian_weight: float = 0.1,
     scale: float = 4.0,
     seed: int = 1,
 ) -> RandomFeatureNetwork:
@@ -144,9 +150,9 @@ def fit_distance(
     phi = _solve_p2(mesh, 1.0, None)
     top = mesh.comm.allreduce(float(phi.x.array.max(initial=0.0)), op=MPI.MAX)
     phi.x.array[:] /= top
-    return _fit(mesh, phi, lambda x: np.zeros(len(x)), features=features,
-                boundary_points=boundary_points, boundary_weight=boundary_weight, scale=scale,
-                seed=seed)
+    return _fit(mesh, phi, lambda x: np.zeros(len(x)), -1.0 / top, features=features,
+                boundary_points=boundary_points, boundary_weight=boundary_weight,
+                laplacian_weight=laplacian_weight * top, scale=scale, seed=seed)
 
 
 def fit_boundary_extension(
@@ -156,6 +162,7 @@ def fit_boundary_extension(
     features: int = 500,
     boundary_points: int = 4000,
     boundary_weight: float = 1e4,
+    laplacian_weight: float = 0.1,
     scale: float = 3.0,
     seed: int = 2,
 ) -> RandomFeatureNetwork:
@@ -167,5 +174,47 @@ def fit_boundary_extension(
         features, boundary_points, boundary_weight, scale, seed: as in :func:`fit_distance`.
     """
     extension = _solve_p2(mesh, 0.0, g)
-    return _fit(mesh, extension, g, features=features, boundary_points=boundary_points,
-                boundary_weight=boundary_weight, scale=scale, seed=seed)
+    return _fit(mesh, extension, g, 0.0, features=features, boundary_points=boundary_points,
+                boundary_weight=boundary_weight, laplacian_weight=laplacian_weight, scale=scale,
+                seed=seed)
+
+
+def fit_space_time_extension(
+    mesh: dolfinx.mesh.Mesh,
+    g: PointFunction,
+    final_time: float,
+    *,
+    features: int = 500,
+    boundary_points: int = 4000,
+    boundary_weight: float = 1e4,
+    scale: float = 3.0,
+    seed: int = 2,
+) -> RandomFeatureNetwork:
+    """Fit ``G(x, t)`` for a time-dependent problem on ``Omega x [0, T]``.
+
+    Rows: the Dirichlet data on the lateral boundary (boundary points at uniform random
+    times) and the initial value ``g(x, 0)`` at the quadrature points, both weighted by
+    ``boundary_weight``; inside, weakly, the initial value held constant in time.
+
+    Args:
+        mesh: the (affine) mesh.
+        g: data as a NumPy function of inputs ``(n, gdim + 1)`` (time last).
+        final_time: ``T``.
+        features, boundary_points, boundary_weight, scale, seed: as in :func:`fit_distance`.
+    """
+    comm = mesh.comm
+    lower, upper = bounding_box(mesh)
+    box = (np.append(lower, 0.0), np.append(upper, final_time))
+    net = RandomFeatureNetwork(mesh.geometry.dim + 1, features, box, scale=scale, seed=seed)
+    rng = rank_rng(seed, comm)
+    xb, _ = sample_boundary(mesh, boundary_points, rng)
+    lateral = np.column_stack([xb, rng.uniform(0.0, final_time, len(xb))])
+    xq, _, _ = quadrature_points(mesh, 4)
+    initial = np.column_stack([xq, np.zeros(len(xq))])
+    inside = np.column_stack([xq, rng.uniform(0.0, final_time, len(xq))])
+    x = np.concatenate([lateral, initial, inside])
+    y = np.concatenate([g(lateral), g(initial), g(initial)])
+    w = np.concatenate([np.full(len(lateral) + len(initial), float(boundary_weight)),
+                        np.ones(len(inside))])
+    net.fit(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(w), comm)
+    return net

@@ -16,6 +16,7 @@ from dolfinx_nn.ansatz.fitted_fields import (
     bounding_box,
     fit_boundary_extension,
     fit_distance,
+    fit_space_time_extension,
     quadrature_points,
 )
 from dolfinx_nn.ansatz.losses import RitzLoss, StrongResidualLoss
@@ -116,33 +117,21 @@ class _SpaceTimeDistance(torch.nn.Module):
         return self.spatial(x[:, :-1]) * x[:, -1] / self.final_time
 
 
-class _SpaceTimeExtension(torch.nn.Module):
-    """``G(x, t) = G_t(x) `` of the time-dependent Dirichlet data: linear interpolation in t
-    between fits at time nodes (smooth in x, piecewise linear in t)."""
-
-    def __init__(self, fits: list[torch.nn.Module], times: np.ndarray) -> None:
-        super().__init__()
-        self.fits = torch.nn.ModuleList(fits)
-        self.register_buffer("times", torch.from_numpy(times))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xs, t = x[:, :-1], x[:, -1]
-        values = torch.stack([f(xs) for f in self.fits], dim=1)
-        hat = torch.clamp(1 - (t[:, None] - self.times).abs() / (self.times[1] - self.times[0]),
-                          min=0.0)
-        return (values * hat).sum(dim=1)
-
-
 def build_ansatz(
     problem: Problem, mesh: dolfinx.mesh.Mesh, config: NetworkConfig
 ) -> DirichletAnsatz:
     """Fit ``G`` and ``D`` on the mesh and attach a fresh network ``N`` (collective)."""
     fit_args = {"features": config.fit_features, "boundary_points": config.fit_boundary_points}
-    distance = fit_distance(mesh, **fit_args)
+    distance: torch.nn.Module = fit_distance(mesh, **fit_args)
     if problem.time_dependent:
-        raise NotImplementedError  # replaced below
-    extension = fit_boundary_extension(mesh, problem.exact_numpy, **fit_args)
+        extension = fit_space_time_extension(mesh, problem.exact_numpy, problem.final_time,
+                                             **fit_args)
+        distance = _SpaceTimeDistance(distance, problem.final_time)
+    else:
+        extension = fit_boundary_extension(mesh, problem.exact_numpy, **fit_args)
     lower, upper = bounding_box(mesh)
+    if problem.time_dependent:
+        lower, upper = np.append(lower, 0.0), np.append(upper, problem.final_time)
     torch.manual_seed(config.seed)
     network = feed_forward(problem.input_dim, config.width, config.depth, box=(lower, upper))
     return DirichletAnsatz(extension, distance, network)

@@ -125,20 +125,33 @@ class RandomFeatureNetwork(torch.nn.Module):
         h = torch.tanh(self.scaling(x) @ self.weight + self.bias)
         return torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
 
+    def laplacian_features(self, x: torch.Tensor, spatial_dim: int | None = None) -> torch.Tensor:
+        """Laplacians of the features (over the first ``spatial_dim`` inputs), analytically."""
+        h = torch.tanh(self.scaling(x) @ self.weight + self.bias)
+        dims = x.shape[1] if spatial_dim is None else spatial_dim
+        w = self.weight[:dims] / self.scaling.half_width[:dims, None]
+        lap = -2.0 * h * (1.0 - h**2) * (w**2).sum(dim=0)
+        return torch.cat([lap, torch.zeros_like(lap[:, :1])], dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x) @ self.coefficients
 
     @torch.no_grad()
     def fit(
-        self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, comm: MPI.Comm
+        self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, comm: MPI.Comm,
+        *, rows: torch.Tensor | None = None,
     ) -> None:
-        """Weighted least squares ``min sum_i w_i^2 (net(x_i) - y_i)^2`` over all ranks.
+        """Weighted least squares ``min sum_i w_i^2 (A_i c - y_i)^2`` over all ranks.
+
+        ``A`` holds the features at ``x`` (value rows), or the given ``rows`` (e.g. value
+        rows stacked with :meth:`laplacian_features` rows).
 
         Each rank reduces its rows to a triangular factor (QR); the factors of all ranks are
         stacked and solved identically on every rank, so the result does not depend on the
         partition beyond round-off.
         """
-        a = torch.cat([self.features(x), y[:, None]], dim=1) * weights[:, None]
+        matrix = self.features(x) if rows is None else rows
+        a = torch.cat([matrix, y[:, None]], dim=1) * weights[:, None]
         r = torch.linalg.qr(a, mode="r").R if a.shape[0] else a
         stacked = torch.from_numpy(np.concatenate(comm.allgather(r.numpy())))
         solution = torch.linalg.lstsq(

@@ -105,6 +105,10 @@ class Problem:
     def operator(self, fn, x: torch.Tensor, *, create_graph: bool = True) -> torch.Tensor:
         """The differential operator applied to ``fn`` at inputs ``x``, by autograd."""
         _, grad, lap = derivatives(fn, x, self.gdim, create_graph=create_graph)
+        return self.apply(x, grad, lap)
+
+    def apply(self, x: torch.Tensor, grad: torch.Tensor, lap: torch.Tensor) -> torch.Tensor:
+        """The operator from a field's gradient (all inputs) and spatial Laplacian at ``x``."""
         out = -self.diffusion * lap
         if self.advection:
             xs = x[:, : self.gdim]

@@ -1,0 +1,174 @@
+"""FEM and the network ansatz on the same mesh, data and exact solution; errors, costs, plots.
+
+The FEM sequence solves on the base mesh refined uniformly ``0 .. levels - 1`` times (the same
+polygonal domain at every level), for each Lagrange degree.  The network is fitted and trained
+on the base mesh, and its errors are measured on the base mesh refined ``levels`` times.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import asdict, dataclass, field
+
+from mpi4py import MPI
+
+import dolfinx
+import numpy as np
+import torch
+
+from dolfinx_nn.ansatz.errors import ERROR_DEGREE, boundary_error, fem_errors, network_errors
+from dolfinx_nn.ansatz.fem_reference import solve_fem
+from dolfinx_nn.ansatz.network_solver import NetworkConfig, NetworkSolution, solve_network
+from dolfinx_nn.ansatz.pdes import Problem
+from dolfinx_nn.meshes import create_mesh, mesh_size
+from dolfinx_nn.output import print0
+from dolfinx_nn.sampling import rank_rng, sample_boundary
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Settings of a comparison.
+
+    Attributes:
+        mesh: built-in mesh name or mesh file (see :func:`~dolfinx_nn.meshes.create_mesh`).
+        resolution: resolution of the built-in base mesh.
+        levels: number of FEM meshes (uniform refinements of the base mesh).
+        degrees: Lagrange degrees of the FEM runs.
+        stabilization: SUPG choice of the FEM runs ("auto", "supg", "none").
+        error_degree: quadrature degree of the error integrals.
+        network: settings of the network solver.
+    """
+
+    mesh: str = "square-with-hole"
+    resolution: int = 8
+    levels: int = 4
+    degrees: tuple[int, ...] = (1, 2)
+    stabilization: str = "auto"
+    error_degree: int = ERROR_DEGREE
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+
+    def __post_init__(self) -> None:
+        if self.levels < 1:
+            raise ValueError(f"levels must be >= 1, got {self.levels}")
+        if not self.degrees or any(not isinstance(d, int) or d < 1 for d in self.degrees):
+            raise ValueError(f"degrees must be positive ints, got {self.degrees!r}")
+
+
+def refine(mesh: dolfinx.mesh.Mesh) -> dolfinx.mesh.Mesh:
+    """Uniform refinement (each edge split), kept on the ranks of its parent cells."""
+    mesh.topology.create_entities(1)
+    return dolfinx.mesh.refine(mesh)[0]
+
+
+def observed_rates(errors: list[float], sizes: list[float]) -> list[float | None]:
+    """``log(e_i / e_{i-1}) / log(h_i / h_{i-1})``; None for the first entry."""
+    rates: list[float | None] = [None]
+    for i in range(1, len(errors)):
+        rates.append(float(np.log(errors[i] / errors[i - 1]) / np.log(sizes[i] / sizes[i - 1])))
+    return rates
+
+
+def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareConfig):
+    """FEM errors and costs for every degree and mesh; returns (rows, finest solutions)."""
+    rows, finest = [], {}
+    t = problem.final_time if problem.time_dependent else None
+    for degree in config.degrees:
+        # One untimed solve on the coarsest mesh compiles the forms (JIT) for this degree.
+        solve_fem(problem, meshes[0], degree, stabilization=config.stabilization)
+        block = []
+        for level, mesh in enumerate(meshes):
+            sol = solve_fem(problem, mesh, degree, stabilization=config.stabilization)
+            err = fem_errors(problem, sol.uh, t, config.error_degree)
+            block.append({"degree": degree, "level": level, "h": mesh_size(mesh),
+                          "dofs": sol.dofs, "wall_time_s": sol.wall_time_s, "supg": sol.supg,
+                          **err})
+            print0(f"FEM P{degree} level {level}: {sol.dofs} dofs, rel. L2 "
+                   f"{err['relative_l2_error']:.3e}, {sol.wall_time_s:.3f} s")
+            finest[degree] = sol.uh
+        for key in ("l2_error", "h1_error"):
+            rates = observed_rates([r[key] for r in block], [r["h"] for r in block])
+            for r, rate in zip(block, rates, strict=True):
+                r[f"{key.split('_')[0]}_rate"] = rate
+        rows += block
+    return rows, finest
+
+
+def run_network(
+    problem: Problem, mesh: dolfinx.mesh.Mesh, reference: dolfinx.mesh.Mesh,
+    config: CompareConfig, checkpoint: str | None = None,
+) -> tuple[dict, NetworkSolution]:
+    """Train the ansatz on ``mesh`` and measure it on ``reference``."""
+    sol = solve_network(problem, mesh, config.network, checkpoint=checkpoint)
+    t = problem.final_time if problem.time_dependent else None
+    err = network_errors(problem, sol.ansatz, reference, t, config.error_degree)
+    xb, _ = sample_boundary(mesh, 2000, rank_rng(12345, mesh.comm))
+    if problem.time_dependent:
+        xb = np.column_stack([xb, np.full(len(xb), problem.final_time)])
+    bnd = boundary_error(problem, sol.ansatz, xb, mesh.comm)
+    row = {"parameters": sol.parameters, **err, **bnd, "wall_time_s": sol.wall_time_s,
+           "fit_time_s": sol.fit_time_s, "train_time_s": sol.train_time_s,
+           "final_loss": sol.history.losses[-1] if sol.history.losses else None,
+           "steps": sol.history.steps, "stopped_because": sol.history.stopped_because}
+    print0(f"network: {sol.parameters} parameters, rel. L2 {err['relative_l2_error']:.3e}, "
+           f"{sol.wall_time_s:.1f} s")
+    return row, sol
+
+
+def compare(
+    problem: Problem, config: CompareConfig, comm: MPI.Comm = MPI.COMM_WORLD,
+    out: pathlib.Path | None = None, checkpoint: str | None = None,
+    base: dolfinx.mesh.Mesh | None = None,
+) -> dict:
+    """Run FEM and the network on one problem; with ``out``, write plots and ParaView files.
+
+    Returns:
+        ``{"problem", "config", "fem": [...], "network": {...}}`` (the content of results.json).
+
+    Args:
+        problem: the PDE and exact solution.
+        config: the settings.
+        comm: communicator.
+        out: output directory for plots and ParaView files (None: none written).
+        checkpoint: training checkpoint file (resumed when it exists).
+        base: the base mesh, if already created from ``config.mesh``.
+    """
+    if base is None:
+        base = create_mesh(comm, config.mesh, config.resolution)
+    if base.geometry.dim != problem.gdim:
+        raise ValueError(
+            f"the mesh {config.mesh!r} is {base.geometry.dim}D but the problem was set up for "
+            f"{problem.gdim}D"
+        )
+    meshes = [base]
+    for _ in range(config.levels):
+        meshes.append(refine(meshes[-1]))
+    reference = meshes.pop()
+    fem_rows, finest = run_fem(problem, meshes, config)
+    net_row, net = run_network(problem, base, reference, config, checkpoint)
+    results = {
+        "problem": problem.describe(),
+        "config": _config_dict(config),
+        "ranks": comm.size,
+        "fem": fem_rows,
+        "network": net_row,
+    }
+    if out is not None:
+        from dolfinx_nn.ansatz import plots
+
+        plots.error_plots(results, out / "errors.png", comm)
+        u_fem = finest[max(finest)]
+        plots.field_plots(problem, u_fem, net.ansatz, out / "fields.png", comm)
+        plots.write_paraview(problem, u_fem, net.ansatz, out / "fields.bp")
+    return results
+
+
+def _config_dict(config: CompareConfig) -> dict:
+    data = asdict(config)
+    data["network"]["training"] = config.network.training.as_dict()
+    return data
+
+
+def torch_threads(threads: int | None) -> None:
+    """Limit torch's intra-op threads (one per rank is right under MPI)."""
+    if threads:
+        torch.set_num_threads(int(threads))

@@ -1,0 +1,123 @@
+"""Figures (matplotlib, Agg, PNG) and ParaView output of a comparison."""
+
+from __future__ import annotations
+
+import pathlib
+
+from mpi4py import MPI
+
+import dolfinx
+import dolfinx.io
+import numpy as np
+import torch
+
+from dolfinx_nn.ansatz.pdes import Problem
+from dolfinx_nn.neural_function import NeuralFunction
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def error_plots(results: dict, path: pathlib.Path, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+    """Relative L2 error against wall time and against unknowns (rank 0 writes)."""
+    if comm.rank != 0:
+        return
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    degrees = sorted({r["degree"] for r in results["fem"]})
+    net = results["network"]
+    for ax, key, label in ((axes[0], "wall_time_s", "wall time [s]"),
+                           (axes[1], "dofs", "unknowns (dofs / parameters)")):
+        for d in degrees:
+            rows = [r for r in results["fem"] if r["degree"] == d]
+            ax.loglog([r[key] for r in rows], [r["relative_l2_error"] for r in rows], "o-",
+                      label=f"FEM P{d}")
+        x = net["wall_time_s"] if key == "wall_time_s" else net["parameters"]
+        ax.loglog([x], [net["relative_l2_error"]], "r*", ms=12, label="network")
+        ax.set_xlabel(label)
+        ax.set_ylabel("relative L2 error")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _vertex_values(problem: Problem, uh: dolfinx.fem.Function, field: torch.nn.Module):
+    """Owned vertex coordinates, FEM, network and exact values there (time = T if needed)."""
+    mesh = uh.function_space.mesh
+    V1 = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    u1 = dolfinx.fem.Function(V1)
+    u1.interpolate(uh)
+    n = V1.dofmap.index_map.size_local
+    x = V1.tabulate_dof_coordinates()[:n, : problem.gdim]
+    inputs = x if not problem.time_dependent else np.column_stack(
+        [x, np.full(n, problem.final_time)])
+    with torch.no_grad():
+        net = field(torch.from_numpy(np.ascontiguousarray(inputs))).numpy()
+    return x, u1.x.array[:n].copy(), net, problem.exact_numpy(inputs)
+
+
+def field_plots(
+    problem: Problem, uh: dolfinx.fem.Function, field: torch.nn.Module, path: pathlib.Path,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+) -> None:
+    """FEM solution, network solution and both pointwise errors side by side (2D: filled
+    contours over the vertices; 3D: the vertices near the mid-plane ``z = centre``)."""
+    x, fem, net, exact = _vertex_values(problem, uh, field)
+    gathered = comm.gather((x, fem, net, exact), root=0)
+    if comm.rank != 0:
+        return
+    x, fem, net, exact = (np.concatenate(parts) for parts in zip(*gathered, strict=True))
+    if problem.gdim == 3:
+        mid = 0.5 * (x[:, 2].min() + x[:, 2].max())
+        near = np.abs(x[:, 2] - mid) <= np.sort(np.abs(x[:, 2] - mid))[min(len(x) - 1, len(x) // 8)]
+        x, fem, net, exact = x[near], fem[near], net[near], exact[near]
+    if problem.gdim == 1:
+        x = np.column_stack([x[:, 0], np.zeros(len(x))])
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    panels = [(fem, "FEM"), (net, "network"), (np.abs(fem - exact), "|FEM - exact|"),
+              (np.abs(net - exact), "|network - exact|")]
+    for ax, (values, title) in zip(axes, panels, strict=True):
+        art = ax.tripcolor(x[:, 0], x[:, 1], values, shading="gouraud") if problem.gdim == 2 \
+            else ax.scatter(x[:, 0], x[:, 1], c=values, s=4)
+        ax.set_title(title)
+        ax.set_aspect("equal")
+        fig.colorbar(art, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_paraview(
+    problem: Problem, uh: dolfinx.fem.Function, field: torch.nn.Module, path: pathlib.Path
+) -> None:
+    """FEM and network fields in one VTX (ADIOS2) file, both in the FEM space (collective)."""
+    V = uh.function_space
+    if problem.time_dependent:
+        T = problem.final_time
+
+        class _AtFinalTime(torch.nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return field(torch.cat([x, torch.full_like(x[:, :1], T)], dim=1))
+
+        net_fn = NeuralFunction(_AtFinalTime(), V, name="u_network")
+    else:
+        net_fn = NeuralFunction(field, V, name="u_network")
+    with torch.no_grad():
+        net_fn()
+    exact = dolfinx.fem.Function(V, name="u_exact")
+    t = problem.final_time if problem.time_dependent else None
+    exact.interpolate(lambda x: problem.exact_numpy(
+        x[: problem.gdim].T if t is None else np.column_stack([x[: problem.gdim].T,
+                                                               np.full(x.shape[1], t)])))
+    with dolfinx.io.VTXWriter(V.mesh.comm, str(path), [uh, net_fn.function, exact],
+                              ) as writer:
+        writer.write(0.0)
