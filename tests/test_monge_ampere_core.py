@@ -146,3 +146,22 @@ def test_bad_input_is_rejected_with_the_valid_choices():
     f = torch.full((10,), float("nan"), dtype=torch.float64)
     with pytest.raises(ValueError, match="non-finite"):
         MongeAmpereLoss(x, f, x, x[:, 0], comm=MPI.COMM_SELF)
+
+
+def test_mesh_domain_samples_from_a_distributed_mesh(comm):
+    """Collocation points on a gmsh-built domain with a hole, split over the ranks."""
+    from dolfinx_nn.meshes import HOLE_CENTER, HOLE_RADIUS, create_mesh
+    from dolfinx_nn.monge_ampere import MeshDomain
+
+    domain = MeshDomain(create_mesh(comm, "square-with-hole", 8))
+    np.testing.assert_allclose(domain.bounds[0], [0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(domain.bounds[1], [1.0, 1.0], atol=1e-12)
+    rng = np.random.default_rng(comm.rank)
+    xi = domain.sample_interior(400, rng, comm)
+    xb = domain.sample_boundary(200, rng, comm)
+    assert comm.allreduce(len(xi), op=MPI.SUM) == 400
+    assert comm.allreduce(len(xb), op=MPI.SUM) == 200
+    assert xi.shape[1] == 2
+    # polygonal hole: its vertices lie on the circle, points stay outside the inscribed one
+    dist = np.linalg.norm(xi - np.asarray(HOLE_CENTER[:2]), axis=1)
+    assert np.all(dist > 0.9 * HOLE_RADIUS)

@@ -96,6 +96,18 @@ class Ball:
         return self.center + self.radius * self._directions(m, rng)
 
 
+def mesh_bounds(mesh) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box ``(lower, upper)`` of a distributed mesh (collective)."""
+    dim = mesh.topology.dim
+    x = mesh.geometry.x[:, :dim]
+    lo = x.min(axis=0) if len(x) else np.full(dim, np.inf)
+    hi = x.max(axis=0) if len(x) else np.full(dim, -np.inf)
+    lower, upper = np.empty(dim), np.empty(dim)
+    mesh.comm.Allreduce(np.ascontiguousarray(lo, dtype=float), lower, op=MPI.MIN)
+    mesh.comm.Allreduce(np.ascontiguousarray(hi, dtype=float), upper, op=MPI.MAX)
+    return lower, upper
+
+
 class MeshDomain:
     """The domain covered by a DOLFINx mesh (points from :mod:`dolfinx_nn.sampling`).
 
@@ -108,11 +120,7 @@ class MeshDomain:
         self.mesh = mesh
         self.name = name
         self.dim = mesh.topology.dim
-        x = mesh.geometry.x[:, : self.dim]
-        comm = mesh.comm
-        lo = comm.allreduce(x.min(axis=0), op=MPI.MIN)
-        hi = comm.allreduce(x.max(axis=0), op=MPI.MAX)
-        self.lower, self.upper = np.asarray(lo), np.asarray(hi)
+        self.lower, self.upper = mesh_bounds(mesh)
 
     @property
     def center(self) -> np.ndarray:

@@ -30,6 +30,7 @@ import ufl
 
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn.monge_ampere.cases import Case
+from dolfinx_nn.monge_ampere.domains import mesh_bounds
 
 _REASONS = {v: k for k, v in PETSc.SNES.ConvergedReason.__dict__.items() if isinstance(v, int)}
 
@@ -164,9 +165,8 @@ def solve_fem(
         raise ValueError(f"degree must be >= 2 (the method uses D^2 u_h), got {degree}")
     comm = mesh.comm
     if center is None:
-        x = mesh.geometry.x[:, :dim]
-        center = 0.5 * (comm.allreduce(x.min(axis=0), op=MPI.MIN)
-                        + comm.allreduce(x.max(axis=0), op=MPI.MAX))
+        lower, upper = mesh_bounds(mesh)
+        center = 0.5 * (lower + upper)
     center = [float(c) for c in center]
     comm.Barrier()
     start = time.perf_counter()

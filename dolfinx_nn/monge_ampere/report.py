@@ -17,11 +17,12 @@ from collections.abc import Sequence
 
 from mpi4py import MPI
 
+import numpy as np
 import torch
 
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn.monge_ampere.cases import get_case
-from dolfinx_nn.monge_ampere.domains import Ball, Box, as_sequence
+from dolfinx_nn.monge_ampere.domains import Ball, Box
 from dolfinx_nn.monge_ampere.network_solver import NetworkConfig, solve_network
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 
@@ -34,6 +35,8 @@ COMPARISON: tuple[tuple[str, int, float], ...] = (
     ("smooth", 2, 0.05),
     ("smooth", 3, 0.0),
 )
+#: parts of the report
+PARTS = ("comparison", "dimensions", "fem-convergence")
 #: FEM mesh resolution (cells per edge) per dimension
 FEM_RESOLUTION = {2: 16, 3: 6}
 
@@ -100,6 +103,39 @@ def dimension_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def fem_convergence(comm: MPI.Comm) -> list[dict]:
+    """FEM errors of the smooth case under uniform refinement, with observed rates."""
+    from dolfinx_nn.meshes import create_mesh
+    from dolfinx_nn.monge_ampere.fem import solve_fem
+
+    rows = []
+    for dim, resolutions in ((2, (4, 8, 16, 32)), (3, (2, 4, 6))):
+        prev = None
+        for n in resolutions:
+            mesh = create_mesh(comm, {2: "square", 3: "cube"}[dim], n)
+            res = solve_fem(get_case("smooth"), mesh, center=[0.5] * dim).summary()
+            row = {"dim": dim, "resolution": n, **res}
+            if prev is not None:
+                ratio = np.log(prev["h"] / res["h"])
+                row["l2_rate"] = np.log(prev["rel_l2_error"] / res["rel_l2_error"]) / ratio
+                row["h1_rate"] = np.log(prev["h1_error"] / res["h1_error"]) / ratio
+            rows.append(row)
+            prev = res
+    return rows
+
+
+def convergence_table(rows: Sequence[dict]) -> str:
+    """Markdown: FEM errors and rates under refinement."""
+    lines = ["| d | cells/edge | dofs | Newton its | rel. L2 error | rate | H1 error | rate "
+             "| time [s] |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['dim']} | {r['resolution']} | {r['dofs']} | {r['newton_iterations']} "
+                     f"| {_fmt(r, 'rel_l2_error')} | {_fmt(r, 'l2_rate', '.2f')} "
+                     f"| {_fmt(r, 'h1_error')} | {_fmt(r, 'h1_rate', '.2f')} "
+                     f"| {_fmt(r, 'wall_time_s', '.2f')} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,33 +146,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n-boundary", type=int, default=400)
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3, 4, 5, 6])
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     comm = MPI.COMM_WORLD
     out = prepare_output_dir(args.out, comm)
     config = NetworkConfig(adam_steps=args.adam_steps, lbfgs_steps=args.lbfgs_steps,
                            n_interior=args.n_interior, n_boundary=args.n_boundary)
-    rows = []
-    for case_name, dim, noise in COMPARISON:
-        base = {"case": case_name, "dim": dim, "noise": noise}
-        for ansatz in ("icnn", "ffnn"):
-            print0(f"{case_name} d={dim} noise={noise} {ansatz}")
-            row = _network_row(case_name, Box(dim), noise, ansatz, config, out, comm)
-            rows.append({**base, "method": ansatz, **row})
-        print0(f"{case_name} d={dim} noise={noise} fem")
-        rows.append({**base, "method": "fem (P2)", **_fem_row(case_name, dim, noise, comm)})
-    dims = []
-    for dim in args.dims:
-        print0(f"smooth, ball, d={dim}, icnn")
-        row = _network_row("smooth", Ball(dim), 0.0, "icnn", config, out, comm)
-        dims.append({"dim": dim, **row})
+    rows, dims, conv, text = [], [], [], ""
+    if "comparison" in args.parts:
+        for case_name, dim, noise in COMPARISON:
+            base = {"case": case_name, "dim": dim, "noise": noise}
+            for ansatz in ("icnn", "ffnn"):
+                print0(f"{case_name} d={dim} noise={noise} {ansatz}")
+                row = _network_row(case_name, Box(dim), noise, ansatz, config, out, comm)
+                rows.append({**base, "method": ansatz, **row})
+            print0(f"{case_name} d={dim} noise={noise} fem")
+            rows.append({**base, "method": "fem (P2)", **_fem_row(case_name, dim, noise, comm)})
+        text += "## Comparison (unit cube)\n\n" + comparison_table(rows) + "\n\n"
+    if "dimensions" in args.parts:
+        for dim in args.dims:
+            print0(f"smooth, ball, d={dim}, icnn")
+            row = _network_row("smooth", Ball(dim), 0.0, "icnn", config, out, comm)
+            dims.append({"dim": dim, **row})
+        text += ("## ICNN, smooth case on the unit ball, growing d\n\n"
+                 + dimension_table(dims) + "\n\n")
+    if "fem-convergence" in args.parts:
+        conv = fem_convergence(comm)
+        text += "## FEM reference, smooth case, refinement\n\n" + convergence_table(conv) + "\n"
     write_json(out / "report.json", {"config": vars(config), "ranks": comm.size,
                                      "comparison": rows, "dimensions": dims,
-                                     "ball_center": as_sequence(Ball(2).center)}, comm)
+                                     "fem_convergence": conv}, comm)
     if comm.rank == 0:
-        text = ("## Comparison (unit cube)\n\n" + comparison_table(rows)
-                + "\n\n## ICNN, smooth case on the unit ball, growing d\n\n"
-                + dimension_table(dims) + "\n")
         pathlib.Path(out / "tables.md").write_text(text)
         print(text)
     comm.Barrier()
