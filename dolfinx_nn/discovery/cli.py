@@ -11,7 +11,9 @@ simulation (heat, advection-diffusion, fisher-kpp, nonlinear-diffusion) on --mes
 
 Writes to --out DIR:
   results.json     equation, coefficients (term -> value, data units, selected terms only),
-                   raw coefficients, Pareto front, validation_rel_l2_error, timings
+                   raw coefficients, Pareto front, validation_rel_l2_error (null, with
+                   validation_failure, if the discovered equation cannot be integrated),
+                   timings
   pareto.png       number of terms vs cross-validation error
   validation.png   relative error of the re-simulation per snapshot
   validation.bp    the re-simulation (ParaView, VTX)
@@ -41,6 +43,7 @@ from dolfinx_nn.discovery.pipeline import Discovery, DiscoveryConfig, discover
 from dolfinx_nn.discovery.regression import SELECTION_CRITERIA
 from dolfinx_nn.discovery.surrogate import SurrogateConfig
 from dolfinx_nn.discovery.validation import Validation, validate
+from dolfinx_nn.errors import SolverError
 from dolfinx_nn.meshes import create_mesh
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 
@@ -170,22 +173,31 @@ def run(args: argparse.Namespace) -> int:
         writer[0].write(t)
 
     start = time.perf_counter()
-    check = validate(
-        found.coefficients, found.surrogate, mesh, data, float(train.t[-1]), args.degree,
-        on_snapshot=write,
-    )
-    for w in writer:
-        w.close()
+    check, failure = None, None
+    try:
+        check = validate(
+            found.coefficients, found.surrogate, mesh, data, float(train.t[-1]), args.degree,
+            on_snapshot=write,
+        )
+    except SolverError as exc:  # a wrong equation may blow up: report it, keep the results
+        failure = str(exc)
+    finally:
+        for w in writer:
+            w.close()
     validation_s = time.perf_counter() - start
-    print0(f"re-simulation vs held-out data: relative l2 error {check.rel_l2_error:.3e}")
+    if check is not None:
+        print0(f"re-simulation vs held-out data: relative l2 error {check.rel_l2_error:.3e}")
+    else:
+        print0(f"re-simulation of the discovered equation failed: {failure}")
     results = {
         "equation": found.equation,
         "coefficients": found.coefficients,
         "raw_coefficients": found.raw_coefficients,
-        "validation_rel_l2_error": check.rel_l2_error,
-        "validation_snapshot_errors": dict(
+        "validation_rel_l2_error": None if check is None else check.rel_l2_error,
+        "validation_snapshot_errors": {} if check is None else dict(
             zip(map(str, check.times[check.held_out]), check.snapshot_errors, strict=True)
         ),
+        "validation_failure": failure,
         "pareto_front": found.pareto_front(),
         "surrogate": {
             "ridge": found.fit.ridge, "cv_rmse": found.fit.cv_rmse,
@@ -197,7 +209,9 @@ def run(args: argparse.Namespace) -> int:
             "observed": data.num_observed, "train_end": float(train.t[-1]), "noise": args.noise,
         },
         "timings": {"data_s": data_s, **found.timings, "validation_s": validation_s},
-        "settings": {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(args).items()},
+        "settings": {
+            k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(args).items()
+        },
         "ranks": comm.size,
     }
     if truth is not None:

@@ -103,7 +103,8 @@ class SpaceTimeData:
     def transformed(
         self, x_scale: float = 1.0, t_scale: float = 1.0, u_scale: float = 1.0
     ) -> SpaceTimeData:
-        """The same data in other units: ``x -> x_scale x``, ``t -> t_scale t``, ``u -> u_scale u``."""
+        """The same data in other units: ``x -> x_scale x``, ``t -> t_scale t``, ``u -> u_scale u``.
+        """
         return SpaceTimeData(self.x * x_scale, self.t * t_scale, self.u * u_scale)
 
 

@@ -46,7 +46,9 @@ def base_factors(dim: int, order: int) -> list[Factor]:
     return factors
 
 
-def default_library(dim: int, order: int = 2, degree: int = 2, constant: bool = False) -> list[Term]:
+def default_library(
+    dim: int, order: int = 2, degree: int = 2, constant: bool = False
+) -> list[Term]:
     """All products of at most ``degree`` factors from :func:`base_factors`.
 
     Args:

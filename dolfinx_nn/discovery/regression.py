@@ -103,13 +103,18 @@ def _score(theta: np.ndarray, y: np.ndarray, support: tuple[int, ...], folds: in
 
 def _select_cv(front: list[Candidate], n: int, tolerance: float) -> Candidate:
     best = min(c.cv_error for c in front)
-    return min((c for c in front if c.cv_error <= best * (1.0 + tolerance)), key=lambda c: c.complexity)
+    good = [c for c in front if c.cv_error <= best * (1.0 + tolerance)]
+    return min(good, key=lambda c: c.complexity)
 
 
-def _select_ic(penalty: Callable[[int, int], float]) -> Callable[[list[Candidate], int, float], Candidate]:
+Rule = Callable[[list[Candidate], int, float], Candidate]
+
+
+def _select_ic(penalty: Callable[[int, int], float]) -> Rule:
     def select(front: list[Candidate], n: int, tolerance: float) -> Candidate:
         return min(
-            front, key=lambda c: n * np.log(max(c.train_error, 1e-300) ** 2) + penalty(c.complexity, n)
+            front,
+            key=lambda c: n * np.log(max(c.train_error, 1e-300) ** 2) + penalty(c.complexity, n),
         )
 
     return select
@@ -118,7 +123,7 @@ def _select_ic(penalty: Callable[[int, int], float]) -> Callable[[list[Candidate
 #: Model selection on the Pareto front: name -> rule(front, n_points, tolerance).
 #: ``cv``: the fewest terms whose cross-validation error is within ``(1 + tolerance)`` of the
 #: best; ``aic``/``bic``: Akaike / Bayesian information criteria of the relative residual.
-SELECTION_CRITERIA: dict[str, Callable[[list[Candidate], int, float], Candidate]] = {
+SELECTION_CRITERIA: dict[str, Rule] = {
     "cv": _select_cv,
     "aic": _select_ic(lambda k, n: 2.0 * k),
     "bic": _select_ic(lambda k, n: k * np.log(n)),

@@ -146,6 +146,8 @@ def integrate(
     )
     initial(u)
     u.x.scatter_forward()
+    if not mesh.comm.allreduce(bool(np.all(np.isfinite(u.x.array))), op=MPI.LAND):
+        raise ValueError("the initial state holds NaN or inf values")
     observe(u, 0)
     for k in range(1, len(times)):
         step = (times[k] - times[k - 1]) / steps_per_interval

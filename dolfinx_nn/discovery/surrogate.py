@@ -230,7 +230,8 @@ def _solve_head(
     count = np.zeros(folds)
     with torch.no_grad():
         for s in range(0, v.shape[0], config.batch):
-            h = model.features(torch.cat([xi[s : s + config.batch], tau[s : s + config.batch, None]], 1))
+            chunk = slice(s, s + config.batch)
+            h = model.features(torch.cat([xi[chunk], tau[chunk, None]], 1))
             h = torch.cat([h, torch.ones_like(h[:, :1])], 1).cpu().numpy()
             vb = v[s : s + config.batch].cpu().numpy()
             fb = fold[s : s + config.batch]
@@ -296,7 +297,10 @@ def fit_surrogate(
     x, t, u = data.samples()
     share = _rank_share(u.size, comm)
     fold = np.random.default_rng(config.seed).permutation(u.size)[share] % config.folds
-    as_tensor = lambda a: torch.as_tensor(a[share], dtype=torch.float64, device=device)  # noqa: E731
+
+    def as_tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a[share], dtype=torch.float64, device=device)
+
     xi, tau = as_tensor(normalisation.xi(x)), as_tensor(normalisation.tau(t))
     v = as_tensor(u / normalisation.u_scale)
     total = float(u.size)
@@ -355,7 +359,8 @@ def term_features(
         for factor in needed:
             for k in range(1, len(factor) + 1):
                 if factor[:k] not in factors:
-                    factors[factor[:k]] = _derivative(factors[factor[: k - 1]], xi)[:, factor[k - 1]]
+                    grad = _derivative(factors[factor[: k - 1]], xi)
+                    factors[factor[:k]] = grad[:, factor[k - 1]]
         v_tau = _derivative(v, tau)
         columns = []
         for term in terms:
@@ -363,6 +368,7 @@ def term_features(
             for factor in term:
                 col = col * factors[factor]
             columns.append(col.detach())
-        thetas.append(torch.stack(columns, dim=1).cpu().numpy() if columns else np.zeros((len(v), 0)))
+        block = torch.stack(columns, dim=1).cpu().numpy() if columns else np.zeros((len(v), 0))
+        thetas.append(block)
         targets.append(v_tau.detach().cpu().numpy())
     return np.concatenate(thetas), np.concatenate(targets)
