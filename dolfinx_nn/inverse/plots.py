@@ -110,7 +110,7 @@ def plot_run(
     ax.set_ylabel("loss")
     ax.set_title("training loss")
     ax.legend()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -136,5 +136,5 @@ def plot_noise_sweep(
     ax.set_ylabel("relative L2 error of q (%)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
