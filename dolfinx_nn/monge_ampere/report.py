@@ -5,8 +5,9 @@ Run (any number of ranks; rank 0 writes)::
     python -m dolfinx_nn.monge_ampere.report --out results/monge_ampere
 
 It writes ``DIR/tables.md`` (Markdown tables), ``DIR/report.json`` (all numbers) and one
-``DIR/monge_ampere_<case>_<d>d_<ansatz>.png`` per network run.  Step counts are options, so
-that a quick run (``--adam-steps 50 --lbfgs-steps 10``) checks the pipeline.
+``DIR/monge_ampere_<case>_<d>d_<ansatz>.png`` per network run.  ``--parts`` selects the
+comparison of all cases, the ICNN against d, and the FEM convergence study.  Step counts are
+options, so that a quick run (``--adam-steps 50 --lbfgs-steps 10``) checks the pipeline.
 """
 
 from __future__ import annotations
@@ -163,12 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append({**base, "method": ansatz, **row})
             print0(f"{case_name} d={dim} noise={noise} fem")
             rows.append({**base, "method": "fem (P2)", **_fem_row(case_name, dim, noise, comm)})
+            write_json(out / "comparison.json", rows, comm)  # partial results survive
         text += "## Comparison (unit cube)\n\n" + comparison_table(rows) + "\n\n"
     if "dimensions" in args.parts:
         for dim in args.dims:
             print0(f"smooth, ball, d={dim}, icnn")
             row = _network_row("smooth", Ball(dim), 0.0, "icnn", config, out, comm)
             dims.append({"dim": dim, **row})
+            write_json(out / "dimensions.json", dims, comm)  # partial results survive
         text += ("## ICNN, smooth case on the unit ball, growing d\n\n"
                  + dimension_table(dims) + "\n\n")
     if "fem-convergence" in args.parts:
