@@ -29,7 +29,7 @@ import numpy as np
 import ufl
 
 from dolfinx_nn.errors import SolverError
-from dolfinx_nn.monge_ampere.cases import Case
+from dolfinx_nn.monge_ampere.cases import Case, noisy
 from dolfinx_nn.monge_ampere.domains import mesh_bounds
 
 _REASONS = {v: k for k, v in PETSc.SNES.ConvergedReason.__dict__.items() if isinstance(v, int)}
@@ -101,9 +101,8 @@ def _source(case: Case, mesh, center, noise: float, seed: int):
     fh = dolfinx.fem.Function(q)
     fh.interpolate(dolfinx.fem.Expression(f, q.element.interpolation_points))
     n_owned = q.dofmap.index_map.size_local
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 2]).spawn(mesh.comm.size)[mesh.comm.rank])
-    from dolfinx_nn.monge_ampere.cases import noisy
-
+    streams = np.random.SeedSequence([seed, 2]).spawn(mesh.comm.size)
+    rng = np.random.default_rng(streams[mesh.comm.rank])
     fh.x.array[:n_owned] = noisy(fh.x.array[:n_owned], noise, rng)
     fh.x.scatter_forward()
     return fh, comps
@@ -123,8 +122,8 @@ def _boundary_condition(V, g_expr) -> tuple[dolfinx.fem.DirichletBC, dolfinx.fem
 def _check_converged(snes: PETSc.SNES, prefix: str) -> None:
     reason = snes.getConvergedReason()
     if reason <= 0:
-        raise SolverError("SNES", reason, _REASONS.get(reason, "UNKNOWN"), snes.getIterationNumber(),
-                          prefix)
+        name = _REASONS.get(reason, "UNKNOWN")
+        raise SolverError("SNES", reason, name, snes.getIterationNumber(), prefix)
 
 
 def solve_fem(

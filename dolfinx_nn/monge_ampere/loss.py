@@ -76,7 +76,8 @@ class MongeAmpereLoss:
         _, hess = hessians(net, self.interior)
         residual = batched_det(hess) - self.f
         out = {
-            "residual": global_sum((residual**2).sum(), self.comm) / (self.n_interior * self.f_scale),
+            "residual": global_sum((residual**2).sum(), self.comm)
+            / (self.n_interior * self.f_scale),
             "boundary": global_sum(((net(self.boundary) - self.g) ** 2).sum(), self.comm)
             / (self.n_boundary * self.g_scale),
         }
