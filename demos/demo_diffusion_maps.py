@@ -128,7 +128,8 @@ def main(steps: int = 2000, every: int = 2) -> dict:
     result = analyse(folder, net, loss)
     print0(f"{result['points']} SGD iterates; diffusion eigenvalues "
            f"{np.round(result['diffusion_eigenvalues'], 4)}")
-    print0(f"first diffusion coordinate vs. SGD step: Spearman {result['spearman_psi1_vs_step']:.3f}")
+    spearman = result["spearman_psi1_vs_step"]
+    print0(f"first diffusion coordinate vs. SGD step: Spearman {spearman:.3f}")
     print0(f"estimated dimension of the trajectory: {result['dimension']}")
     print0(f"top Hessian eigenvalues {np.round(result['hessian_top'], 4)}; "
            f"{100 * result['fraction_near_zero']:.1f}% of the spectrum within 1% of zero")

@@ -6,8 +6,6 @@ ranks with ``global_sum`` and checks that the summed Hessian shares equal the se
 
 from __future__ import annotations
 
-from mpi4py import MPI
-
 import numpy as np
 import pytest
 import torch

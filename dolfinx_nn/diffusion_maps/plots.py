@@ -15,7 +15,7 @@ def plot_experiment(results: dict, path: str | pathlib.Path, dpi: int = 90) -> p
     """Four panels: embedding, diffusion eigenvalues, Hessian spectrum, alignment.
 
     Args:
-        results: the dictionary returned by :func:`~dolfinx_nn.diffusion_maps.experiment.run_experiment`.
+        results: what :func:`~dolfinx_nn.diffusion_maps.experiment.run_experiment` returns.
         path: PNG file to write.
         dpi: resolution.
     """
