@@ -140,12 +140,27 @@ def build_ansatz(
 def solve_network(
     problem: Problem, mesh: dolfinx.mesh.Mesh, config: NetworkConfig,
     *, checkpoint: str | None = None, desc: str = "network",
+    callback=None, state: dict | None = None,
 ) -> NetworkSolution:
-    """Fit ``G`` and ``D``, then train ``N`` with :func:`~dolfinx_nn.training.train`."""
+    """Fit ``G`` and ``D``, then train ``N`` with :func:`~dolfinx_nn.training.train`.
+
+    Args:
+        problem: the PDE.
+        mesh: the mesh of the fits and of the collocation points.
+        config: the settings.
+        checkpoint: training checkpoint (resumed when it exists).
+        desc: progress-bar label.
+        callback: passed to :func:`~dolfinx_nn.training.train` (``callback(step, loss)``;
+            returning True stops training).
+        state: if given, ``state["ansatz"]`` is set to the ansatz before training starts
+            (for callbacks that evaluate it).
+    """
     comm = mesh.comm
     comm.Barrier()
     start = time.perf_counter()
     ansatz = build_ansatz(problem, mesh, config)
+    if state is not None:
+        state["ansatz"] = ansatz
     comm.Barrier()
     fit_time = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
     start = time.perf_counter()
@@ -154,7 +169,7 @@ def solve_network(
     else:
         loss = StrongResidualLoss(problem, ansatz, collocation_points(problem, mesh, config), comm)
     history = train(loss, ansatz.network, config.training, comm=comm, checkpoint=checkpoint,
-                    resume="auto" if checkpoint else False, desc=desc)
+                    resume="auto" if checkpoint else False, desc=desc, callback=callback)
     comm.Barrier()
     train_time = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
     parameters = sum(p.numel() for p in ansatz.network.parameters())

@@ -139,12 +139,14 @@ class RandomFeatureNetwork(torch.nn.Module):
     @torch.no_grad()
     def fit(
         self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, comm: MPI.Comm,
-        *, rows: torch.Tensor | None = None,
+        *, rows: torch.Tensor | None = None, ridge: float = 1e-10,
     ) -> None:
         """Weighted least squares ``min sum_i w_i^2 (A_i c - y_i)^2`` over all ranks.
 
         ``A`` holds the features at ``x`` (value rows), or the given ``rows`` (e.g. value
-        rows stacked with :meth:`laplacian_features` rows).
+        rows stacked with :meth:`laplacian_features` rows).  ``ridge`` adds
+        ``ridge * ||w||_2 * ||c||^2`` (Tikhonov), which keeps the coefficients moderate and
+        the fitted field free of cancellation round-off.
 
         Each rank reduces its rows to a triangular factor (QR); the factors of all ranks are
         stacked and solved identically on every rank, so the result does not depend on the
@@ -154,6 +156,10 @@ class RandomFeatureNetwork(torch.nn.Module):
         a = torch.cat([matrix, y[:, None]], dim=1) * weights[:, None]
         r = torch.linalg.qr(a, mode="r").R if a.shape[0] else a
         stacked = torch.from_numpy(np.concatenate(comm.allgather(r.numpy())))
+        scale = float(np.sqrt(comm.allreduce(float((weights**2).sum()), op=MPI.SUM)))
+        penalty = torch.zeros(a.shape[1] - 1, a.shape[1], dtype=a.dtype)
+        penalty[:, :-1] = np.sqrt(ridge * scale) * torch.eye(a.shape[1] - 1, dtype=a.dtype)
+        stacked = torch.cat([stacked, penalty])
         solution = torch.linalg.lstsq(
             stacked[:, :-1], stacked[:, -1:], driver="gelsd", rcond=1e-13
         ).solution
