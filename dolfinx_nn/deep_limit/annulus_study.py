@@ -33,7 +33,7 @@ class AnnulusConfig:
     n_train: int = 400
     n_test: int = 1000
     batch_size: int = 20
-    epochs: int = 15
+    epochs: int = 10
     lr: float = 0.05
     depths: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)
     seeds: Sequence[int] = (0, 1, 2)
