@@ -5,7 +5,7 @@ Run (any number of ranks; rank 0 writes)::
     python -m dolfinx_nn.monge_ampere.report --out results/monge_ampere
 
 It writes ``DIR/tables.md`` (Markdown tables), ``DIR/report.json`` (all numbers) and one
-``DIR/monge_ampere_<case>_<d>d_<ansatz>.png`` per network run.  ``--parts`` selects the
+``DIR/monge_ampere_<case>_<domain>_<d>d_<ansatz>.png`` per network run.  ``--parts`` selects the
 comparison of all cases, the ICNN against d, and the FEM convergence study.  Step counts are
 options, so that a quick run (``--adam-steps 50 --lbfgs-steps 10``) checks the pipeline.
 """
@@ -61,7 +61,8 @@ def _network_row(case_name, domain, noise, ansatz, config: NetworkConfig, out, c
     case = get_case(case_name)
     res = solve_network(case, domain, cfg, comm)
     if comm.rank == 0:
-        name = f"monge_ampere_{case_name}_{domain.dim}d_{ansatz}" + ("_noisy" if noise else "")
+        name = f"monge_ampere_{case_name}_{domain.name}_{domain.dim}d_{ansatz}"
+        name += "_noisy" if noise else ""
         plot_solution_and_error(res.net, case, domain, out / f"{name}.png",
                                 f"{case_name}, d = {domain.dim}, {ansatz}")
     return {"status": "ok", **res.summary()}
