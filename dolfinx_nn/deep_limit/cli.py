@@ -17,7 +17,8 @@ for `inverse`, DIR/coefficients.bp (ParaView, VTX) with the recovered coefficien
 
 Example:
   dolfinx-nn deep-limit --experiment sgd --max-depth 128 --out results/deep_limit_sgd
-  mpiexec -n 2 dolfinx-nn deep-limit --experiment all --out results/deep_limit
+  mpiexec -n 2 dolfinx-nn deep-limit --experiment all --out results/deep_limit \
+      --images docs/images
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
+import shutil
 from collections.abc import Callable
 
 from mpi4py import MPI
@@ -167,6 +169,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="number of seeds of the annulus study (default 3)")
     parser.add_argument("--quick", action="store_true",
                         help="small problem sizes (seconds), for smoke tests")
+    parser.add_argument("--images", default=None,
+                        help="also copy the plots to IMAGES/deep_limit_<experiment>.png "
+                             "(e.g. docs/images)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -181,6 +186,10 @@ def run(args: argparse.Namespace) -> int:
         print0(f"deep-limit: running experiment {name!r}", comm=comm)
         results[name] = EXPERIMENTS[name](args, comm, out)
         write_json(out / "results.json", results[name], comm)
+        if args.images and comm.rank == 0:
+            images = pathlib.Path(args.images)
+            images.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / f"{name}.png", images / f"deep_limit_{name}.png")
     table = rates_table(results)
     if "annulus" in results:
         table += "\nAnnulus set, test metrics over seeds:\n\n" + annulus_table(results["annulus"])

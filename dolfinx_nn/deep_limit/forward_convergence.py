@@ -10,7 +10,7 @@ continuous-adjoint gradient are measured alongside, for comparison.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -36,7 +36,6 @@ class ForwardConfig:
     seed: int = 0
     reference_tol: float = 1e-12
     fit_from: int = 4
-    extra: dict = field(default_factory=dict)
 
 
 def _gradient(model: nn.Module, block: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -54,6 +53,10 @@ def forward_convergence(config: ForwardConfig) -> dict:
     g = torch.Generator().manual_seed(config.seed)
     block = dense_block(config.dim, config.width, config.activation, generator=g)
     readout = nn.Linear(config.dim, 1).to(torch.float64)
+    with torch.no_grad():
+        bound = 1.0 / config.dim**0.5
+        readout.weight.uniform_(-bound, bound, generator=g)
+        readout.bias.uniform_(-bound, bound, generator=g)
     x, y = annulus(config.n_points, config.dim, generator=g)
     tol = config.reference_tol
     ode = NeuralODE(block, "dopri5", rtol=tol, atol=tol)
