@@ -1,0 +1,82 @@
+"""The network ansatz solves Poisson on a domain with a hole; the compare command end to end."""
+
+from __future__ import annotations
+
+import json
+
+from mpi4py import MPI
+
+import pytest
+
+from dolfinx_nn.ansatz import Problem
+from dolfinx_nn.ansatz.errors import network_errors
+from dolfinx_nn.ansatz.network_solver import NetworkConfig, solve_network
+from dolfinx_nn.cli import main
+from dolfinx_nn.meshes import create_mesh
+from dolfinx_nn.training import TrainingConfig
+
+EXACT = "sin(pi*x[0])*sin(pi*x[1]) + x[0]*x[1]"
+
+
+def test_poisson_with_hole_below_one_percent():
+    """Ritz energy, 200 L-BFGS steps: relative L2 error < 1e-2, well below G's own error."""
+    comm = MPI.COMM_WORLD
+    mesh = create_mesh(comm, "square-with-hole", 6)
+    problem = Problem.from_text("poisson", EXACT, 2)
+    config = NetworkConfig(width=20, depth=4, loss="ritz", fit_features=300,
+                           fit_boundary_points=2000,
+                           training=TrainingConfig(adam_steps=0, lbfgs_steps=200))
+    sol = solve_network(problem, mesh, config)
+    net = network_errors(problem, sol.ansatz, mesh)["relative_l2_error"]
+    g_only = network_errors(problem, sol.ansatz.extension, mesh)["relative_l2_error"]
+    assert net < 1e-2
+    assert net < 0.5 * g_only
+    assert net == comm.bcast(net, root=0)
+
+
+def test_compare_command_writes_results(tmp_path_factory):
+    comm = MPI.COMM_WORLD
+    out = comm.bcast(str(tmp_path_factory.mktemp("compare")) if comm.rank == 0 else None)
+    code = main(["compare", "--mesh", "square", "--resolution", "4", "--levels", "2",
+                 "--pde", "advection-diffusion", "--exact", "x[0]*x[1] + sin(x[1])",
+                 "--advection", "1, 0.5", "--diffusion", "0.5", "--points", "300",
+                 "--lbfgs-steps", "30", "--out", out])
+    assert code == 0
+    if comm.rank == 0:
+        import pathlib
+
+        data = json.loads((pathlib.Path(out) / "results.json").read_text())
+        assert len(data["fem"]) == 4
+        for row in data["fem"]:
+            assert {"dofs", "l2_error", "h1_error", "max_error", "wall_time_s"} <= set(row)
+        net = data["network"]
+        assert {"parameters", "l2_error", "h1_error", "max_error", "boundary_max_error",
+                "wall_time_s"} <= set(net)
+        assert net["boundary_max_error"] < 1e-3
+        assert net["relative_l2_error"] < 0.1
+        for name in ("errors.png", "fields.png"):
+            assert (pathlib.Path(out) / name).stat().st_size > 1000
+        assert (pathlib.Path(out) / "fields.bp").is_dir()
+
+
+def test_compare_refuses_bad_pde():
+    with pytest.raises(SystemExit):
+        main(["compare", "--pde", "wave", "--exact", "x[0]", "--out", "/nonexistent"])
+
+
+def test_demo_runs(tmp_path_factory):
+    """The literate demo with few steps: FEM P2 beats 1e-3 and the network stays accurate."""
+    import importlib.util
+    import pathlib
+
+    comm = MPI.COMM_WORLD
+    out = comm.bcast(str(tmp_path_factory.mktemp("demo")) if comm.rank == 0 else None)
+    path = pathlib.Path(__file__).parents[1] / "demos" / "demo_ansatz_vs_fem.py"
+    spec = importlib.util.spec_from_file_location("demo_ansatz_vs_fem", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    results = demo.main(out=out, lbfgs_steps=20, levels=2)
+    p2 = [r for r in results["fem"] if r["degree"] == 2]
+    assert p2[-1]["relative_l2_error"] < 1e-3
+    assert results["network"]["relative_l2_error"] < 2e-2
+    assert results["network"]["boundary_relative_max_error"] < 1e-4
