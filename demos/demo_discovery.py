@@ -8,8 +8,8 @@
 
 # # Discovering a PDE from scattered data on a domain with a hole
 #
-# We observe a field $u(x, t)$ at scattered stations of a plate with a circular hole, with 1 %
-# measurement noise, and ask which equation $u_t = F(u, \nabla u, D^2 u)$ produced it.  The
+# We observe a field $u(x, t)$ (by default a Fisher–KPP front, $u_t = 0.01\Delta u + 2u - 2u^2$)
+# at scattered stations of a plate with a circular hole, with 1 % measurement noise, and ask which equation $u_t = F(u, \nabla u, D^2 u)$ produced it.  The
 # method follows Berg & Nyström: fit a network surrogate $u_\theta(x, t)$ to the data,
 # differentiate it with autograd, and select the terms of $F$ from a library of candidates
 # by sparse regression.  Finally we simulate the discovered equation with DOLFINx from the
@@ -30,14 +30,15 @@ from mpi4py import MPI
 from dolfinx_nn.discovery import DiscoveryConfig, SurrogateConfig, discover
 from dolfinx_nn.discovery.datasets import PROBLEMS, simulate_dataset
 from dolfinx_nn.discovery.validation import validate
+from dolfinx_nn.errors import SolverError
 from dolfinx_nn.meshes import create_mesh
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 
 parser = argparse.ArgumentParser(description="PDE discovery on a plate with a hole")
-parser.add_argument("--problem", choices=list(PROBLEMS), default="advection-diffusion")
-parser.add_argument("--resolution", type=int, default=16)
-parser.add_argument("--points", type=int, default=600)
-parser.add_argument("--width", type=int, default=400)
+parser.add_argument("--problem", choices=list(PROBLEMS), default="fisher-kpp")
+parser.add_argument("--resolution", type=int, default=8)
+parser.add_argument("--points", type=int, default=300)
+parser.add_argument("--width", type=int, default=200)
 parser.add_argument("--noise", type=float, default=0.01)
 parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("results/demo_discovery"))
 args = parser.parse_args()
@@ -82,8 +83,19 @@ print0("discovered:", found.equation)
 # snapshot, with the surrogate as boundary values (frozen after the training window), and
 # compare with the held-out observations.
 
-check = validate(found.coefficients, found.surrogate, mesh, data, float(train.t[-1]))
-print0(f"relative l2 error on the held-out snapshots: {check.rel_l2_error:.3e}")
+try:
+    check = validate(found.coefficients, found.surrogate, mesh, data, float(train.t[-1]))
+    validation_error = check.rel_l2_error
+    print0(f"relative l2 error on the held-out snapshots: {validation_error:.3e}")
+except SolverError as exc:  # a wrong equation can blow up; say so instead of crashing
+    validation_error = None
+    print0(f"the discovered equation could not be integrated: {exc}")
+
+# With the default (small) settings, 300 stations in 2D are too few to resolve the second
+# derivatives through 1 % noise: the logistic reaction $r u (1 - u)$ is identified (the
+# coefficients of $u$ and $u^2$ are opposite), but the diffusion terms are missed and $r$ is
+# underestimated.  More stations and a wider surrogate (`--points 3000 --width 1000`) cost
+# more; the 1D examples in the tests recover all coefficients within 1 %.
 
 # ## Results
 #
@@ -97,7 +109,7 @@ write_json(
         "coefficients": found.coefficients,
         "true_coefficients": truth,
         "coefficient_errors": errors,
-        "validation_rel_l2_error": check.rel_l2_error,
+        "validation_rel_l2_error": validation_error,
         "timings": found.timings,
     },
     comm,

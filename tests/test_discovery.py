@@ -148,3 +148,14 @@ def test_bad_library_is_refused(heat):
 def test_unknown_dataset_is_refused(mesh):
     with pytest.raises(ValueError, match="choose one of: heat, advection-diffusion"):
         simulate_dataset("wave", mesh)
+
+
+def test_network_rhs_explains_fisher_kpp(fisher):
+    """A network F of (u, u_x, u_xx) explains most of u_t (no library needed)."""
+    from dolfinx_nn.discovery.network_rhs import fit_network_rhs
+
+    _, train, _, found = fisher
+    x, t, _ = train.samples()
+    rhs = fit_network_rhs(found.surrogate, x[::4], t[::4], steps=300)
+    assert rhs.inputs == ["u", "u_x", "u_xx"]
+    assert rhs.rel_error < 0.25  # measured 0.16 (the sparse linear model: 0.08)
