@@ -145,8 +145,18 @@ class FEMOperator:
     ) -> None:
         if not isinstance(F, ufl.Form) or len(F.arguments()) != 1:
             raise ValueError("F must be a UFL residual form with exactly one TestFunction.")
-        if not isinstance(u, dolfinx.fem.Function) or u not in F.coefficients():
-            raise ValueError("u must be a dolfinx.fem.Function that appears in F.")
+        operators = list(operators)
+        operand_coefficients = {
+            id(c) for op in operators for e in getattr(op, "operands", ())
+            for c in ufl.algorithms.extract_coefficients(e)
+        }
+        if not isinstance(u, dolfinx.fem.Function) or (
+            u not in F.coefficients() and id(u) not in operand_coefficients
+        ):
+            raise ValueError(
+                "u must be a dolfinx.fem.Function that appears in F (or in an operand of one "
+                "of the operators)."
+            )
         if not petsc_options_prefix or not petsc_options_prefix[0].isalpha():
             raise ValueError(
                 f"petsc_options_prefix must be a non-empty string starting with a letter "
