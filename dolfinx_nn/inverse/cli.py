@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--degree", type=int, choices=(1, 2, 3), default=1,
                    help="Lagrange degree of the state on the inversion mesh")
     g.add_argument("--coefficient-degree", type=int, choices=(1, 2, 3), default=1,
-                   help="Lagrange degree of the coefficient space (P1 for Tikhonov)")
+                   help="Lagrange degree of the coefficient space (both priors)")
     g.add_argument("--coefficient", type=_formula, default=None,
                    help="true q (EXPR); default depends on the dimension")
     g.add_argument("--source", type=_formula, default="1", help="source f (EXPR)")
