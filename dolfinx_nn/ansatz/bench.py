@@ -9,7 +9,9 @@ FEM refines the base mesh uniformly until the error is below each target; its ti
 assembly + solve time of the first mesh that reaches it (forms compiled beforehand).  The
 network time is the G/D fit plus training until the error, checked every CHECK_EVERY steps
 on a fixed quadrature point set, first drops below the target (None if it never does within
-the step budget).  Writes OUT/BENCH_compare.json.
+the step budget; the time includes those checks).  The network is fitted and trained on its
+own mesh (the mesh only supplies points), of the resolution given per case.
+Writes OUT/BENCH_compare.json.
 
 Example:
   dolfinx-nn bench compare --out results/bench
@@ -35,13 +37,14 @@ from dolfinx_nn.training import TrainingConfig
 TARGETS = (1e-2, 1e-3)
 CHECK_EVERY = 25
 
-#: case -> (mesh, base resolution, max FEM levels, pde, exact, advection, loss)
-CASES: dict[str, tuple[str, int, int, str, str, str | None, str]] = {
-    "poisson-2d": ("square-with-hole", 6, 5, "poisson",
+#: case -> (mesh, FEM base resolution, max FEM levels, network mesh resolution, pde, exact,
+#: advection, loss)
+CASES: dict[str, tuple[str, int, int, int, str, str, str | None, str]] = {
+    "poisson-2d": ("square-with-hole", 6, 5, 6, "poisson",
                    "sin(pi*x[0])*sin(pi*x[1]) + x[0]*x[1]", None, "ritz"),
-    "poisson-3d": ("cube", 2, 4, "poisson",
+    "poisson-3d": ("cube", 2, 5, 6, "poisson",
                    "sin(pi*x[0])*sin(pi*x[1])*sin(pi*x[2]) + x[0]*x[1]*x[2]", None, "ritz"),
-    "heat-2d": ("square", 4, 5, "heat-advection",
+    "heat-2d": ("square", 4, 5, 8, "heat-advection",
                 "exp(-t)*sin(pi*x[0])*sin(pi*x[1]) + x[0]*t", "1, 0.5", "strong"),
 }
 
@@ -101,7 +104,8 @@ def _network_times(problem: Problem, mesh, loss: str, args) -> dict:
     final = network_errors(problem, sol.ansatz, reference, t)["relative_l2_error"]
     return {"parameters": sol.parameters, "steps": sol.history.steps,
             "final_relative_l2_error": final, "wall_time_s": sol.wall_time_s,
-            "fit_time_s": sol.fit_time_s, "reached": reached}
+            "fit_time_s": sol.fit_time_s, "reached": reached,
+            "stopped_because": sol.history.stopped_because}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,14 +119,16 @@ def run(args: argparse.Namespace) -> int:
     out = prepare_output_dir(args.out, comm)
     results = {"ranks": comm.size, "targets": list(TARGETS), "cases": {}}
     for name in names:
-        spec, res, levels, pde, exact, advection, loss = CASES[name]
+        spec, res, levels, net_res, pde, exact, advection, loss = CASES[name]
         mesh = create_mesh(comm, spec, res)
         problem = Problem.from_text(pde, exact, mesh.geometry.dim, advection=advection)
         case = {"problem": problem.describe(), "mesh": spec, "resolution": res}
         for degree in (1, 2):
             case[f"fem_P{degree}"] = _fem_times(problem, mesh, levels, degree)
             print0(f"{name} P{degree}: {case[f'fem_P{degree}']['reached']}")
-        case["network"] = _network_times(problem, mesh, loss, args)
+        net_mesh = create_mesh(comm, spec, net_res)
+        case["network"] = _network_times(problem, net_mesh, loss, args)
+        case["network"]["mesh_resolution"] = net_res
         print0(f"{name} network: {case['network']['reached']}")
         results["cases"][name] = case
         write_json(out / "BENCH_compare.json", results, comm)

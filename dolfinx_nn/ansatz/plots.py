@@ -49,35 +49,39 @@ def error_plots(results: dict, path: pathlib.Path, comm: MPI.Comm = MPI.COMM_WOR
     plt.close(fig)
 
 
-def _vertex_values(problem: Problem, uh: dolfinx.fem.Function, field: torch.nn.Module):
-    """Owned vertex coordinates, FEM, network and exact values there (time = T if needed)."""
+def _cell_vertex_values(problem: Problem, uh: dolfinx.fem.Function, field: torch.nn.Module):
+    """Vertices of the owned cells (repeated per cell) with FEM, network and exact values."""
     mesh = uh.function_space.mesh
     V1 = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
     u1 = dolfinx.fem.Function(V1)
     u1.interpolate(uh)
-    n = V1.dofmap.index_map.size_local
-    x = V1.tabulate_dof_coordinates()[:n, : problem.gdim]
+    num_cells = mesh.topology.index_map(mesh.topology.dim).size_local
+    dofs = V1.dofmap.list[:num_cells].reshape(-1)
+    x = V1.tabulate_dof_coordinates()[dofs, : problem.gdim]
     inputs = x if not problem.time_dependent else np.column_stack(
-        [x, np.full(n, problem.final_time)])
+        [x, np.full(len(x), problem.final_time)])
     with torch.no_grad():
         net = field(torch.from_numpy(np.ascontiguousarray(inputs))).numpy()
-    return x, u1.x.array[:n].copy(), net, problem.exact_numpy(inputs)
+    return x, u1.x.array[dofs], net, problem.exact_numpy(inputs), V1.dofmap.list.shape[1]
 
 
 def field_plots(
     problem: Problem, uh: dolfinx.fem.Function, field: torch.nn.Module, path: pathlib.Path,
     comm: MPI.Comm = MPI.COMM_WORLD,
 ) -> None:
-    """FEM solution, network solution and both pointwise errors side by side (2D: filled
-    contours over the vertices; 3D: the vertices near the mid-plane ``z = centre``)."""
-    x, fem, net, exact = _vertex_values(problem, uh, field)
+    """FEM solution, network solution and both pointwise errors side by side.
+
+    2D: the mesh's own triangles (holes stay holes); 3D: the vertices of the cells nearest to
+    the mid-plane ``z = centre`` as points.
+    """
+    x, fem, net, exact, per_cell = _cell_vertex_values(problem, uh, field)
     gathered = comm.gather((x, fem, net, exact), root=0)
     if comm.rank != 0:
         return
     x, fem, net, exact = (np.concatenate(parts) for parts in zip(*gathered, strict=True))
     if problem.gdim == 3:
         mid = 0.5 * (x[:, 2].min() + x[:, 2].max())
-        near = np.abs(x[:, 2] - mid) <= np.sort(np.abs(x[:, 2] - mid))[min(len(x) - 1, len(x) // 8)]
+        near = np.abs(x[:, 2] - mid) <= np.sort(np.abs(x[:, 2] - mid))[len(x) // 8]
         x, fem, net, exact = x[near], fem[near], net[near], exact[near]
     if problem.gdim == 1:
         x = np.column_stack([x[:, 0], np.zeros(len(x))])
@@ -85,9 +89,12 @@ def field_plots(
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
     panels = [(fem, "FEM"), (net, "network"), (np.abs(fem - exact), "|FEM - exact|"),
               (np.abs(net - exact), "|network - exact|")]
+    triangles = np.arange(len(x)).reshape(-1, per_cell) if problem.gdim == 2 else None
     for ax, (values, title) in zip(axes, panels, strict=True):
-        art = ax.tripcolor(x[:, 0], x[:, 1], values, shading="gouraud") if problem.gdim == 2 \
-            else ax.scatter(x[:, 0], x[:, 1], c=values, s=4)
+        if triangles is not None and per_cell == 3:
+            art = ax.tripcolor(x[:, 0], x[:, 1], triangles, values, shading="gouraud")
+        else:
+            art = ax.scatter(x[:, 0], x[:, 1], c=values, s=4)
         ax.set_title(title)
         ax.set_aspect("equal")
         fig.colorbar(art, ax=ax, shrink=0.8)
