@@ -1,0 +1,24 @@
+"""The constitutive-law demo runs (serially and under mpiexec) and learns k(u) = 1 + u^2."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+DEMOS = pathlib.Path(__file__).resolve().parents[1] / "demos"
+
+
+def load_demo(name: str):
+    spec = importlib.util.spec_from_file_location(name, DEMOS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_constitutive_law():
+    result = load_demo("demo_constitutive_law").main(n=12, adam_steps=30, lbfgs_steps=40)
+    assert all(1.9 <= r <= 2.1 for r in result["rates"]), result["rates"]
+    assert result["u_range"][1] > 1.0  # the law is learnt over a genuinely nonlinear range
+    assert result["law_max_rel_error"] < 0.02
+    assert result["prediction_max_rel_error"] < 0.01
+    assert abs(result["newton_network"] - result["newton_ufl"]) <= 1
