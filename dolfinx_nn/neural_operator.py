@@ -38,7 +38,9 @@ from dolfinx_nn.quadrature import (
 
 def _check_operand(expr: object, index: int) -> ufl.core.expr.Expr:
     if isinstance(expr, int | float):
-        raise TypeError(f"operand {index} is the number {expr!r}; operands must be UFL expressions.")
+        raise TypeError(
+            f"operand {index} is the number {expr!r}; operands must be UFL expressions."
+        )
     if not isinstance(expr, ufl.core.expr.Expr):
         raise TypeError(
             f"operand {index} must be a UFL expression (e.g. u or ufl.grad(u)), "
@@ -141,6 +143,7 @@ class NeuralOperator(dolfinx.fem.Function):
 
     # -- parameters -------------------------------------------------------------------------
     def parameter_names(self) -> list[str]:
+        """Names of the network's parameters, in the order of :meth:`inputs`."""
         return [k for k, _ in self.net.named_parameters()]
 
     def inputs(self) -> list[torch.Tensor]:
@@ -149,7 +152,9 @@ class NeuralOperator(dolfinx.fem.Function):
             return list(self._parameters.values())
         return [p for _, p in self.net.named_parameters()]
 
-    def set_inputs(self, tensors: Sequence[torch.Tensor] | Mapping[str, torch.Tensor] | None) -> None:
+    def set_inputs(
+        self, tensors: Sequence[torch.Tensor] | Mapping[str, torch.Tensor] | None
+    ) -> None:
         """Evaluate with these parameter tensors (``None``: the network's own parameters)."""
         if tensors is None:
             new = None
@@ -268,9 +273,12 @@ class NeuralOperator(dolfinx.fem.Function):
             return None
         w = ufl.TrialFunction(self.function_space)
         dF = ufl.derivative(F, self, w)
-        return ufl.replace(ufl.algorithms.expand_derivatives(dF), {w: sum(increments[1:], increments[0])})
+        increment = sum(increments[1:], increments[0])
+        return ufl.replace(ufl.algorithms.expand_derivatives(dF), {w: increment})
 
-    def backward(self, grad: np.ndarray, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+    def backward(
+        self, grad: np.ndarray, inputs: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor | None]:
         """Gradient w.r.t. ``inputs`` (the parameters) of ``<grad, N>`` at the current operands.
 
         Args:
