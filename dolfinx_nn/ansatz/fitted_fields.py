@@ -38,8 +38,9 @@ def bounding_box(mesh: dolfinx.mesh.Mesh) -> tuple[np.ndarray, np.ndarray]:
     """Global bounding box ``(lower, upper)`` of the mesh (collective)."""
     gdim = mesh.geometry.dim
     x = mesh.geometry.x[:, :gdim]
-    lower = mesh.comm.allreduce(x.min(axis=0, initial=np.inf), op=MPI.MIN)
-    upper = mesh.comm.allreduce(x.max(axis=0, initial=-np.inf), op=MPI.MAX)
+    lower, upper = np.empty(gdim), np.empty(gdim)
+    mesh.comm.Allreduce(np.ascontiguousarray(x.min(axis=0, initial=np.inf)), lower, op=MPI.MIN)
+    mesh.comm.Allreduce(np.ascontiguousarray(x.max(axis=0, initial=-np.inf)), upper, op=MPI.MAX)
     return lower, upper
 
 
