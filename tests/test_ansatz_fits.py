@@ -120,4 +120,5 @@ def test_equal_parameter_widths():
 
     deep = parameter_count(2, 20, 4)
     assert abs(parameter_count(2, width_for_parameters(2, 1, deep), 1) - deep) <= 4
-    assert RandomFeatureNetwork(2, 10, ([0, 0], [1, 1])).features(torch.zeros(3, 2)).shape == (3, 11)
+    features = RandomFeatureNetwork(2, 10, ([0, 0], [1, 1])).features(torch.zeros(3, 2))
+    assert features.shape == (3, 11)
