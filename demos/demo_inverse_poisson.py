@@ -10,7 +10,7 @@
 #
 # We estimate the coefficient $q(x)$ of
 #
-# $$ -\nabla\cdot(q\,\nabla u) = f \quad\text{in } \Omega, \qquad u = 0 \text{ on } \partial\Omega, $$
+# $$ -\nabla\cdot(q\,\nabla u) = f \ \text{in } \Omega, \quad u = 0 \text{ on } \partial\Omega, $$
 #
 # from noisy measurements of $u$, following Berg & Nyström ("Neural network augmented inverse
 # problems for PDEs").  The unknown coefficient is a small neural network of the coordinates,

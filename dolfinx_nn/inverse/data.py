@@ -4,8 +4,9 @@ The "true" state is computed on a uniformly refined copy of the inversion mesh w
 elements and the true coefficient interpolated in P2, then interpolated onto the inversion
 mesh's state space (or evaluated at scattered points).  Gaussian noise of relative level
 ``delta`` is added: ``d_i = u_i + delta * rms(u) * xi_i`` with ``rms(u)`` the root mean square
-of the exact observed values and ``xi_i`` drawn by :func:`~dolfinx_nn.inverse.noise.standard_normal_at`
-from the coordinates of the measurement, so the data do not depend on the number of ranks.
+of the exact observed values and ``xi_i`` drawn by
+:func:`~dolfinx_nn.inverse.noise.standard_normal_at` from the coordinates of the measurement,
+so the data do not depend on the number of ranks.
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ from dolfinx_nn.expressions import ParsedExpression
 from dolfinx_nn.fem_functional import fem_functional
 
 
-def region_indicator(mesh: dolfinx.mesh.Mesh, region: ParsedExpression | None) -> dolfinx.fem.Function:
+def region_indicator(
+    mesh: dolfinx.mesh.Mesh, region: ParsedExpression | None
+) -> dolfinx.fem.Function:
     """DG0 indicator of the cells whose midpoint satisfies ``region > 0`` (all cells if None)."""
     W = dolfinx.fem.functionspace(mesh, ("DG", 0))
     chi = dolfinx.fem.Function(W, name="observed")

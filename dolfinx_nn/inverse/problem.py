@@ -91,7 +91,9 @@ class ProblemSpec:
             if getattr(self, name) not in (1, 2, 3):
                 raise ValueError(f"{name} must be 1, 2 or 3, got {getattr(self, name)!r}.")
         if not (np.isfinite(self.noise) and self.noise >= 0):
-            raise ValueError(f"noise must be a relative level >= 0 (e.g. 0.01), got {self.noise!r}.")
+            raise ValueError(
+                f"noise must be a relative level >= 0 (e.g. 0.01), got {self.noise!r}."
+            )
 
     @property
     def mesh_name(self) -> str:
