@@ -94,7 +94,8 @@ def run_inverse(args: argparse.Namespace, comm: MPI.Comm, out: pathlib.Path) -> 
     config = InverseConfig(activation=args.activation or "tanh",
                            depths=_depths(args.max_depth or 64), seed=args.seed)
     if args.quick:
-        config = dataclasses.replace(config, resolution=8, adam_steps=20)
+        config = dataclasses.replace(config, resolution=8, adam_steps=20,
+                                     ode_options={"method": "rk4", "steps": 64})
     result = inverse_prior(config, comm)
     functions = list(result.pop("functions").values())
     with VTXWriter(comm, out / "coefficients.bp", functions, engine="BP4") as writer:
