@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "monge-ampere": ("dolfinx_nn.monge_ampere.bench", "Monge-Ampere training time vs dimension"),
     "discover": ("dolfinx_nn.discovery.bench", "PDE discovery cost vs number of data points"),
     "diffmap": ("dolfinx_nn.diffusion_maps.bench", "diffusion maps vs peers, 1e4/1e5 points"),
+    "deep-limit": ("dolfinx_nn.deep_limit.bench", "cost of constant-weight ResNets vs neural ODEs"),
 }
 
 

@@ -420,3 +420,17 @@ def mesh_size(mesh: dolfinx.mesh.Mesh) -> float:
     num_cells = mesh.topology.index_map(tdim).size_local
     local = mesh.h(tdim, np.arange(num_cells, dtype=np.int32))
     return float(mesh.comm.allreduce(float(local.max(initial=0.0)), op=MPI.MAX))
+
+
+def bounding_box(mesh: dolfinx.mesh.Mesh) -> tuple[np.ndarray, np.ndarray]:
+    """Global lower and upper corners ``(gdim,)`` of the mesh (collective).
+
+    Reduced with buffer-based ``Allreduce``: mpi4py's pickled ``allreduce`` of arrays does
+    not take elementwise minima.
+    """
+    gdim = mesh.geometry.dim
+    x = mesh.geometry.x[:, :gdim]
+    lower, upper = np.empty(gdim), np.empty(gdim)
+    mesh.comm.Allreduce(np.ascontiguousarray(x.min(axis=0, initial=np.inf)), lower, op=MPI.MIN)
+    mesh.comm.Allreduce(np.ascontiguousarray(x.max(axis=0, initial=-np.inf)), upper, op=MPI.MAX)
+    return lower, upper

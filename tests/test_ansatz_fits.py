@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dolfinx_nn.ansatz import DirichletAnsatz, Problem, feed_forward
-from dolfinx_nn.ansatz.fitted_fields import bounding_box, fit_boundary_extension, fit_distance
+from dolfinx_nn.ansatz.fitted_fields import fit_boundary_extension, fit_distance
+from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.ansatz.losses import StrongResidualLoss
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork, width_for_parameters
 from dolfinx_nn.meshes import create_mesh

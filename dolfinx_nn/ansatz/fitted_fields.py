@@ -28,20 +28,11 @@ import torch
 import ufl
 
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork
+from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.sampling import rank_rng, sample_boundary
 
 #: Function of points ``(n, d)`` returning ``(n,)`` values (NumPy).
 PointFunction = Callable[[np.ndarray], np.ndarray]
-
-
-def bounding_box(mesh: dolfinx.mesh.Mesh) -> tuple[np.ndarray, np.ndarray]:
-    """Global bounding box ``(lower, upper)`` of the mesh (collective)."""
-    gdim = mesh.geometry.dim
-    x = mesh.geometry.x[:, :gdim]
-    lower, upper = np.empty(gdim), np.empty(gdim)
-    mesh.comm.Allreduce(np.ascontiguousarray(x.min(axis=0, initial=np.inf)), lower, op=MPI.MIN)
-    mesh.comm.Allreduce(np.ascontiguousarray(x.max(axis=0, initial=-np.inf)), upper, op=MPI.MAX)
-    return lower, upper
 
 
 def quadrature_points(

@@ -13,7 +13,6 @@ import torch
 
 from dolfinx_nn.ansatz.ansatz import DirichletAnsatz
 from dolfinx_nn.ansatz.fitted_fields import (
-    bounding_box,
     fit_boundary_extension,
     fit_distance,
     fit_space_time_extension,
@@ -22,6 +21,7 @@ from dolfinx_nn.ansatz.fitted_fields import (
 from dolfinx_nn.ansatz.losses import RitzLoss, StrongResidualLoss
 from dolfinx_nn.ansatz.networks import feed_forward
 from dolfinx_nn.ansatz.pdes import Problem
+from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.sampling import rank_rng, sample_interior
 from dolfinx_nn.training import History, TrainingConfig, train
 

@@ -127,18 +127,6 @@ def digits(seed: int = 0, batch_size: int = 32, comm: MPI.Comm = MPI.COMM_WORLD)
     return TrainingProblem("digits", net, batch_loss, full_loss, metrics=metrics)
 
 
-def _bounding_box(mesh) -> tuple[np.ndarray, np.ndarray]:
-    """Global corners of the mesh (collective; buffer-based reductions)."""
-    gdim = mesh.geometry.dim
-    x = mesh.geometry.x[:, :gdim]
-    low = x.min(axis=0) if x.size else np.full(gdim, np.inf)
-    high = x.max(axis=0) if x.size else np.full(gdim, -np.inf)
-    low_g, high_g = np.empty(gdim), np.empty(gdim)
-    mesh.comm.Allreduce(np.ascontiguousarray(low, dtype=np.float64), low_g, op=MPI.MIN)
-    mesh.comm.Allreduce(np.ascontiguousarray(high, dtype=np.float64), high_g, op=MPI.MAX)
-    return low_g, high_g
-
-
 def inverse(
     seed: int = 0,
     resolution: int = 16,
@@ -158,7 +146,7 @@ def inverse(
     from dolfinx_nn.inverse.model import PoissonModel
     from dolfinx_nn.inverse.network_prior import CoefficientNetwork
     from dolfinx_nn.inverse.observations import FieldObservation, region_indicator, set_owned
-    from dolfinx_nn.meshes import create_mesh
+    from dolfinx_nn.meshes import bounding_box, create_mesh
 
     torch.manual_seed(seed)
     mesh = create_mesh(comm, "square", resolution)
@@ -167,7 +155,7 @@ def inverse(
     data = dolfinx.fem.Function(model.V, name="data")
     set_owned(data, model.solve(q_true).detach().numpy())
     observation = FieldObservation(model.u, data, region_indicator(mesh, None))
-    low, high = _bounding_box(mesh)
+    low, high = bounding_box(mesh)
     net = CoefficientNetwork(low, high, width=width, depth=2)
     qn = NeuralFunction(net, model.Q, name="q")
 
