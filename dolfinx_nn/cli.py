@@ -36,8 +36,15 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 }
 
 
+def _exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
 def _available(registry: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
-    return {k: v for k, v in registry.items() if importlib.util.find_spec(v[0]) is not None}
+    return {k: v for k, v in registry.items() if _exists(v[0])}
 
 
 def _listing(title: str, registry: dict[str, tuple[str, str]]) -> str:

@@ -28,6 +28,12 @@ def comm() -> MPI.Comm:
     return MPI.COMM_WORLD
 
 
+def pytest_configure(config):
+    # One thread per process: the suite runs with one rank per core, and torch's own
+    # thread pool would oversubscribe the cores (training steps get many times slower).
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     if MPI.COMM_WORLD.size > 1:
         skip = pytest.mark.skip(reason="runs on one rank only")

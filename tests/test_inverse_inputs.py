@@ -21,7 +21,7 @@ from dolfinx_nn.inverse import (
 )
 from dolfinx_nn.inverse.cli import _formula, add_arguments, configs_from_args, run
 from dolfinx_nn.inverse.data import read_point_data
-from dolfinx_nn.inverse.model import mesh_bounding_box
+from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.inverse.noise import standard_normal_at
 
 
@@ -97,7 +97,7 @@ def test_noise_level_matches_the_request():
 def test_misfit_gradient_with_respect_to_the_weights_taylor():
     problem = build_problem(ProblemSpec(dim=2, resolution=6, noise=0.01))
     torch.manual_seed(0)
-    net = CoefficientNetwork(*mesh_bounding_box(problem.model.mesh), width=8)
+    net = CoefficientNetwork(*bounding_box(problem.model.mesh), width=8)
     q = NeuralFunction(net, problem.model.Q)
     params = {k: v.detach().clone() for k, v in net.named_parameters()}
     directions = {k: torch.randn_like(v) for k, v in params.items()}

@@ -25,7 +25,7 @@ from dolfinx_nn.deep_limit.blocks import dense_block
 from dolfinx_nn.deep_limit.classifier import ODE, make_flow
 from dolfinx_nn.deep_limit.rates import fitted_order, successive_ratios
 from dolfinx_nn.inverse import ProblemSpec, build_problem
-from dolfinx_nn.inverse.model import mesh_bounding_box
+from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.neural_function import NeuralFunction
 from dolfinx_nn.training import TrainingConfig, train
 
@@ -110,7 +110,7 @@ def inverse_prior(config: InverseConfig, comm: MPI.Comm = MPI.COMM_WORLD) -> dic
                                         coefficient=config.coefficient, noise=config.noise,
                                         seed=config.seed), comm)
     Q = problem.model.Q
-    low, high = mesh_bounding_box(problem.model.mesh)
+    low, high = bounding_box(problem.model.mesh)
     lift, block, readout = _template(config, len(low))
     training = TrainingConfig(adam_steps=config.adam_steps, adam_lr=config.adam_lr,
                               lbfgs_steps=0, patience=None, seed=config.seed)

@@ -28,7 +28,7 @@ from mpi4py import MPI
 import numpy as np
 import torch
 
-from dolfinx_nn.inverse.model import mesh_bounding_box
+from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.inverse.network_prior import CoefficientNetwork
 from dolfinx_nn.inverse.problem import InverseProblem, ProblemSpec, build_problem
 from dolfinx_nn.neural_function import NeuralFunction
@@ -64,7 +64,7 @@ def time_iterations(problem: InverseProblem, width: int, iterations: int, warmup
     """Median seconds (max over ranks) of each part of a training iteration."""
     comm = problem.comm
     torch.manual_seed(0)
-    net = CoefficientNetwork(*mesh_bounding_box(problem.model.mesh), width=width)
+    net = CoefficientNetwork(*bounding_box(problem.model.mesh), width=width)
     q = NeuralFunction(net, problem.model.Q)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     samples = {part: [] for part in PARTS}

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from dolfinx_nn.expressions import ParsedExpression
-from dolfinx_nn.inverse.model import PoissonModel, mesh_bounding_box
+from dolfinx_nn.inverse.model import PoissonModel
+from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.inverse.noise import standard_normal_at
 from dolfinx_nn.inverse.observations import (
     ScatteredObservation,
@@ -168,7 +169,7 @@ def random_points(mesh: dolfinx.mesh.Mesh, n: int, seed: int) -> np.ndarray:
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"the number of observation points must be a positive int, got {n!r}.")
-    low, high = mesh_bounding_box(mesh)
+    low, high = bounding_box(mesh)
     rng = np.random.default_rng(seed)
     chosen: list[np.ndarray] = []
     count = 0

@@ -25,18 +25,6 @@ from dolfinx_nn.meshes import boundary_facets
 _PREFIXES = itertools.count()
 
 
-def mesh_bounding_box(mesh: dolfinx.mesh.Mesh) -> tuple[np.ndarray, np.ndarray]:
-    """Global lower and upper corners of the mesh (collective)."""
-    gdim = mesh.geometry.dim
-    x = mesh.geometry.x[:, :gdim]
-    local_low = np.full(gdim, np.inf) if x.size == 0 else x.min(axis=0)
-    local_high = np.full(gdim, -np.inf) if x.size == 0 else x.max(axis=0)
-    low, high = np.empty(gdim), np.empty(gdim)
-    mesh.comm.Allreduce(np.ascontiguousarray(local_low, dtype=np.float64), low, op=MPI.MIN)
-    mesh.comm.Allreduce(np.ascontiguousarray(local_high, dtype=np.float64), high, op=MPI.MAX)
-    return low, high
-
-
 class PoissonModel:
     """``-div(q grad u) = f`` in the mesh, ``u = g`` on its whole boundary.
 

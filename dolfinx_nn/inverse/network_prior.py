@@ -23,7 +23,7 @@ import dolfinx
 import numpy as np
 import torch
 
-from dolfinx_nn.inverse.model import mesh_bounding_box
+from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.inverse.problem import InverseProblem
 from dolfinx_nn.inverse.result import PriorResult
 from dolfinx_nn.neural_function import NeuralFunction
@@ -130,7 +130,7 @@ def fit_network_prior(
     """
     start = time.perf_counter()
     torch.manual_seed(network.seed)  # the same initial weights on every rank
-    low, high = mesh_bounding_box(problem.model.mesh)
+    low, high = bounding_box(problem.model.mesh)
     net = CoefficientNetwork(low, high, width=network.width, depth=network.depth,
                              q_min=network.q_min, q_init=network.q_init)
     if device is not None:
