@@ -5,6 +5,8 @@ MPIEXEC := $(VENV)/bin/mpiexec
 NP ?= 2
 OUT ?= results
 PYTEST_ARGS ?=
+# one thread per process: tests and MPI runs use one rank per core
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup demo test test-serial test-mpi bench clean
 
