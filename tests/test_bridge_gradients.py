@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from mpi4py import MPI
 
-import dolfinx
 import numpy as np
 import pytest
 import torch

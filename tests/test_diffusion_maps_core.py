@@ -5,18 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from dolfinx_nn.diffusion_maps import DiffusionMap, diffusion_map, estimate_dimension
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems: one torch thread per rank avoids oversubscribing shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _reference(X: np.ndarray, epsilon: float, alpha: float, m: int):

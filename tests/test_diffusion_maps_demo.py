@@ -6,18 +6,8 @@ import importlib.util
 import pathlib
 
 import numpy as np
-import pytest
-import torch
 
 DEMO = pathlib.Path(__file__).resolve().parents[1] / "demos" / "demo_diffusion_maps.py"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_demo_finds_a_curve_and_a_sharp_hessian_spectrum():

@@ -11,21 +11,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from dolfinx_nn.diffusion_maps import HessianOperator, top_eigenpairs
 from dolfinx_nn.diffusion_maps import cli as diffmap_cli
 from dolfinx_nn.diffusion_maps.experiment import ExperimentConfig, alignment
 from dolfinx_nn.diffusion_maps.problems import inverse
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks: one torch thread per rank avoids oversubscribing shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _shared_tmp(tmp_path_factory, comm):

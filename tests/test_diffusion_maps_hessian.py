@@ -21,15 +21,6 @@ from dolfinx_nn.diffusion_maps.recorder import project
 from dolfinx_nn.parallel import global_sum
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems: one torch thread per rank avoids oversubscribing shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _problem(seed: int = 0):
     torch.manual_seed(seed)
     net = torch.nn.Sequential(

@@ -25,14 +25,6 @@ from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.inverse.noise import standard_normal_at
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_arguments(parser)

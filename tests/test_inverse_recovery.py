@@ -22,15 +22,6 @@ from dolfinx_nn.inverse import (
 from dolfinx_nn.training import TrainingConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks: one torch thread per rank is fastest (and fair to MPI)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def training(adam: int, lbfgs: int) -> TrainingConfig:
     return TrainingConfig(adam_steps=adam, adam_lr=1e-2, lbfgs_steps=lbfgs, patience=50,
                           min_delta=1e-6, log_every=50)

@@ -22,15 +22,6 @@ from dolfinx_nn.monge_ampere import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread per rank avoids oversubscribing the cores under mpiexec."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("dim", [2, 3, 5])
 @pytest.mark.parametrize("activation", ["softplus", "elu"])
 def test_icnn_is_convex_for_random_weights(dim, activation):

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import pathlib
 
-from mpi4py import MPI
 
 import dolfinx
 import numpy as np
 import pytest
-import torch
 
 from dolfinx_nn.monge_ampere import (
     Ball,
@@ -20,15 +18,6 @@ from dolfinx_nn.monge_ampere import (
     solve_fem,
     solve_network,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread per rank avoids oversubscribing the cores under mpiexec."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_icnn_solves_the_smooth_case_in_2d():

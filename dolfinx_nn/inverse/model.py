@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 
-from mpi4py import MPI
 
 import dolfinx
 import dolfinx.fem

@@ -17,9 +17,6 @@ import math
 import time
 from dataclasses import dataclass
 
-from mpi4py import MPI
-
-import dolfinx
 import numpy as np
 import torch
 
