@@ -46,6 +46,7 @@ from dolfinx_nn._dofs import (
 )
 from dolfinx_nn._forms import check_controls, gradient_form, is_empty
 from dolfinx_nn.errors import SolverError
+from dolfinx_nn.petsc_problems import LinearProblem, NonlinearProblem, collect_garbage
 
 #: Direct solver used unless the user says otherwise.
 DEFAULT_KSP_OPTIONS: dict[str, object] = {
@@ -199,12 +200,12 @@ class FEMOperator:
 
         if self.linear:
             # J u = -F(0): with u = 0 in F, -F is the right-hand side.
-            self._problem = dolfinx.fem.petsc.LinearProblem(
+            self._problem = LinearProblem(
                 J, -F, u=u, bcs=self.bcs, petsc_options=forward_options,
                 petsc_options_prefix=self.prefix, **compile_opts,
             )
         else:
-            self._problem = dolfinx.fem.petsc.NonlinearProblem(
+            self._problem = NonlinearProblem(
                 F, u, bcs=self.bcs, J=J, petsc_options=forward_options,
                 petsc_options_prefix=self.prefix, **compile_opts,
             )
@@ -276,17 +277,20 @@ class FEMOperator:
         return self._symmetric
 
     def destroy(self) -> None:
-        """Free the PETSc objects held by the adjoint (the forward problem frees its own)."""
-        for obj in (self._adjoint_ksp, self._adjoint_A, self._adjoint_rhs, self._adjoint_sol):
+        """Free the PETSc objects of the operator now (collective on its communicator).
+
+        Without it, the objects are freed collectively when the operator is garbage and any
+        operator of the same communicator runs its next forward pass (see
+        :mod:`dolfinx_nn.petsc_problems`): ``__del__`` never destroys, since Python may run it
+        at different moments on different ranks.
+        """
+        problem = self._problem
+        objects = (self._adjoint_ksp, self._adjoint_A, self._adjoint_rhs, self._adjoint_sol,
+                   problem.solver, problem.A, problem.b, problem.x, problem.P_mat)
+        for obj in objects:
             if obj is not None:
                 obj.destroy()
         self._adjoint_ksp = self._adjoint_A = None
-
-    def __del__(self) -> None:
-        try:
-            self.destroy()
-        except Exception:  # interpreter shutdown: PETSc may already be finalised
-            pass
 
     # -- operators of the unknown -------------------------------------------------------------
     def _install_operator_hooks(self) -> None:
@@ -333,6 +337,7 @@ class FEMOperator:
             x = tensor_to_numpy(t, n, f"control {i} ({c.name!r})")
             check_finite(x, self.comm, f"control {i} ({c.name!r})")
             values.append(x)
+        collect_garbage(self.comm)  # a collective point: free what other operators dropped
         self._set_controls(values)
         self._forward_id += 1
         self._hook_error = None

@@ -9,12 +9,15 @@ from mpi4py import MPI
 import pytest
 import torch
 
+from dolfinx_nn.petsc_problems import collect_garbage
+
 
 @pytest.fixture(autouse=True)
 def _collect_and_sync():
     """Collect PETSc objects at the same point on every rank and keep ranks in step."""
     yield
     gc.collect()
+    collect_garbage(MPI.COMM_WORLD)
     MPI.COMM_WORLD.Barrier()
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import ufl
 
 from dolfinx_nn.ansatz.pdes import Problem
+from dolfinx_nn import petsc_problems
 
 #: Mesh Peclet number above which ``stabilization="auto"`` switches SUPG on.
 SUPG_PECLET = 1.0
@@ -136,7 +137,7 @@ def solve_fem(
             strong = -k * ufl.div(ufl.grad(u)) + ufl.dot(b, ufl.grad(u))
             a += tau * strong * ufl.dot(b, ufl.grad(v)) * ufl.dx
             L += tau * f * ufl.dot(b, ufl.grad(v)) * ufl.dx
-        problem_ = dolfinx.fem.petsc.LinearProblem(
+        problem_ = petsc_problems.LinearProblem(
             a, L, bcs=[bc], petsc_options_prefix="ansatz_fem_", petsc_options=options
         )
         uh = problem_.solve()
@@ -179,7 +180,7 @@ def _crank_nicolson(problem, mesh, V, bc, u_bc, exact_expr, t_const, operator, s
         tau = _supg_tau(b, h, k)
         a += 0.5 * tau * (-k * ufl.div(ufl.grad(u))) * ufl.dot(b, ufl.grad(v)) * ufl.dx
         L -= 0.5 * tau * (-k * ufl.div(ufl.grad(u_old))) * ufl.dot(b, ufl.grad(v)) * ufl.dx
-    solver = dolfinx.fem.petsc.LinearProblem(
+    solver = petsc_problems.LinearProblem(
         a, L, bcs=[bc], petsc_options_prefix="ansatz_heat_", petsc_options=options
     )
     uh = u_old

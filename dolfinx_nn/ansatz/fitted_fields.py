@@ -30,6 +30,7 @@ import ufl
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork
 from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.sampling import rank_rng, sample_boundary
+from dolfinx_nn import petsc_problems
 
 #: Function of points ``(n, d)`` returning ``(n,)`` values (NumPy).
 PointFunction = Callable[[np.ndarray], np.ndarray]
@@ -80,7 +81,7 @@ def _solve_p2(
         w_bc.interpolate(lambda x: boundary(np.ascontiguousarray(x[:gdim].T)))
     u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
     f = dolfinx.fem.Constant(mesh, float(source))
-    problem = dolfinx.fem.petsc.LinearProblem(
+    problem = petsc_problems.LinearProblem(
         ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx,
         f * v * ufl.dx,
         bcs=[dolfinx.fem.dirichletbc(w_bc, dofs)],

@@ -21,6 +21,7 @@ import ufl
 
 from dolfinx_nn.discovery.equation import weak_rhs
 from dolfinx_nn.errors import SolverError
+from dolfinx_nn import petsc_problems
 
 __all__ = ["PointEvaluator", "integrate", "random_points_in_mesh"]
 
@@ -141,7 +142,7 @@ def integrate(
     facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
     dofs = dolfinx.fem.locate_dofs_topological(V, tdim - 1, facets)
     bc = dolfinx.fem.dirichletbc(g, dofs)
-    problem = dolfinx.fem.petsc.NonlinearProblem(
+    problem = petsc_problems.NonlinearProblem(
         F, u, bcs=[bc], petsc_options=_SNES_OPTIONS, petsc_options_prefix=prefix
     )
     initial(u)

@@ -31,6 +31,7 @@ import ufl
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn.monge_ampere.cases import Case, noisy
 from dolfinx_nn.monge_ampere.domains import mesh_bounds
+from dolfinx_nn import petsc_problems
 
 _REASONS = {v: k for k, v in PETSc.SNES.ConvergedReason.__dict__.items() if isinstance(v, int)}
 
@@ -180,7 +181,7 @@ def solve_fem(
     # convex initial guess: Delta u0 = d f^(1/d), u0 = g
     w = ufl.TrialFunction(V)
     rhs = -float(dim) * ufl.max_value(f, 0.0) ** (1.0 / dim) * v * dx
-    guess = dolfinx.fem.petsc.LinearProblem(
+    guess = petsc_problems.LinearProblem(
         ufl.inner(ufl.grad(w), ufl.grad(v)) * ufl.dx, rhs, bcs=[bc],
         petsc_options={"ksp_type": "preonly", "pc_type": "lu", "ksp_error_if_not_converged": True},
         petsc_options_prefix=f"{prefix}guess_",
@@ -203,7 +204,7 @@ def solve_fem(
         "pc_type": "lu",
     }
     options.update(petsc_options or {})
-    problem = dolfinx.fem.petsc.NonlinearProblem(
+    problem = petsc_problems.NonlinearProblem(
         form, uh, bcs=[bc], petsc_options=options, petsc_options_prefix=prefix,
         form_compiler_options={"quadrature_degree": quadrature_degree},
     )
