@@ -63,6 +63,10 @@ def _run_module(prog: str, module_name: str, argv: Sequence[str]) -> int:
     module.add_arguments(parser)
     args = parser.parse_args(list(argv))
     result = module.run(args)
+    # Rank 0 writes the files: return on every rank only once they are all there.
+    from mpi4py import MPI
+
+    MPI.COMM_WORLD.Barrier()
     return int(result or 0)
 
 
