@@ -14,6 +14,7 @@ from dolfinx_nn.ansatz.network_solver import NetworkConfig, solve_network
 from dolfinx_nn.cli import main
 from dolfinx_nn.meshes import create_mesh
 from dolfinx_nn.training import TrainingConfig
+from demo_loader import load_demo
 
 EXACT = "sin(pi*x[0])*sin(pi*x[1]) + x[0]*x[1]"
 
@@ -66,15 +67,9 @@ def test_compare_refuses_bad_pde():
 
 def test_demo_runs(tmp_path_factory):
     """The literate demo with few steps: FEM P2 beats 1e-3 and the network stays accurate."""
-    import importlib.util
-    import pathlib
-
     comm = MPI.COMM_WORLD
     out = comm.bcast(str(tmp_path_factory.mktemp("demo")) if comm.rank == 0 else None)
-    path = pathlib.Path(__file__).parents[1] / "demos" / "demo_ansatz_vs_fem.py"
-    spec = importlib.util.spec_from_file_location("demo_ansatz_vs_fem", path)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_demo("demo_ansatz_vs_fem")
     results = demo.main(out=out, lbfgs_steps=20, levels=2)
     p2 = [r for r in results["fem"] if r["degree"] == 2]
     assert p2[-1]["relative_l2_error"] < 1e-3

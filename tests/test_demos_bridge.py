@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
-
-DEMOS = pathlib.Path(__file__).resolve().parents[1] / "demos"
-
-
-def load_demo(name: str):
-    spec = importlib.util.spec_from_file_location(name, DEMOS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from demo_loader import load_demo
 
 
 def test_demo_bridge():

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import numpy as np
-
-DEMO = pathlib.Path(__file__).resolve().parents[1] / "demos" / "demo_diffusion_maps.py"
+from demo_loader import load_demo
 
 
 def test_demo_finds_a_curve_and_a_sharp_hessian_spectrum():
-    spec = importlib.util.spec_from_file_location("demo_diffusion_maps", DEMO)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_demo("demo_diffusion_maps")
     result = demo.main(steps=200, every=2)
     assert result["circle"]["angle_concentration"] > 0.99
     traj = result["trajectory"]
