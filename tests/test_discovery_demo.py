@@ -14,9 +14,6 @@ import pytest
 DEMO = pathlib.Path(__file__).parents[1] / "demos" / "demo_discovery.py"
 
 
-# Under `mpiexec -n 2` this demo currently hangs (not yet diagnosed; the 1D pipeline and the
-# discover command pass on 2 ranks), so the test runs on one rank until that is fixed.
-@pytest.mark.skip_in_parallel
 def test_demo_on_plate_with_hole(tmp_path, monkeypatch):
     out = pathlib.Path(MPI.COMM_WORLD.bcast(str(tmp_path), root=0)) / "demo"
     monkeypatch.setattr(sys, "argv", [str(DEMO), "--out", str(out)])

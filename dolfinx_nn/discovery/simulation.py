@@ -22,6 +22,7 @@ import ufl
 from dolfinx_nn.discovery.equation import weak_rhs
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn import petsc_problems
+from dolfinx_nn.meshes import bounding_box
 
 __all__ = ["PointEvaluator", "integrate", "random_points_in_mesh"]
 
@@ -88,9 +89,7 @@ def random_points_in_mesh(
     works for any geometry (holes, curved boundaries).
     """
     gdim = mesh.geometry.dim
-    x = mesh.geometry.x[:, :gdim]
-    lo = mesh.comm.allreduce(x.min(axis=0), op=MPI.MIN)
-    hi = mesh.comm.allreduce(x.max(axis=0), op=MPI.MAX)
+    lo, hi = bounding_box(mesh)
     kept: list[np.ndarray] = []
     count = 0
     for _ in range(max_rounds):
