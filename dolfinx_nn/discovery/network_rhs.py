@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from dolfinx_nn.discovery.library import Term, base_factors, term_name
-from dolfinx_nn.discovery.surrogate import Surrogate, term_features
+from dolfinx_nn.discovery.surrogate import SurrogateBase, term_features
 
 __all__ = ["NetworkRHS", "fit_network_rhs"]
 
@@ -36,7 +36,7 @@ class NetworkRHS:
 
 
 def fit_network_rhs(
-    surrogate: Surrogate,
+    surrogate: SurrogateBase,
     x: np.ndarray,
     t: np.ndarray,
     order: int = 2,

@@ -21,7 +21,7 @@ from dolfinx_nn.discovery.regression import (
 from dolfinx_nn.discovery.surrogate import (
     FitReport,
     Normalisation,
-    Surrogate,
+    SurrogateBase,
     SurrogateConfig,
     fit_surrogate,
     term_features,
@@ -61,7 +61,7 @@ class Discovery:
     """A discovered equation and how it was found."""
 
     terms: list[Term]
-    surrogate: Surrogate
+    surrogate: SurrogateBase
     fit: FitReport
     regression: RegressionResult
     raw_coefficients: dict[str, float]  # in the surrogate's normalised variables
@@ -95,27 +95,47 @@ class Discovery:
 
 
 def _feature_points(
-    data: SpaceTimeData, trim: float, limit: int, seed: int
+    data: SpaceTimeData, trim: float, limit: int, seed: int, stations: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     if not 0.0 <= trim < 0.5:
         raise ValueError(f"trim must lie in [0, 0.5), got {trim}")
-    x, t, _ = data.samples()
+    k, i = np.nonzero(~np.isnan(data.u))
+    x, t = data.x[i], data.t[k]
     span = data.t[-1] - data.t[0]
-    keep = np.flatnonzero((t >= data.t[0] + trim * span) & (t <= data.t[-1] - trim * span))
+    inside = (t >= data.t[0] + trim * span) & (t <= data.t[-1] - trim * span)
+    if stations is not None:
+        stations = np.asarray(stations)
+        if stations.shape != (data.x.shape[0],) or stations.dtype != bool:
+            raise ValueError(
+                f"stations must be a boolean mask of shape ({data.x.shape[0]},), got "
+                f"{stations.dtype} of shape {stations.shape}"
+            )
+        inside &= stations[i]
+    keep = np.flatnonzero(inside)
     if keep.size == 0:
-        raise ValueError(f"trim={trim} leaves no data points for the regression")
+        raise ValueError(
+            f"trim={trim} and the station mask leave no data points for the regression"
+        )
     if keep.size > limit:
         keep = np.sort(np.random.default_rng(seed).choice(keep, limit, replace=False))
     return x[keep], t[keep]
 
 
 def regress(
-    surrogate: Surrogate, fit: FitReport, data: SpaceTimeData, config: DiscoveryConfig
+    surrogate: SurrogateBase,
+    fit: FitReport,
+    data: SpaceTimeData,
+    config: DiscoveryConfig,
+    stations: np.ndarray | None = None,
 ) -> Discovery:
-    """Features of a fitted surrogate, sparse regression and conversion to data units."""
+    """Features of a fitted surrogate, sparse regression and conversion to data units.
+
+    ``stations`` (boolean, one per station) restricts the regression to some stations, e.g.
+    those away from the boundary, where the surrogate's derivatives are one-sided.
+    """
     terms = parse_library(config.library, data.dim)
     start = time.perf_counter()
-    x, t = _feature_points(data, config.trim, config.max_feature_points, config.seed)
+    x, t = _feature_points(data, config.trim, config.max_feature_points, config.seed, stations)
     theta, v_tau = term_features(surrogate, x, t, terms)
     features_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -140,6 +160,7 @@ def discover(
     config: DiscoveryConfig | None = None,
     normalisation: Normalisation | None = None,
     comm: MPI.Comm = MPI.COMM_WORLD,
+    stations: np.ndarray | None = None,
 ) -> Discovery:
     """Fit a surrogate to ``data`` and select the terms of ``u_t = sum_k c_k T_k``.
 
@@ -153,12 +174,15 @@ def discover(
         normalisation: the surrogate's variables; defaults to
             :meth:`~dolfinx_nn.discovery.surrogate.Normalisation.from_data`.
         comm: communicator.
+        stations: optional boolean mask of the stations whose samples enter the regression
+            (the surrogate is fitted to all of them), e.g. from
+            :func:`~dolfinx_nn.discovery.simulation.boundary_distance`.
     """
     config = config or DiscoveryConfig()
     parse_library(config.library, data.dim)  # fail early on a bad library
     start = time.perf_counter()
     surrogate, fit = fit_surrogate(data, config.surrogate, normalisation, comm)
     fit_s = time.perf_counter() - start
-    found = regress(surrogate, fit, data, config)
+    found = regress(surrogate, fit, data, config, stations)
     found.timings = {"surrogate_fit_s": fit_s, **found.timings}
     return found

@@ -17,14 +17,16 @@ import dolfinx
 import dolfinx.fem.petsc
 import dolfinx.geometry
 import numpy as np
+import scipy.spatial
 import ufl
 
 from dolfinx_nn.discovery.equation import weak_rhs
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn import petsc_problems
 from dolfinx_nn.meshes import bounding_box
+from dolfinx_nn.sampling import rank_rng, sample_boundary
 
-__all__ = ["PointEvaluator", "integrate", "random_points_in_mesh"]
+__all__ = ["PointEvaluator", "boundary_distance", "integrate", "random_points_in_mesh"]
 
 _SNES_OPTIONS = {
     "snes_type": "newtonls",
@@ -100,6 +102,29 @@ def random_points_in_mesh(
         if count >= n:
             return np.concatenate(kept)[:n]
     raise RuntimeError(f"found only {count} of {n} points inside the mesh")
+
+
+def boundary_distance(
+    mesh: dolfinx.mesh.Mesh, points: np.ndarray, samples: int = 20_000, seed: int = 0
+) -> np.ndarray:
+    """Distance of each point to the mesh boundary (collective; the same on every rank).
+
+    The boundary is represented by ``samples`` uniform random points on it (gathered on every
+    rank), so the distance is exact up to about their spacing.
+
+    Args:
+        mesh: an affine mesh.
+        points: shape (n, gdim), the same on every rank.
+        samples: number of boundary points.
+        seed: seed of the boundary points.
+    """
+    gdim = mesh.geometry.dim
+    if points.ndim != 2 or points.shape[1] != gdim:
+        raise ValueError(f"points must have shape (n, {gdim}), got {points.shape}")
+    local, _ = sample_boundary(mesh, samples, rank_rng(seed, mesh.comm))
+    boundary = np.concatenate(mesh.comm.allgather(local))
+    distance, _ = scipy.spatial.cKDTree(boundary).query(points)
+    return distance
 
 
 def integrate(

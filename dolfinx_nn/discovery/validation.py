@@ -18,7 +18,7 @@ import torch
 
 from dolfinx_nn.discovery.data import SpaceTimeData
 from dolfinx_nn.discovery.simulation import PointEvaluator, integrate
-from dolfinx_nn.discovery.surrogate import Surrogate
+from dolfinx_nn.discovery.surrogate import SurrogateBase
 from dolfinx_nn.neural_function import NeuralFunction
 
 __all__ = ["Validation", "validate"]
@@ -27,7 +27,7 @@ __all__ = ["Validation", "validate"]
 class _Snapshot(torch.nn.Module):
     """The surrogate at a fixed time, as a network of space only."""
 
-    def __init__(self, surrogate: Surrogate):
+    def __init__(self, surrogate: SurrogateBase):
         super().__init__()
         self.surrogate = surrogate
         self.time = 0.0
@@ -54,7 +54,7 @@ def _relative_error(sim: np.ndarray, obs: np.ndarray) -> float:
 
 def validate(
     coefficients: Mapping[str, float],
-    surrogate: Surrogate,
+    surrogate: SurrogateBase,
     mesh: dolfinx.mesh.Mesh,
     data: SpaceTimeData,
     train_end: float,
