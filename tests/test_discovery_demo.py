@@ -1,4 +1,4 @@
-"""The literate demo runs and identifies the logistic reaction."""
+"""The literate demo recovers the heat equation on a plate with a hole (1 % noise)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import sys
 
 from mpi4py import MPI
 
-import pytest
-
 DEMO = pathlib.Path(__file__).parents[1] / "demos" / "demo_discovery.py"
 
 
@@ -19,9 +17,9 @@ def test_demo_on_plate_with_hole(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [str(DEMO), "--out", str(out)])
     runpy.run_path(str(DEMO), run_name="__main__")
     results = json.loads((out / "results.json").read_text())
-    c = results["coefficients"]
-    # measured at the default (small) settings: u_t = 1.03 u - 1.12 u**2, 14.5 % held-out error
-    assert {"u", "u**2"} <= set(c)
-    assert c["u"] > 0 and c["u**2"] / c["u"] == pytest.approx(-1.0, abs=0.15)
-    assert results["validation_rel_l2_error"] is not None
-    assert results["validation_rel_l2_error"] < 0.2
+    found, truth = results["coefficients"], results["true_coefficients"]
+    # measured: u_t = 0.04893 u_xx + 0.04923 u_yy (errors 2.1 %, 1.5 %), held-out error 0.88 %
+    assert set(found) == set(truth) == {"u_xx", "u_yy"}  # no spurious term
+    for name, value in truth.items():
+        assert abs(found[name] - value) <= 0.05 * abs(value), (name, found[name], value)
+    assert results["validation_rel_l2_error"] < 0.05
