@@ -21,6 +21,8 @@ Writes to --out DIR:
 
 Examples:
   dolfinx-nn discover --simulate heat --mesh square-with-hole --noise 0.01 --out out/heat
+  dolfinx-nn discover --simulate heat --resolution 16 --points 3000 --noise 0.01 \
+      --surrogate separable --width 1200 --time-degree 8 --margin 0.1 --out out/heat2d
   mpiexec -n 2 dolfinx-nn discover --data stations.csv --library u,u_xx,u_yy --out out/st
 """
 
@@ -41,7 +43,8 @@ from dolfinx_nn.discovery.datasets import PROBLEMS, simulate_dataset
 from dolfinx_nn.discovery.library import LIBRARY_PRESETS
 from dolfinx_nn.discovery.pipeline import Discovery, DiscoveryConfig, discover
 from dolfinx_nn.discovery.regression import SELECTION_CRITERIA
-from dolfinx_nn.discovery.surrogate import SurrogateConfig
+from dolfinx_nn.discovery.simulation import boundary_distance
+from dolfinx_nn.discovery.surrogate import SURROGATE_KINDS, SurrogateConfig
 from dolfinx_nn.discovery.validation import Validation, validate
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn.meshes import create_mesh
@@ -72,6 +75,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--criterion", choices=list(SELECTION_CRITERIA), default="cv")
     parser.add_argument("--tolerance", type=float, default=0.2,
                         help="relative slack of the cv criterion")
+    parser.add_argument("--surrogate", choices=list(SURROGATE_KINDS), default="space-time",
+                        help="network of (x, t), or spatial features x Legendre polynomials in t "
+                        "(needs every station at every snapshot; better in 2D and 3D)")
+    parser.add_argument("--time-degree", type=int, default=12,
+                        help="Legendre degree in time (--surrogate separable)")
+    parser.add_argument("--margin", type=float, default=0.0,
+                        help="regression only at stations farther than this from the mesh "
+                        "boundary (data units)")
     parser.add_argument("--width", type=int, default=400, help="neurons of the surrogate")
     parser.add_argument("--depth", type=int, default=1, help="hidden layers of the surrogate")
     parser.add_argument("--adam-steps", type=int, default=0,
@@ -159,11 +170,15 @@ def run(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         seed=args.seed,
         surrogate=SurrogateConfig(
-            width=args.width, depth=args.depth, adam_steps=args.adam_steps,
-            seed=args.seed, device=args.device,
+            kind=args.surrogate, width=args.width, depth=args.depth,
+            time_degree=args.time_degree, adam_steps=args.adam_steps, seed=args.seed,
+            device=args.device,
         ),
     )
-    found = discover(train, config, comm=comm)
+    if not (np.isfinite(args.margin) and args.margin >= 0):
+        raise ValueError(f"--margin must be >= 0, got {args.margin}")
+    stations = boundary_distance(mesh, data.x) > args.margin if args.margin > 0 else None
+    found = discover(train, config, comm=comm, stations=stations)
     print0(f"discovered: {found.equation}")
     writer: list[dolfinx.io.VTXWriter] = []
 
