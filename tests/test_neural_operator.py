@@ -272,3 +272,49 @@ def test_several_operators_and_operands():
         {"c": torch.tensor(0.7, dtype=torch.float64)}, comm=COMM,
     )
     assert_rate_two(rates)
+
+
+@pytest.mark.parametrize("operands", ["u", "grad"])
+def test_chunked_evaluation_equals_one_call(operands):
+    """Feeding the points in chunks (the default) gives bit-identical values and derivatives."""
+    msh = unit_square(6)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    u = fem.Function(V)
+    u.interpolate(lambda x: np.sin(3 * x[0]) * x[1])
+    Q = quadrature_space(msh, 2, (2,) if operands == "grad" else ())
+    torch.manual_seed(3)
+    net = mlp(3, 2) if operands == "grad" else mlp(1, 1)
+    ops = (u, ufl.grad(u)) if operands == "grad" else (u,)
+    whole = dnn.NeuralOperator(net, operands=ops, space=Q, chunk_size=None)
+    chunked = dnn.NeuralOperator(net, operands=ops, space=Q, chunk_size=7)
+
+    def largest_difference(a: fem.Function, b: fem.Function) -> float:
+        return COMM.allreduce(float(np.abs(a.x.array - b.x.array).max(initial=0.0)), op=MPI.MAX)
+
+    for k in (whole, chunked):
+        k.update(derivatives=True)
+    differences = [largest_difference(whole, chunked)] + [
+        largest_difference(a, b) for a, b in zip(whole.derivatives, chunked.derivatives, strict=True)
+    ]
+    for k in (whole, chunked):
+        k.set_inputs(None)
+        k.update(derivatives=False)
+    differences.append(largest_difference(whole, chunked))
+    assert max(differences) < 1e-14, differences
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        dnn.NeuralOperator(net, operands=ops, space=Q, chunk_size=0)
+
+
+def test_refresh_is_collective_when_only_some_ranks_change():
+    """A rank whose operands did not change still evaluates when another rank's did."""
+    msh = unit_square(4)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    u = fem.Function(V)
+    k = dnn.NeuralOperator(mlp(1, 1), operands=(u,), space=quadrature_space(msh, 2))
+    k.update()
+    k.update()  # nothing changed anywhere: cached
+    assert k.evaluations == 1
+    if COMM.rank == 0:
+        u.x.array[:] += 0.5  # local change only, no ghost update: the other ranks see none
+    k.update()  # would wait forever on rank 0 if the other ranks returned from the cache
+    assert COMM.allreduce(k.evaluations, op=MPI.MIN) == 2
