@@ -11,7 +11,7 @@ import torch
 from dolfinx_nn.discovery import DiscoveryConfig, SpaceTimeData, discover
 from dolfinx_nn.discovery.datasets import simulate_dataset
 from dolfinx_nn.discovery.pipeline import regress
-from dolfinx_nn.discovery.surrogate import Surrogate
+from dolfinx_nn.discovery.surrogate import Surrogate, SurrogateConfig, fit_surrogate
 from dolfinx_nn.discovery.validation import validate
 from dolfinx_nn.meshes import create_mesh
 
@@ -130,6 +130,16 @@ def test_resimulation_matches_held_out_data(heat, mesh):
     # the error is at the noise level (relative noise 1% of std(u)), not accumulated drift
     assert result.snapshot_errors.max() < 0.05
     assert np.all(np.isfinite(result.simulated))
+
+
+def test_adam_phase_lowers_the_fit_loss(heat):
+    """Training the hidden layers (data parallel) before the exact head lowers the loss."""
+    train = heat[1]
+    surrogate, report = fit_surrogate(train, SurrogateConfig(width=20, adam_steps=30))
+    assert len(report.losses) == 30 and report.losses[-1] < report.losses[0]
+    weights = surrogate.features[0].weight.detach().numpy().copy()
+    gathered = MPI.COMM_WORLD.allgather(weights)
+    assert all(np.array_equal(w, weights) for w in gathered)
 
 
 def test_ranks_agree(heat):

@@ -13,9 +13,9 @@ Two kinds of surrogate (``SurrogateConfig.kind``):
 
 - ``space-time``: one network of ``(xi, tau)`` (:class:`Surrogate`).  The fit is data parallel:
   each rank holds its share of the observations; normal equations of the linear head are summed
-  over ranks, and the optional Adam phase sums the loss with
-  :func:`~dolfinx_nn.parallel.global_sum` and the gradients with
-  :func:`~dolfinx_nn.parallel.sync_gradients`, so every rank holds the same network.
+  over ranks, and the optional Adam phase (:func:`~dolfinx_nn.training.train`) sums the loss
+  with :func:`~dolfinx_nn.parallel.global_sum` and the gradients over the ranks, so every rank
+  holds the same network.
 - ``separable``: ``v = sum_jk C_jk phi_j(xi) P_k(tau)`` with random spatial features ``phi_j``
   and Legendre polynomials ``P_k`` in time (:class:`SeparableSurrogate`).  For stations observed
   at every snapshot the least-squares problem is a Kronecker product, so the ridge solution and
@@ -36,8 +36,8 @@ import torch
 
 from dolfinx_nn.discovery.data import SpaceTimeData
 from dolfinx_nn.discovery.library import Term
-from dolfinx_nn.output import progress
-from dolfinx_nn.parallel import global_sum, sync_gradients
+from dolfinx_nn.parallel import global_sum
+from dolfinx_nn.training import TrainingConfig, train
 
 __all__ = [
     "SURROGATE_KINDS",
@@ -421,16 +421,17 @@ def fit_surrogate(
     losses: list[float] = []
     if config.adam_steps > 0:
         _solve_head(model, xi, tau, v, fold, config, comm)
-        adam = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-        for _ in progress(range(config.adam_steps), comm=comm, desc="surrogate", leave=False):
-            adam.zero_grad()
-            loss = global_sum(torch.sum((model.raw(xi, tau) - v) ** 2), comm) / total
-            loss.backward()
-            sync_gradients(model, comm)
-            adam.step()
-            losses.append(loss.item())
-        if not np.isfinite(losses[-1]):
-            raise FloatingPointError("surrogate training diverged (loss is not finite)")
+        history = train(
+            lambda: global_sum(torch.sum((model.raw(xi, tau) - v) ** 2), comm) / total,
+            model,
+            TrainingConfig(
+                adam_steps=config.adam_steps, adam_lr=config.learning_rate, lbfgs_steps=0,
+                seed=None,
+            ),
+            comm=comm,
+            desc="surrogate",
+        )
+        losses = history.losses
     ridge, cv_rmse, train_rmse = _solve_head(model, xi, tau, v, fold, config, comm)
     return model, FitReport(ridge, cv_rmse, train_rmse, losses)
 
