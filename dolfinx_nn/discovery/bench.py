@@ -22,7 +22,7 @@ from dolfinx_nn.discovery.comparison import markdown_table, noise_comparison
 from dolfinx_nn.discovery.data import SpaceTimeData
 from dolfinx_nn.discovery.datasets import simulate_dataset
 from dolfinx_nn.discovery.pipeline import DiscoveryConfig, discover
-from dolfinx_nn.discovery.surrogate import SurrogateConfig
+from dolfinx_nn.discovery.surrogate import SURROGATE_KINDS, SurrogateConfig
 from dolfinx_nn.meshes import create_mesh
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 
@@ -32,6 +32,8 @@ NUM_TIMES = 41
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
                         help="numbers of observations")
+    parser.add_argument("--surrogate", choices=list(SURROGATE_KINDS), default="space-time",
+                        help="kind of surrogate (see dolfinx-nn discover --help)")
     parser.add_argument("--width", type=int, default=400, help="neurons of the surrogate")
     parser.add_argument("--device", default="cpu", help="torch device of the surrogate")
     parser.add_argument("--noise", type=float, default=0.01)
@@ -54,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
         data = SpaceTimeData(full.x[:n], full.t, full.u[:, :n])
         config = DiscoveryConfig(
             max_feature_points=size,
-            surrogate=SurrogateConfig(width=args.width, device=args.device),
+            surrogate=SurrogateConfig(
+                kind=args.surrogate, width=args.width, time_degree=10, device=args.device
+            ),
         )
         found = discover(data, config, comm=comm)
         err = max(abs(found.coefficients.get(k, 0.0) - v) / abs(v) for k, v in truth.items())
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
                f"features {found.timings['features_s']:.2f} s, "
                f"regression {found.timings['regression_s']:.2f} s   {found.equation}")
     result = {"benchmark": "discover", "ranks": comm.size, "device": args.device,
+              "surrogate": args.surrogate,
               "width": args.width, "noise": args.noise, "rows": rows}
     if args.compare:
         sweep = noise_comparison(comm=comm)
