@@ -205,7 +205,7 @@ class NeuralOperator(dolfinx.fem.Function):
         return out.reshape(n, self.out_size)
 
     def _check_finite(self, values: np.ndarray, X: np.ndarray, what: str) -> None:
-        bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+        bad = ~np.isfinite(values).all(axis=tuple(range(1, values.ndim)))  # per point
         comm = self.layout.comm
         total = comm.allreduce(int(bad.sum()))
         if total:
@@ -242,9 +242,10 @@ class NeuralOperator(dolfinx.fem.Function):
             if derivatives:
                 values, jac = self._value_and_jacobian(params, x)
             else:
-                self._check_shape(self._call(params, x[:1]), 1)
+                if n:
+                    self._check_shape(self._call(params, x[:1]), 1)  # a clear error, early
                 values = torch.cat(
-                    [self._call(params, c).reshape(c.shape[0], -1) for c in self._chunks(x)]
+                    [self._call(params, c).reshape(c.shape[0], self.out_size) for c in self._chunks(x)]
                 )
                 values = self._check_shape(values, n)
         self.evaluations += 1
@@ -270,6 +271,8 @@ class NeuralOperator(dolfinx.fem.Function):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Values ``(n, out)`` and Jacobians ``(n, out, in)`` in one batched call."""
         n = x.shape[0]
+        if n == 0:  # a rank without cells
+            return x.new_zeros(0, self.out_size), x.new_zeros(0, self.out_size, self.in_size)
         self._check_shape(self._call(params, x[:1]), 1)
 
         def at_point(xp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

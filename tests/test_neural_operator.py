@@ -318,3 +318,32 @@ def test_refresh_is_collective_when_only_some_ranks_change():
         u.x.array[:] += 0.5  # local change only, no ghost update: the other ranks see none
     k.update()  # would wait forever on rank 0 if the other ranks returned from the cache
     assert COMM.allreduce(k.evaluations, op=MPI.MIN) == 2
+
+
+def _one_cell_gradient(comm: MPI.Comm) -> tuple[float, np.ndarray]:
+    """J = sum u^2 and dJ/d(first weight) for -div(k(u) grad u) = 1 on one quadrilateral."""
+    msh = mesh.create_unit_square(comm, 1, 1, mesh.CellType.quadrilateral)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    u, v = fem.Function(V), ufl.TestFunction(V)
+    f = fem.Function(V)
+    f.x.array[:] = 1.0
+    torch.manual_seed(5)
+    net = mlp(1, 1)
+    k = dnn.NeuralOperator(net, operands=(u,), space=quadrature_space(msh, 2))
+    left = fem.locate_dofs_geometrical(V, lambda x: np.isclose(x[0], 0.0))
+    F = k * ufl.inner(ufl.grad(u), ufl.grad(v)) * k.measure - f * v * k.measure
+    solve = dnn.fem_operator(F, u, controls=[f], bcs=[fem.dirichletbc(0.0, left, V)],
+                             operators=[k], petsc_options_prefix=f"one_cell{comm.size}_")
+    J = dnn.global_sum((solve(owned_tensor(f)) ** 2).sum(), comm)
+    J.backward()
+    dnn.sync_gradients(net, comm)
+    return float(J.detach()), net[0].weight.grad.numpy().copy()
+
+
+def test_rank_without_cells():
+    """One cell on all ranks: the ranks without points still join and get the same gradient."""
+    J, grad = _one_cell_gradient(COMM)
+    J_self, grad_self = _one_cell_gradient(MPI.COMM_SELF)
+    assert J > 0
+    assert abs(J - J_self) < 1e-12 * J_self
+    assert np.allclose(grad, grad_self, rtol=1e-10, atol=1e-14)
