@@ -1,7 +1,8 @@
 """Data-driven discovery of PDEs from scattered space-time data (after Berg & Nystroem).
 
 A network surrogate ``u_theta(x, t)`` is fitted to noisy scattered observations
-(:mod:`.surrogate`), differentiated with autograd to get ``u_t, u_x, u_xx, ...``
+(:mod:`.surrogate`: a network of ``(x, t)``, or random spatial features times Legendre
+polynomials in time for stations observed at every snapshot), differentiated with autograd to get ``u_t, u_x, u_xx, ...``
 (:func:`.surrogate.term_features`), and ``u_t = sum_k c_k T_k`` is found by sparse regression
 with model selection over a library of candidate terms (:mod:`.regression`,
 :mod:`.library`).  Coefficients are reported in the data's own units: the normalisation of
