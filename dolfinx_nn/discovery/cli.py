@@ -21,7 +21,7 @@ Writes to --out DIR:
 
 Examples:
   dolfinx-nn discover --simulate heat --mesh square-with-hole --noise 0.01 --out out/heat
-  dolfinx-nn discover --simulate heat --resolution 16 --points 3000 --noise 0.01 \
+  dolfinx-nn discover --simulate heat --resolution 16 --points 3000 --noise 0.01 \\
       --surrogate separable --width 1200 --time-degree 8 --margin 0.1 --out out/heat2d
   mpiexec -n 2 dolfinx-nn discover --data stations.csv --library u,u_xx,u_yy --out out/st
 """
