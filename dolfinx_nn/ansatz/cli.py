@@ -67,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--adam-lr", type=float, default=1e-3)
     n.add_argument("--lbfgs-steps", type=int, default=1000)
     n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--fit-features", type=int, default=500,
+                   help="random features of the G and D fits (default: 500)")
+    n.add_argument("--fit-boundary-points", type=int, default=4000,
+                   help="boundary points of the G and D fits (default: 4000)")
+    n.add_argument("--distance-scale", type=float, default=None,
+                   help="frequency scale of the features of D (default: 4 in 2D, 1.5 in 3D)")
     n.add_argument("--checkpoint", default=None, help="checkpoint file (resumes if it exists)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     parser.add_argument("--out", required=True, help="output directory DIR")
@@ -85,7 +91,10 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
                               lbfgs_steps=args.lbfgs_steps, seed=args.seed)
     network = NetworkConfig(width=args.width, depth=args.depth, loss=args.loss,
                             collocation=args.collocation, points=args.points,
-                            training=training, seed=args.seed)
+                            fit_features=args.fit_features,
+                            fit_boundary_points=args.fit_boundary_points,
+                            distance_scale=args.distance_scale, training=training,
+                            seed=args.seed)
     return CompareConfig(mesh=args.mesh, resolution=args.resolution, levels=args.levels,
                          degrees=_degrees(args.degrees), stabilization=args.stabilization,
                          network=network)

@@ -47,6 +47,8 @@ class NetworkConfig:
             and of the Ritz energy).
         fit_features: random features of the ``G`` and ``D`` fits.
         fit_boundary_points: boundary points of the ``G`` and ``D`` fits.
+        distance_scale: frequency scale of the features of ``D`` (None: the default of
+            :func:`~dolfinx_nn.ansatz.fitted_fields.fit_distance` for the dimension).
         training: the Adam -> L-BFGS settings.
         seed: seed of the collocation points and of the initial weights.
     """
@@ -59,6 +61,7 @@ class NetworkConfig:
     quadrature_degree: int = 4
     fit_features: int = 500
     fit_boundary_points: int = 4000
+    distance_scale: float | None = None
     training: TrainingConfig = field(
         default_factory=lambda: TrainingConfig(adam_steps=0, lbfgs_steps=500)
     )
@@ -73,6 +76,13 @@ class NetworkConfig:
             )
         if self.points < 1:
             raise ValueError(f"points must be positive, got {self.points}")
+        if self.fit_features < 1 or self.fit_boundary_points < 1:
+            raise ValueError(
+                f"fit_features and fit_boundary_points must be positive, got "
+                f"{self.fit_features} and {self.fit_boundary_points}"
+            )
+        if self.distance_scale is not None and not self.distance_scale > 0.0:
+            raise ValueError(f"distance_scale must be positive, got {self.distance_scale!r}")
 
 
 @dataclass
@@ -117,24 +127,51 @@ class _SpaceTimeDistance(torch.nn.Module):
         return self.spatial(x[:, :-1]) * x[:, -1] / self.final_time
 
 
-def build_ansatz(
+def fit_fixed_fields(
     problem: Problem, mesh: dolfinx.mesh.Mesh, config: NetworkConfig
-) -> DirichletAnsatz:
-    """Fit ``G`` and ``D`` on the mesh and attach a fresh network ``N`` (collective)."""
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Fit ``G`` and ``D`` on the mesh (collective); returns ``(extension, distance)``."""
     fit_args = {"features": config.fit_features, "boundary_points": config.fit_boundary_points}
-    distance: torch.nn.Module = fit_distance(mesh, **fit_args)
+    distance: torch.nn.Module = fit_distance(mesh, scale=config.distance_scale, **fit_args)
     if problem.time_dependent:
         extension = fit_space_time_extension(mesh, problem.exact_numpy, problem.final_time,
                                              **fit_args)
         distance = _SpaceTimeDistance(distance, problem.final_time)
     else:
         extension = fit_boundary_extension(mesh, problem.exact_numpy, **fit_args)
+    return extension, distance
+
+
+def new_network(
+    problem: Problem, mesh: dolfinx.mesh.Mesh, width: int, depth: int, seed: int
+) -> torch.nn.Sequential:
+    """A freshly initialised ``N`` (seeded, identical on every rank) on the mesh's box."""
     lower, upper = bounding_box(mesh)
     if problem.time_dependent:
         lower, upper = np.append(lower, 0.0), np.append(upper, problem.final_time)
-    torch.manual_seed(config.seed)
-    network = feed_forward(problem.input_dim, config.width, config.depth, box=(lower, upper))
+    torch.manual_seed(seed)
+    return feed_forward(problem.input_dim, width, depth, box=(lower, upper))
+
+
+def build_ansatz(
+    problem: Problem, mesh: dolfinx.mesh.Mesh, config: NetworkConfig
+) -> DirichletAnsatz:
+    """Fit ``G`` and ``D`` on the mesh and attach a fresh network ``N`` (collective)."""
+    extension, distance = fit_fixed_fields(problem, mesh, config)
+    network = new_network(problem, mesh, config.width, config.depth, config.seed)
     return DirichletAnsatz(extension, distance, network)
+
+
+def make_loss(
+    problem: Problem, mesh: dolfinx.mesh.Mesh, ansatz: DirichletAnsatz, config: NetworkConfig,
+    points: np.ndarray | None = None,
+) -> RitzLoss | StrongResidualLoss:
+    """The training loss of ``config.loss`` (``points``: collocation points to reuse)."""
+    if config.loss == "ritz":
+        return RitzLoss(problem, ansatz, mesh, degree=config.quadrature_degree)
+    if points is None:
+        points = collocation_points(problem, mesh, config)
+    return StrongResidualLoss(problem, ansatz, points, mesh.comm)
 
 
 def solve_network(
@@ -164,10 +201,7 @@ def solve_network(
     comm.Barrier()
     fit_time = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
     start = time.perf_counter()
-    if config.loss == "ritz":
-        loss = RitzLoss(problem, ansatz, mesh, degree=config.quadrature_degree)
-    else:
-        loss = StrongResidualLoss(problem, ansatz, collocation_points(problem, mesh, config), comm)
+    loss = make_loss(problem, mesh, ansatz, config)
     history = train(loss, ansatz.network, config.training, comm=comm, checkpoint=checkpoint,
                     resume="auto" if checkpoint else False, desc=desc, callback=callback)
     comm.Barrier()
