@@ -16,13 +16,19 @@ import dolfinx
 import numpy as np
 import torch
 
-from dolfinx_nn.ansatz.errors import ERROR_DEGREE, boundary_error, fem_errors, network_errors
+from dolfinx_nn.ansatz.errors import (
+    ERROR_DEGREE,
+    boundary_error,
+    distance_range,
+    fem_errors,
+    network_errors,
+)
 from dolfinx_nn.ansatz.fem_reference import solve_fem
 from dolfinx_nn.ansatz.network_solver import NetworkConfig, NetworkSolution, solve_network
 from dolfinx_nn.ansatz.pdes import Problem
 from dolfinx_nn.meshes import create_mesh, mesh_size
 from dolfinx_nn.output import print0
-from dolfinx_nn.sampling import rank_rng, sample_boundary
+from dolfinx_nn.sampling import rank_rng, sample_boundary, sample_interior
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,11 @@ def run_network(
     if problem.time_dependent:
         xb = np.column_stack([xb, np.full(len(xb), problem.final_time)])
     bnd = boundary_error(problem, sol.ansatz, xb, mesh.comm)
-    row = {"parameters": sol.parameters, **err, **bnd, "wall_time_s": sol.wall_time_s,
+    xi = sample_interior(mesh, 20000, rank_rng(12346, mesh.comm))
+    if problem.time_dependent:
+        xi = np.column_stack([xi, np.full(len(xi), problem.final_time)])
+    dist = distance_range(sol.ansatz.distance, xi, mesh.comm)
+    row = {"parameters": sol.parameters, **err, **bnd, **dist, "wall_time_s": sol.wall_time_s,
            "fit_time_s": sol.fit_time_s, "train_time_s": sol.train_time_s,
            "final_loss": sol.history.losses[-1] if sol.history.losses else None,
            "steps": sol.history.steps, "stopped_because": sol.history.stopped_because}

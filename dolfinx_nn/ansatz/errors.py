@@ -116,3 +116,18 @@ def boundary_error(
     err = comm.allreduce(float(diff.max(initial=0.0)), op=MPI.MAX)
     gmax = comm.allreduce(float(g.max(initial=0.0)), op=MPI.MAX)
     return {"boundary_max_error": err, "boundary_relative_max_error": err / max(gmax, 1e-300)}
+
+
+def distance_range(
+    distance: torch.nn.Module, points: np.ndarray, comm: MPI.Comm
+) -> dict[str, float]:
+    """Smallest and largest ``D`` at interior ``points`` (rank-local), and their ratio.
+
+    A negative ``distance_min`` means the fitted ``D`` dips below zero near the boundary,
+    and so also vanishes on a curve (surface) inside the domain, where ``u = G``.
+    """
+    with torch.no_grad():
+        d = distance(torch.from_numpy(np.asarray(points, dtype=np.float64))).numpy()
+    lo = comm.allreduce(float(d.min(initial=np.inf)), op=MPI.MIN)
+    hi = comm.allreduce(float(d.max(initial=-np.inf)), op=MPI.MAX)
+    return {"distance_min": lo, "distance_max": hi, "distance_min_relative": lo / hi}
