@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--fit-boundary-points", type=int, default=4000,
                    help="boundary points of the G and D fits (default: 4000)")
     n.add_argument("--distance-scale", type=float, default=None,
-                   help="frequency scale of the features of D (default: 4 in 2D, 1.5 in 3D)")
+                   help="frequency scale of the features of D (default: 1 in 2D, 1.5 in 3D)")
     n.add_argument("--checkpoint", default=None, help="checkpoint file (resumes if it exists)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     parser.add_argument("--out", required=True, help="output directory DIR")

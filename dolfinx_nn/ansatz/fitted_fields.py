@@ -120,13 +120,15 @@ def _fit(
     return net
 
 
-#: Default frequency scale of the features of ``D`` per space dimension.  In 3D the boundary
-#: is a surface, on which the traces of sharp features are nearly independent: the only
-#: combinations that vanish there are then close to zero inside too, and the fit shrinks ``D``
-#: (cube, 500 features of scale 4: ``max D = 1.5e-3`` with a boundary misfit of 1 % of it).
-#: Smoother features keep ``D ~ phi`` (scale 1.5, 1000 features: ``max D = 0.98``, boundary
-#: misfit 2e-5 of it).
-DISTANCE_SCALE = {1: 4.0, 2: 4.0, 3: 1.5}
+#: Default frequency scale of the features of ``D`` per space dimension.  Sharp features
+#: make ``D`` oscillate near the boundary: in 2D (square with a hole, 500 features) scale 4
+#: gives ``min D = -3.3e-2 max D`` (so ``D`` also vanishes on a curve inside the domain), scale
+#: 1 gives ``-2.1e-3 max D``.  In 3D the boundary is a surface on which the traces of sharp
+#: features are nearly independent: the combinations that vanish there are close to zero
+#: inside too, and the fit shrinks ``D`` (cube, 500 features of scale 4: ``max D = 1.5e-3``
+#: with a boundary misfit of 1 % of it); scale 1.5 with 1000 features keeps ``max D = 0.98``
+#: with a boundary misfit of 2e-5 of it.
+DISTANCE_SCALE = {1: 1.0, 2: 1.0, 3: 1.5}
 
 
 def fit_distance(
