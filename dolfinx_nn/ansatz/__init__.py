@@ -15,6 +15,7 @@ Modules:
 - :mod:`~dolfinx_nn.ansatz.fem_reference`: the DOLFINx solver on the same problem;
 - :mod:`~dolfinx_nn.ansatz.errors`: L2, H1 and max errors by DOLFINx quadrature;
 - :mod:`~dolfinx_nn.ansatz.compare`: both methods on one problem, tables and plots.
+- :mod:`~dolfinx_nn.ansatz.depth`: deep versus shallow ``N`` at equal parameter count.
 """
 
 from __future__ import annotations
