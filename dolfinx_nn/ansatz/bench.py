@@ -2,7 +2,7 @@
 
 Cases (exact solutions are smooth manufactured ones):
   poisson-2d      Poisson on the unit square with a hole (gmsh), network: Ritz energy
-  poisson-3d      Poisson on the unit cube, network: Ritz energy
+  poisson-3d      Poisson on the unit cube, network: strong residual at 4000 points
   heat-2d         heat-advection on the unit square, t in (0, 1], network: strong residual
 
 FEM refines the base mesh uniformly until the error is below each target; its time is the
@@ -42,11 +42,15 @@ CHECK_EVERY = 25
 CASES: dict[str, tuple[str, int, int, int, str, str, str | None, str]] = {
     "poisson-2d": ("square-with-hole", 6, 5, 6, "poisson",
                    "sin(pi*x[0])*sin(pi*x[1]) + x[0]*x[1]", None, "ritz"),
-    "poisson-3d": ("cube", 2, 5, 6, "poisson",
-                   "sin(pi*x[0])*sin(pi*x[1])*sin(pi*x[2]) + x[0]*x[1]*x[2]", None, "ritz"),
+    "poisson-3d": ("cube", 2, 5, 4, "poisson",
+                   "sin(pi*x[0])*sin(pi*x[1])*sin(pi*x[2]) + x[0]*x[1]*x[2]", None, "strong"),
     "heat-2d": ("square", 4, 5, 8, "heat-advection",
                 "exp(-t)*sin(pi*x[0])*sin(pi*x[1]) + x[0]*t", "1, 0.5", "strong"),
 }
+
+
+#: Network settings of the 3D cases (the 2D defaults fit G and D too coarsely on a surface).
+FITS_3D = {"fit_features": 1000, "fit_boundary_points": 6000, "points": 4000}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +102,8 @@ def _network_times(problem: Problem, mesh, loss: str, args) -> dict:
                                      "relative_l2_error": err}
         return err <= min(TARGETS)
 
-    config = NetworkConfig(width=args.width, depth=args.depth, loss=loss,
+    fits = FITS_3D if mesh.geometry.dim == 3 else {}
+    config = NetworkConfig(width=args.width, depth=args.depth, loss=loss, **fits,
                            training=TrainingConfig(adam_steps=0, lbfgs_steps=args.lbfgs_steps))
     sol = solve_network(problem, mesh, config, callback=callback, state=state)
     final = network_errors(problem, sol.ansatz, reference, t)["relative_l2_error"]
