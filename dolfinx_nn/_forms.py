@@ -1,12 +1,69 @@
-"""Validation of UFL forms and controls, and the derivative forms the bridge assembles."""
+"""Validation of UFL forms and controls, and the derivative forms the bridge assembles.
+
+A control is a ``fem.Function`` (its tensor holds the rank's owned dofs; its gradient the
+rank's owned entries) or a ``fem.Constant`` (its tensor holds the whole value, the same on
+every rank; its gradient is the rank's share, the integral over the rank's cells, like the
+gradient of a network parameter: :func:`dolfinx_nn.sync_gradients` or a
+:func:`dolfinx_nn.global_sum` of a scalar product sums the shares).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mpi4py import MPI
+
 import dolfinx
+import dolfinx.fem.petsc
+import numpy as np
+import torch
 import ufl
 from ufl.algorithms import expand_derivatives
+from ufl.algorithms.map_integrands import map_integrands
+
+from dolfinx_nn._dofs import assign_owned, ghost_add, owned_size, tensor_to_numpy
+
+Control = dolfinx.fem.Function | dolfinx.fem.Constant
+
+
+def control_name(c: Control) -> str:
+    """``c.name`` for a Function, a description of the value shape for a Constant."""
+    if isinstance(c, dolfinx.fem.Constant):
+        return f"Constant of shape {tuple(np.shape(c.value))}"
+    return repr(c.name)
+
+
+def control_size(c: Control) -> int:
+    """Values of the control's tensor on this rank: owned dofs, or the Constant's size."""
+    if isinstance(c, dolfinx.fem.Constant):
+        return int(np.asarray(c.value).size)
+    return owned_size(c.function_space)
+
+
+def control_to_numpy(c: Control, t: torch.Tensor, what: str) -> np.ndarray:
+    """Validate a control's tensor (owned dofs, or a Constant's whole value) as float64."""
+    if isinstance(c, dolfinx.fem.Constant) and isinstance(t, torch.Tensor):
+        shape = tuple(np.shape(c.value))
+        if t.numel() != control_size(c):
+            raise ValueError(
+                f"{what} has {t.numel()} values (shape {tuple(t.shape)}) but the Constant has "
+                f"{control_size(c)} (shape {shape}); pass its whole value on every rank."
+            )
+    return tensor_to_numpy(t, control_size(c), what)
+
+
+def assign_control(c: Control, values: np.ndarray, comm: MPI.Comm, what: str) -> None:
+    """Write a control's tensor values (a Constant's must agree on all ranks)."""
+    if isinstance(c, dolfinx.fem.Constant):
+        reference = comm.bcast(values if comm.rank == 0 else None, root=0)
+        if comm.allreduce(int(not np.array_equal(values, reference)), op=MPI.SUM):
+            raise ValueError(
+                f"{what} is a Constant, replicated on every rank, but its tensor differs between "
+                "ranks; pass the same values on every rank (e.g. broadcast them)."
+            )
+        c.value[...] = values.reshape(np.shape(c.value))
+    else:
+        assign_owned(c, values)
 
 
 def check_controls(
@@ -24,9 +81,14 @@ def check_controls(
     for i, c in enumerate(controls):
         if exempt is not None and exempt[i]:
             continue
+        if isinstance(c, dolfinx.fem.Constant):
+            if c not in form.constants():
+                raise ValueError(f"control {i} ({control_name(c)}) does not appear in {form_name}.")
+            continue
         if not isinstance(c, dolfinx.fem.Function):
             raise TypeError(
-                f"control {i} must be a dolfinx.fem.Function, got {type(c).__name__}."
+                f"control {i} must be a dolfinx.fem.Function or dolfinx.fem.Constant, got "
+                f"{type(c).__name__}."
             )
         if c not in coefficients:
             names = ", ".join(repr(f.name) for f in coefficients) or "none"
@@ -45,14 +107,46 @@ def is_empty(form: ufl.Form) -> bool:
 
 
 def gradient_form(
-    functional: ufl.Form, control: dolfinx.fem.Function, **compile_options
-) -> dolfinx.fem.Form | None:
-    """Compile ``d functional / d control`` as a linear form on the control's space.
+    functional: ufl.Form, control: Control, **compile_options
+) -> dolfinx.fem.Form | list[dolfinx.fem.Form | None] | None:
+    """Compile ``d functional / d control``.
 
-    Returns ``None`` when the derivative vanishes identically.
+    For a Function: a linear form on the control's space (``None`` when it vanishes). For a
+    Constant: one scalar form per component of its value (``None`` for vanishing ones); UFL
+    has no derivative with respect to a Constant, so the Constant is made a UFL variable and
+    each integrand is differentiated with ``ufl.diff``.
     """
+    if isinstance(control, dolfinx.fem.Constant):
+        variable = ufl.variable(control)
+        forms: list[dolfinx.fem.Form | None] = []
+        for index in np.ndindex(*control.ufl_shape):
+
+            def component(integrand, index=index):
+                d = ufl.diff(ufl.replace(integrand, {control: variable}), variable)
+                return expand_derivatives(d[index] if index else d)
+
+            dform = map_integrands(component, functional)
+            forms.append(None if is_empty(dform) else dolfinx.fem.form(dform, **compile_options))
+        return forms
     w = ufl.TestFunction(control.function_space)
     dform = ufl.derivative(functional, control, w)
     if is_empty(dform):
         return None
     return dolfinx.fem.form(dform, **compile_options)
+
+
+def assemble_gradient(
+    form: dolfinx.fem.Form | list[dolfinx.fem.Form | None] | None, control: Control
+) -> np.ndarray:
+    """The rank's part of an assembled :func:`gradient_form`: owned entries, or a share."""
+    if isinstance(control, dolfinx.fem.Constant):
+        shares = [0.0 if f is None else dolfinx.fem.assemble_scalar(f) for f in form or []]
+        return np.asarray(shares, dtype=np.float64)  # flat, in the order of np.ndindex
+    n = owned_size(control.function_space)
+    if form is None:
+        return np.zeros(n)
+    vec = dolfinx.fem.petsc.assemble_vector(form)
+    ghost_add(vec)
+    values = vec.array_r[:n].copy()
+    vec.destroy()
+    return values

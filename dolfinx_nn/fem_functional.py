@@ -13,8 +13,17 @@ import numpy as np
 import torch
 import ufl
 
-from dolfinx_nn._dofs import assign_owned, check_finite, ghost_add, owned_size, tensor_to_numpy
-from dolfinx_nn._forms import check_controls, gradient_form
+from dolfinx_nn._dofs import check_finite
+from dolfinx_nn._forms import (
+    Control,
+    assemble_gradient,
+    assign_control,
+    check_controls,
+    control_name,
+    control_size,
+    control_to_numpy,
+    gradient_form,
+)
 
 
 @dataclass
@@ -26,14 +35,16 @@ class FEMFunctional:
     """``J(c_1, ..., c_k) = assemble(M)`` with ``M`` a scalar UFL form of the controls.
 
     Use :func:`fem_functional` to build one.  The value is the global one (summed over ranks)
-    on every rank; the gradient with respect to each control tensor holds the rank's owned dofs.
+    on every rank; the gradient with respect to a Function control's tensor holds the rank's
+    owned dofs, with respect to a Constant control's tensor the rank's share (see
+    :mod:`dolfinx_nn._forms`).
     """
 
     def __init__(
         self,
         M: ufl.Form,
         *,
-        controls: Sequence[dolfinx.fem.Function],
+        controls: Sequence[Control],
         form_compiler_options: dict | None = None,
         jit_options: dict | None = None,
     ) -> None:
@@ -43,10 +54,10 @@ class FEMFunctional:
         if not self.controls:
             raise ValueError("fem_functional needs at least one control.")
         compile_opts = {"form_compiler_options": form_compiler_options, "jit_options": jit_options}
-        self.comm: MPI.Comm = self.controls[0].function_space.mesh.comm
         self._form = dolfinx.fem.form(M, **compile_opts)
+        self.comm: MPI.Comm = self._form.mesh.comm
         self._gradient_forms = [gradient_form(M, c, **compile_opts) for c in self.controls]
-        self._sizes = [owned_size(c.function_space) for c in self.controls]
+        self._sizes = [control_size(c) for c in self.controls]
 
     def __call__(self, *controls: torch.Tensor) -> torch.Tensor:
         """Evaluate the functional at the given control values (owned dofs)."""
@@ -58,14 +69,14 @@ class FEMFunctional:
         return _FEMAssemble.apply(self, *controls)
 
     def _set(self, values: Sequence[np.ndarray]) -> None:
-        for c, x in zip(self.controls, values, strict=True):
-            assign_owned(c, x)
+        for i, (c, x) in enumerate(zip(self.controls, values, strict=True)):
+            assign_control(c, x, self.comm, f"control {i}")
 
     def _forward(self, tensors: Sequence[torch.Tensor]) -> tuple[float, _State]:
         values = []
         for i, (c, t, n) in enumerate(zip(self.controls, tensors, self._sizes, strict=True)):
-            x = tensor_to_numpy(t, n, f"control {i} ({c.name!r})")
-            check_finite(x, self.comm, f"control {i} ({c.name!r})")
+            x = control_to_numpy(c, t, f"control {i} ({control_name(c)})")
+            check_finite(x, self.comm, f"control {i} ({control_name(c)})")
             values.append(x)
         self._set(values)
         local = dolfinx.fem.assemble_scalar(self._form)
@@ -74,16 +85,8 @@ class FEMFunctional:
     def _backward(self, state: _State, needs: Sequence[bool]) -> list[np.ndarray | None]:
         self._set(state.controls)
         grads: list[np.ndarray | None] = []
-        for form, n, need in zip(self._gradient_forms, self._sizes, needs, strict=True):
-            if not need:
-                grads.append(None)
-            elif form is None:
-                grads.append(np.zeros(n))
-            else:
-                vec = dolfinx.fem.petsc.assemble_vector(form)
-                ghost_add(vec)
-                grads.append(vec.array_r[:n].copy())
-                vec.destroy()
+        for form, c, need in zip(self._gradient_forms, self.controls, needs, strict=True):
+            grads.append(assemble_gradient(form, c) if need else None)
         return grads
 
 
@@ -112,7 +115,7 @@ class _FEMAssemble(torch.autograd.Function):
 def fem_functional(
     M: ufl.Form,
     *,
-    controls: Sequence[dolfinx.fem.Function],
+    controls: Sequence[Control],
     form_compiler_options: dict | None = None,
     jit_options: dict | None = None,
 ) -> FEMFunctional:
@@ -120,7 +123,8 @@ def fem_functional(
 
     Args:
         M: scalar UFL form (``dx``, ``ds`` and ``dS`` terms).
-        controls: ``fem.Function`` coefficients of ``M``, in the order of the call's tensors.
+        controls: ``fem.Function`` coefficients or ``fem.Constant`` constants of ``M``, in the
+            order of the call's tensors (a Constant's tensor: its whole value, on every rank).
         form_compiler_options: FFCx options.
         jit_options: JIT options.
 

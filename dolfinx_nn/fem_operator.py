@@ -42,9 +42,18 @@ from dolfinx_nn._dofs import (
     ghost_add,
     ghost_insert,
     owned_size,
-    tensor_to_numpy,
 )
-from dolfinx_nn._forms import check_controls, gradient_form, is_empty
+from dolfinx_nn._forms import (
+    Control,
+    assemble_gradient,
+    assign_control,
+    check_controls,
+    control_name,
+    control_size,
+    control_to_numpy,
+    gradient_form,
+    is_empty,
+)
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn.petsc_problems import LinearProblem, NonlinearProblem, collect_garbage
 
@@ -134,7 +143,7 @@ class FEMOperator:
         F: ufl.Form,
         u: dolfinx.fem.Function,
         *,
-        controls: Sequence[dolfinx.fem.Function],
+        controls: Sequence[Control],
         bcs: Sequence[dolfinx.fem.DirichletBC] = (),
         petsc_options: dict[str, object] | None = None,
         petsc_options_prefix: str,
@@ -183,7 +192,7 @@ class FEMOperator:
         self.comm: MPI.Comm = u.function_space.mesh.comm
         V = u.function_space
         self._n = owned_size(V)
-        self._control_sizes = [owned_size(c.function_space) for c in self.controls]
+        self._control_sizes = [control_size(c) for c in self.controls]
         compile_opts = {"form_compiler_options": form_compiler_options, "jit_options": jit_options}
 
         v = F.arguments()[0]
@@ -225,7 +234,8 @@ class FEMOperator:
         # Gradient forms: dF/dm^T lambda, i.e. the derivative of F(u; m)[lambda] along m.
         F_lam = ufl.replace(F, {v: self._lam})
         self._gradient_forms = [
-            gradient_form(F_lam, c, **compile_opts) if c in F.coefficients() else None
+            gradient_form(F_lam, c, **compile_opts)
+            if c in F.coefficients() or c in F.constants() else None
             for c in self.controls
         ]
         self._operator_forms = [gradient_form(F_lam, op, **compile_opts) for op in self.operators]
@@ -328,14 +338,14 @@ class FEMOperator:
 
     # -- forward ------------------------------------------------------------------------------
     def _set_controls(self, values: Sequence[np.ndarray]) -> None:
-        for c, x in zip(self.controls, values, strict=True):
-            assign_owned(c, x)
+        for i, (c, x) in enumerate(zip(self.controls, values, strict=True)):
+            assign_control(c, x, self.comm, f"control {i}")
 
     def _forward(self, tensors: Sequence[torch.Tensor]) -> _State:
         values = []
         for i, (c, t, n) in enumerate(zip(self.controls, tensors, self._control_sizes, strict=True)):
-            x = tensor_to_numpy(t, n, f"control {i} ({c.name!r})")
-            check_finite(x, self.comm, f"control {i} ({c.name!r})")
+            x = control_to_numpy(c, t, f"control {i} ({control_name(c)})")
+            check_finite(x, self.comm, f"control {i} ({control_name(c)})")
             values.append(x)
         collect_garbage(self.comm)  # a collective point: free what other operators dropped
         self._set_controls(values)
@@ -435,7 +445,7 @@ class FEMOperator:
             if not need:
                 grads.append(None)
                 continue
-            grad = -_assemble_owned(form, owned_size(c.function_space))
+            grad = -assemble_gradient(form, c)
             if dofs is not None:
                 if boundary_action is None:
                     boundary_action = _assemble_owned(self._jacobian_action, self._n)
@@ -561,7 +571,7 @@ def fem_operator(
     F: ufl.Form,
     u: dolfinx.fem.Function,
     *,
-    controls: Sequence[dolfinx.fem.Function],
+    controls: Sequence[Control],
     bcs: Sequence[dolfinx.fem.DirichletBC] = (),
     petsc_options: dict[str, object] | None = None,
     petsc_options_prefix: str,
@@ -577,7 +587,9 @@ def fem_operator(
         F: residual form, linear in its TestFunction; linear or nonlinear in ``u``.
         u: the unknown; receives the solution of each forward pass.
         controls: ``fem.Function`` coefficients of ``F`` the solution is differentiated by,
-            or the value functions of Dirichlet conditions in ``bcs`` (on ``u``'s space).
+            the value functions of Dirichlet conditions in ``bcs`` (on ``u``'s space), or
+            ``fem.Constant`` constants of ``F`` (tensor: the whole value, the same on every
+            rank; gradient: the rank's share, summed by ``sync_gradients``).
         bcs: Dirichlet conditions on ``u`` (the adjoint gets their homogeneous version).
         petsc_options: KSP (linear) or SNES (nonlinear) options; keys starting with
             ``"adjoint_"`` go to the adjoint KSP, which otherwise inherits the forward KSP/PC
