@@ -142,7 +142,11 @@ def assemble_gradient(
     if isinstance(control, dolfinx.fem.Constant):
         shares = [0.0 if f is None else dolfinx.fem.assemble_scalar(f) for f in form or []]
         return np.asarray(shares, dtype=np.float64)  # flat, in the order of np.ndindex
-    n = owned_size(control.function_space)
+    return assemble_owned(form, owned_size(control.function_space))
+
+
+def assemble_owned(form: dolfinx.fem.Form | None, n: int) -> np.ndarray:
+    """Owned entries of an assembled linear form (zeros for a vanishing form)."""
     if form is None:
         return np.zeros(n)
     vec = dolfinx.fem.petsc.assemble_vector(form)

@@ -39,13 +39,13 @@ import ufl
 from dolfinx_nn._dofs import (
     assign_owned,
     check_finite,
-    ghost_add,
     ghost_insert,
     owned_size,
 )
 from dolfinx_nn._forms import (
     Control,
     assemble_gradient,
+    assemble_owned,
     assign_control,
     check_controls,
     control_name,
@@ -448,7 +448,7 @@ class FEMOperator:
             grad = -assemble_gradient(form, c)
             if dofs is not None:
                 if boundary_action is None:
-                    boundary_action = _assemble_owned(self._jacobian_action, self._n)
+                    boundary_action = assemble_owned(self._jacobian_action, self._n)
                 grad[dofs] += grad_u[dofs] - boundary_action[dofs]
             grads.append(grad)
         return grads
@@ -467,21 +467,10 @@ class FEMOperator:
             if not any(need):
                 out.extend([None] * len(inputs))
                 continue
-            g = -_assemble_owned(form, owned_size(op.function_space))
+            g = -assemble_owned(form, owned_size(op.function_space))
             grads = op.backward(g, inputs)
             out.extend(gr if n else None for gr, n in zip(grads, need, strict=True))
         return out
-
-
-def _assemble_owned(form: dolfinx.fem.Form | None, n: int) -> np.ndarray:
-    """Owned entries of an assembled linear form (zeros for a vanishing form)."""
-    if form is None:
-        return np.zeros(n)
-    vec = dolfinx.fem.petsc.assemble_vector(form)
-    ghost_add(vec)
-    values = vec.array_r[:n].copy()
-    vec.destroy()
-    return values
 
 
 _OPERATOR_METHODS = ("update", "jacobian", "inputs", "set_inputs", "backward")
