@@ -68,11 +68,11 @@ def assign_control(c: Control, values: np.ndarray, comm: MPI.Comm, what: str) ->
 
 def check_controls(
     form: ufl.Form,
-    controls: Sequence[dolfinx.fem.Function],
+    controls: Sequence[Control],
     form_name: str,
     exempt: Sequence[bool] | None = None,
-) -> list[dolfinx.fem.Function]:
-    """Check that every control is a ``fem.Function`` that appears in ``form``.
+) -> list[Control]:
+    """Check that every control is a ``fem.Function`` or ``fem.Constant`` of ``form``.
 
     ``exempt[i]`` marks controls that need not appear (e.g. Dirichlet data).
     """
