@@ -30,7 +30,6 @@ import argparse
 import pathlib
 import resource
 import time
-from collections.abc import Callable
 
 from mpi4py import MPI
 
@@ -40,6 +39,7 @@ import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
+from dolfinx_nn.bench.timing import median_wall_time
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 
 SOLVER = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
@@ -68,18 +68,6 @@ class _Net(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 0.5 + torch.nn.functional.softplus(self.mlp(x))
-
-
-def _timed(fn: Callable[[], object], comm: MPI.Comm, repeats: int) -> float:
-    """Median over ``repeats`` of the slowest rank's wall time of ``fn``."""
-    times = []
-    for _ in range(repeats):
-        comm.Barrier()
-        t0 = time.perf_counter()
-        fn()
-        comm.Barrier()
-        times.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
-    return float(np.median(times))
 
 
 def _peak_rss_mib(comm: MPI.Comm) -> float:
@@ -144,10 +132,10 @@ def _bridge_case(msh, nonlinear: bool, repeats: int) -> dict:
     forward_and_gradient()  # warm-up: JIT, symbolic factorisation, adjoint objects
     with torch.no_grad():
         state["q"] = qn()
-    t_net = _timed(network, comm, repeats)
-    t_solve = _timed(solve_only, comm, repeats)
-    t_fwd = _timed(forward, comm, repeats)
-    t_grad = _timed(forward_and_gradient, comm, repeats)
+    t_net = median_wall_time(network, comm, repeats)
+    t_solve = median_wall_time(solve_only, comm, repeats)
+    t_fwd = median_wall_time(forward, comm, repeats)
+    t_grad = median_wall_time(forward_and_gradient, comm, repeats)
     def fe_forward_and_gradient():
         q_t = state["q"].clone().requires_grad_(True)
         J(solve(q_t)).backward()
@@ -155,7 +143,7 @@ def _bridge_case(msh, nonlinear: bool, repeats: int) -> dict:
     # The FE part alone (gradient w.r.t. q's dofs, no network), as dolfinx-adjoint computes it;
     # Newton from the previous solution, as pyadjoint's replay does.
     solve.warm_start = True
-    t_fe = _timed(fe_forward_and_gradient, comm, repeats)
+    t_fe = median_wall_time(fe_forward_and_gradient, comm, repeats)
     return {
         "state": state, "q_values": q.x.array.copy(), "iterations": solve.iterations,
         "network_s": t_net, "solve_s": t_solve, "forward_s": t_fwd,
@@ -195,13 +183,13 @@ def _peer_case(msh, nonlinear: bool, q_values: np.ndarray, repeats: int) -> dict
     t_first = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
     Jhat = pyadjoint.ReducedFunctional(j, pyadjoint.Control(q))
     dJ = Jhat.derivative()  # warm-up (JIT of the adjoint forms)
-    t_fwd = _timed(lambda: Jhat(q), comm, repeats)
+    t_fwd = median_wall_time(lambda: Jhat(q), comm, repeats)
 
     def forward_and_gradient():
         Jhat(q)
         Jhat.derivative()
 
-    t_grad = _timed(forward_and_gradient, comm, repeats)
+    t_grad = median_wall_time(forward_and_gradient, comm, repeats)
     dJ = Jhat.derivative()
     n = V.dofmap.index_map.size_local
     gradient = dJ.x.array[:n].copy()

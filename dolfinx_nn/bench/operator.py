@@ -23,8 +23,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 from mpi4py import MPI
 
@@ -36,6 +34,7 @@ from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
 from dolfinx_nn._dofs import owned_tensor
+from dolfinx_nn.bench.timing import median_wall_time
 from dolfinx_nn.output import print0, write_json
 from dolfinx_nn.quadrature import quadrature_space
 
@@ -48,17 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     parser.add_argument("--out", default=None,
                         help="JSON file (default: BENCH_operator_np<ranks>.json)")
-
-
-def _timed(fn: Callable[[], object], comm: MPI.Comm, repeats: int) -> float:
-    """Median over ``repeats`` of the slowest rank's wall time of ``fn``."""
-    times = []
-    for _ in range(repeats):
-        comm.Barrier()
-        start = time.perf_counter()
-        fn()
-        times.append(comm.allreduce(time.perf_counter() - start, op=MPI.MAX))
-    return float(np.median(times))
 
 
 def _mlp(width: int) -> torch.nn.Module:
@@ -109,11 +97,11 @@ def _case(msh: mesh.Mesh, width: int | None, repeats: int) -> dict[str, float]:
     residual()
     jacobian()  # JIT, allocation and first-touch outside the timings
     times = {
-        "residual_s": _timed(residual, comm, repeats),
-        "jacobian_s": _timed(jacobian, comm, repeats),
+        "residual_s": median_wall_time(residual, comm, repeats),
+        "jacobian_s": median_wall_time(jacobian, comm, repeats),
     }
     f_t = owned_tensor(f)
-    times["newton_solve_s"] = _timed(lambda: solve(f_t), comm, max(1, repeats // 2))
+    times["newton_solve_s"] = median_wall_time(lambda: solve(f_t), comm, max(1, repeats // 2))
     times["newton_iterations"] = solve.iterations
     times["quadrature_points"] = comm.allreduce(operators[0].layout.num_points) if operators else 0
     return times

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import statistics
 import sys
-import time
-from collections.abc import Callable
 
 from mpi4py import MPI
 
@@ -32,18 +29,10 @@ from dolfinx_nn.deep_limit.annulus import annulus
 from dolfinx_nn.deep_limit.blocks import dense_block
 from dolfinx_nn.deep_limit.neural_ode import NeuralODE
 from dolfinx_nn.deep_limit.resnet import ConstantWeightResNet
+from dolfinx_nn.bench.timing import median_wall_time
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 
 DEPTHS = (1, 4, 16, 64, 256)
-
-
-def _median_time(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _measure(model: torch.nn.Module, block: torch.nn.Module, x: torch.Tensor,
@@ -56,8 +45,8 @@ def _measure(model: torch.nn.Module, block: torch.nn.Module, x: torch.Tensor,
         block.zero_grad()
         model(x).square().sum().backward()
 
-    return {"forward_s": _median_time(forward, repeat),
-            "forward_backward_s": _median_time(gradient, repeat)}
+    return {"forward_s": median_wall_time(forward, None, repeat),
+            "forward_backward_s": median_wall_time(gradient, None, repeat)}
 
 
 def _torchdiffeq_cases(block, x, rtol, atol, repeat) -> dict[str, dict]:
