@@ -50,6 +50,7 @@ __all__ = [
     "HOLE_CENTER",
     "HOLE_RADIUS",
     "MESH_KINDS",
+    "boundary_dofs",
     "boundary_facets",
     "create_mesh",
     "create_mesh_data",
@@ -412,6 +413,15 @@ def boundary_facets(mesh: dolfinx.mesh.Mesh) -> np.ndarray:
     tdim = mesh.topology.dim
     mesh.topology.create_connectivity(tdim - 1, tdim)
     return dolfinx.mesh.exterior_facet_indices(mesh.topology)
+
+
+def boundary_dofs(V: dolfinx.fem.FunctionSpace) -> np.ndarray:
+    """Local indices of the dofs of ``V`` on the exterior boundary (for ``dirichletbc``).
+
+    Collective.
+    """
+    mesh = V.mesh
+    return dolfinx.fem.locate_dofs_topological(V, mesh.topology.dim - 1, boundary_facets(mesh))
 
 
 def mesh_size(mesh: dolfinx.mesh.Mesh) -> float:

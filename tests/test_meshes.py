@@ -15,6 +15,7 @@ import ufl
 from dolfinx_nn.meshes import (
     HOLE_RADIUS,
     MESH_KINDS,
+    boundary_dofs,
     boundary_facets,
     create_mesh,
     create_mesh_data,
@@ -92,6 +93,18 @@ def test_mesh_size_and_boundary_facets(comm):
     on_edge = np.isclose(midpoints, 0.0) | np.isclose(midpoints, 1.0)
     assert on_edge.any(axis=1).all()
 
+
+
+@pytest.mark.parametrize("degree", [1, 2])
+def test_boundary_dofs(comm, degree):
+    """P1 on a 4x4 square has 16 boundary dofs, P2 32; all of them lie on the edges."""
+    mesh = create_mesh(comm, "square", 4)
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
+    dofs = boundary_dofs(V)
+    owned = dofs[dofs < V.dofmap.index_map.size_local]
+    assert comm.allreduce(len(owned), op=MPI.SUM) == 16 * degree
+    x = V.tabulate_dof_coordinates()[dofs, :2]
+    assert (np.isclose(x, 0.0) | np.isclose(x, 1.0)).any(axis=1).all()
 
 def _write_box_msh(path) -> None:
     """gmsh file of the box [0,1]x[0,2]x[0,0.5] (volume 1), without physical groups."""

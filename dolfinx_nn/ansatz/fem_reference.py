@@ -19,6 +19,7 @@ import numpy as np
 import ufl
 
 from dolfinx_nn.ansatz.pdes import Problem
+from dolfinx_nn.meshes import boundary_dofs
 from dolfinx_nn import petsc_problems
 
 #: Mesh Peclet number above which ``stabilization="auto"`` switches SUPG on.
@@ -101,10 +102,7 @@ def solve_fem(
     comm.Barrier()
     start = time.perf_counter()
     V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
-    tdim = mesh.topology.dim
-    mesh.topology.create_connectivity(tdim - 1, tdim)
-    facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
-    bdofs = dolfinx.fem.locate_dofs_topological(V, tdim - 1, facets)
+    bdofs = boundary_dofs(V)
     x = ufl.SpatialCoordinate(mesh)
     u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
     k = problem.diffusion

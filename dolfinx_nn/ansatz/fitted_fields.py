@@ -28,7 +28,7 @@ import torch
 import ufl
 
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork
-from dolfinx_nn.meshes import bounding_box
+from dolfinx_nn.meshes import boundary_dofs, bounding_box
 from dolfinx_nn.sampling import rank_rng, sample_boundary
 from dolfinx_nn import petsc_problems
 
@@ -72,10 +72,8 @@ def _solve_p2(
 ) -> dolfinx.fem.Function:
     """P2 solution of ``-lap w = source`` with ``w = boundary`` (or 0) on the boundary."""
     V = dolfinx.fem.functionspace(mesh, ("Lagrange", 2))
-    tdim, gdim = mesh.topology.dim, mesh.geometry.dim
-    mesh.topology.create_connectivity(tdim - 1, tdim)
-    facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
-    dofs = dolfinx.fem.locate_dofs_topological(V, tdim - 1, facets)
+    gdim = mesh.geometry.dim
+    dofs = boundary_dofs(V)
     w_bc = dolfinx.fem.Function(V)
     if boundary is not None:
         w_bc.interpolate(lambda x: boundary(np.ascontiguousarray(x[:gdim].T)))

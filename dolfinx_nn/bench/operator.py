@@ -35,6 +35,7 @@ from dolfinx import fem, mesh
 import dolfinx_nn as dnn
 from dolfinx_nn._dofs import owned_tensor
 from dolfinx_nn.bench.timing import median_wall_time
+from dolfinx_nn.meshes import boundary_dofs
 from dolfinx_nn.output import print0, write_json
 from dolfinx_nn.quadrature import quadrature_space
 
@@ -60,10 +61,7 @@ def _case(msh: mesh.Mesh, width: int | None, repeats: int) -> dict[str, float]:
     """Times of residual/Jacobian assembly (and a Newton solve) for one way to write k."""
     comm = msh.comm
     V = fem.functionspace(msh, ("Lagrange", 1))
-    tdim = msh.topology.dim
-    msh.topology.create_connectivity(tdim - 1, tdim)
-    facets = mesh.exterior_facet_indices(msh.topology)
-    bc = fem.dirichletbc(0.0, fem.locate_dofs_topological(V, tdim - 1, facets), V)
+    bc = fem.dirichletbc(0.0, boundary_dofs(V), V)
     f = fem.Function(V)
     f.interpolate(lambda x: 20 * np.sin(np.pi * x[0]) * np.sin(np.pi * x[1]))
     u, v = fem.Function(V), ufl.TestFunction(V)

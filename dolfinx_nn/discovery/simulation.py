@@ -23,7 +23,7 @@ import ufl
 from dolfinx_nn.discovery.equation import weak_rhs
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn import petsc_problems
-from dolfinx_nn.meshes import bounding_box
+from dolfinx_nn.meshes import boundary_dofs, bounding_box
 from dolfinx_nn.sampling import rank_rng, sample_boundary
 
 __all__ = ["PointEvaluator", "boundary_distance", "integrate", "random_points_in_mesh"]
@@ -161,10 +161,7 @@ def integrate(
     rhs = weak_rhs(coefficients, u, v, gdim, degree)
     rhs_old = weak_rhs(coefficients, u_old, v, gdim, degree)
     F = (u - u_old) / dt * v * ufl.dx - 0.5 * (rhs + rhs_old) * ufl.dx
-    tdim = mesh.topology.dim
-    mesh.topology.create_connectivity(tdim - 1, tdim)
-    facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
-    dofs = dolfinx.fem.locate_dofs_topological(V, tdim - 1, facets)
+    dofs = boundary_dofs(V)
     bc = dolfinx.fem.dirichletbc(g, dofs)
     problem = petsc_problems.NonlinearProblem(
         F, u, bcs=[bc], petsc_options=_SNES_OPTIONS, petsc_options_prefix=prefix

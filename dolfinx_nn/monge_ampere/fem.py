@@ -29,6 +29,7 @@ import numpy as np
 import ufl
 
 from dolfinx_nn.errors import SolverError
+from dolfinx_nn.meshes import boundary_dofs
 from dolfinx_nn.monge_ampere.cases import Case, noisy
 from dolfinx_nn.monge_ampere.domains import mesh_bounds
 from dolfinx_nn import petsc_problems
@@ -110,14 +111,9 @@ def _source(case: Case, mesh, center, noise: float, seed: int):
 
 
 def _boundary_condition(V, g_expr) -> tuple[dolfinx.fem.DirichletBC, dolfinx.fem.Function]:
-    mesh = V.mesh
-    tdim = mesh.topology.dim
-    mesh.topology.create_connectivity(tdim - 1, tdim)
-    facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
     g = dolfinx.fem.Function(V)
     g.interpolate(dolfinx.fem.Expression(g_expr, V.element.interpolation_points))
-    dofs = dolfinx.fem.locate_dofs_topological(V, tdim - 1, facets)
-    return dolfinx.fem.dirichletbc(g, dofs), g
+    return dolfinx.fem.dirichletbc(g, boundary_dofs(V)), g
 
 
 def _check_converged(snes: PETSc.SNES, prefix: str) -> None:
