@@ -237,17 +237,22 @@ class NeuralOperator(dolfinx.fem.Function):
         self._check_finite(X, X, "an operand")
         x = torch.from_numpy(X).to(self.net_device, self.net_dtype)
         params = self._params()
-        n = X.shape[0]
-        with torch.no_grad():
-            if derivatives:
-                values, jac = self._value_and_jacobian(params, x)
-            else:
-                if n:
-                    self._check_shape(self._call(params, x[:1]), 1)  # a clear error, early
-                values = torch.cat(
-                    [self._call(params, c).reshape(c.shape[0], self.out_size) for c in self._chunks(x)]
-                )
-                values = self._check_shape(values, n)
+        error: ValueError | None = None
+        try:
+            with torch.no_grad():
+                if derivatives:
+                    values, jac = self._value_and_jacobian(params, x)
+                else:
+                    values = torch.cat([
+                        self._check_shape(self._call(params, c), c.shape[0])
+                        for c in self._chunks(x)
+                    ])
+        except ValueError as e:  # a wrong output shape: raise on every rank, also empty ones
+            error = e
+        if self.layout.comm.allreduce(error is not None, op=MPI.LOR):
+            raise error or ValueError(
+                f"the network output of {self.name!r} has the wrong shape on another rank."
+            )
         self.evaluations += 1
         values = values.to("cpu", torch.float64).numpy()
         self._check_finite(values, X, "the network output")
