@@ -5,7 +5,6 @@ from __future__ import annotations
 from mpi4py import MPI
 
 import basix.ufl
-import numpy as np
 import pytest
 import torch
 import ufl

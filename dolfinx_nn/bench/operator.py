@@ -26,7 +26,6 @@ import argparse
 
 from mpi4py import MPI
 
-import dolfinx.fem.petsc
 import numpy as np
 import torch
 import ufl
