@@ -1,0 +1,155 @@
+"""PETSc options of the bridge's solvers: defaults only where the user set nothing.
+
+The user sets options in two places: the ``petsc_options`` dictionary, and PETSc's options
+database (``PETSC_OPTIONS="-poisson_ksp_type cg"``, ``-poisson_ksp_monitor`` on the command
+line).  A default is pushed only for an option that neither sets; an option pushed onto the
+database is removed again after ``setFromOptions`` (DOLFINx's habit), so nothing the user put
+there is overwritten or deleted.
+
+The adjoint solve gets options of its own under ``f"{prefix}adjoint_"``.  It inherits the
+forward solver's *method* (KSP type, preconditioner, factorization package), never its
+*tolerances*: an inexact-Newton setting such as ``ksp_rtol=0.3`` is fine for the forward
+solve, whose accuracy the SNES controls, but would make the gradient inexact.  The adjoint
+tolerances default to :data:`ADJOINT_TOLERANCES` unless set under the adjoint prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from petsc4py import PETSc
+
+#: Direct solve, used unless the user chooses a KSP type or a preconditioner.
+DIRECT_SOLVER: dict[str, object] = {
+    "ksp_type": "preonly",
+    "pc_type": "lu",
+    "pc_factor_mat_solver_type": "mumps",
+}
+#: Relative tolerance of a Krylov solve of a *linear* forward problem when the user chose a
+#: Krylov method without a tolerance: the gradient is that of the exact solve, so the solve
+#: must be close to exact (PETSc's own default, 1e-5, gives gradients correct to ~1e-5 only).
+LINEAR_KRYLOV_RTOL = 1e-10
+#: Newton's defaults.  Plain Newton (as DOLFINx's own NewtonSolver), with a backtracking line
+#: search as the fallback when it diverges; a relative tolerance tight enough for exact
+#: gradients, and an absolute tolerance that cannot stop at the start (the residual's scale is
+#: the user's).  Where 1e-12 lies below round-off, the stopping test of
+#: :mod:`dolfinx_nn._convergence` stops at the residual's round-off floor instead.
+NEWTON: dict[str, object] = {
+    "snes_type": "newtonls",
+    "snes_linesearch_type": "basic",
+    "snes_rtol": 1e-12,
+    "snes_atol": 1e-50,
+    "snes_stol": 0.0,
+    "snes_max_it": 50,
+}
+#: Line search tried when plain Newton diverges and the user chose none.
+FALLBACK_LINE_SEARCH = "bt"
+#: Tolerances of the adjoint solve unless set under the adjoint prefix.
+ADJOINT_TOLERANCES: dict[str, object] = {"ksp_rtol": 1e-12, "ksp_atol": 1e-50, "ksp_max_it": 10000}
+#: Options that set how accurately a Krylov solve is done (never inherited by the adjoint).
+TOLERANCE_OPTIONS = ("ksp_rtol", "ksp_atol", "ksp_divtol", "ksp_max_it")
+#: Options of the linear solver that the adjoint inherits from the forward solve.
+SOLVER_OPTION_PREFIXES = ("ksp_", "pc_", "mat_")
+ADJOINT_PREFIX = "adjoint_"
+_DIRECT_PCS = ("lu", "cholesky")
+
+
+def database_options(prefix: str) -> dict[str, object]:
+    """Options in PETSc's database under ``prefix``, keys without the prefix."""
+    return {
+        k[len(prefix) :]: v for k, v in PETSc.Options().getAll().items() if k.startswith(prefix)
+    }
+
+
+@dataclass
+class SolverOptions:
+    """The options pushed on the forward and adjoint solvers, and what they imply.
+
+    Attributes:
+        forward: options pushed under the forward prefix (defaults and the user's dict, minus
+            what the database already sets).
+        adjoint: options pushed under the adjoint prefix.
+        effective: the forward options in force (database included), for decisions.
+        adjoint_effective: the adjoint options in force.
+        direct: the forward linear solve is a factorization (``preonly`` + LU/Cholesky).
+        adjoint_tolerances_set: the user set the adjoint's tolerances (then an inaccurate
+            adjoint solve warns instead of raising).
+        line_search_set: the user chose the SNES line search (then no fallback is tried).
+    """
+
+    forward: dict[str, object]
+    adjoint: dict[str, object]
+    effective: dict[str, object] = field(default_factory=dict)
+    adjoint_effective: dict[str, object] = field(default_factory=dict)
+    direct: bool = True
+    adjoint_tolerances_set: bool = False
+    line_search_set: bool = False
+
+
+def _is_direct(options: dict[str, object]) -> bool:
+    return options.get("ksp_type") == "preonly" and options.get("pc_type") in _DIRECT_PCS
+
+
+def solver_options(user: dict[str, object], prefix: str, linear: bool) -> SolverOptions:
+    """Forward and adjoint options from the user's dict, the database and the defaults.
+
+    Args:
+        user: the ``petsc_options`` dictionary; keys starting with ``"adjoint_"`` go to the
+            adjoint solve.
+        prefix: the forward solver's options prefix.
+        linear: a KSP solve (True) or a SNES solve (False).
+    """
+    user_forward = {k: v for k, v in user.items() if not k.startswith(ADJOINT_PREFIX)}
+    user_adjoint = {
+        k[len(ADJOINT_PREFIX) :]: v for k, v in user.items() if k.startswith(ADJOINT_PREFIX)
+    }
+    adjoint_prefix = f"{prefix}{ADJOINT_PREFIX}"
+    db_adjoint = database_options(adjoint_prefix)
+    db_forward = {
+        k: v for k, v in database_options(prefix).items() if not k.startswith(ADJOINT_PREFIX)
+    }
+    chosen = {**db_forward, **user_forward}  # what the user set for the forward solve
+
+    defaults: dict[str, object] = {}
+    if "ksp_type" not in chosen and "pc_type" not in chosen:
+        defaults.update(DIRECT_SOLVER)
+    elif chosen.get("pc_type") in _DIRECT_PCS and "pc_factor_mat_solver_type" not in chosen:
+        defaults["pc_factor_mat_solver_type"] = DIRECT_SOLVER["pc_factor_mat_solver_type"]
+    if linear:
+        if not _is_direct({**defaults, **chosen}) and "ksp_rtol" not in chosen:
+            defaults["ksp_rtol"] = LINEAR_KRYLOV_RTOL
+    else:
+        defaults.update(NEWTON)
+    forward = {k: v for k, v in {**defaults, **user_forward}.items() if k not in db_forward}
+    effective = {**defaults, **chosen}
+
+    # The adjoint: the forward's method, its own tolerances, then the user's adjoint options.
+    inherited = {
+        k: v for k, v in effective.items()
+        if k.startswith(SOLVER_OPTION_PREFIXES) and k not in TOLERANCE_OPTIONS
+    }
+    adjoint_chosen = {**db_adjoint, **user_adjoint}
+    adjoint_all = {**inherited, **ADJOINT_TOLERANCES, **user_adjoint}
+    adjoint = {k: v for k, v in adjoint_all.items() if k not in db_adjoint}
+    return SolverOptions(
+        forward=forward,
+        adjoint=adjoint,
+        effective=effective,
+        adjoint_effective={**adjoint_all, **db_adjoint},
+        direct=_is_direct(effective),
+        adjoint_tolerances_set=any(k in adjoint_chosen for k in TOLERANCE_OPTIONS),
+        line_search_set="snes_linesearch_type" in chosen,
+    )
+
+
+def set_options(obj: PETSc.KSP | PETSc.SNES, prefix: str, options: dict[str, object]) -> None:
+    """Push ``options`` under ``prefix``, call ``setFromOptions``, and tidy the database."""
+    obj.setOptionsPrefix(prefix)
+    opts = PETSc.Options()
+    opts.prefixPush(prefix)
+    for k, v in options.items():
+        opts[k] = v
+    obj.setFromOptions()
+    opts.prefixPop()
+    for k in options:  # PETSc's clear ignores the pushed prefix: use the full name
+        del opts[f"{prefix}{k}"]
