@@ -9,20 +9,32 @@ backward pass solves ONE adjoint problem
 
 and returns ``dJ/dm = -(dF/dm)^T lambda`` for each control ``m``, assembled by DOLFINx from the
 UFL derivative of ``F``.  Matrices, KSP/SNES and factorizations live as long as the operator.
-When the operator is symmetric and linear the adjoint reuses the forward factorization;
-otherwise the transposed Jacobian at the solution gets its own KSP, tuned with options under
-the prefix ``f"{petsc_options_prefix}adjoint_"``.
 
-Coefficients that are operators of the unknown (e.g. :class:`dolfinx_nn.NeuralOperator`) are
-passed as ``operators=[...]``: they refresh themselves from the current iterate before each
-residual and Jacobian assembly, add their term to the Jacobian, and receive ``-(dF/dN)^T
-lambda`` in the backward pass, which they pull back to their own inputs (network parameters).
-An operator provides ``update(derivatives)``, ``jacobian(F, u, du)``, ``inputs()``,
-``set_inputs(tensors)`` and ``backward(grad, inputs)``; it is itself the coefficient in ``F``.
+The backward pass mirrors what the forward pass did:
+
+- Dirichlet data that is a control gets the gradient of the dofs it actually sets: where
+  several conditions constrain a dof, DOLFINx imposes the last one (:mod:`dolfinx_nn._dirichlet`);
+- the adjoint solve uses the forward solver's method but tolerances of its own (an inexact
+  Newton setting is fine for the forward solve, not for a gradient), and its true residual is
+  checked after the solve (:mod:`dolfinx_nn._options`);
+- a symmetric linear problem reuses the forward factorization (with the adjoint's tolerances
+  when the solve is iterative); otherwise the transposed Jacobian at the solution gets its own
+  KSP, tuned with options under the prefix ``f"{petsc_options_prefix}adjoint_"``;
+- a second derivative through the solve (``create_graph=True``) is refused with an error
+  rather than returned wrong (the first-order gradient is treated as a constant otherwise).
+
+Coefficients of ``F`` that are operators of the unknown (e.g. :class:`dolfinx_nn.NeuralOperator`)
+are found in ``F`` by themselves (or passed as ``operators=[...]``): they refresh themselves
+from the current iterate before each residual and Jacobian assembly, add their term to the
+Jacobian, and receive ``-(dF/dN)^T lambda`` in the backward pass, which they pull back to their
+own inputs (network parameters).  An operator provides ``update(derivatives)``,
+``jacobian(F, u, du)``, ``inputs()``, ``set_inputs(tensors)`` and ``backward(grad, inputs)``;
+it is itself the coefficient in ``F``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,12 +48,9 @@ import numpy as np
 import torch
 import ufl
 
-from dolfinx_nn._dofs import (
-    assign_owned,
-    check_finite,
-    ghost_insert,
-    owned_size,
-)
+from dolfinx_nn._convergence import RoundoffAwareTest
+from dolfinx_nn._dirichlet import DirichletSource, dirichlet_source
+from dolfinx_nn._dofs import assign_owned, check_finite, ghost_insert, owned_size
 from dolfinx_nn._forms import (
     Control,
     assemble_gradient,
@@ -54,26 +63,26 @@ from dolfinx_nn._forms import (
     gradient_form,
     is_empty,
 )
-from dolfinx_nn.errors import SolverError
+from dolfinx_nn._options import (
+    ADJOINT_PREFIX,
+    ADJOINT_TOLERANCES,
+    FALLBACK_LINE_SEARCH,
+    SolverOptions,
+    set_options,
+    solver_options,
+)
+from dolfinx_nn._second_order import first_order_only, refusal
+from dolfinx_nn.errors import GradientAccuracyError, SolverError
+from dolfinx_nn.parallel import raise_on_all_ranks
 from dolfinx_nn.petsc_problems import LinearProblem, NonlinearProblem, collect_garbage
 
-#: Direct solver used unless the user says otherwise.
-DEFAULT_KSP_OPTIONS: dict[str, object] = {
-    "ksp_type": "preonly",
-    "pc_type": "lu",
-    "pc_factor_mat_solver_type": "mumps",
-}
-#: Newton with a backtracking line search and tight tolerances, so gradients are exact.
-DEFAULT_SNES_OPTIONS: dict[str, object] = {
-    "snes_type": "newtonls",
-    "snes_linesearch_type": "bt",
-    "snes_rtol": 1e-12,
-    "snes_atol": 1e-12,
-    "snes_stol": 0.0,
-    "snes_max_it": 50,
-}
-
-ADJOINT_PREFIX = "adjoint_"
+#: An adjoint solve whose true relative residual ``|A^T lam - b| / |b|`` exceeds this is not
+#: accurate enough for a gradient: an error (or a warning when the user set the adjoint's
+#: tolerances), naming the figure.
+ADJOINT_RESIDUAL_LIMIT = 1e-8
+#: A linear forward solve whose true relative residual exceeds this warns: the gradient is that
+#: of the exact solve, which the forward solution then only approximates.
+FORWARD_RESIDUAL_LIMIT = 1e-6
 
 
 def _reason_name(enum: type, reason: int) -> str:
@@ -83,36 +92,15 @@ def _reason_name(enum: type, reason: int) -> str:
     return str(reason)
 
 
-def _split_options(
-    options: dict[str, object], linear: bool
-) -> tuple[dict[str, object], dict[str, object]]:
-    """Forward options, and adjoint options (forward KSP/PC options unless overridden)."""
-    user_chose_solver = any(k.startswith(("ksp_", "pc_")) for k in options)
-    defaults = {} if user_chose_solver else dict(DEFAULT_KSP_OPTIONS)
-    if not linear:
-        defaults.update(DEFAULT_SNES_OPTIONS)
-    forward = {k: v for k, v in options.items() if not k.startswith(ADJOINT_PREFIX)}
-    forward = {**defaults, **forward}
-    adjoint = {
-        k: v for k, v in forward.items() if k.startswith(("ksp_", "pc_", "mat_"))
-    }
-    adjoint.update(
-        {k[len(ADJOINT_PREFIX) :]: v for k, v in options.items() if k.startswith(ADJOINT_PREFIX)}
-    )
-    return forward, adjoint
-
-
-def _set_options(obj: PETSc.KSP, prefix: str, options: dict[str, object]) -> None:
-    """Push ``options`` under ``prefix``, call setFromOptions, and tidy the database."""
-    obj.setOptionsPrefix(prefix)
-    opts = PETSc.Options()
-    opts.prefixPush(prefix)
-    for k, v in options.items():
-        opts[k] = v
-    obj.setFromOptions()
-    for k in options:
-        del opts[k]
-    opts.prefixPop()
+def _relative_residual(A: PETSc.Mat, x: PETSc.Vec, b: PETSc.Vec, transpose: bool = False) -> float:
+    """``|A x - b| / |b|`` (or with ``A^T``); 0 when ``b`` vanishes."""
+    r = b.duplicate()
+    (A.multTranspose if transpose else A.mult)(x, r)
+    r.axpy(-1.0, b)
+    b_norm = b.norm()
+    value = r.norm() / b_norm if b_norm > 0 else r.norm()
+    r.destroy()
+    return float(value)
 
 
 @dataclass
@@ -136,6 +124,9 @@ class FEMOperator:
         linear: whether ``F`` is linear in ``u`` (KSP) or not (SNES).
         solver: the forward ``PETSc.KSP`` or ``PETSc.SNES``.
         iterations: Krylov or Newton iterations of the last forward solve.
+        operators: the operators of the unknown in ``F`` (given or found).
+        options: the options in force (:class:`dolfinx_nn._options.SolverOptions`).
+        adjoint_residual: true relative residual of the last adjoint solve.
     """
 
     def __init__(
@@ -155,7 +146,7 @@ class FEMOperator:
     ) -> None:
         if not isinstance(F, ufl.Form) or len(F.arguments()) != 1:
             raise ValueError("F must be a UFL residual form with exactly one TestFunction.")
-        operators = list(operators)
+        operators = _find_operators(F, operators)
         operand_coefficients = {
             id(c) for op in operators for e in getattr(op, "operands", ())
             for c in ufl.algorithms.extract_coefficients(e)
@@ -167,19 +158,31 @@ class FEMOperator:
                 "u must be a dolfinx.fem.Function that appears in F (or in an operand of one "
                 "of the operators)."
             )
-        if not petsc_options_prefix or not petsc_options_prefix[0].isalpha():
+        if not isinstance(petsc_options_prefix, str) or not petsc_options_prefix[:1].isalpha():
             raise ValueError(
                 f"petsc_options_prefix must be a non-empty string starting with a letter "
                 f"(PETSc's rule), e.g. 'poisson_'; got {petsc_options_prefix!r}."
             )
-        for bc in bcs:
+        if petsc_options is not None and not isinstance(petsc_options, dict):
+            raise TypeError(f"petsc_options must be a dict, got {type(petsc_options).__name__}.")
+        V = u.function_space
+        for i, bc in enumerate(bcs):
             if not isinstance(bc, dolfinx.fem.DirichletBC):
                 raise TypeError(f"bcs must hold dolfinx.fem.DirichletBC, got {type(bc).__name__}.")
+            if not V._cpp_object.contains(bc.function_space):
+                raise ValueError(
+                    f"Dirichlet condition {i} is on a space that is neither u's space nor one "
+                    "of its sub-spaces."
+                )
         controls = list(controls)
         if any(c is u for c in controls):
             raise ValueError("the unknown u cannot also be a control.")
         # Controls that are the values of Dirichlet conditions (and need not appear in F).
-        self._dirichlet = [_dirichlet_dofs(c, bcs, u.function_space) for c in controls]
+        self._dirichlet: list[DirichletSource | None] = [
+            dirichlet_source(c, bcs, V)
+            if isinstance(c, dolfinx.fem.Function | dolfinx.fem.Constant) else None
+            for c in controls
+        ]
         self.controls = check_controls(
             F, controls, "F", exempt=[d is not None for d in self._dirichlet]
         )
@@ -189,8 +192,7 @@ class FEMOperator:
         self._last_solution: np.ndarray | None = None
         self.bcs = list(bcs)
         self.prefix = petsc_options_prefix
-        self.comm: MPI.Comm = u.function_space.mesh.comm
-        V = u.function_space
+        self.comm: MPI.Comm = V.mesh.comm
         self._n = owned_size(V)
         self._control_sizes = [control_size(c) for c in self.controls]
         compile_opts = {"form_compiler_options": form_compiler_options, "jit_options": jit_options}
@@ -203,25 +205,30 @@ class FEMOperator:
             term = op.jacobian(F, u, du)
             if term is not None:
                 J = J + term
-        forward_options, adjoint_options = _split_options(dict(petsc_options or {}), self.linear)
+        self.options: SolverOptions = solver_options(
+            dict(petsc_options or {}), self.prefix, self.linear
+        )
         self._symmetric_given = symmetric if self.linear else False
         self._symmetric = self._symmetric_given
 
         if self.linear:
             # J u = -F(0): with u = 0 in F, -F is the right-hand side.
             self._problem = LinearProblem(
-                J, -F, u=u, bcs=self.bcs, petsc_options=forward_options,
-                petsc_options_prefix=self.prefix, **compile_opts,
+                J, -F, u=u, bcs=self.bcs, petsc_options_prefix=self.prefix, **compile_opts,
             )
         else:
             self._problem = NonlinearProblem(
-                F, u, bcs=self.bcs, J=J, petsc_options=forward_options,
-                petsc_options_prefix=self.prefix, **compile_opts,
+                F, u, bcs=self.bcs, J=J, petsc_options_prefix=self.prefix, **compile_opts,
             )
         self.solver = self._problem.solver
-        self._hook_error: Exception | None = None
-        if self.operators:
-            self._install_operator_hooks()
+        # Set here rather than by DOLFINx, whose clean-up leaves the options in the database.
+        set_options(self.solver, self.prefix, self.options.forward)
+        self._hook_error: BaseException | None = None
+        self._convergence: RoundoffAwareTest | None = None
+        if not self.linear:
+            self._install_hooks()
+            self._convergence = RoundoffAwareTest()
+            self.solver.setConvergenceTest(self._convergence)
 
         # Adjoint: the transposed Jacobian (at the solution) with homogeneous Dirichlet rows.
         self._lam = dolfinx.fem.Function(V, name="adjoint")
@@ -230,7 +237,7 @@ class FEMOperator:
         self._adjoint_form = dolfinx.fem.form(ufl.adjoint(J), **compile_opts)
         self._adjoint_A: PETSc.Mat | None = None
         self._adjoint_ksp: PETSc.KSP | None = None
-        self._adjoint_options = adjoint_options
+        self.adjoint_residual = 0.0
         # Gradient forms: dF/dm^T lambda, i.e. the derivative of F(u; m)[lambda] along m.
         F_lam = ufl.replace(F, {v: self._lam})
         self._gradient_forms = [
@@ -239,15 +246,18 @@ class FEMOperator:
             for c in self.controls
         ]
         self._operator_forms = [gradient_form(F_lam, op, **compile_opts) for op in self.operators]
-        # (dF/du)^T lambda without boundary conditions: how the free dofs feel Dirichlet data.
+        # (dF/du)^T lambda without boundary conditions, operator terms included: how the free
+        # dofs feel Dirichlet data.
         self._jacobian_action = (
-            gradient_form(F_lam, u, **compile_opts)
+            dolfinx.fem.form(ufl.action(ufl.adjoint(J), self._lam), **compile_opts)
             if any(d is not None for d in self._dirichlet) else None
         )
         self._bc_dofs = [bc.dof_indices()[0][: bc.dof_indices()[1]] for bc in self.bcs]
         self._forward_id = 0
         self._factorized_id = -1  # forward pass whose operator the forward KSP holds
+        self._forward_warned = False
         self.iterations = 0
+        self._pending: _State | None = None
 
     # -- public -------------------------------------------------------------------------------
     def __call__(
@@ -263,21 +273,26 @@ class FEMOperator:
                 ``NeuralOperator``: its parameters, e.g. ``list(params.values())``) or ``None``
                 for its own; the result is differentiable in them too.
         """
+        error: Exception | None = None
         if len(controls) != len(self.controls):
-            raise ValueError(
+            error = ValueError(
                 f"expected {len(self.controls)} control tensor(s) (one per control, in order), "
                 f"got {len(controls)}."
             )
-        if operator_inputs is None:
-            operator_inputs = [None] * len(self.operators)
-        if len(operator_inputs) != len(self.operators):
-            raise ValueError(
+        elif operator_inputs is not None and len(operator_inputs) != len(self.operators):
+            error = ValueError(
                 f"operator_inputs must hold one entry per operator ({len(self.operators)}), "
                 f"got {len(operator_inputs)}."
             )
-        for op, inputs in zip(self.operators, operator_inputs, strict=True):
-            op.set_inputs(inputs)
-        self._operator_counts = [len(op.inputs()) for op in self.operators]
+        raise_on_all_ranks(error, self.comm)
+        if operator_inputs is None:
+            operator_inputs = [None] * len(self.operators)
+        try:
+            for op, inputs in zip(self.operators, operator_inputs, strict=True):
+                op.set_inputs(inputs)
+        except (TypeError, ValueError) as e:
+            error = e
+        raise_on_all_ranks(error, self.comm)
         flat = [t for op in self.operators for t in op.inputs()]
         return _FEMSolve.apply(self, len(controls), *controls, *flat)
 
@@ -292,7 +307,7 @@ class FEMOperator:
         Without it, the objects are freed collectively when the operator is garbage and any
         operator of the same communicator runs its next forward pass (see
         :mod:`dolfinx_nn.petsc_problems`): ``__del__`` never destroys, since Python may run it
-        at different moments on different ranks.
+        at different moments on different ranks.  The operator cannot be used afterwards.
         """
         problem = self._problem
         objects = (self._adjoint_ksp, self._adjoint_A, self._adjoint_rhs, self._adjoint_sol,
@@ -301,10 +316,17 @@ class FEMOperator:
             if obj is not None:
                 obj.destroy()
         self._adjoint_ksp = self._adjoint_A = None
+        self.solver = None
 
-    # -- operators of the unknown -------------------------------------------------------------
-    def _install_operator_hooks(self) -> None:
-        """Refresh the operators from the iterate before each residual/Jacobian assembly."""
+    # -- SNES callbacks -----------------------------------------------------------------------
+    def _install_hooks(self) -> None:
+        """Residual and Jacobian callbacks that refresh the operators and keep errors.
+
+        An exception raised inside a callback (a network's shape error, a missing CUDA driver)
+        would reach the user as ``PETSc.Error: error code 101``.  The callbacks keep it, make
+        the residual NaN so that the SNES stops on every rank, and :meth:`_check_converged`
+        raises it (on every rank) after the solve.
+        """
         snes, problem = self.solver, self._problem
         petsc = dolfinx.fem.petsc
         residual_ctx = {"u": problem.u, "residual": problem.F, "jacobian": problem.J,
@@ -313,27 +335,38 @@ class FEMOperator:
                         "preconditioner": problem.preconditioner, "bcs": self.bcs}
 
         def hooked_residual(snes_, x, b, **kwargs):
-            self._refresh_operators(x, derivatives=False)
+            if self._hook_error is None:
+                self._refresh_operators(x, derivatives=False)
+            if self._hook_error is None:
+                try:
+                    petsc.assemble_residual(snes_, x, b, **kwargs)
+                except Exception as error:  # noqa: BLE001 (re-raised after the solve)
+                    self._hook_error = error
             if self._hook_error is not None:
-                b.set(np.nan)  # stops the SNES; the error is raised after the solve
-                return
-            petsc.assemble_residual(snes_, x, b, **kwargs)
+                b.set(np.nan)  # stops the SNES on every rank (the norm is collective)
 
         def hooked_jacobian(snes_, x, A, P, **kwargs):
-            self._refresh_operators(x, derivatives=True)
-            petsc.assemble_jacobian(snes_, x, A, P, **kwargs)
+            if self._hook_error is None:
+                self._refresh_operators(x, derivatives=True)
+            if self._hook_error is None:
+                try:
+                    petsc.assemble_jacobian(snes_, x, A, P, **kwargs)
+                except Exception as error:  # noqa: BLE001
+                    self._hook_error = error
 
         snes.setFunction(hooked_residual, problem.b, kargs=residual_ctx)
         snes.setJacobian(hooked_jacobian, problem.A, problem.P_mat, kargs=jacobian_ctx)
 
     def _refresh_operators(self, x: PETSc.Vec | None, derivatives: bool) -> None:
+        if not self.operators:
+            return
         if x is not None:
             ghost_insert(x)
             dolfinx.fem.petsc.assign(x, self.u)
         try:
             for op in self.operators:
                 op.update(derivatives)
-        except ValueError as error:  # raised on every rank (collective checks)
+        except Exception as error:  # noqa: BLE001 (operators raise collectively)
             self._hook_error = error
 
     # -- forward ------------------------------------------------------------------------------
@@ -341,23 +374,43 @@ class FEMOperator:
         for i, (c, x) in enumerate(zip(self.controls, values, strict=True)):
             assign_control(c, x, self.comm, f"control {i}")
 
-    def _forward(self, tensors: Sequence[torch.Tensor]) -> _State:
-        values = []
-        for i, (c, t, n) in enumerate(zip(self.controls, tensors, self._control_sizes, strict=True)):
-            x = control_to_numpy(c, t, f"control {i} ({control_name(c)})")
+    def _control_values(self, tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        """The controls' tensors as float64 arrays, checked on every rank together."""
+        values: list[np.ndarray] = []
+        error: Exception | None = None
+        try:
+            for i, (c, t) in enumerate(zip(self.controls, tensors, strict=True)):
+                values.append(control_to_numpy(c, t, f"control {i} ({control_name(c)})"))
+        except (TypeError, ValueError) as e:
+            error = e
+        raise_on_all_ranks(error, self.comm)
+        for i, (c, x) in enumerate(zip(self.controls, values, strict=True)):
             check_finite(x, self.comm, f"control {i} ({control_name(c)})")
-            values.append(x)
+        return values
+
+    def _forward(self, tensors: Sequence[torch.Tensor]) -> _State:
+        if self.solver is None:
+            raise RuntimeError("this operator was destroyed (FEMOperator.destroy()).")
+        values = self._control_values(tensors)
         collect_garbage(self.comm)  # a collective point: free what other operators dropped
         self._set_controls(values)
         self._forward_id += 1
         self._hook_error = None
-        if self.linear or not self.warm_start or self._last_solution is None:
-            self.u.x.array[:] = 0.0
-        else:
-            assign_owned(self.u, self._last_solution)
-        self._problem.solve()
+        self._factorized_id = -1
+        initial = None if self.linear or not self.warm_start else self._last_solution
+        self._solve(initial)
+        if not self.linear and self._failed() and not self.options.line_search_set:
+            # Plain Newton diverged: try again from the same start with a line search.
+            line_search = self.solver.getLineSearch()
+            line_search.setType(FALLBACK_LINE_SEARCH)
+            try:
+                self._solve(initial)
+            finally:
+                line_search.setType(str(self.options.effective["snes_linesearch_type"]))
         self._check_converged()
         self._factorized_id = self._forward_id
+        if self.linear and not self.options.direct:
+            self._check_forward_accuracy()
         if self._symmetric_given is None:
             self._symmetric = self._is_symmetric(self._problem.A)
         solution = self.u.x.array[: self._n].copy()
@@ -365,23 +418,54 @@ class FEMOperator:
         inputs = [list(op.inputs()) for op in self.operators]
         return _State(self._forward_id, values, solution, inputs)
 
+    def _solve(self, initial: np.ndarray | None) -> None:
+        self._hook_error = None
+        if initial is None:
+            self.u.x.array[:] = 0.0
+        else:
+            assign_owned(self.u, initial)
+        self._problem.solve()
+
+    def _failed(self) -> bool:
+        return self._hook_error is None and self.solver.getConvergedReason() <= 0
+
     def _check_converged(self) -> None:
-        if self._hook_error is not None:
-            error, self._hook_error = self._hook_error, None
-            raise error
+        raise_on_all_ranks(self._hook_error, self.comm)
         solver = self.solver
         reason = solver.getConvergedReason()
-        if self.linear:
-            if reason < 0:
-                name = _reason_name(PETSc.KSP.ConvergedReason, reason)
-                raise SolverError("KSP", reason, name, solver.getIterationNumber(), self.prefix)
-            self.iterations = solver.getIterationNumber()
-        else:
-            if reason <= 0:
-                name = _reason_name(PETSc.SNES.ConvergedReason, reason)
-                raise SolverError("SNES", reason, name, solver.getIterationNumber(), self.prefix)
-            self.iterations = solver.getIterationNumber()
+        kind = "KSP" if self.linear else "SNES"
+        if (reason < 0) if self.linear else (reason <= 0):
+            enum = PETSc.KSP.ConvergedReason if self.linear else PETSc.SNES.ConvergedReason
+            iterations = solver.getIterationNumber()
+            self._recover()
+            raise SolverError(kind, reason, _reason_name(enum, reason), iterations, self.prefix)
+        self.iterations = solver.getIterationNumber()
         check_finite(self.u.x.array[: self._n], self.comm, "the solution")
+
+    def _recover(self) -> None:
+        """Reset the solvers after a failed solve, so that the next call starts afresh.
+
+        A failed factorization (``DIVERGED_PCSETUP_FAILED``) leaves the PC in a failed state
+        that makes every later ``KSPSolve`` stop with a raw PETSc error.
+        """
+        ksp = self.solver if self.linear else self.solver.getKSP()
+        operators = ksp.getOperators()
+        ksp.reset()
+        ksp.setOperators(*operators)
+        self._factorized_id = -1
+
+    def _check_forward_accuracy(self) -> None:
+        problem = self._problem
+        residual = _relative_residual(problem.A, problem.x, problem.b)
+        if residual > FORWARD_RESIDUAL_LIMIT and not self._forward_warned:
+            self._forward_warned = True
+            warnings.warn(
+                f"the linear solve with options prefix {self.prefix!r} stopped at a true "
+                f"relative residual of {residual:.1e}; the gradient is that of the exact solve, "
+                f"which this forward solution approximates only to that level. Tighten "
+                f"-{self.prefix}ksp_rtol for exact gradients.",
+                RuntimeWarning, stacklevel=4,
+            )
 
     @staticmethod
     def _is_symmetric(A: PETSc.Mat) -> bool:
@@ -396,60 +480,116 @@ class FEMOperator:
             op.set_inputs(inputs)
             op.update(True)
 
-    def _adjoint_operator(self, state: _State) -> PETSc.KSP:
-        """A KSP for the transposed Jacobian at ``state`` (the forward one when possible)."""
+    def _reuses_forward_solver(self) -> bool:
+        """The adjoint can use the forward KSP: a symmetric linear problem, same method."""
+        if not (self.linear and self._symmetric):
+            return False
+        method = ("ksp_type", "pc_type", "pc_factor_mat_solver_type")
+        forward, adjoint = self.options.effective, self.options.adjoint_effective
+        return all(forward.get(k) == adjoint.get(k) for k in method)
+
+    def _adjoint_operator(self, state: _State) -> tuple[PETSc.KSP, PETSc.Mat]:
+        """A KSP for the transposed Jacobian at ``state``, and that matrix."""
         if self.linear and self._symmetric:
+            A = self._problem.A
             if self._factorized_id != state.forward_id:  # another forward pass came in between
-                A = self._problem.A
                 A.zeroEntries()
                 dolfinx.fem.petsc.assemble_matrix(A, self._problem.a, bcs=self.bcs)
                 A.assemble()
                 self._factorized_id = state.forward_id
-            return self._problem.solver
+            if self._reuses_forward_solver():
+                return self._problem.solver, A
+            ksp = self._own_adjoint_ksp()
+            ksp.setOperators(A)
+            return ksp, A
         if self._adjoint_A is None:
             self._adjoint_A = dolfinx.fem.petsc.create_matrix(self._adjoint_form)
-            self._adjoint_ksp = PETSc.KSP().create(self.comm)
-            self._adjoint_ksp.setOperators(self._adjoint_A)
-            _set_options(self._adjoint_ksp, f"{self.prefix}{ADJOINT_PREFIX}", self._adjoint_options)
         A = self._adjoint_A
         A.zeroEntries()
         dolfinx.fem.petsc.assemble_matrix(A, self._adjoint_form, bcs=self.bcs)
         A.assemble()
+        ksp = self._own_adjoint_ksp()
+        ksp.setOperators(A)
+        return ksp, A
+
+    def _own_adjoint_ksp(self) -> PETSc.KSP:
+        if self._adjoint_ksp is None:
+            self._adjoint_ksp = PETSc.KSP().create(self.comm)
+            set_options(self._adjoint_ksp, f"{self.prefix}{ADJOINT_PREFIX}", self.options.adjoint)
         return self._adjoint_ksp
+
+    def _solve_adjoint(self, ksp: PETSc.KSP, A: PETSc.Mat) -> None:
+        rhs, lam = self._adjoint_rhs, self._adjoint_sol
+        if ksp is self._problem.solver:
+            # The forward KSP, with the adjoint's tolerances for this solve.
+            saved = ksp.getTolerances()
+            tol = {k: self.options.adjoint_effective.get(k, ADJOINT_TOLERANCES[k])
+                   for k in ADJOINT_TOLERANCES}
+            ksp.setTolerances(rtol=float(tol["ksp_rtol"]), atol=float(tol["ksp_atol"]),
+                              max_it=int(tol["ksp_max_it"]))
+            try:
+                ksp.solve(rhs, lam)
+            finally:
+                ksp.setTolerances(*saved)
+        else:
+            ksp.solve(rhs, lam)
+        reason = ksp.getConvergedReason()
+        if reason < 0:
+            name = _reason_name(PETSc.KSP.ConvergedReason, reason)
+            iterations = ksp.getIterationNumber()
+            prefix = ksp.getOptionsPrefix()
+            if ksp is not self._problem.solver:
+                operators = ksp.getOperators()
+                ksp.reset()
+                ksp.setOperators(*operators)
+            else:
+                self._recover()
+            raise SolverError("KSP", reason, name, iterations, prefix)
+        self.adjoint_residual = _relative_residual(A, lam, rhs)
+        if self.adjoint_residual > ADJOINT_RESIDUAL_LIMIT:
+            message = (
+                f"the adjoint solve (options prefix {self.prefix + ADJOINT_PREFIX!r}) stopped at "
+                f"a true relative residual of {self.adjoint_residual:.2e} after "
+                f"{ksp.getIterationNumber()} iterations; an exact gradient needs at most "
+                f"{ADJOINT_RESIDUAL_LIMIT:.0e}. Tighten -{self.prefix}{ADJOINT_PREFIX}ksp_rtol "
+                f"or choose a stronger preconditioner (-{self.prefix}{ADJOINT_PREFIX}pc_type)."
+            )
+            if self.options.adjoint_tolerances_set:
+                warnings.warn(message, RuntimeWarning, stacklevel=5)
+            else:
+                raise GradientAccuracyError(message)
 
     def _backward(
         self, state: _State, grad_u: np.ndarray, needs: Sequence[bool]
     ) -> list[np.ndarray | None]:
         check_finite(grad_u, self.comm, "the gradient with respect to u")
         self._restore(state)
-        ksp = self._adjoint_operator(state)
-        rhs, lam = self._adjoint_rhs, self._adjoint_sol
+        ksp, A = self._adjoint_operator(state)
+        rhs = self._adjoint_rhs
         with rhs.localForm() as local:
             local.set(0.0)
         rhs.array_w[:] = grad_u
         for dofs in self._bc_dofs:
             rhs.array_w[dofs] = 0.0
-        ksp.solve(rhs, lam)
-        reason = ksp.getConvergedReason()
-        if reason < 0:
-            name = _reason_name(PETSc.KSP.ConvergedReason, reason)
-            raise SolverError("KSP", reason, name, ksp.getIterationNumber(), ksp.getOptionsPrefix())
+        self._solve_adjoint(ksp, A)
+        lam = self._adjoint_sol
         ghost_insert(lam)
         with lam.localForm() as local:
             self._lam.x.array[:] = local.array_r
         grads: list[np.ndarray | None] = []
-        boundary_action = None
-        for form, c, dofs, need in zip(
+        free_sensitivity = None
+        for form, c, source, need in zip(
             self._gradient_forms, self.controls, self._dirichlet, needs, strict=True
         ):
             if not need:
                 grads.append(None)
                 continue
-            grad = -assemble_gradient(form, c)
-            if dofs is not None:
-                if boundary_action is None:
-                    boundary_action = assemble_owned(self._jacobian_action, self._n)
-                grad[dofs] += grad_u[dofs] - boundary_action[dofs]
+            grad = -assemble_gradient(form, c) if form is not None else np.zeros(control_size(c))
+            if source is not None:
+                if free_sensitivity is None:
+                    # dJ/du_D seen through u_D directly and through the free equations.
+                    free_sensitivity = grad_u - assemble_owned(self._jacobian_action, self._n)
+                grad = grad + source.pull_back(c, free_sensitivity)
             grads.append(grad)
         return grads
 
@@ -476,6 +616,22 @@ class FEMOperator:
 _OPERATOR_METHODS = ("update", "jacobian", "inputs", "set_inputs", "backward")
 
 
+def is_operator(c: object) -> bool:
+    """Whether ``c`` is an operator of the unknown (a Function with the operator protocol)."""
+    return isinstance(c, dolfinx.fem.Function) and all(
+        callable(getattr(c, m, None)) for m in _OPERATOR_METHODS
+    )
+
+
+def _find_operators(form: ufl.Form, given: Sequence[Any]) -> list[Any]:
+    """The operators given, then those found among the form's coefficients."""
+    found = list(given)
+    for c in form.coefficients():
+        if is_operator(c) and all(c is not g for g in found):
+            found.append(c)
+    return found
+
+
 def _check_operators(
     operators: Sequence[Any], F: ufl.Form, u: dolfinx.fem.Function, controls: Sequence[Any]
 ) -> list[Any]:
@@ -499,61 +655,56 @@ def _check_operators(
         for c in controls:
             if id(c) in depends:
                 raise ValueError(
-                    f"control {c.name!r} is an operand of operator {i} ({op.name!r}); only the "
-                    "unknown and fixed functions may be operands."
+                    f"control {control_name(c)} is an operand of operator {i} ({op.name!r}); "
+                    "only the unknown and fixed functions may be operands."
                 )
     if len({id(op) for op in operators}) != len(operators):
         raise ValueError("the operators must be distinct.")
     return operators
 
 
-def _dirichlet_dofs(
-    c: dolfinx.fem.Function, bcs: Sequence[dolfinx.fem.DirichletBC], V: dolfinx.fem.FunctionSpace
-) -> np.ndarray | None:
-    """Owned dofs constrained by the conditions whose value is ``c`` (None if there are none)."""
-    if not isinstance(c, dolfinx.fem.Function):
-        return None
-    found = []
-    for bc in bcs:
-        g = bc.g
-        if hasattr(g, "x") and np.shares_memory(np.asarray(g.x.array), c.x.array):
-            if c.function_space != V:
-                raise ValueError(
-                    f"control {c.name!r} is Dirichlet data on another space than u's; only data "
-                    "on u's own space can be a control."
-                )
-            dofs, n_owned = bc.dof_indices()
-            found.append(dofs[:n_owned])
-    return np.unique(np.concatenate(found)) if found else None
-
-
 class _FEMSolve(torch.autograd.Function):
     """Inputs: the operator, the number of controls, the controls, the operators' inputs."""
 
     @staticmethod
-    def forward(ctx, op: FEMOperator, n_controls: int, *tensors: torch.Tensor) -> torch.Tensor:
+    def forward(op: FEMOperator, n_controls: int, *tensors: torch.Tensor) -> torch.Tensor:
         state = op._forward(tensors[:n_controls])
-        ctx.op = op
-        ctx.state = state
-        ctx.n_controls = n_controls
-        ctx.meta = [(t.dtype, t.device, t.shape) for t in tensors[:n_controls]]
+        op._pending = state
         return torch.from_numpy(state.solution.copy())
 
     @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        op, n_controls, *tensors = inputs
+        ctx.op = op
+        ctx.state, op._pending = op._pending, None
+        ctx.n_controls = n_controls
+        ctx.meta = [(t.dtype, t.device, t.shape) for t in tensors[:n_controls]]
+        ctx.save_for_backward(*tensors)
+
+    @staticmethod
     def backward(ctx, grad_u: torch.Tensor):
+        op: FEMOperator = ctx.op
         g = grad_u.detach().to("cpu", torch.float64).numpy()
         n = ctx.n_controls
-        needs = ctx.needs_input_grad[2:]
-        grads = ctx.op._backward(ctx.state, g, needs[:n])
-        out = []
+        # Which gradients are needed decides which collective assemblies run: agree on it.
+        flags = np.asarray(ctx.needs_input_grad[2:], dtype=np.int32)
+        op.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+        needs = [bool(x) for x in flags]
+        grads = op._backward(ctx.state, g, needs[:n])
+        out: list[torch.Tensor | None] = []
         for grad, (dtype, device, shape) in zip(grads, ctx.meta, strict=True):
             out.append(
                 None if grad is None
                 else torch.from_numpy(grad).reshape(shape).to(device=device, dtype=dtype)
             )
-        if ctx.op.operators:
-            out.extend(ctx.op._operator_backward(ctx.state, needs[n:]))
+        if op.operators:
+            out.extend(op._operator_backward(ctx.state, needs[n:]))
+        out = first_order_only(out, (grad_u, *ctx.saved_tensors), "fem_operator")
         return (None, None, *out)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise refusal("fem_operator")
 
 
 def fem_operator(
@@ -575,14 +726,23 @@ def fem_operator(
     Args:
         F: residual form, linear in its TestFunction; linear or nonlinear in ``u``.
         u: the unknown; receives the solution of each forward pass.
-        controls: ``fem.Function`` coefficients of ``F`` the solution is differentiated by,
-            the value functions of Dirichlet conditions in ``bcs`` (on ``u``'s space), or
-            ``fem.Constant`` constants of ``F`` (tensor: the whole value, the same on every
-            rank; gradient: the rank's share, summed by ``sync_gradients``).
-        bcs: Dirichlet conditions on ``u`` (the adjoint gets their homogeneous version).
-        petsc_options: KSP (linear) or SNES (nonlinear) options; keys starting with
-            ``"adjoint_"`` go to the adjoint KSP, which otherwise inherits the forward KSP/PC
-            options. Default: LU (MUMPS) and, for SNES, Newton with tolerances 1e-12.
+        controls: ``fem.Function`` coefficients of ``F`` the solution is differentiated by;
+            the values of Dirichlet conditions in ``bcs`` (a Function on ``u``'s space or on a
+            collapsed sub-space, or a Constant; where conditions overlap, the gradient follows
+            DOLFINx's precedence: the last condition wins); or ``fem.Constant`` constants of
+            ``F`` (tensor: the whole value, the same on every rank; gradient: the rank's share,
+            summed by ``sync_gradients``).
+        bcs: Dirichlet conditions on ``u`` or its sub-spaces (the adjoint gets their
+            homogeneous version).
+        petsc_options: options of the forward KSP (linear ``F``) or SNES (nonlinear ``F``);
+            keys starting with ``"adjoint_"`` go to the adjoint KSP. Options set in PETSc's
+            database (``-{prefix}ksp_type cg`` on the command line, ``PETSC_OPTIONS``) are
+            respected: defaults fill only what neither sets. Defaults: LU (MUMPS); a Krylov
+            method chosen for a linear ``F`` gets ``ksp_rtol=1e-10``; SNES: plain Newton
+            (a ``bt`` line search is tried if it diverges), ``snes_rtol=1e-12``,
+            ``snes_stol=1e-10`` (stops at round-off), ``snes_atol=1e-50``. The adjoint
+            inherits the forward KSP type and preconditioner, never its tolerances
+            (defaults ``ksp_rtol=1e-12``, ``ksp_max_it=10000`` under the adjoint prefix).
         petsc_options_prefix: options prefix of the PETSc objects, e.g. ``"poisson_"``.
         symmetric: whether dF/du is symmetric (the adjoint then reuses the forward
             factorization). ``None``: checked numerically after each forward pass (linear ``F``);
@@ -593,16 +753,22 @@ def fem_operator(
         form_compiler_options: FFCx options.
         jit_options: JIT options.
         operators: coefficients of ``F`` that are operators of ``u``, such as
-            :class:`dolfinx_nn.NeuralOperator`; they are refreshed from the Newton iterate
-            before each assembly, enter the Jacobian, and their inputs (network parameters)
-            are differentiable. ``F`` is then solved with SNES.
+            :class:`dolfinx_nn.NeuralOperator`. Those in ``F`` are found without being listed;
+            they are refreshed from the Newton iterate before each assembly, enter the
+            Jacobian, and their inputs (network parameters) are differentiable. ``F`` is then
+            solved with SNES.
 
     Returns:
         A callable ``solve(*control_tensors) -> u_tensor`` (owned dofs, float64).
 
     Raises:
-        ValueError: if a control does not appear in ``F`` or has the wrong size, or holds NaN.
-        SolverError: if the KSP or SNES diverges (carries PETSc's converged reason).
+        ValueError: if a control does not appear in ``F`` or has the wrong size, or holds NaN
+            (on every rank).
+        SolverError: if the KSP or SNES diverges (carries PETSc's converged reason); the
+            operator recovers and can be called again.
+        GradientAccuracyError: in the backward pass, if the adjoint solve is too inaccurate for
+            an exact gradient (the message gives its true residual).
+        RuntimeError: in a second backward pass through the solve (second derivatives).
     """
     return FEMOperator(
         F, u, controls=controls, bcs=bcs, petsc_options=petsc_options,

@@ -1,15 +1,25 @@
 """Data-parallel training under MPI.
 
 Convention: a loss used for training has the same (global) *value* on every rank, while the
-*gradient* each rank computes is that rank's share.  Bridge ops already behave this way
-(:func:`~dolfinx_nn.fem_functional` returns the global value; its backward pass touches only
-the rank's owned dofs).  For losses assembled from rank-local torch terms, wrap the local
-contribution in :func:`global_sum`.  :func:`sync_gradients` then sums the shares, after which
-every rank holds the serial gradient.
+*gradient* each rank computes is that rank's share.  :func:`sync_gradients` sums the shares,
+after which every rank holds the serial gradient.  Each kind of loss term has one way in:
+
+- bridge ops (:func:`~dolfinx_nn.fem_functional`, :func:`~dolfinx_nn.fem_operator`) already
+  return the global value with the rank's share of the gradient: use them as they are;
+- a term assembled from rank-local torch data (collocation points, observations held by the
+  rank): wrap the rank's part in :func:`global_sum`;
+- a term every rank computes identically from replicated data (weight decay
+  ``lam * sum(p**2)`` of the network's parameters, a penalty on a replicated scalar): wrap it
+  in :func:`replicated`, which keeps the value and gives each rank ``1/size`` of the gradient,
+  so that summing the shares counts the term once.
+
+:func:`raise_on_all_ranks` turns a check made on one rank into an error on every rank, so a
+bad input never leaves the other ranks waiting in a collective call.
 """
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable
 
 from mpi4py import MPI
@@ -42,6 +52,67 @@ def global_sum(local: torch.Tensor, comm: MPI.Comm = MPI.COMM_WORLD) -> torch.Te
         The sum over ranks, identical on every rank.
     """
     return _GlobalSum.apply(local, comm)
+
+
+class _Replicated(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, size: int) -> torch.Tensor:
+        ctx.size = size
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad / ctx.size, None
+
+
+def replicated(value: torch.Tensor, comm: MPI.Comm = MPI.COMM_WORLD) -> torch.Tensor:
+    """Mark a term that every rank computes identically, e.g. weight decay.
+
+    The value is unchanged; the gradient is divided by the number of ranks, so that
+    :func:`sync_gradients` (which sums the ranks' shares) counts the term once, and 1 and N
+    ranks give the same gradient.  Do not pass it to :func:`global_sum` as well: that would
+    count the value N times.
+
+    Args:
+        value: a tensor with the same value on every rank of ``comm``.
+        comm: communicator of the ranks that train together.
+
+    Returns:
+        ``value``, with its gradient shared out over the ranks.
+
+    Example:
+        >>> decay = sum((p**2).sum() for p in net.parameters())
+        >>> loss = J(solve(q_t), q_t) + replicated(lam * decay)
+    """
+    return _Replicated.apply(value, comm.size)
+
+
+def raise_on_all_ranks(error: BaseException | None, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+    """Raise on every rank of ``comm`` if any rank holds an error (collective).
+
+    Checks of rank-local data (a tensor's length, a network's output on the rank's points)
+    can fail on some ranks only; raising there alone would leave the others waiting in the
+    next collective call.  Every rank calls this with its own result (``None`` if fine).  A
+    rank with an error raises it; the others raise an exception of the same built-in type
+    (``RuntimeError`` for other types) whose message is the first failing rank's, with its
+    number.
+
+    Args:
+        error: this rank's error, or ``None``.
+        comm: the communicator whose ranks must agree.
+    """
+    if not comm.allreduce(error is not None, op=MPI.LOR):
+        return
+    report = None if error is None else (type(error).__name__, str(error))
+    reports = comm.allgather(report)
+    if error is not None:
+        raise error
+    rank = next(r for r, rep in enumerate(reports) if rep is not None)
+    name, message = reports[rank]
+    kind = getattr(builtins, name, None)
+    if not (isinstance(kind, type) and issubclass(kind, Exception)):
+        kind = RuntimeError
+    raise kind(f"{message} [raised on rank {rank}]")
 
 
 def _parameters(params: torch.nn.Module | Iterable[torch.Tensor]) -> list[torch.Tensor]:

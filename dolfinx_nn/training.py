@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from dolfinx_nn.output import progress
-from dolfinx_nn.parallel import sync_gradients
+from dolfinx_nn.parallel import replicated, sync_gradients
 
 __all__ = ["History", "TrainingConfig", "train"]
 
@@ -468,6 +468,7 @@ def train(
     resume: bool | Literal["auto"] = False,
     desc: str = "training",
     callback: Callable[[int, float], bool | None] | None = None,
+    regularizer: Callable[[], torch.Tensor] | None = None,
 ) -> History:
     """Minimise ``loss_fn()`` with Adam, then L-BFGS.
 
@@ -489,6 +490,11 @@ def train(
         desc: label of the progress bar (shown on rank 0).
         callback: called on every rank after each step as ``callback(steps_done, loss)``;
             training stops when it returns True on any rank.
+        regularizer: a term every rank computes identically from replicated data (weight
+            decay of the network's parameters, say), added to ``loss_fn()`` once: through
+            :func:`~dolfinx_nn.parallel.replicated`, so that summing the ranks' gradient
+            shares does not count it once per rank.  Adding such a term inside ``loss_fn``
+            without ``replicated`` would make the gradient grow with the number of ranks.
 
     Returns:
         The :class:`History` (also when resuming: it includes the earlier steps).
@@ -504,6 +510,8 @@ def train(
         raise TypeError(f"config must be a TrainingConfig, got {type(cfg).__name__}")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    if regularizer is not None and not callable(regularizer):
+        raise TypeError(f"regularizer must be callable, got {type(regularizer).__name__}")
     if resume not in (False, True, "auto"):
         raise ValueError(f"resume must be False, True or 'auto', got {resume!r}")
     path = None if checkpoint is None else pathlib.Path(checkpoint)
@@ -585,6 +593,8 @@ def train(
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
             loss = loss_fn()
+            if regularizer is not None:
+                loss = loss + replicated(regularizer(), comm)
             value = _loss_value(loss, comm, phase, step)
             evaluations.append(value)
             if len(evaluations) == 1 and cfg.tolerance is not None and value <= cfg.tolerance:
