@@ -193,7 +193,7 @@ class _FEMAssemble(torch.autograd.Function):
     def setup_context(ctx, inputs, output) -> None:
         functional, n_controls, *tensors = inputs
         ctx.functional = functional
-        ctx.state, functional._pending = functional._pending, None
+        ctx.state = functional._pending
         ctx.meta = [(t.dtype, t.device, t.shape) for t in tensors]
         ctx.save_for_backward(*tensors)
 

@@ -71,6 +71,7 @@ from dolfinx_nn._options import (
     set_options,
     solver_options,
 )
+from dolfinx_nn._reuse import FormInputs
 from dolfinx_nn._second_order import first_order_only, refusal
 from dolfinx_nn.errors import GradientAccuracyError, SolverError
 from dolfinx_nn.parallel import raise_on_all_ranks
@@ -111,6 +112,7 @@ class _State:
     controls: list[np.ndarray]
     solution: np.ndarray
     operator_inputs: list[list[torch.Tensor]]
+    matrix_version: int = -1
 
 
 class FEMOperator:
@@ -143,6 +145,8 @@ class FEMOperator:
         form_compiler_options: dict | None = None,
         jit_options: dict | None = None,
         operators: Sequence[Any] = (),
+        constant_jacobian: bool | None = None,
+        near_nullspace: PETSc.NullSpace | None = None,
     ) -> None:
         if not isinstance(F, ufl.Form) or len(F.arguments()) != 1:
             raise ValueError("F must be a UFL residual form with exactly one TestFunction.")
@@ -162,6 +166,11 @@ class FEMOperator:
             raise ValueError(
                 f"petsc_options_prefix must be a non-empty string starting with a letter "
                 f"(PETSc's rule), e.g. 'poisson_'; got {petsc_options_prefix!r}."
+            )
+        if constant_jacobian not in (None, True, False):
+            raise ValueError(
+                "constant_jacobian must be None (detect), True or False, got "
+                f"{constant_jacobian!r}."
             )
         if petsc_options is not None and not isinstance(petsc_options, dict):
             raise TypeError(f"petsc_options must be a dict, got {type(petsc_options).__name__}.")
@@ -221,8 +230,16 @@ class FEMOperator:
                 F, u, bcs=self.bcs, J=J, petsc_options_prefix=self.prefix, **compile_opts,
             )
         self.solver = self._problem.solver
+        if near_nullspace is not None:
+            self._problem.A.setNearNullSpace(near_nullspace)
         # Set here rather than by DOLFINx, whose clean-up leaves the options in the database.
         set_options(self.solver, self.prefix, self.options.forward)
+        # Reuse of the assembled Jacobian (and its factorization) of a linear problem.
+        self.constant_jacobian = constant_jacobian
+        self._jacobian_inputs = FormInputs(ufl.algorithms.expand_derivatives(J), self.comm)
+        self._matrix_version = -1  # the forward matrix's version (-1: never assembled)
+        self._adjoint_version = -1  # the version the adjoint matrix was assembled for
+        self.assemblies = 0  # forward Jacobian assemblies of the linear path
         self._hook_error: BaseException | None = None
         self._convergence: RoundoffAwareTest | None = None
         if not self.linear:
@@ -254,7 +271,6 @@ class FEMOperator:
         )
         self._bc_dofs = [bc.dof_indices()[0][: bc.dof_indices()[1]] for bc in self.bcs]
         self._forward_id = 0
-        self._factorized_id = -1  # forward pass whose operator the forward KSP holds
         self._forward_warned = False
         self.iterations = 0
         self._pending: _State | None = None
@@ -268,7 +284,8 @@ class FEMOperator:
         """Solve for the given control values; differentiable in each control tensor.
 
         Args:
-            controls: one tensor per control (owned dofs), in order.
+            controls: one tensor per control (owned dofs), in order; batched controls carry a
+                leading batch dimension (then the result is ``(B, n_owned)``).
             operator_inputs: per operator, the tensors it evaluates with (for a
                 ``NeuralOperator``: its parameters, e.g. ``list(params.values())``) or ``None``
                 for its own; the result is differentiable in them too.
@@ -370,6 +387,47 @@ class FEMOperator:
             self._hook_error = error
 
     # -- forward ------------------------------------------------------------------------------
+    def _control_shape(self, i: int, ndim: int) -> tuple[int, ...] | None:
+        """The unbatched shape of control ``i`` for a tensor of ``ndim`` dimensions, if any."""
+        c = self.controls[i]
+        if isinstance(c, dolfinx.fem.Constant):
+            shape = tuple(np.shape(c.value))
+            return shape if len(shape) == ndim else None
+        return (self._control_sizes[i],) if ndim == 1 else None
+
+    def _batch_layout(
+        self, tensors: Sequence[torch.Tensor]
+    ) -> tuple[int | None, list[bool]]:
+        """The batch size (``None``: no batch) and which controls are batched (collective).
+
+        A Function control's tensor is batched when it is ``(B, n_owned)``; a Constant's when
+        it is ``(B, *value_shape)``. Every batched control must have the same ``B`` on every
+        rank.
+        """
+        batched, sizes = [], set()
+        for i, (c, t) in enumerate(zip(self.controls, tensors, strict=True)):
+            is_b = False
+            if isinstance(t, torch.Tensor):
+                if isinstance(c, dolfinx.fem.Constant):
+                    shape = tuple(np.shape(c.value))
+                    is_b = t.dim() == len(shape) + 1 and tuple(t.shape[1:]) == shape
+                else:
+                    is_b = t.dim() == 2 and t.shape[1] == self._control_sizes[i]
+            batched.append(is_b)
+            if is_b:
+                sizes.add(int(t.shape[0]))
+        everywhere = self.comm.allgather((tuple(batched), tuple(sorted(sizes))))
+        error = None
+        if len(set(everywhere)) > 1 or len(sizes) > 1 or 0 in sizes:
+            error = ValueError(
+                "batched controls must share one batch size B (a leading dimension) on every "
+                f"rank; got batched={batched} with sizes {sorted(sizes)} on rank "
+                f"{self.comm.rank}" + (f" and {everywhere[0]} on rank 0" if self.comm.rank else "")
+                + "."
+            )
+        raise_on_all_ranks(error, self.comm)
+        return (sizes.pop() if sizes else None), batched
+
     def _set_controls(self, values: Sequence[np.ndarray]) -> None:
         for i, (c, x) in enumerate(zip(self.controls, values, strict=True)):
             assign_control(c, x, self.comm, f"control {i}")
@@ -396,7 +454,6 @@ class FEMOperator:
         self._set_controls(values)
         self._forward_id += 1
         self._hook_error = None
-        self._factorized_id = -1
         initial = None if self.linear or not self.warm_start else self._last_solution
         self._solve(initial)
         if not self.linear and self._failed() and not self.options.line_search_set:
@@ -408,15 +465,12 @@ class FEMOperator:
             finally:
                 line_search.setType(str(self.options.effective["snes_linesearch_type"]))
         self._check_converged()
-        self._factorized_id = self._forward_id
         if self.linear and not self.options.direct:
             self._check_forward_accuracy()
-        if self._symmetric_given is None:
-            self._symmetric = self._is_symmetric(self._problem.A)
         solution = self.u.x.array[: self._n].copy()
         self._last_solution = solution
         inputs = [list(op.inputs()) for op in self.operators]
-        return _State(self._forward_id, values, solution, inputs)
+        return _State(self._forward_id, values, solution, inputs, self._matrix_version)
 
     def _solve(self, initial: np.ndarray | None) -> None:
         self._hook_error = None
@@ -424,7 +478,48 @@ class FEMOperator:
             self.u.x.array[:] = 0.0
         else:
             assign_owned(self.u, initial)
-        self._problem.solve()
+        if self.linear:
+            self._solve_linear()
+        else:
+            self._problem.solve()
+
+    def _solve_linear(self) -> None:
+        """Assemble the right-hand side (and the matrix only if it changed), then solve."""
+        problem = self._problem
+        self._ensure_matrix(force=self.constant_jacobian is False)
+        b = problem.b
+        with b.localForm() as local:
+            local.set(0.0)
+        dolfinx.fem.petsc.assemble_vector(b, problem.L)
+        dolfinx.fem.petsc.apply_lifting(b, [problem.a], bcs=[self.bcs])
+        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        for bc in self.bcs:
+            bc.set(b.array_w)
+        self.solver.solve(b, problem.x)
+        ghost_insert(problem.x)
+        dolfinx.fem.petsc.assign(problem.x, self.u)
+
+    def _ensure_matrix(self, force: bool = False) -> None:
+        """Assemble the linear problem's matrix if its inputs changed (or if forced).
+
+        Automatic (``constant_jacobian=None``): when a coefficient, constant or the geometry
+        of the Jacobian form changed since the last assembly. ``True``: once. ``False``: on
+        every forward pass (DOLFINx's ``LinearProblem``). An unchanged matrix keeps its
+        factorization (PETSc refactors only when the matrix changed).
+        """
+        if self._matrix_version >= 0 and not force:
+            if self.constant_jacobian or not self._jacobian_inputs.changed():
+                return
+        problem = self._problem
+        A = problem.A
+        A.zeroEntries()
+        dolfinx.fem.petsc.assemble_matrix(A, problem.a, bcs=self.bcs)
+        A.assemble()
+        self._jacobian_inputs.record()
+        self.assemblies += 1
+        self._matrix_version = self.assemblies
+        if self._symmetric_given is None:
+            self._symmetric = self._is_symmetric(A)
 
     def _failed(self) -> bool:
         return self._hook_error is None and self.solver.getConvergedReason() <= 0
@@ -452,7 +547,7 @@ class FEMOperator:
         operators = ksp.getOperators()
         ksp.reset()
         ksp.setOperators(*operators)
-        self._factorized_id = -1
+        self._matrix_version = -1  # assemble again: the failed matrix may have been the cause
 
     def _check_forward_accuracy(self) -> None:
         problem = self._problem
@@ -481,36 +576,41 @@ class FEMOperator:
             op.update(True)
 
     def _reuses_forward_solver(self) -> bool:
-        """The adjoint can use the forward KSP: a symmetric linear problem, same method."""
-        if not (self.linear and self._symmetric):
+        """The adjoint can use the forward KSP: a linear problem, same method, and either a
+        symmetric matrix or a direct solver (which solves with the transpose of its factors)."""
+        if not self.linear or not (self._symmetric or self.options.direct):
             return False
         method = ("ksp_type", "pc_type", "pc_factor_mat_solver_type")
         forward, adjoint = self.options.effective, self.options.adjoint_effective
         return all(forward.get(k) == adjoint.get(k) for k in method)
 
-    def _adjoint_operator(self, state: _State) -> tuple[PETSc.KSP, PETSc.Mat]:
-        """A KSP for the transposed Jacobian at ``state``, and that matrix."""
-        if self.linear and self._symmetric:
+    def _adjoint_operator(self, state: _State) -> tuple[PETSc.KSP, PETSc.Mat, bool]:
+        """A KSP for the transposed Jacobian at ``state``, its matrix, and whether to solve with
+        the transpose of that matrix (``KSPSolveTranspose``)."""
+        if self.linear:
+            # The forward matrix at the state's coefficients (the one it was solved with).
+            self._ensure_matrix(force=state.matrix_version != self._matrix_version)
+            self._matrix_version = state.matrix_version if state.matrix_version > 0 \
+                else self._matrix_version
             A = self._problem.A
-            if self._factorized_id != state.forward_id:  # another forward pass came in between
-                A.zeroEntries()
-                dolfinx.fem.petsc.assemble_matrix(A, self._problem.a, bcs=self.bcs)
-                A.assemble()
-                self._factorized_id = state.forward_id
             if self._reuses_forward_solver():
-                return self._problem.solver, A
-            ksp = self._own_adjoint_ksp()
-            ksp.setOperators(A)
-            return ksp, A
+                return self._problem.solver, A, not self._symmetric
+            if self._symmetric:
+                ksp = self._own_adjoint_ksp()
+                ksp.setOperators(A)
+                return ksp, A, False
         if self._adjoint_A is None:
             self._adjoint_A = dolfinx.fem.petsc.create_matrix(self._adjoint_form)
         A = self._adjoint_A
-        A.zeroEntries()
-        dolfinx.fem.petsc.assemble_matrix(A, self._adjoint_form, bcs=self.bcs)
-        A.assemble()
+        # A linear problem's transposed matrix changes only with the forward one.
+        if not self.linear or self._adjoint_version != self._matrix_version:
+            A.zeroEntries()
+            dolfinx.fem.petsc.assemble_matrix(A, self._adjoint_form, bcs=self.bcs)
+            A.assemble()
+            self._adjoint_version = self._matrix_version if self.linear else -1
         ksp = self._own_adjoint_ksp()
         ksp.setOperators(A)
-        return ksp, A
+        return ksp, A, False
 
     def _own_adjoint_ksp(self) -> PETSc.KSP:
         if self._adjoint_ksp is None:
@@ -518,8 +618,9 @@ class FEMOperator:
             set_options(self._adjoint_ksp, f"{self.prefix}{ADJOINT_PREFIX}", self.options.adjoint)
         return self._adjoint_ksp
 
-    def _solve_adjoint(self, ksp: PETSc.KSP, A: PETSc.Mat) -> None:
+    def _solve_adjoint(self, ksp: PETSc.KSP, A: PETSc.Mat, transpose: bool) -> None:
         rhs, lam = self._adjoint_rhs, self._adjoint_sol
+        solve = ksp.solveTranspose if transpose else ksp.solve
         if ksp is self._problem.solver:
             # The forward KSP, with the adjoint's tolerances for this solve.
             saved = ksp.getTolerances()
@@ -528,11 +629,11 @@ class FEMOperator:
             ksp.setTolerances(rtol=float(tol["ksp_rtol"]), atol=float(tol["ksp_atol"]),
                               max_it=int(tol["ksp_max_it"]))
             try:
-                ksp.solve(rhs, lam)
+                solve(rhs, lam)
             finally:
                 ksp.setTolerances(*saved)
         else:
-            ksp.solve(rhs, lam)
+            solve(rhs, lam)
         reason = ksp.getConvergedReason()
         if reason < 0:
             name = _reason_name(PETSc.KSP.ConvergedReason, reason)
@@ -545,7 +646,7 @@ class FEMOperator:
             else:
                 self._recover()
             raise SolverError("KSP", reason, name, iterations, prefix)
-        self.adjoint_residual = _relative_residual(A, lam, rhs)
+        self.adjoint_residual = _relative_residual(A, lam, rhs, transpose=transpose)
         if self.adjoint_residual > ADJOINT_RESIDUAL_LIMIT:
             message = (
                 f"the adjoint solve (options prefix {self.prefix + ADJOINT_PREFIX!r}) stopped at "
@@ -564,14 +665,14 @@ class FEMOperator:
     ) -> list[np.ndarray | None]:
         check_finite(grad_u, self.comm, "the gradient with respect to u")
         self._restore(state)
-        ksp, A = self._adjoint_operator(state)
+        ksp, A, transpose = self._adjoint_operator(state)
         rhs = self._adjoint_rhs
         with rhs.localForm() as local:
             local.set(0.0)
         rhs.array_w[:] = grad_u
         for dofs in self._bc_dofs:
             rhs.array_w[dofs] = 0.0
-        self._solve_adjoint(ksp, A)
+        self._solve_adjoint(ksp, A, transpose)
         lam = self._adjoint_sol
         ghost_insert(lam)
         with lam.localForm() as local:
@@ -664,19 +765,35 @@ def _check_operators(
 
 
 class _FEMSolve(torch.autograd.Function):
-    """Inputs: the operator, the number of controls, the controls, the operators' inputs."""
+    """Inputs: the operator, the number of controls, the controls, the operators' inputs.
+
+    A batch of control values (a leading dimension ``B`` on some controls, see
+    :meth:`FEMOperator._batch_layout`) gives a ``(B, n)`` solution: one solve per batch member,
+    with the matrix and its factorization reused wherever the batched controls do not enter
+    the Jacobian; the backward pass solves one adjoint problem per member likewise.
+    """
 
     @staticmethod
     def forward(op: FEMOperator, n_controls: int, *tensors: torch.Tensor) -> torch.Tensor:
-        state = op._forward(tensors[:n_controls])
-        op._pending = state
-        return torch.from_numpy(state.solution.copy())
+        controls = tensors[:n_controls]
+        size, batched = op._batch_layout(controls)
+        if size is None:
+            states = [op._forward(controls)]
+        else:
+            states = [
+                op._forward([t[b] if is_b else t for t, is_b in zip(controls, batched,
+                                                                     strict=True)])
+                for b in range(size)
+            ]
+        op._pending = (size, batched, states)
+        solutions = [torch.from_numpy(state.solution.copy()) for state in states]
+        return solutions[0] if size is None else torch.stack(solutions).reshape(size, -1)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         op, n_controls, *tensors = inputs
         ctx.op = op
-        ctx.state, op._pending = op._pending, None
+        ctx.size, ctx.batched, ctx.states = op._pending
         ctx.n_controls = n_controls
         ctx.meta = [(t.dtype, t.device, t.shape) for t in tensors[:n_controls]]
         ctx.save_for_backward(*tensors)
@@ -690,21 +807,58 @@ class _FEMSolve(torch.autograd.Function):
         flags = np.asarray(ctx.needs_input_grad[2:], dtype=np.int32)
         op.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
         needs = [bool(x) for x in flags]
-        grads = op._backward(ctx.state, g, needs[:n])
+        members = [None] if ctx.size is None else list(range(ctx.size))
+        per_member = []
+        for b, state in zip(members, ctx.states, strict=True):
+            grads = op._backward(state, g if b is None else g[b], needs[:n])
+            op_grads = op._operator_backward(state, needs[n:]) if op.operators else []
+            per_member.append((grads, op_grads))
         out: list[torch.Tensor | None] = []
-        for grad, (dtype, device, shape) in zip(grads, ctx.meta, strict=True):
-            out.append(
-                None if grad is None
-                else torch.from_numpy(grad).reshape(shape).to(device=device, dtype=dtype)
-            )
-        if op.operators:
-            out.extend(op._operator_backward(ctx.state, needs[n:]))
+        for i, (dtype, device, shape) in enumerate(ctx.meta):
+            parts = [grads[i] for grads, _ in per_member]
+            if parts[0] is None:
+                out.append(None)
+                continue
+            if ctx.size is not None and ctx.batched[i]:
+                grad = np.stack(parts)
+            else:
+                grad = np.sum(parts, axis=0)
+            out.append(torch.from_numpy(grad).reshape(shape).to(device=device, dtype=dtype))
+        for j in range(len(ctx.needs_input_grad) - 2 - n):
+            parts = [op_grads[j] for _, op_grads in per_member]
+            out.append(None if parts[0] is None else sum(parts[1:], parts[0]))
         out = first_order_only(out, (grad_u, *ctx.saved_tensors), "fem_operator")
         return (None, None, *out)
 
     @staticmethod
     def jvp(ctx, *tangents):
         raise refusal("fem_operator")
+
+    @staticmethod
+    def vmap(info, in_dims, op: FEMOperator, n_controls: int, *tensors: torch.Tensor):
+        """``torch.func.vmap`` over control tensors: the batched solve (one factorization)."""
+        dims = in_dims[2:]
+        for i, d in enumerate(dims[n_controls:]):
+            if d is not None:
+                raise ValueError(
+                    f"torch.func.vmap over the inputs of an operator of the unknown is not "
+                    f"supported (operator input {i} has batch dimension {d}); batch the controls "
+                    "only, or call the operator once per parameter set."
+                )
+        moved = []
+        for i, (t, d) in enumerate(zip(tensors, dims, strict=True)):
+            if d is None:
+                moved.append(t)
+                continue
+            natural = op._control_shape(i, t.dim() - 1)
+            if natural is None:
+                raise ValueError(
+                    f"torch.func.vmap: control {i} has batch dimension {d} of size "
+                    f"{info.batch_size}, but a batched control must hold one whole control "
+                    "value per batch member (owned dofs, or a Constant's value)."
+                )
+            moved.append(t.movedim(d, 0))
+        return _FEMSolve.apply(op, n_controls, *moved), 0
 
 
 def fem_operator(
@@ -720,6 +874,8 @@ def fem_operator(
     form_compiler_options: dict | None = None,
     jit_options: dict | None = None,
     operators: Sequence[Any] = (),
+    constant_jacobian: bool | None = None,
+    near_nullspace: PETSc.NullSpace | None = None,
 ) -> FEMOperator:
     """Make the solve of ``F(u; controls) = 0`` a differentiable torch operation.
 
@@ -757,9 +913,22 @@ def fem_operator(
             they are refreshed from the Newton iterate before each assembly, enter the
             Jacobian, and their inputs (network parameters) are differentiable. ``F`` is then
             solved with SNES.
+        constant_jacobian: reuse of the matrix of a linear ``F`` (and of its factorization or
+            preconditioner): ``None`` (default) assembles it again only when a coefficient,
+            constant or the geometry of the Jacobian form changed since the last assembly (a
+            time loop or a batch of sources then factorizes once); ``True`` assembles it once
+            (Firedrake's name: the user promises it never changes); ``False`` on every
+            forward pass. The adjoint of a linear problem always solves with the matrix of its
+            own forward pass: the same factors (transposed when not symmetric, with a direct
+            solver) when it is still the current one.
+        near_nullspace: near null space of the operator for algebraic multigrid (e.g. rigid
+            body modes for elasticity with ``pc_type gamg``), set on the forward matrix.
 
     Returns:
-        A callable ``solve(*control_tensors) -> u_tensor`` (owned dofs, float64).
+        A callable ``solve(*control_tensors) -> u_tensor`` (owned dofs, float64). A batch of
+        control values, a leading dimension ``B`` on any controls (``(B, n_owned)`` for a
+        Function, ``(B, *value_shape)`` for a Constant), gives ``(B, n_owned)`` solutions;
+        ``torch.func.vmap`` over the control tensors does the same.
 
     Raises:
         ValueError: if a control does not appear in ``F`` or has the wrong size, or holds NaN
@@ -774,5 +943,5 @@ def fem_operator(
         F, u, controls=controls, bcs=bcs, petsc_options=petsc_options,
         petsc_options_prefix=petsc_options_prefix, symmetric=symmetric, warm_start=warm_start,
         form_compiler_options=form_compiler_options, jit_options=jit_options,
-        operators=operators,
+        operators=operators, constant_jacobian=constant_jacobian, near_nullspace=near_nullspace,
     )
