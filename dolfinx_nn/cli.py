@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "discover": ("dolfinx_nn.discovery.bench", "PDE discovery cost vs number of data points"),
     "diffmap": ("dolfinx_nn.diffusion_maps.bench", "diffusion maps vs peers, 1e4/1e5 points"),
     "deep-limit": ("dolfinx_nn.deep_limit.bench", "cost of constant-weight ResNets vs neural ODEs"),
+    "reuse": ("dolfinx_nn.bench.reuse", "time loops, batches, transposed factors, multigrid"),
 }
 
 

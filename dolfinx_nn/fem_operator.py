@@ -53,6 +53,7 @@ from dolfinx_nn._dirichlet import DirichletSource, dirichlet_source
 from dolfinx_nn._dofs import assign_owned, check_finite, ghost_insert, owned_size
 from dolfinx_nn._forms import (
     Control,
+    DerivativeMatrix,
     assemble_gradient,
     assemble_owned,
     assign_control,
@@ -262,6 +263,15 @@ class FEMOperator:
             if c in F.coefficients() or c in F.constants() else None
             for c in self.controls
         ]
+        # Where dF/dm is a constant matrix (a source, the previous time step) the gradient is a
+        # matrix-vector product with it instead of an assembly.
+        self._gradient_matrices = [
+            DerivativeMatrix(F, c, self.comm, **compile_opts)
+            if form is not None and isinstance(c, dolfinx.fem.Function) else None
+            for form, c in zip(self._gradient_forms, self.controls, strict=True)
+        ]
+        self._gradient_matrices = [m if m is not None and m.usable else None
+                                   for m in self._gradient_matrices]
         self._operator_forms = [gradient_form(F_lam, op, **compile_opts) for op in self.operators]
         # (dF/du)^T lambda without boundary conditions, operator terms included: how the free
         # dofs feel Dirichlet data.
@@ -332,6 +342,9 @@ class FEMOperator:
         for obj in objects:
             if obj is not None:
                 obj.destroy()
+        for matrix in self._gradient_matrices:
+            if matrix is not None:
+                matrix.destroy()
         self._adjoint_ksp = self._adjoint_A = None
         self.solver = None
 
@@ -679,13 +692,19 @@ class FEMOperator:
             self._lam.x.array[:] = local.array_r
         grads: list[np.ndarray | None] = []
         free_sensitivity = None
-        for form, c, source, need in zip(
-            self._gradient_forms, self.controls, self._dirichlet, needs, strict=True
+        for form, matrix, c, source, need in zip(
+            self._gradient_forms, self._gradient_matrices, self.controls, self._dirichlet, needs,
+            strict=True,
         ):
             if not need:
                 grads.append(None)
                 continue
-            grad = -assemble_gradient(form, c) if form is not None else np.zeros(control_size(c))
+            if matrix is not None:
+                grad = -matrix.transpose_action(lam)
+            elif form is not None:
+                grad = -assemble_gradient(form, c)
+            else:
+                grad = np.zeros(control_size(c))
             if source is not None:
                 if free_sensitivity is None:
                     # dJ/du_D seen through u_D directly and through the free equations.
