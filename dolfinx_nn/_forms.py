@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mpi4py import MPI
+from petsc4py import PETSc
 
 import dolfinx
 import dolfinx.fem.petsc
@@ -190,7 +191,7 @@ class DerivativeMatrix:
         self._matrix = None
         self._out = None
 
-    def transpose_action(self, lam: "PETSc.Vec") -> np.ndarray:  # noqa: F821
+    def transpose_action(self, lam: PETSc.Vec) -> np.ndarray:
         """Owned entries of ``dF/dc[.; lam]`` (collective)."""
         if self._matrix is None:
             self._matrix = dolfinx.fem.petsc.create_matrix(self._form)
