@@ -43,6 +43,7 @@ class RoundoffAwareTest:
     Attributes:
         at_roundoff: whether the last solve stopped at the round-off floor.
         floor: the last floor estimate (absolute, in the residual's 2-norm).
+        initial_norm: the residual norm at the start of the last solve.
     """
 
     def __init__(self) -> None:
@@ -82,6 +83,10 @@ class RoundoffAwareTest:
                 self.at_roundoff = True
                 return R.CONVERGED_FNORM_ABS
         return R.ITERATING
+
+    @property
+    def initial_norm(self) -> float:
+        return self._fnorm0
 
     @staticmethod
     def _roundoff_floor(snes: PETSc.SNES) -> float:

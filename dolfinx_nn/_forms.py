@@ -41,7 +41,7 @@ def control_size(c: Control) -> int:
     return owned_size(c.function_space)
 
 
-def control_to_numpy(c: Control, t: torch.Tensor, what: str) -> np.ndarray:
+def control_to_numpy(c: Control, t: torch.Tensor, what: str, rank: int) -> np.ndarray:
     """Validate a control's tensor (owned dofs, or a Constant's whole value) as float64."""
     if isinstance(c, dolfinx.fem.Constant) and isinstance(t, torch.Tensor):
         shape = tuple(np.shape(c.value))
@@ -50,7 +50,16 @@ def control_to_numpy(c: Control, t: torch.Tensor, what: str) -> np.ndarray:
                 f"{what} has {t.numel()} values (shape {tuple(t.shape)}) but the Constant has "
                 f"{control_size(c)} (shape {shape}); pass its whole value on every rank."
             )
-    return tensor_to_numpy(t, control_size(c), what)
+        return tensor_to_numpy(t, control_size(c), what, rank=rank, block_size=1
+                               ) if t.dim() <= 1 else _constant_values(t, what)
+    bs = c.function_space.dofmap.index_map_bs
+    return tensor_to_numpy(t, control_size(c), what, block_size=bs, rank=rank)
+
+
+def _constant_values(t: torch.Tensor, what: str) -> np.ndarray:
+    if t.is_complex():
+        raise TypeError(f"{what} is complex ({t.dtype}); the bridge works with real values.")
+    return t.detach().to("cpu", torch.float64).reshape(-1).numpy()
 
 
 def assign_control(c: Control, values: np.ndarray, comm: MPI.Comm, what: str) -> None:

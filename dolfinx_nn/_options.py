@@ -2,9 +2,10 @@
 
 The user sets options in two places: the ``petsc_options`` dictionary, and PETSc's options
 database (``PETSC_OPTIONS="-poisson_ksp_type cg"``, ``-poisson_ksp_monitor`` on the command
-line).  A default is pushed only for an option that neither sets; an option pushed onto the
-database is removed again after ``setFromOptions`` (DOLFINx's habit), so nothing the user put
-there is overwritten or deleted.
+line).  A default is pushed only for an option that neither sets; where both set an option,
+the dictionary wins (as in DOLFINx's problem classes).  An option pushed onto the database is
+removed again after ``setFromOptions``, and a database value it covered is put back, so nothing
+the user put there is lost.
 
 The adjoint solve gets options of its own under ``f"{prefix}adjoint_"``.  It inherits the
 forward solver's *method* (KSP type, preconditioner, factorization package), never its
@@ -37,11 +38,18 @@ LINEAR_KRYLOV_RTOL = 1e-10
 NEWTON: dict[str, object] = {
     "snes_type": "newtonls",
     "snes_linesearch_type": "basic",
+}
+#: Tolerances of every SNES (Newton's or another type the user chose).
+SNES_TOLERANCES: dict[str, object] = {
     "snes_rtol": 1e-12,
     "snes_atol": 1e-50,
     "snes_stol": 0.0,
     "snes_max_it": 50,
 }
+#: Iteration limit of SNES types other than Newton's line search (quasi-Newton, trust region).
+OTHER_SNES_MAX_IT = 1000
+#: SNES types that do not solve the nonlinear problem (one linear solve): refused.
+NOT_SOLVING = ("ksponly", "ksptransposeonly")
 #: Line search tried when plain Newton diverges and the user chose none.
 FALLBACK_LINE_SEARCH = "bt"
 #: Tolerances of the adjoint solve unless set under the adjoint prefix.
@@ -74,7 +82,9 @@ class SolverOptions:
         direct: the forward linear solve is a factorization (``preonly`` + LU/Cholesky).
         adjoint_tolerances_set: the user set the adjoint's tolerances (then an inaccurate
             adjoint solve warns instead of raising).
-        line_search_set: the user chose the SNES line search (then no fallback is tried).
+        line_search_set: the user chose the SNES line search or a SNES type other than Newton
+            (then no fallback is tried).
+        convergence_test_set: the user chose the SNES convergence test (then it is kept).
     """
 
     forward: dict[str, object]
@@ -84,6 +94,7 @@ class SolverOptions:
     direct: bool = True
     adjoint_tolerances_set: bool = False
     line_search_set: bool = False
+    convergence_test_set: bool = False
 
 
 def _is_direct(options: dict[str, object]) -> bool:
@@ -108,7 +119,7 @@ def solver_options(user: dict[str, object], prefix: str, linear: bool) -> Solver
     db_forward = {
         k: v for k, v in database_options(prefix).items() if not k.startswith(ADJOINT_PREFIX)
     }
-    chosen = {**db_forward, **user_forward}  # what the user set for the forward solve
+    chosen = {**db_forward, **user_forward}  # what the user set (the dictionary wins)
 
     defaults: dict[str, object] = {}
     if "ksp_type" not in chosen and "pc_type" not in chosen:
@@ -119,8 +130,18 @@ def solver_options(user: dict[str, object], prefix: str, linear: bool) -> Solver
         if not _is_direct({**defaults, **chosen}) and "ksp_rtol" not in chosen:
             defaults["ksp_rtol"] = LINEAR_KRYLOV_RTOL
     else:
-        defaults.update(NEWTON)
-    forward = {k: v for k, v in {**defaults, **user_forward}.items() if k not in db_forward}
+        defaults.update(SNES_TOLERANCES)
+        if chosen.get("snes_type", "newtonls") == "newtonls":
+            defaults.update(NEWTON)
+        else:  # quasi-Newton, trust region, ...: more, cheaper steps to the same tolerance
+            defaults["snes_max_it"] = OTHER_SNES_MAX_IT
+        if chosen.get("snes_type") in NOT_SOLVING:
+            raise ValueError(
+                f"snes_type {chosen['snes_type']!r} does one linear solve and does not solve the "
+                "nonlinear problem; the gradient would be that of a solution it did not reach. "
+                "Use Newton (the default, snes_type newtonls) or another solving SNES type."
+            )
+    forward = {**{k: v for k, v in defaults.items() if k not in db_forward}, **user_forward}
     effective = {**defaults, **chosen}
 
     # The adjoint: the forward's method, its own tolerances, then the user's adjoint options.
@@ -130,26 +151,40 @@ def solver_options(user: dict[str, object], prefix: str, linear: bool) -> Solver
     }
     adjoint_chosen = {**db_adjoint, **user_adjoint}
     adjoint_all = {**inherited, **ADJOINT_TOLERANCES, **user_adjoint}
-    adjoint = {k: v for k, v in adjoint_all.items() if k not in db_adjoint}
+    adjoint_pushed = {k for k in adjoint_all if k not in db_adjoint} | set(user_adjoint)
+    if ("ksp_type" not in adjoint_chosen and adjoint_all.get("ksp_type") == "preonly"
+            and {**adjoint_all, **db_adjoint}.get("pc_type") not in _DIRECT_PCS):
+        # An adjoint preconditioner chosen without a KSP type (-p_adjoint_pc_type sor) over an
+        # inherited direct solve: preonly would apply it once. Use a Krylov method.
+        adjoint_all["ksp_type"] = "gmres"
+    adjoint = {k: v for k, v in adjoint_all.items() if k in adjoint_pushed}
     return SolverOptions(
         forward=forward,
         adjoint=adjoint,
         effective=effective,
-        adjoint_effective={**adjoint_all, **db_adjoint},
+        adjoint_effective={**adjoint_all, **db_adjoint, **user_adjoint},
         direct=_is_direct(effective),
         adjoint_tolerances_set=any(k in adjoint_chosen for k in TOLERANCE_OPTIONS),
-        line_search_set="snes_linesearch_type" in chosen,
+        line_search_set="snes_linesearch_type" in chosen
+        or chosen.get("snes_type", "newtonls") != "newtonls",
+        convergence_test_set="snes_convergence_test" in chosen,
     )
 
 
 def set_options(obj: PETSc.KSP | PETSc.SNES, prefix: str, options: dict[str, object]) -> None:
-    """Push ``options`` under ``prefix``, call ``setFromOptions``, and tidy the database."""
+    """Push ``options`` under ``prefix``, call ``setFromOptions``, and tidy the database:
+    what was pushed is removed, and a value the database held before is put back."""
     obj.setOptionsPrefix(prefix)
     opts = PETSc.Options()
+    before = opts.getAll()
     opts.prefixPush(prefix)
     for k, v in options.items():
         opts[k] = v
     obj.setFromOptions()
     opts.prefixPop()
     for k in options:  # PETSc's clear ignores the pushed prefix: use the full name
-        del opts[f"{prefix}{k}"]
+        name = f"{prefix}{k}"
+        if name in before:
+            opts[name] = before[name] if before[name] is not None else ""
+        else:
+            del opts[name]

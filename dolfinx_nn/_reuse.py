@@ -44,3 +44,51 @@ class FormInputs:
     def record(self) -> None:
         """Remember the current values (after an assembly)."""
         self._recorded = [np.array(a, copy=True) for a in self._arrays]
+
+
+class Values:
+    """The values of some Functions and Constants: recorded at a forward pass, written back at
+    its backward pass (and the values of the moment restored afterwards).
+
+    Everything a form depends on besides its controls and unknown (a material parameter, the
+    time in a source term, data changed per sample) is read when the form is assembled, so the
+    backward pass must see it as the forward pass did. A recording shares the arrays of the
+    previous one where nothing changed, so a time loop whose other coefficients are fixed
+    stores them once.
+
+    Args:
+        functions: Functions whose arrays (owned and ghost entries) are kept.
+        constants: Constants whose values are kept.
+    """
+
+    def __init__(self, functions, constants) -> None:
+        self._functions = list(functions)
+        self._constants = list(constants)
+        self._last: list[np.ndarray] | None = None
+
+    def _current(self) -> list[np.ndarray]:
+        return [f.x.array for f in self._functions] + [
+            np.asarray(c.value) for c in self._constants]
+
+    def record(self) -> list[np.ndarray]:
+        """The current values (copies, shared with the previous record where unchanged)."""
+        current = self._current()
+        if self._last is None:
+            recorded = [np.array(a, copy=True) for a in current]
+        else:
+            recorded = [
+                last if np.array_equal(a, last) else np.array(a, copy=True)
+                for a, last in zip(current, self._last, strict=True)
+            ]
+        self._last = recorded
+        return recorded
+
+    def read(self) -> list[np.ndarray]:
+        """Copies of the current values (to write back after a backward pass)."""
+        return [np.array(a, copy=True) for a in self._current()]
+
+    def write(self, values: list[np.ndarray]) -> None:
+        """Set the values (all local entries of a Function, so no ghost update is needed)."""
+        for target, value in zip(self._current(), values, strict=True):
+            if target is not value:
+                target[...] = value

@@ -32,14 +32,16 @@ from dolfinx_nn._forms import (
     control_to_numpy,
     gradient_form,
 )
+from dolfinx_nn._reuse import Values
 from dolfinx_nn._second_order import first_order_only, refusal
-from dolfinx_nn.parallel import raise_on_all_ranks
+from dolfinx_nn.parallel import raise_on_all_ranks, recording_anchor
 
 
 @dataclass
 class _State:
     controls: list[np.ndarray]
     operator_inputs: list[list[torch.Tensor]]
+    context: list[np.ndarray]
 
 
 class FEMFunctional:
@@ -62,7 +64,12 @@ class FEMFunctional:
         form_compiler_options: dict | None = None,
         jit_options: dict | None = None,
     ) -> None:
-        from dolfinx_nn.fem_operator import _find_operators
+        from dolfinx_nn.fem_operator import (
+            _find_operators,
+            _form_inputs,
+            _listed,
+            check_operands,
+        )
 
         if not isinstance(M, ufl.Form) or len(M.arguments()) != 0:
             raise ValueError("M must be a scalar UFL form (no TestFunction or TrialFunction).")
@@ -75,6 +82,23 @@ class FEMFunctional:
                 "an operator of the unknown cannot be a control of fem_functional; its inputs "
                 "(network parameters) are differentiable through operator_inputs."
             )
+        for i, op in enumerate(self.operators):
+            # Function controls may be operands here (the chain rule is assembled below);
+            # Constants and other operators may not.
+            check_operands(op, i, [c for c in self.controls
+                                   if isinstance(c, dolfinx.fem.Constant)], self.operators)
+        # Everything else M reads (data changed per sample, a time): kept per forward pass.
+        functions, constants = _form_inputs(M, self.operators)
+        context_functions = [c for c in functions if not _listed(c, self.controls)
+                             and not _listed(c, self.operators)]
+        context_constants = [c for c in constants if not _listed(c, self.controls)]
+        self._context = Values(context_functions, context_constants)
+        self._everything = Values(
+            [*context_functions,
+             *(c for c in self.controls if isinstance(c, dolfinx.fem.Function))],
+            [*context_constants,
+             *(c for c in self.controls if isinstance(c, dolfinx.fem.Constant))],
+        )
         compile_opts = {"form_compiler_options": form_compiler_options, "jit_options": jit_options}
         self._form = dolfinx.fem.form(M, **compile_opts)
         self.comm: MPI.Comm = self._form.mesh.comm
@@ -118,11 +142,14 @@ class FEMFunctional:
             error = e
         raise_on_all_ranks(error, self.comm)
         flat = [t for op in self.operators for t in op.inputs()]
-        return _FEMAssemble.apply(self, len(controls), *controls, *flat)
+        self._n_tensors = len(controls) + len(flat)
+        anchor = recording_anchor([*controls, *flat], self.comm)
+        return _FEMAssemble.apply(self, len(controls), *controls, *flat, *anchor)
 
     def _set(self, state: _State, derivatives: bool) -> None:
         for i, (c, x) in enumerate(zip(self.controls, state.controls, strict=True)):
             assign_control(c, x, self.comm, f"control {i}")
+        self._context.write(state.context)
         for op, inputs in zip(self.operators, state.operator_inputs, strict=True):
             op.set_inputs(inputs)
             op.update(derivatives)
@@ -132,18 +159,27 @@ class FEMFunctional:
         error: Exception | None = None
         try:
             for i, (c, t) in enumerate(zip(self.controls, tensors, strict=True)):
-                values.append(control_to_numpy(c, t, f"control {i} ({control_name(c)})"))
+                values.append(control_to_numpy(c, t, f"control {i} ({control_name(c)})",
+                                               self.comm.rank))
         except (TypeError, ValueError) as e:
             error = e
         raise_on_all_ranks(error, self.comm)
         for i, (c, x) in enumerate(zip(self.controls, values, strict=True)):
             check_finite(x, self.comm, f"control {i} ({control_name(c)})")
-        state = _State(values, [list(op.inputs()) for op in self.operators])
+        state = _State(values, [list(op.inputs()) for op in self.operators],
+                       self._context.record())
         self._set(state, derivatives=False)
         local = dolfinx.fem.assemble_scalar(self._form)
         return self.comm.allreduce(local, op=MPI.SUM), state
 
     def _backward(self, state: _State, needs: Sequence[bool]) -> list[torch.Tensor | None]:
+        now = self._everything.read()  # the values of the moment, put back afterwards
+        try:
+            return self._gradients(state, needs)
+        finally:
+            self._everything.write(now)
+
+    def _gradients(self, state: _State, needs: Sequence[bool]) -> list[torch.Tensor | None]:
         n = len(self.controls)
         self._set(state, derivatives=bool(self.operators) and any(needs[:n]))
         grads: list[torch.Tensor | None] = []
@@ -194,13 +230,13 @@ class _FEMAssemble(torch.autograd.Function):
         functional, n_controls, *tensors = inputs
         ctx.functional = functional
         ctx.state = functional._pending
-        ctx.meta = [(t.dtype, t.device, t.shape) for t in tensors]
+        ctx.meta = [(t.dtype, t.device, t.shape) for t in tensors[: functional._n_tensors]]
         ctx.save_for_backward(*tensors)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         functional: FEMFunctional = ctx.functional
-        flags = np.asarray(ctx.needs_input_grad[2:], dtype=np.int32)
+        flags = np.asarray(ctx.needs_input_grad[2 : 2 + len(ctx.meta)], dtype=np.int32)
         functional.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
         grads = functional._backward(ctx.state, [bool(x) for x in flags])
         scale = grad_output.detach().to("cpu", torch.float64)
@@ -211,6 +247,7 @@ class _FEMAssemble(torch.autograd.Function):
                 else (scale * g.to("cpu", torch.float64)).reshape(shape).to(device=device,
                                                                             dtype=dtype)
             )
+        out += [None] * (len(ctx.needs_input_grad) - 2 - len(out))  # the recording anchor
         out = first_order_only(out, (grad_output, *ctx.saved_tensors), "fem_functional")
         return (None, None, *out)
 

@@ -72,19 +72,24 @@ from dolfinx_nn._options import (
     set_options,
     solver_options,
 )
-from dolfinx_nn._reuse import FormInputs
+from dolfinx_nn._reuse import FormInputs, Values
 from dolfinx_nn._second_order import first_order_only, refusal
 from dolfinx_nn.errors import GradientAccuracyError, SolverError
-from dolfinx_nn.parallel import raise_on_all_ranks
+from dolfinx_nn.parallel import raise_on_all_ranks, recording_anchor
 from dolfinx_nn.petsc_problems import LinearProblem, NonlinearProblem, collect_garbage
 
-#: An adjoint solve whose true relative residual ``|A^T lam - b| / |b|`` exceeds this is not
-#: accurate enough for a gradient: an error (or a warning when the user set the adjoint's
-#: tolerances), naming the figure.
-ADJOINT_RESIDUAL_LIMIT = 1e-8
-#: A linear forward solve whose true relative residual exceeds this warns: the gradient is that
-#: of the exact solve, which the forward solution then only approximates.
-FORWARD_RESIDUAL_LIMIT = 1e-6
+#: An adjoint solve whose normwise backward error ``|A^T lam - b| / (|A^T| |lam| + |b|)``
+#: (infinity norms, ``A`` the forward Jacobian) exceeds this is not accurate enough for a
+#: gradient: an error (or a warning when the user set the adjoint's tolerances), naming the
+#: figure. The backward error, not the relative residual: a stable direct solve of an
+#: ill-conditioned system (a coefficient contrast of 1e8) has a residual far above round-off
+#: but a backward error at round-off, and its solution is as exact as the problem allows.
+ADJOINT_BACKWARD_ERROR_LIMIT = 1e-10
+#: A linear forward solve whose backward error exceeds this warns: the gradient is that of the
+#: exact solve, which the forward solution then only approximates.
+FORWARD_BACKWARD_ERROR_LIMIT = 1e-8
+#: A Newton solve that stops with a residual above this fraction of the initial one warns.
+NEWTON_RESIDUAL_WARNING = 1e-8
 
 
 def _reason_name(enum: type, reason: int) -> str:
@@ -94,15 +99,23 @@ def _reason_name(enum: type, reason: int) -> str:
     return str(reason)
 
 
-def _relative_residual(A: PETSc.Mat, x: PETSc.Vec, b: PETSc.Vec, transpose: bool = False) -> float:
-    """``|A x - b| / |b|`` (or with ``A^T``); 0 when ``b`` vanishes."""
+def _solve_accuracy(
+    A: PETSc.Mat, x: PETSc.Vec, b: PETSc.Vec, transpose: bool = False
+) -> tuple[float, float]:
+    """The relative residual ``|A x - b|_2 / |b|_2`` and the normwise backward error
+    ``|A x - b|_inf / (|A|_inf |x|_inf + |b|_inf)`` (with ``A^T`` if ``transpose``); zeros
+    when ``b`` vanishes and ``x`` solves it. Collective."""
+    Inf = PETSc.NormType.INFINITY
     r = b.duplicate()
     (A.multTranspose if transpose else A.mult)(x, r)
     r.axpy(-1.0, b)
     b_norm = b.norm()
-    value = r.norm() / b_norm if b_norm > 0 else r.norm()
+    relative = r.norm() / b_norm if b_norm > 0 else r.norm()
+    a_norm = A.norm(PETSc.NormType.NORM_1 if transpose else Inf)
+    scale = a_norm * x.norm(Inf) + b.norm(Inf)
+    backward = r.norm(Inf) / scale if scale > 0 else 0.0
     r.destroy()
-    return float(value)
+    return float(relative), float(backward)
 
 
 @dataclass
@@ -114,6 +127,7 @@ class _State:
     solution: np.ndarray
     operator_inputs: list[list[torch.Tensor]]
     matrix_version: int = -1
+    context: list[np.ndarray] | None = None
 
 
 class FEMOperator:
@@ -130,6 +144,7 @@ class FEMOperator:
         operators: the operators of the unknown in ``F`` (given or found).
         options: the options in force (:class:`dolfinx_nn._options.SolverOptions`).
         adjoint_residual: true relative residual of the last adjoint solve.
+        adjoint_backward_error: its normwise backward error (what is checked).
     """
 
     def __init__(
@@ -198,6 +213,19 @@ class FEMOperator:
         )
         self.operators = _check_operators(operators, F, u, self.controls)
         self.u = u
+        # Everything else the forms read (a material Function, the time in a source term):
+        # recorded by each forward pass and seen by its backward pass as it was.
+        inputs = _form_inputs(F, self.operators)
+        context_functions = [c for c in inputs[0] if c is not u and not _listed(c, self.controls)
+                             and not _listed(c, self.operators)]
+        context_constants = [c for c in inputs[1] if not _listed(c, self.controls)]
+        self._context = Values(context_functions, context_constants)
+        self._everything = Values(
+            [u, *context_functions,
+             *(c for c in self.controls if isinstance(c, dolfinx.fem.Function))],
+            [*context_constants,
+             *(c for c in self.controls if isinstance(c, dolfinx.fem.Constant))],
+        )
         self.warm_start = warm_start
         self._last_solution: np.ndarray | None = None
         self.bcs = list(bcs)
@@ -210,7 +238,13 @@ class FEMOperator:
         v = F.arguments()[0]
         du = ufl.TrialFunction(V)
         J = ufl.derivative(F, u, du)
-        self.linear = not self.operators and is_empty(ufl.derivative(J, u, du))
+        # F is affine in u exactly when its Jacobian does not depend on u. (The second
+        # derivative is no test: UFL differentiates max_value, abs and conditionals as if
+        # their conditions were constant, so it vanishes for piecewise-linear residuals.)
+        expanded = ufl.algorithms.expand_derivatives(J)
+        self.linear = not self.operators and (
+            expanded.empty() or u not in expanded.coefficients()
+        ) and is_empty(ufl.derivative(J, u, du))
         for op in self.operators:
             term = op.jacobian(F, u, du)
             if term is not None:
@@ -245,8 +279,9 @@ class FEMOperator:
         self._convergence: RoundoffAwareTest | None = None
         if not self.linear:
             self._install_hooks()
-            self._convergence = RoundoffAwareTest()
-            self.solver.setConvergenceTest(self._convergence)
+            if not self.options.convergence_test_set:
+                self._convergence = RoundoffAwareTest()
+                self.solver.setConvergenceTest(self._convergence)
 
         # Adjoint: the transposed Jacobian (at the solution) with homogeneous Dirichlet rows.
         self._lam = dolfinx.fem.Function(V, name="adjoint")
@@ -256,6 +291,7 @@ class FEMOperator:
         self._adjoint_A: PETSc.Mat | None = None
         self._adjoint_ksp: PETSc.KSP | None = None
         self.adjoint_residual = 0.0
+        self.adjoint_backward_error = 0.0
         # Gradient forms: dF/dm^T lambda, i.e. the derivative of F(u; m)[lambda] along m.
         F_lam = ufl.replace(F, {v: self._lam})
         self._gradient_forms = [
@@ -321,7 +357,9 @@ class FEMOperator:
             error = e
         raise_on_all_ranks(error, self.comm)
         flat = [t for op in self.operators for t in op.inputs()]
-        return _FEMSolve.apply(self, len(controls), *controls, *flat)
+        self._n_inputs = len(flat)
+        anchor = recording_anchor([*controls, *flat], self.comm)
+        return _FEMSolve.apply(self, len(controls), *controls, *flat, *anchor)
 
     @property
     def symmetric(self) -> bool | None:
@@ -383,6 +421,8 @@ class FEMOperator:
                     petsc.assemble_jacobian(snes_, x, A, P, **kwargs)
                 except Exception as error:  # noqa: BLE001
                     self._hook_error = error
+            # After an error the matrix keeps its last values; the next residual, made NaN,
+            # stops the SNES (or PETSc stops at a never assembled matrix): _solve raises.
 
         snes.setFunction(hooked_residual, problem.b, kargs=residual_ctx)
         snes.setJacobian(hooked_jacobian, problem.A, problem.P_mat, kargs=jacobian_ctx)
@@ -451,7 +491,8 @@ class FEMOperator:
         error: Exception | None = None
         try:
             for i, (c, t) in enumerate(zip(self.controls, tensors, strict=True)):
-                values.append(control_to_numpy(c, t, f"control {i} ({control_name(c)})"))
+                values.append(control_to_numpy(c, t, f"control {i} ({control_name(c)})",
+                                               self.comm.rank))
         except (TypeError, ValueError) as e:
             error = e
         raise_on_all_ranks(error, self.comm)
@@ -483,7 +524,8 @@ class FEMOperator:
         solution = self.u.x.array[: self._n].copy()
         self._last_solution = solution
         inputs = [list(op.inputs()) for op in self.operators]
-        return _State(self._forward_id, values, solution, inputs, self._matrix_version)
+        return _State(self._forward_id, values, solution, inputs, self._matrix_version,
+                      self._context.record())
 
     def _solve(self, initial: np.ndarray | None) -> None:
         self._hook_error = None
@@ -491,10 +533,20 @@ class FEMOperator:
             self.u.x.array[:] = 0.0
         else:
             assign_owned(self.u, initial)
-        if self.linear:
-            self._solve_linear()
-        else:
-            self._problem.solve()
+        try:
+            if self.linear:
+                self._solve_linear()
+            else:
+                self._problem.solve()
+        except PETSc.Error as error:
+            # An error inside a callback (kept in _hook_error) or in PETSc itself.
+            failed = self._hook_error or SolverError(
+                "KSP" if self.linear else "SNES", -1, f"PETSc error code {error.ierr}",
+                self.solver.getIterationNumber(), self.prefix,
+            )
+            self._hook_error = None
+            self._recover()
+            raise_on_all_ranks(failed, self.comm)
 
     def _solve_linear(self) -> None:
         """Assemble the right-hand side (and the matrix only if it changed), then solve."""
@@ -538,7 +590,10 @@ class FEMOperator:
         return self._hook_error is None and self.solver.getConvergedReason() <= 0
 
     def _check_converged(self) -> None:
-        raise_on_all_ranks(self._hook_error, self.comm)
+        if self.comm.allreduce(self._hook_error is not None, op=MPI.LOR):
+            error, self._hook_error = self._hook_error, None
+            self._recover()
+            raise_on_all_ranks(error, self.comm)
         solver = self.solver
         reason = solver.getConvergedReason()
         kind = "KSP" if self.linear else "SNES"
@@ -549,6 +604,29 @@ class FEMOperator:
             raise SolverError(kind, reason, _reason_name(enum, reason), iterations, self.prefix)
         self.iterations = solver.getIterationNumber()
         check_finite(self.u.x.array[: self._n], self.comm, "the solution")
+        if not self.linear:
+            self._check_newton_accuracy(reason)
+
+    def _check_newton_accuracy(self, reason: int) -> None:
+        """Warn (once) when the SNES stopped far from the solution: a loose tolerance the user
+        set, or its own iteration count (a convergence test that never stops it)."""
+        test = self._convergence
+        if self._forward_warned or (test is not None and test.at_roundoff):
+            return
+        fnorm = self.solver.getFunctionNorm()
+        start = test.initial_norm if test is not None else 0.0
+        loose = reason == PETSc.SNES.ConvergedReason.CONVERGED_ITS or (
+            start > 0 and fnorm > NEWTON_RESIDUAL_WARNING * start)
+        if loose:
+            self._forward_warned = True
+            warnings.warn(
+                f"the Newton solve with options prefix {self.prefix!r} stopped "
+                f"({_reason_name(PETSc.SNES.ConvergedReason, reason)}) at a residual of "
+                f"{fnorm:.1e}" + (f", {fnorm / start:.1e} of the initial one" if start else "")
+                + "; the gradient is that of the exact solution, which this one approximates "
+                f"only to that level. Tighten -{self.prefix}snes_rtol for exact gradients.",
+                RuntimeWarning, stacklevel=4,
+            )
 
     def _recover(self) -> None:
         """Reset the solvers after a failed solve, so that the next call starts afresh.
@@ -564,14 +642,14 @@ class FEMOperator:
 
     def _check_forward_accuracy(self) -> None:
         problem = self._problem
-        residual = _relative_residual(problem.A, problem.x, problem.b)
-        if residual > FORWARD_RESIDUAL_LIMIT and not self._forward_warned:
+        residual, backward = _solve_accuracy(problem.A, problem.x, problem.b)
+        if backward > FORWARD_BACKWARD_ERROR_LIMIT and not self._forward_warned:
             self._forward_warned = True
             warnings.warn(
                 f"the linear solve with options prefix {self.prefix!r} stopped at a true "
-                f"relative residual of {residual:.1e}; the gradient is that of the exact solve, "
-                f"which this forward solution approximates only to that level. Tighten "
-                f"-{self.prefix}ksp_rtol for exact gradients.",
+                f"relative residual of {residual:.1e} (backward error {backward:.1e}); the "
+                f"gradient is that of the exact solve, which this forward solution approximates "
+                f"only to that level. Tighten -{self.prefix}ksp_rtol for exact gradients.",
                 RuntimeWarning, stacklevel=4,
             )
 
@@ -584,6 +662,8 @@ class FEMOperator:
     def _restore(self, state: _State) -> None:
         self._set_controls(state.controls)
         assign_owned(self.u, state.solution)
+        if state.context is not None:
+            self._context.write(state.context)
         for op, inputs in zip(self.operators, state.operator_inputs, strict=True):
             op.set_inputs(inputs)
             op.update(True)
@@ -659,14 +739,31 @@ class FEMOperator:
             else:
                 self._recover()
             raise SolverError("KSP", reason, name, iterations, prefix)
-        self.adjoint_residual = _relative_residual(A, lam, rhs, transpose=transpose)
-        if self.adjoint_residual > ADJOINT_RESIDUAL_LIMIT:
+        # Checked against the true adjoint system: the transposed forward matrix for a linear
+        # problem (this also catches a wrong symmetric=True), the adjoint Jacobian otherwise.
+        if self.linear:
+            check = _solve_accuracy(self._problem.A, lam, rhs, transpose=True)
+        else:
+            check = _solve_accuracy(A, lam, rhs, transpose=transpose)
+        self.adjoint_residual, self.adjoint_backward_error = check
+        if self.adjoint_backward_error > ADJOINT_BACKWARD_ERROR_LIMIT:
+            adjoint = self.prefix + ADJOINT_PREFIX
+            if self.linear and self._symmetric_given:
+                advice = ("The problem was declared symmetric (symmetric=True): if dF/du is not "
+                          "symmetric, pass symmetric=None.")
+            elif ksp.getType() == "preonly":
+                advice = (f"KSP type preonly applies the preconditioner "
+                          f"({ksp.getPC().getType()}) once: choose a Krylov method "
+                          f"(-{adjoint}ksp_type gmres) or a direct solver.")
+            else:
+                advice = (f"Tighten -{adjoint}ksp_rtol or choose a stronger preconditioner "
+                          f"(-{adjoint}pc_type).")
             message = (
-                f"the adjoint solve (options prefix {self.prefix + ADJOINT_PREFIX!r}) stopped at "
-                f"a true relative residual of {self.adjoint_residual:.2e} after "
-                f"{ksp.getIterationNumber()} iterations; an exact gradient needs at most "
-                f"{ADJOINT_RESIDUAL_LIMIT:.0e}. Tighten -{self.prefix}{ADJOINT_PREFIX}ksp_rtol "
-                f"or choose a stronger preconditioner (-{self.prefix}{ADJOINT_PREFIX}pc_type)."
+                f"the adjoint solve (options prefix {adjoint!r}) stopped at a true relative "
+                f"residual of {self.adjoint_residual:.2e} (backward error "
+                f"{self.adjoint_backward_error:.2e}) after {ksp.getIterationNumber()} "
+                f"iterations; an exact gradient needs a backward error of at most "
+                f"{ADJOINT_BACKWARD_ERROR_LIMIT:.0e}. {advice}"
             )
             if self.options.adjoint_tolerances_set:
                 warnings.warn(message, RuntimeWarning, stacklevel=5)
@@ -674,9 +771,23 @@ class FEMOperator:
                 raise GradientAccuracyError(message)
 
     def _backward(
+        self, state: _State, grad_u: np.ndarray, needs: Sequence[bool],
+        input_needs: Sequence[bool] = (),
+    ) -> tuple[list[np.ndarray | None], list[torch.Tensor | None]]:
+        """Gradients of the controls and of the operators' inputs for one forward pass,
+        computed with everything the forms read as that forward pass left it."""
+        check_finite(grad_u, self.comm, "the gradient with respect to u")
+        now = self._everything.read()  # the values of the moment, put back afterwards
+        try:
+            grads = self._adjoint_gradients(state, grad_u, needs)
+            inputs = self._operator_backward(state, input_needs) if self.operators else []
+            return grads, inputs
+        finally:
+            self._everything.write(now)
+
+    def _adjoint_gradients(
         self, state: _State, grad_u: np.ndarray, needs: Sequence[bool]
     ) -> list[np.ndarray | None]:
-        check_finite(grad_u, self.comm, "the gradient with respect to u")
         self._restore(state)
         ksp, A, transpose = self._adjoint_operator(state)
         rhs = self._adjoint_rhs
@@ -736,6 +847,22 @@ class FEMOperator:
 _OPERATOR_METHODS = ("update", "jacobian", "inputs", "set_inputs", "backward")
 
 
+def _listed(c: object, items: Sequence[object]) -> bool:
+    return any(c is x for x in items)
+
+
+def _form_inputs(form: ufl.Form, operators: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """The Functions and Constants ``form`` reads, those of its operators' operands included."""
+    functions, constants = list(form.coefficients()), list(form.constants())
+    for op in operators:
+        for e in getattr(op, "operands", ()):
+            functions += [c for c in ufl.algorithms.extract_coefficients(e)
+                          if not _listed(c, functions)]
+            constants += [c for c in ufl.algorithms.analysis.extract_constants(e)
+                          if not _listed(c, constants)]
+    return functions, constants
+
+
 def is_operator(c: object) -> bool:
     """Whether ``c`` is an operator of the unknown (a Function with the operator protocol)."""
     return isinstance(c, dolfinx.fem.Function) and all(
@@ -744,12 +871,39 @@ def is_operator(c: object) -> bool:
 
 
 def _find_operators(form: ufl.Form, given: Sequence[Any]) -> list[Any]:
-    """The operators given, then those found among the form's coefficients."""
+    """The operators given, then those found among the form's coefficients and, so that
+    nesting is seen (and refused), among the operands of the operators found."""
     found = list(given)
-    for c in form.coefficients():
+    pending = list(form.coefficients())
+    while pending:
+        c = pending.pop(0)
         if is_operator(c) and all(c is not g for g in found):
             found.append(c)
+            pending += [x for e in getattr(c, "operands", ())
+                        for x in ufl.algorithms.extract_coefficients(e)]
     return found
+
+
+def check_operands(op: Any, i: int, controls: Sequence[Any], operators: Sequence[Any]) -> None:
+    """Refuse operands the bridge cannot differentiate through: controls (Functions or
+    Constants: their chain-rule term through the network would be missing) and other
+    operators of the unknown (the Jacobian would miss dN2/dN1 dN1/du)."""
+    operands = getattr(op, "operands", ())
+    functions = [c for e in operands for c in ufl.algorithms.extract_coefficients(e)]
+    constants = [c for e in operands for c in ufl.algorithms.analysis.extract_constants(e)]
+    for c in controls:
+        if _listed(c, functions) or _listed(c, constants):
+            raise ValueError(
+                f"control {control_name(c)} is an operand of operator {i} ({op.name!r}); "
+                "only the unknown and fixed functions and constants may be operands."
+            )
+    for other in operators:
+        if other is not op and _listed(other, functions):
+            raise ValueError(
+                f"operator {i} ({op.name!r}) has another operator of the unknown "
+                f"({other.name!r}) among its operands; compose the two networks into one "
+                "operator instead (its Jacobian would miss the inner operator's derivative)."
+            )
 
 
 def _check_operators(
@@ -770,14 +924,7 @@ def _check_operators(
             raise ValueError(f"operator {i} ({op.name!r}) does not appear in F.")
         if any(op is c for c in controls):
             raise ValueError(f"operator {i} ({op.name!r}) cannot also be a control.")
-        depends = {id(c) for e in getattr(op, "operands", ()) for c in
-                   ufl.algorithms.extract_coefficients(e)}
-        for c in controls:
-            if id(c) in depends:
-                raise ValueError(
-                    f"control {control_name(c)} is an operand of operator {i} ({op.name!r}); "
-                    "only the unknown and fixed functions may be operands."
-                )
+        check_operands(op, i, controls, operators)
     if len({id(op) for op in operators}) != len(operators):
         raise ValueError("the operators must be distinct.")
     return operators
@@ -814,6 +961,7 @@ class _FEMSolve(torch.autograd.Function):
         ctx.op = op
         ctx.size, ctx.batched, ctx.states = op._pending
         ctx.n_controls = n_controls
+        ctx.n_inputs = op._n_inputs
         ctx.meta = [(t.dtype, t.device, t.shape) for t in tensors[:n_controls]]
         ctx.save_for_backward(*tensors)
 
@@ -823,14 +971,14 @@ class _FEMSolve(torch.autograd.Function):
         g = grad_u.detach().to("cpu", torch.float64).numpy()
         n = ctx.n_controls
         # Which gradients are needed decides which collective assemblies run: agree on it.
-        flags = np.asarray(ctx.needs_input_grad[2:], dtype=np.int32)
+        flags = np.asarray(ctx.needs_input_grad[2 : 2 + n + ctx.n_inputs], dtype=np.int32)
         op.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
         needs = [bool(x) for x in flags]
         members = [None] if ctx.size is None else list(range(ctx.size))
         per_member = []
         for b, state in zip(members, ctx.states, strict=True):
-            grads = op._backward(state, g if b is None else g[b], needs[:n])
-            op_grads = op._operator_backward(state, needs[n:]) if op.operators else []
+            grads, op_grads = op._backward(state, g if b is None else g[b], needs[:n],
+                                           needs[n : n + ctx.n_inputs])
             per_member.append((grads, op_grads))
         out: list[torch.Tensor | None] = []
         for i, (dtype, device, shape) in enumerate(ctx.meta):
@@ -843,9 +991,10 @@ class _FEMSolve(torch.autograd.Function):
             else:
                 grad = np.sum(parts, axis=0)
             out.append(torch.from_numpy(grad).reshape(shape).to(device=device, dtype=dtype))
-        for j in range(len(ctx.needs_input_grad) - 2 - n):
+        for j in range(ctx.n_inputs):
             parts = [op_grads[j] for _, op_grads in per_member]
             out.append(None if parts[0] is None else sum(parts[1:], parts[0]))
+        out += [None] * (len(ctx.needs_input_grad) - 2 - len(out))  # the recording anchor
         out = first_order_only(out, (grad_u, *ctx.saved_tensors), "fem_operator")
         return (None, None, *out)
 
@@ -912,12 +1061,16 @@ def fem_operator(
         petsc_options: options of the forward KSP (linear ``F``) or SNES (nonlinear ``F``);
             keys starting with ``"adjoint_"`` go to the adjoint KSP. Options set in PETSc's
             database (``-{prefix}ksp_type cg`` on the command line, ``PETSC_OPTIONS``) are
-            respected: defaults fill only what neither sets. Defaults: LU (MUMPS); a Krylov
-            method chosen for a linear ``F`` gets ``ksp_rtol=1e-10``; SNES: plain Newton
-            (a ``bt`` line search is tried if it diverges), ``snes_rtol=1e-12``,
-            ``snes_stol=1e-10`` (stops at round-off), ``snes_atol=1e-50``. The adjoint
-            inherits the forward KSP type and preconditioner, never its tolerances
-            (defaults ``ksp_rtol=1e-12``, ``ksp_max_it=10000`` under the adjoint prefix).
+            respected: defaults fill only what neither sets (where both set an option, the
+            dictionary wins, as in DOLFINx). Defaults: LU (MUMPS); a Krylov method chosen for
+            a linear ``F`` gets ``ksp_rtol=1e-10``; SNES: plain Newton (a ``bt`` line search is
+            tried if it diverges), ``snes_rtol=1e-12``, ``snes_atol=1e-50``, and a stop at the
+            residual's round-off floor (:mod:`dolfinx_nn._convergence`) unless you set
+            ``snes_convergence_test``. ``snes_type ksponly`` is refused (it does not solve).
+            The adjoint inherits the forward KSP type and preconditioner, never its
+            tolerances (defaults ``ksp_rtol=1e-12``, ``ksp_max_it=10000`` under the adjoint
+            prefix; an adjoint preconditioner chosen over an inherited ``preonly`` gets
+            GMRES).
         petsc_options_prefix: options prefix of the PETSc objects, e.g. ``"poisson_"``.
         symmetric: whether dF/du is symmetric (the adjoint then reuses the forward
             factorization). ``None``: checked numerically after each forward pass (linear ``F``);

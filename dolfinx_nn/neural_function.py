@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from dolfinx_nn._dofs import assign_owned, check_finite, owned_size
-from dolfinx_nn.parallel import raise_on_all_ranks
+from dolfinx_nn.parallel import check_device, raise_on_all_ranks
 
 #: Element families whose dofs are point evaluations (so "the network at the dof point" is exact).
 POINT_EVALUATION_FAMILIES = (
-    "P", "Q", "DG", "DQ", "quadrature", "Lagrange", "Discontinuous Lagrange",
+    "P", "Q", "DG", "DQ", "quadrature", "Lagrange", "Discontinuous Lagrange", "CR",
 )
 
 
@@ -80,7 +80,7 @@ class NeuralFunction:
         self.block_size = V.dofmap.index_map_bs
         self.num_owned = owned_size(V)
         params = list(net.parameters()) if isinstance(net, torch.nn.Module) else []
-        self.device = torch.device(device) if device is not None else (
+        self.device = check_device(device, self.comm) if device is not None else (
             params[0].device if params else torch.device("cpu")
         )
         self.dtype = params[0].dtype if params else torch.float64

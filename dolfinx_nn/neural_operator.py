@@ -28,7 +28,7 @@ import torch
 import ufl
 
 from dolfinx_nn._dofs import owned_size
-from dolfinx_nn.parallel import raise_on_all_ranks
+from dolfinx_nn.parallel import check_device, raise_on_all_ranks
 from dolfinx_nn.quadrature import (
     QuadratureEvaluator,
     QuadratureLayout,
@@ -60,29 +60,6 @@ def _check_operand(expr: object, index: int) -> ufl.core.expr.Expr:
                 "collapsed sub-space."
             )
     return expr
-
-
-def _check_device(device: torch.device | str, comm: MPI.Comm) -> torch.device:
-    """``torch.device(device)``, refused on every rank if invalid or unavailable on a rank."""
-    error: Exception | None = None
-    parsed = torch.device("cpu")
-    try:
-        parsed = torch.device(device)
-        if parsed.type == "cuda" and not torch.cuda.is_available():
-            error = ValueError(
-                f"device {str(device)!r}: CUDA is not available to torch on rank {comm.rank} "
-                "(no GPU or no driver); use device='cpu'."
-            )
-        elif parsed.type == "cuda" and parsed.index is not None and \
-                parsed.index >= torch.cuda.device_count():
-            error = ValueError(
-                f"device {str(device)!r}: rank {comm.rank} sees only "
-                f"{torch.cuda.device_count()} CUDA device(s)."
-            )
-    except (RuntimeError, TypeError) as e:
-        error = ValueError(f"device {device!r} is not a torch device ({e}).")
-    raise_on_all_ranks(error, comm)
-    return parsed
 
 
 def _contract(D: ufl.core.expr.Expr, dop: ufl.core.expr.Expr, out_rank: int) -> ufl.core.expr.Expr:
@@ -165,7 +142,7 @@ class NeuralOperator(dolfinx.fem.Function):
         self._derivative_layouts = [QuadratureLayout(D.function_space) for D in self.derivatives]
         self.measure = quadrature_measure(space)
         params = list(net.parameters())
-        self.net_device = _check_device(device, space.mesh.comm) if device is not None else (
+        self.net_device = check_device(device, space.mesh.comm) if device is not None else (
             params[0].device if params else torch.device("cpu")
         )
         self.net_dtype = params[0].dtype if params else torch.float64

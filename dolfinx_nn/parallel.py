@@ -30,15 +30,27 @@ import torch
 
 class _GlobalSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, local: torch.Tensor, comm: MPI.Comm) -> torch.Tensor:
-        buf = local.detach().to("cpu", torch.float64).numpy().copy()
+    def forward(ctx, local: torch.Tensor, comm: MPI.Comm, recording: bool) -> torch.Tensor:
+        values = local.detach().to("cpu", torch.float64).reshape(-1).numpy()
+        # One Allreduce for the values and for how many ranks record a graph.
+        buf = np.append(values, float(recording))
         total = np.empty_like(buf)
         comm.Allreduce(buf, total, op=MPI.SUM)
-        return torch.from_numpy(total).to(device=local.device, dtype=local.dtype)
+        ranks = int(round(total[-1]))
+        if 0 < ranks < comm.size:
+            raise ValueError(
+                f"global_sum: the term requires a gradient on {ranks} of {comm.size} ranks "
+                f"(on rank {comm.rank}: {recording}); every rank's term must depend on the same "
+                "graph, or the ranks that record one wait forever in the backward pass's "
+                "collective solves. On a rank without data, sum an empty selection of the same "
+                "tensor (e.g. u_t[empty_index].sum()) instead of a constant zero."
+            )
+        out = torch.from_numpy(total[:-1].reshape(tuple(local.shape)))
+        return out.to(device=local.device, dtype=local.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return grad, None
+        return grad, None, None
 
 
 def global_sum(local: torch.Tensor, comm: MPI.Comm = MPI.COMM_WORLD) -> torch.Tensor:
@@ -50,8 +62,13 @@ def global_sum(local: torch.Tensor, comm: MPI.Comm = MPI.COMM_WORLD) -> torch.Te
 
     Returns:
         The sum over ranks, identical on every rank.
+
+    Raises:
+        ValueError: on every rank, if the term requires a gradient on some ranks only (the
+            others would never join the backward pass's collective operations).
     """
-    return _GlobalSum.apply(local, comm)
+    recording = bool(torch.is_grad_enabled() and local.requires_grad)
+    return _GlobalSum.apply(local, comm, recording)
 
 
 class _Replicated(torch.autograd.Function):
@@ -115,6 +132,36 @@ def raise_on_all_ranks(error: BaseException | None, comm: MPI.Comm = MPI.COMM_WO
     raise kind(f"{message} [raised on rank {rank}]")
 
 
+def recording_anchor(tensors: Iterable[object], comm: MPI.Comm) -> list[torch.Tensor]:
+    """Make a bridge op record a graph on every rank of ``comm``, or on none (collective).
+
+    A bridge op's backward pass is collective. If its inputs require a gradient on some ranks
+    only (a tensor detached on one rank), the others would not run the backward pass and the
+    first would wait for them forever. Returns ``[]`` where nothing needs to change, or a
+    dummy leaf requiring a gradient for the op to take as an extra input on a rank whose own
+    inputs do not, so that its output is part of the graph there too.
+
+    Raises:
+        ValueError: on every rank, if some ranks record a graph and others run under
+            ``torch.no_grad()`` (no input can make the latter record one).
+    """
+    enabled = torch.is_grad_enabled()
+    requires = enabled and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+    flags = comm.allgather((enabled, requires))
+    if not any(r for _, r in flags):
+        return []
+    off = [rank for rank, (e, _) in enumerate(flags) if not e]
+    if off:
+        on = [rank for rank, (_, r) in enumerate(flags) if r]
+        raise ValueError(
+            f"a bridge op records a graph on ranks {on} but runs under torch.no_grad() on "
+            f"ranks {off}; its backward pass is collective, so every rank must record it (or "
+            "none)."
+        )
+    return [] if requires else [torch.zeros((), dtype=torch.float64, requires_grad=True)]
+
+
 def _parameters(params: torch.nn.Module | Iterable[torch.Tensor]) -> list[torch.Tensor]:
     if isinstance(params, torch.nn.Module):
         return [p for p in params.parameters() if p.requires_grad]
@@ -149,3 +196,26 @@ def sync_gradients(
         chunk = torch.from_numpy(total[offset : offset + n]).reshape(p.shape)
         p.grad = chunk.to(device=p.device, dtype=p.dtype)
         offset += n
+
+
+def check_device(device: torch.device | str, comm: MPI.Comm) -> torch.device:
+    """``torch.device(device)``, refused on every rank if invalid or unavailable on a rank."""
+    error: Exception | None = None
+    parsed = torch.device("cpu")
+    try:
+        parsed = torch.device(device)
+        if parsed.type == "cuda" and not torch.cuda.is_available():
+            error = ValueError(
+                f"device {str(device)!r}: CUDA is not available to torch on rank {comm.rank} "
+                "(no GPU or no driver); use device='cpu'."
+            )
+        elif parsed.type == "cuda" and parsed.index is not None and \
+                parsed.index >= torch.cuda.device_count():
+            error = ValueError(
+                f"device {str(device)!r}: rank {comm.rank} sees only "
+                f"{torch.cuda.device_count()} CUDA device(s)."
+            )
+    except (RuntimeError, TypeError) as e:
+        error = ValueError(f"device {device!r} is not a torch device ({e}).")
+    raise_on_all_ranks(error, comm)
+    return parsed

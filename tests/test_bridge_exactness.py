@@ -601,3 +601,250 @@ def test_operator_recovers_after_a_failed_factorization():
             op(zero)
     u_t = op(torch.ones_like(q_t))
     assert COMM.allreduce(float(u_t.abs().max()) if u_t.numel() else 0.0, op=MPI.MAX) > 0.1
+
+
+# -- What the forward pass did, beyond the controls ----------------------------------------
+
+
+def test_piecewise_linear_residual_is_solved_as_nonlinear():
+    """max_value(u, 0): UFL's second derivative vanishes, but the Jacobian depends on u."""
+    msh = mesh.create_unit_square(COMM, 12, 12)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    u, v, f = fem.Function(V), ufl.TestFunction(V), fem.Function(V)
+    f.x.array[:] = 1.0
+    F = (ufl.inner(ufl.grad(u), ufl.grad(v)) + 100 * ufl.max_value(u, 0.0) * v - f * v) * ufl.dx
+    bc = fem.dirichletbc(0.0, dofs_on(V, lambda x: np.full(x.shape[1], True)), V)
+    solve = dnn.fem_operator(F, u, controls=[f], bcs=[bc], petsc_options_prefix="maxv_")
+    assert not solve.linear
+    u_t = solve(owned_tensor(f))
+    top = COMM.allreduce(float(u_t.max()) if u_t.numel() else 0.0, op=MPI.MAX)
+    assert 0.009 < top < 0.0105  # plain Newton's 0.00977; the linear reading gave 0.073
+    J = dnn.fem_functional(u**2 * ufl.dx, controls=[u])
+    f0 = owned_tensor(f)
+    ad, fd = directional_derivatives(lambda m: J(solve(m[0])), [f0],
+                                     [rank_direction(f0.numel(), 11)], COMM)
+    assert_matches_fd(ad, fd, 1.0)
+
+
+def test_time_constant_changed_in_place_during_the_loop():
+    """The usual DOLFINx time loop, t.value = n dt, one backward at the end."""
+    msh = mesh.create_unit_square(COMM, 8, 8)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    u, v, u_prev = fem.Function(V), ufl.TestFunction(V), fem.Function(V)
+    t, amplitude = fem.Constant(msh, 0.0), fem.Constant(msh, 1.0)
+    dt = 0.05
+    F = ((u - u_prev) / dt * v + ufl.inner(ufl.grad(u), ufl.grad(v))
+         - amplitude * ufl.cos(3 * t) * v) * ufl.dx
+    bc = fem.dirichletbc(0.0, dofs_on(V, lambda x: np.full(x.shape[1], True)), V)
+    solve = dnn.fem_operator(F, u, controls=[u_prev, amplitude], bcs=[bc],
+                             petsc_options_prefix="tloop_")
+    J = dnn.fem_functional(u**2 * ufl.dx, controls=[u])
+
+    def loss(m):
+        u_t = torch.zeros(owned_tensor(u).numel(), dtype=torch.float64)
+        for step in range(1, 11):
+            t.value = step * dt
+            u_t = solve(u_t, m[0])
+        return J(u_t)
+
+    one = torch.tensor(1.0, dtype=torch.float64)
+    ad, fd = directional_derivatives(loss, [one], [one], COMM)
+    assert_matches_fd(ad, fd, 1.0)
+    assert float(t.value) == pytest.approx(10 * dt)  # the values of the moment are put back
+
+
+def test_data_changed_per_sample_in_a_functional():
+    msh = mesh.create_unit_square(COMM, 6, 6)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    q, d = fem.Function(V), fem.Function(V)
+    J = dnn.fem_functional((q - d) ** 2 * ufl.dx, controls=[q])
+    samples = [lambda x: x[0], lambda x: 1 + x[1] ** 2]
+
+    def loss(m):
+        total = 0
+        for sample in samples:
+            d.interpolate(sample)
+            total = total + J(m[0])
+        return total
+
+    q0 = torch.ones(owned_tensor(q).numel(), dtype=torch.float64)
+    ad, fd = directional_derivatives(loss, [q0], [rank_direction(q0.numel(), 12)], COMM)
+    assert_matches_fd(ad, fd, 1.0)
+
+
+def advection(prefix, b, symmetric=None, options=None):
+    msh = mesh.create_unit_square(COMM, 10, 10)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    u, v, f = fem.Function(V), ufl.TestFunction(V), fem.Function(V)
+    w = fem.Constant(msh, np.array(b, dtype=float))
+    F = (ufl.inner(ufl.grad(u), ufl.grad(v)) + ufl.dot(w, ufl.grad(u)) * v - f * v) * ufl.dx
+    bc = fem.dirichletbc(0.0, dofs_on(V, lambda x: np.full(x.shape[1], True)), V)
+    solve = dnn.fem_operator(F, u, controls=[f], bcs=[bc], symmetric=symmetric,
+                             petsc_options=options, petsc_options_prefix=prefix)
+    return f, w, solve, dnn.fem_functional(u**2 * ufl.dx, controls=[u])
+
+
+def test_symmetry_is_that_of_each_forward_pass():
+    """Non-symmetric pass, then a symmetric one (b = 0), then the backward of both."""
+    f, w, solve, J = advection("symint_", (20.0, 5.0))
+
+    def loss(m):
+        w.value[:] = (20.0, 5.0)
+        first = J(solve(m[0]))
+        w.value[:] = (0.0, 0.0)
+        return first + J(solve(m[0]))
+
+    f0 = torch.ones(owned_tensor(f).numel(), dtype=torch.float64)
+    ad, fd = directional_derivatives(loss, [f0], [rank_direction(f0.numel(), 13)], COMM)
+    assert_matches_fd(ad, fd, 1.0)
+
+
+def test_wrong_symmetric_flag_is_caught_by_the_adjoint_check():
+    f, _, solve, J = advection("wrongsym_", (20.0, 5.0), symmetric=True)
+    f_t = torch.ones(owned_tensor(f).numel(), dtype=torch.float64, requires_grad=True)
+    with pytest.raises(dnn.GradientAccuracyError, match="declared symmetric"):
+        J(solve(f_t)).backward()
+
+
+def test_high_contrast_coefficient_passes_with_a_direct_solver():
+    """Contrast 1e8: the residual is far above round-off, the backward error is not."""
+    msh = mesh.create_unit_square(COMM, 16, 16)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    Q = fem.functionspace(msh, ("DG", 0))
+    kappa = fem.Function(Q)
+    kappa.interpolate(lambda x: np.where(x[0] < 0.5, 1.0, 1e8))
+    u, v, f = fem.Function(V), ufl.TestFunction(V), fem.Function(V)
+    f.x.array[:] = 1.0
+    F = (kappa * ufl.inner(ufl.grad(u), ufl.grad(v)) - f * v) * ufl.dx
+    bc = fem.dirichletbc(0.0, dofs_on(V, lambda x: np.isclose(x[0], 0.0)), V)
+    solve = dnn.fem_operator(F, u, controls=[kappa, f], bcs=[bc], petsc_options_prefix="hc_")
+    J = dnn.fem_functional(u**2 * ufl.dx, controls=[u])
+    f_t = owned_tensor(f).requires_grad_(True)
+    J(solve(owned_tensor(kappa), f_t)).backward()
+    assert solve.adjoint_backward_error < 1e-14
+
+
+def test_operand_checks_constants_and_nested_operators():
+    msh = mesh.create_unit_square(COMM, 4, 4)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    Q = quadrature_space(msh, 2)
+    u, v = fem.Function(V), ufl.TestFunction(V)
+    c = fem.Constant(msh, 1.0)
+    k = dnn.NeuralOperator(Law(), operands=(c * u,), space=Q, name="k")
+    F = k * ufl.inner(ufl.grad(u), ufl.grad(v)) * k.measure - c * v * k.measure
+    with pytest.raises(ValueError, match="is an operand of operator 0"):
+        dnn.fem_operator(F, u, controls=[c], petsc_options_prefix="cop_")
+    with pytest.raises(ValueError, match="is an operand of operator 0"):
+        dnn.fem_functional(c * k * k.measure, controls=[c])
+    k1 = dnn.NeuralOperator(Law(), operands=(u,), space=Q, name="k1")
+    k2 = dnn.NeuralOperator(Law(), operands=(k1,), space=Q, name="k2")
+    F = k2 * ufl.inner(ufl.grad(u), ufl.grad(v)) * k2.measure - v * k2.measure
+    with pytest.raises(ValueError, match="another operator of the unknown .'k1'."):
+        dnn.fem_operator(F, u, controls=[], petsc_options_prefix="nest_")
+
+
+def test_snes_types_that_do_not_solve_are_refused_and_loose_stops_warn():
+    q, solve, J = nonlinear_poisson("loose_", {"snes_rtol": 1e-3}, n=8)
+    with pytest.warns(RuntimeWarning, match="Newton solve .* stopped"):
+        solve(owned_tensor(q))
+    with pytest.raises(ValueError, match="snes_type 'ksponly' does one linear solve"):
+        nonlinear_poisson("kspo_", {"snes_type": "ksponly"}, n=4)
+    q, qn_solve, _ = nonlinear_poisson("qn_", {"snes_type": "qn"}, n=8)
+    plain = nonlinear_poisson("newt_", None, n=8)[1]
+    a, b = qn_solve(owned_tensor(q)), plain(owned_tensor(q))
+    assert float((a - b).abs().max() if a.numel() else 0.0) < 1e-8
+
+
+def test_options_dictionary_beats_the_database_like_dolfinx():
+    opts = PETSc.Options()
+    opts["dvd_ksp_type"] = "gmres"
+    opts["dvd_pc_type"] = "jacobi"
+    try:
+        f, _, solve, _ = advection("dvd_", (1.0, 0.0), options={"ksp_type": "preonly",
+                                                                  "pc_type": "lu"})
+        assert solve.solver.getType() == "preonly" and solve.options.direct
+        assert opts.getString("dvd_ksp_type") == "gmres"  # the database value is put back
+    finally:
+        del opts["dvd_ksp_type"]
+        del opts["dvd_pc_type"]
+
+
+def test_adjoint_preconditioner_alone_gets_a_krylov_method():
+    opts = PETSc.Options()
+    opts["asor_adjoint_pc_type"] = "sor"
+    try:
+        f, _, solve, J = advection("asor_", (3.0, 1.0))
+        f0 = torch.ones(owned_tensor(f).numel(), dtype=torch.float64)
+        ad, fd = directional_derivatives(lambda m: J(solve(m[0])), [f0],
+                                         [rank_direction(f0.numel(), 14)], COMM)
+        assert_matches_fd(ad, fd, 1.0)
+        assert solve._adjoint_ksp.getType() == "gmres"
+    finally:
+        del opts["asor_adjoint_pc_type"]
+
+
+@pytest.mark.timeout(60)
+def test_exception_in_the_first_jacobian_surfaces_and_the_operator_recovers():
+    class Failing(Law):
+        calls = 0
+
+        def forward(self, x):
+            Failing.calls += 1
+            if Failing.calls == 2:  # the first Jacobian assembly
+                raise RuntimeError("no CUDA driver")
+            return super().forward(x)
+
+    f, k, solve, _ = operator_problem("jacfail_", Failing(), listed=False)
+    with pytest.raises(RuntimeError, match="no CUDA driver"):
+        solve(owned_tensor(f))
+    u_t = solve(owned_tensor(f))
+    assert solve.iterations <= 10
+    assert COMM.allreduce(float(u_t.abs().max()) if u_t.numel() else 0.0, op=MPI.MAX) > 0.05
+
+
+@pytest.mark.timeout(60)
+def test_global_sum_refuses_a_graph_on_some_ranks_only():
+    x = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    local = (2 * x).sum() if COMM.rank == 0 else torch.zeros((), dtype=torch.float64)
+    if COMM.size == 1:
+        assert float(dnn.global_sum(local, COMM)) == 2.0
+        return
+    with pytest.raises(ValueError, match="requires a gradient on 1 of"):
+        dnn.global_sum(local, COMM)
+
+
+@pytest.mark.timeout(60)
+def test_inputs_detached_on_one_rank_still_backward_everywhere():
+    q, solve, J = small_poisson("detached1_")
+    q_t = owned_tensor(q).requires_grad_(True)
+    detached = COMM.size > 1 and COMM.rank == COMM.size - 1
+    given = q_t.detach() if detached else q_t
+    J(solve(given), given).backward()  # every rank runs the collective backward pass
+    assert (q_t.grad is None) == detached
+
+
+def test_control_layout_and_dtype_checks():
+    msh = mesh.create_unit_square(COMM, 4, 4)
+    V = fem.functionspace(msh, ("Lagrange", 1, (2,)))
+    u, v, f = fem.Function(V), ufl.TestFunction(V), fem.Function(V)
+    F = (ufl.inner(ufl.grad(u), ufl.grad(v)) - ufl.inner(f, v)) * ufl.dx
+    solve = dnn.fem_operator(F, u, controls=[f], petsc_options_prefix="layout_")
+    nodes = V.dofmap.index_map.size_local
+    good = torch.ones(nodes, 2, dtype=torch.float64)
+    solve(good)
+    solve(good.reshape(-1))
+    if nodes > 2:
+        with pytest.raises(ValueError, match=r"\(nodes, components\)"):
+            solve(good.T.contiguous())
+    with pytest.raises(TypeError, match="is complex"):
+        solve(good.to(torch.complex128))
+
+
+def test_crouzeix_raviart_network_coefficient():
+    msh = mesh.create_unit_square(COMM, 6, 6)
+    CR = fem.functionspace(msh, ("CR", 1))
+    qn = dnn.NeuralFunction(mlp(2, seed=2), CR)
+    q_t = qn()
+    xy = torch.from_numpy(CR.tabulate_dof_coordinates()[: q_t.numel(), :2])
+    with torch.no_grad():
+        assert torch.allclose(q_t, qn.net(xy).reshape(-1))

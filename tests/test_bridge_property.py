@@ -6,8 +6,9 @@ network at dof points or at quadrature points, a Constant in the form, Dirichlet
 Function or a Constant, on a sub-space), the layout of the Dirichlet conditions (single,
 overlapping with the control first or last, corners shared with walls) and the solver (direct
 or iterative), then compares the directional derivative of a functional of the solution along
-a random direction in all controls at once with a fourth-order central difference.  100 cases
-per run and per rank count; the tolerance is 1e-6 relative.
+a random direction in all controls at once with a fourth-order central difference; half the
+cases solve twice (two loads) before one backward pass.  100 cases per run and per rank count;
+the tolerance is 1e-6 relative.
 
 The forward Krylov solves are run to 1e-13 here: that makes the *finite difference* a reference
 to below 1e-6 (the gradient itself needs no such setting).
@@ -171,12 +172,20 @@ class Scalar:
             def q_of(ms):
                 return ms[0], ms[1:]
 
+        # Half the cases solve twice (another load) before one backward pass: each backward
+        # pass must see the state of its own forward pass.
+        twice = bool(rng.random() < 0.5)
+
         def loss(ms):
             q_t, rest = q_of(ms)
             f_t, c_t, g_t, *op_params = rest
             inputs = None if op is None else [op_params]
             u_t = self.solve(q_t, f_t, c_t, g_t, operator_inputs=inputs)
-            return self.J(u_t, q_t)
+            value = self.J(u_t, q_t)
+            if twice:
+                u2 = self.solve(q_t, 0.5 * f_t + 1.0, c_t, 2.0 * g_t, operator_inputs=inputs)
+                value = value + 0.5 * self.J(u2, q_t)
+            return value
 
         return m, dm, loss
 
