@@ -13,7 +13,9 @@ Cases (P1, homogeneous Dirichlet data on the whole boundary; all times are media
   batch      -div(grad u) = f_b for ``--batch`` sources (default 32): one batched call against
              as many calls without reuse, and as many calls with it (forward + gradient).
   advection  -div(k grad u) + w.grad u = f, k a network at the dofs (non-symmetric; the
-             adjoint solves with the transposed LU factors): forward + gradient over forward.
+             adjoint solves with the transposed LU factors): forward + gradient over forward,
+             the network changed a little before each pass (as in training, so each forward
+             pass assembles and factorizes).
   gamg       3D -div((1 + q^2) grad u) = f, q a network at the dofs, CG + GAMG (forward, and
              the adjoint reusing the forward's multigrid hierarchy): forward + gradient over
              forward, Krylov iterations, set-up and solve times. Run it on 1 and 2 ranks for the
@@ -94,6 +96,13 @@ def _network(din: int) -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(din, 16), torch.nn.Tanh(),
                                torch.nn.Linear(16, 1)).double()
+
+
+def _training_step(net: torch.nn.Module) -> None:
+    """Change the network a little, as an optimizer step would: the coefficient, and so the
+    matrix, changes, and every forward pass assembles and factorizes it (no reuse)."""
+    with torch.no_grad():
+        net[2].bias.add_(1e-6)
 
 
 # -- heat ------------------------------------------------------------------------------------
@@ -255,10 +264,12 @@ def advection(comm: MPI.Comm, dofs: float, repeats: int) -> dict:
     J = dnn.fem_functional(u**2 * ufl.dx, controls=[u])
 
     def forward():
+        _training_step(qn.net)
         with torch.no_grad():
             J(solve(qn()))
 
     def forward_gradient():
+        _training_step(qn.net)
         qn.net.zero_grad()
         J(solve(qn())).backward()
 
@@ -291,10 +302,12 @@ def gamg(comm: MPI.Comm, dofs: float, repeats: int) -> dict:
     times: dict[str, list[float]] = {"adjoint_iterations": []}
 
     def forward():
+        _training_step(qn.net)
         with torch.no_grad():
             J(solve(qn()))
 
     def forward_gradient():
+        _training_step(qn.net)
         qn.net.zero_grad()
         J(solve(qn())).backward()
         dnn.sync_gradients(qn.net, comm)
