@@ -97,7 +97,9 @@ def test_data_units_transform_coefficients_as_theory_says(fisher):
 
 def test_normalisation_changes_raw_but_not_physical_coefficients(fisher):
     """Rescaling the network variables changes the raw coefficients, not the reported ones."""
-    _, train, _, found = fisher
+    _, train, _, _ = fisher
+    config = DiscoveryConfig(surrogate=SurrogateConfig(kind="space-time", input_scale=2.0))
+    found = discover(train, config)
     old = found.surrogate
     lx, lt, lu = 2.0, 3.0, 5.0  # xi' = xi / lx, tau' = tau / lt, v' = v / lu
     new = Surrogate(
@@ -135,7 +137,9 @@ def test_resimulation_matches_held_out_data(heat, mesh):
 def test_adam_phase_lowers_the_fit_loss(heat):
     """Training the hidden layers (data parallel) before the exact head lowers the loss."""
     train = heat[1]
-    surrogate, report = fit_surrogate(train, SurrogateConfig(width=20, adam_steps=30))
+    surrogate, report = fit_surrogate(
+        train, SurrogateConfig(kind="space-time", width=20, input_scale=2.0, adam_steps=30)
+    )
     assert len(report.losses) == 30 and report.losses[-1] < report.losses[0]
     weights = surrogate.features[0].weight.detach().numpy().copy()
     gathered = MPI.COMM_WORLD.allgather(weights)

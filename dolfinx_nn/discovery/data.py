@@ -100,6 +100,16 @@ class SpaceTimeData:
             SpaceTimeData(self.x, self.t[n:], self.u[n:]),
         )
 
+    def window(self, first: int, last: int) -> SpaceTimeData:
+        """The snapshots ``first .. last - 1`` (at least two)."""
+        if not 0 <= first < last - 1 < self.t.size:
+            raise ValueError(
+                f"snapshot window [{first}, {last}) of {self.t.size} snapshots holds fewer than 2"
+            )
+        if first == 0 and last == self.t.size:
+            return self
+        return SpaceTimeData(self.x, self.t[first:last], self.u[first:last])
+
     def transformed(
         self, x_scale: float = 1.0, t_scale: float = 1.0, u_scale: float = 1.0
     ) -> SpaceTimeData:

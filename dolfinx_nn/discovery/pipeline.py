@@ -95,14 +95,16 @@ class Discovery:
 
 
 def _feature_points(
-    data: SpaceTimeData, trim: float, limit: int, seed: int, stations: np.ndarray | None
+    data: SpaceTimeData, trim: float, limit: int, seed: int, stations: np.ndarray | None,
+    window: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     if not 0.0 <= trim < 0.5:
         raise ValueError(f"trim must lie in [0, 0.5), got {trim}")
     k, i = np.nonzero(~np.isnan(data.u))
     x, t = data.x[i], data.t[k]
-    span = data.t[-1] - data.t[0]
-    inside = (t >= data.t[0] + trim * span) & (t <= data.t[-1] - trim * span)
+    start, end = window or (data.t[0], data.t[-1])
+    span = end - start
+    inside = (t >= start + trim * span) & (t <= end - trim * span)
     if stations is not None:
         stations = np.asarray(stations)
         if stations.shape != (data.x.shape[0],) or stations.dtype != bool:
@@ -135,7 +137,12 @@ def regress(
     """
     terms = parse_library(config.library, data.dim)
     start = time.perf_counter()
-    x, t = _feature_points(data, config.trim, config.max_feature_points, config.seed, stations)
+    window = None
+    if "first_time" in fit.scales:  # the snapshots the surrogate was fitted to
+        window = (fit.scales["first_time"], fit.scales["last_time"])
+    x, t = _feature_points(
+        data, config.trim, config.max_feature_points, config.seed, stations, window
+    )
     theta, v_tau = term_features(surrogate, x, t, terms)
     features_s = time.perf_counter() - start
     start = time.perf_counter()
