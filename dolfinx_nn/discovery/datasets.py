@@ -8,6 +8,7 @@ advection-diffusion  u_t = D lap u - a . grad u,  D = 0.01,          Gaussian bu
                      a = (0.5, 0.25, 0.1)
 fisher-kpp           u_t = D lap u + r u (1 - u),  D = 0.01, r = 2    a front
 nonlinear-diffusion  u_t = div(D u grad u),  D = 0.1                  bump on a plateau
+diffusion-reaction   u_t = D lap u - k u,  D = 0.05, k = 0.5          two Gaussian bumps
 ==================== =============================================== ===================
 
 The solution is prescribed on the boundary (its initial value, held in time) and the
@@ -63,6 +64,10 @@ def _fisher_kpp(dim: int) -> dict[str, float]:
     return {"u": 2.0, "u**2": -2.0, **_laplacian(0.01, dim)}
 
 
+def _diffusion_reaction(dim: int) -> dict[str, float]:
+    return {"u": -0.5, **_laplacian(0.05, dim)}
+
+
 def _nonlinear_diffusion(dim: int) -> dict[str, float]:
     terms = {f"u*u_{a}{a}": 0.1 for a in _AXES[:dim]}
     return {**{f"u_{a}**2": 0.1 for a in _AXES[:dim]}, **terms}
@@ -81,6 +86,12 @@ PROBLEMS: dict[str, SimulatedProblem] = {
     ),
     "fisher-kpp": SimulatedProblem(
         _fisher_kpp, lambda x, d: 0.5 * (1.0 - np.tanh((x[0] - 0.25) / 0.08)), 1.0
+    ),
+    "diffusion-reaction": SimulatedProblem(
+        _diffusion_reaction,
+        lambda x, d: _gauss(x, (0.35, 0.25, 0.3), 0.15, d)
+        + 0.5 * _gauss(x, (0.7, 0.75, 0.6), 0.12, d),
+        1.0,
     ),
     "nonlinear-diffusion": SimulatedProblem(
         _nonlinear_diffusion,

@@ -12,9 +12,12 @@ import numpy as np
 
 from dolfinx_nn.discovery.data import SpaceTimeData
 from dolfinx_nn.discovery.equation import format_equation
-from dolfinx_nn.discovery.library import Term, parse_library, term_name
+from dolfinx_nn.discovery.library import Term, max_order, parse_library
 from dolfinx_nn.discovery.regression import (
+    Candidate,
     RegressionResult,
+    block_folds,
+    collinearity,
     physical_coefficients,
     sparse_regression,
 )
@@ -26,8 +29,19 @@ from dolfinx_nn.discovery.surrogate import (
     fit_surrogate,
     term_features,
 )
+from dolfinx_nn.discovery.weak import (
+    strong_coefficients,
+    test_function_scales,
+    weak_library,
+    weak_name,
+    weak_system,
+)
 
-__all__ = ["Discovery", "DiscoveryConfig", "discover", "regress"]
+__all__ = ["FORMULATIONS", "Discovery", "DiscoveryConfig", "discover", "regress", "regress_weak"]
+
+#: Regression formulations: derivatives of the surrogate (``strong``), integrals against test
+#: functions (``weak``, needs a mesh; :mod:`~dolfinx_nn.discovery.weak`).
+FORMULATIONS = ("strong", "weak")
 
 
 @dataclasses.dataclass
@@ -40,18 +54,23 @@ class DiscoveryConfig:
         criterion: model selection, a key of
             :data:`~dolfinx_nn.discovery.regression.SELECTION_CRITERIA`.
         tolerance: relative slack of the ``cv`` criterion.
+        folds: cross-validation folds of the regression (contiguous time blocks).
         trim: fraction of the time span dropped at each end when evaluating features (the
             surrogate's time derivative is least accurate there).
         max_feature_points: most data points used for the regression (a random subset).
+        weak_centers: most space centres of weak-form test functions (a random subset of the
+            stations deep enough inside the domain).
         surrogate: network and fit.
-        seed: seed of the subset and the folds.
+        seed: seed of the subsets.
     """
 
     library: str | Sequence[str] = "quadratic"
-    criterion: str = "cv"
+    criterion: str = "cv-1se"
     tolerance: float = 0.2
+    folds: int = 5
     trim: float = 0.1
     max_feature_points: int = 50_000
+    weak_centers: int = 64
     surrogate: SurrogateConfig = dataclasses.field(default_factory=SurrogateConfig)
     seed: int = 0
 
@@ -67,31 +86,37 @@ class Discovery:
     raw_coefficients: dict[str, float]  # in the surrogate's normalised variables
     coefficients: dict[str, float]  # in the data's units
     timings: dict[str, float]
+    collinearity: dict = dataclasses.field(default_factory=dict)  # see regression.collinearity
+    formulation: str = "strong"  # or "weak" (see dolfinx_nn.discovery.weak)
+    details: dict = dataclasses.field(default_factory=dict)  # e.g. the weak test functions
+    weak_terms: list = dataclasses.field(default_factory=list)  # the weak library
 
     @property
     def equation(self) -> str:
         """The equation as a readable formula in the data's units."""
         return format_equation(self.coefficients)
 
+    def candidate_coefficients(self, candidate: Candidate) -> dict[str, float]:
+        """A candidate's coefficients as strong terms in the data's units."""
+        raw = self.regression.names(candidate)
+        if self.formulation == "weak":
+            by_name = {weak_name(t): t for t in self.weak_terms}
+            raw = strong_coefficients({by_name[n]: c for n, c in raw.items()})
+        return physical_coefficients(raw, None, self.surrogate.normalisation)
+
     def pareto_front(self) -> list[dict]:
         """Complexity, errors and physical coefficients of each model on the Pareto front."""
-        rows = []
-        for c in self.regression.front:
-            raw = {
-                term_name(self.terms[i]): float(w)
-                for i, w in zip(c.support, c.coefficients, strict=True)
+        return [
+            {
+                "complexity": c.complexity,
+                "train_error": c.train_error,
+                "cv_error": c.cv_error,
+                "cv_standard_error": c.cv_se,
+                "terms": list(self.regression.names(c)),
+                "coefficients": self.candidate_coefficients(c),
             }
-            rows.append(
-                {
-                    "complexity": c.complexity,
-                    "train_error": c.train_error,
-                    "cv_error": c.cv_error,
-                    "coefficients": physical_coefficients(
-                        raw, self.terms, self.surrogate.normalisation
-                    ),
-                }
-            )
-        return rows
+            for c in self.regression.front
+        ]
 
 
 def _feature_points(
@@ -147,7 +172,8 @@ def regress(
     features_s = time.perf_counter() - start
     start = time.perf_counter()
     result = sparse_regression(
-        theta, v_tau, terms, config.criterion, config.tolerance, seed=config.seed
+        theta, v_tau, terms, config.criterion, config.tolerance, folds=config.folds,
+        groups=block_folds(t, config.folds),
     )
     regression_s = time.perf_counter() - start
     raw = result.raw_coefficients()
@@ -159,7 +185,88 @@ def regress(
         raw_coefficients=raw,
         coefficients=physical_coefficients(raw, terms, surrogate.normalisation),
         timings={"features_s": features_s, "regression_s": regression_s},
+        collinearity=collinearity(theta, terms),
     )
+
+
+def _library_shape(terms: Sequence[Term]) -> tuple[int, int, bool]:
+    """Highest derivative order, highest number of factors, constant term present."""
+    return max_order(terms), max((len(t) for t in terms), default=1), () in terms
+
+
+def regress_weak(
+    surrogate: SurrogateBase,
+    fit: FitReport,
+    data: SpaceTimeData,
+    config: DiscoveryConfig,
+    distance: np.ndarray,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+) -> Discovery:
+    """Weak-form regression (:mod:`~dolfinx_nn.discovery.weak`) with a fitted surrogate.
+
+    The weak library holds ``d^a (u^p)`` with the derivative order and the power of the
+    strong library ``config.library``; the selected model is reported as strong terms.
+
+    Args:
+        surrogate: fitted surrogate (identical on every rank).
+        fit: its fit report (the fitted time window).
+        data: the data it was fitted to.
+        config: settings.
+        distance: distance of each station to the domain boundary (data units).
+        comm: ranks that share the test functions.
+    """
+    strong = parse_library(config.library, data.dim)
+    order, degree, constant = _library_shape(strong)
+    terms = weak_library(data.dim, order, degree, constant)
+    nrm = surrogate.normalisation
+    first = fit.scales.get("first_time", float(data.t[0]))
+    last = fit.scales.get("last_time", float(data.t[-1]))
+    snapshots = int(np.count_nonzero((data.t >= first) & (data.t <= last)))
+    start = time.perf_counter()
+    radius, half = test_function_scales(
+        distance, float(nrm.x_scale[0]), 2.0 * (last - first) / (2.0 * nrm.t_scale), snapshots
+    )
+    deep = np.flatnonzero(distance > radius * float(nrm.x_scale[0]))
+    if deep.size < 2:
+        raise ValueError(
+            f"only {deep.size} stations lie deeper than the test-function radius "
+            f"{radius * float(nrm.x_scale[0]):.3g} inside the domain; weak form impossible"
+        )
+    rng = np.random.default_rng(config.seed)
+    if deep.size > config.weak_centers:
+        deep = np.sort(rng.choice(deep, config.weak_centers, replace=False))
+    # about four quadrature nodes per feature length 1 / input_scale across the radius
+    nodes = int(np.clip(np.ceil(4.0 * radius * fit.scales.get("input_scale", 1.0)), 16, 64))
+    system = weak_system(
+        surrogate, terms, data.x[deep], radius, (first, last), half, radial_points=nodes,
+        comm=comm,
+    )
+    features_s = time.perf_counter() - start
+    start = time.perf_counter()
+    names = [weak_name(t) for t in terms]
+    result = sparse_regression(
+        system.matrix, system.target, names, config.criterion, config.tolerance,
+        folds=config.folds, groups=system.groups % config.folds,
+    )
+    regression_s = time.perf_counter() - start
+    found = Discovery(
+        terms=strong,
+        surrogate=surrogate,
+        fit=fit,
+        regression=result,
+        raw_coefficients={},
+        coefficients={},
+        timings={"weak_system_s": features_s, "regression_s": regression_s},
+        collinearity=collinearity(system.matrix, names),
+        formulation="weak",
+        details={"test_functions": system.scales, "library": names},
+        weak_terms=terms,
+    )
+    found.raw_coefficients = {weak_name(t): c for t, c in zip(
+        (terms[i] for i in result.selected.support), result.selected.coefficients, strict=True
+    )}
+    found.coefficients = found.candidate_coefficients(result.selected)
+    return found
 
 
 def discover(
@@ -168,6 +275,9 @@ def discover(
     normalisation: Normalisation | None = None,
     comm: MPI.Comm = MPI.COMM_WORLD,
     stations: np.ndarray | None = None,
+    formulation: str = "strong",
+    mesh=None,
+    distance: np.ndarray | None = None,
 ) -> Discovery:
     """Fit a surrogate to ``data`` and select the terms of ``u_t = sum_k c_k T_k``.
 
@@ -184,12 +294,31 @@ def discover(
         stations: optional boolean mask of the stations whose samples enter the regression
             (the surrogate is fitted to all of them), e.g. from
             :func:`~dolfinx_nn.discovery.simulation.boundary_distance`.
+        formulation: a key of :data:`FORMULATIONS`.
+        mesh: the domain in data units (``weak``: gives the stations' distance to the
+            boundary).
+        distance: distance of each station to the boundary (``weak``; when not given: from
+            ``mesh``, or from the data's bounding box).
     """
     config = config or DiscoveryConfig()
+    if formulation not in FORMULATIONS:
+        raise ValueError(
+            f"unknown formulation {formulation!r}; choose one of: {', '.join(FORMULATIONS)}"
+        )
     parse_library(config.library, data.dim)  # fail early on a bad library
     start = time.perf_counter()
     surrogate, fit = fit_surrogate(data, config.surrogate, normalisation, comm)
     fit_s = time.perf_counter() - start
-    found = regress(surrogate, fit, data, config, stations)
+    if formulation == "weak":
+        if distance is None and mesh is not None:
+            from dolfinx_nn.discovery.simulation import boundary_distance
+
+            distance = boundary_distance(mesh, data.x)
+        elif distance is None:
+            lo, hi = data.x.min(axis=0), data.x.max(axis=0)
+            distance = np.minimum(data.x - lo, hi - data.x).min(axis=1)
+        found = regress_weak(surrogate, fit, data, config, distance, comm)
+    else:
+        found = regress(surrogate, fit, data, config, stations)
     found.timings = {"surrogate_fit_s": fit_s, **found.timings}
     return found

@@ -136,6 +136,14 @@ class SurrogateBase(torch.nn.Module):
         """``v(xi, tau)`` for xi of shape (n, d) and tau of shape (n,)."""
         raise NotImplementedError
 
+    def values(self, xi: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        """``v`` on the tensor grid of points xi (n, d) and times tau (m,), shape (n, m)."""
+        with torch.no_grad():
+            return torch.stack(
+                [self.raw(xi, torch.full((xi.shape[0],), float(t), dtype=xi.dtype)) for t in tau],
+                dim=1,
+            )
+
     def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """``u(x, t)`` in data units for x of shape (n, d) and t of shape (n,) or a number."""
         nrm = self.normalisation
@@ -309,6 +317,10 @@ class SeparableSurrogate(SurrogateBase):
         phi = self.space_features(xi)
         return torch.einsum("nj,jk,nk->n", phi, self.coefficients, self.time_features(tau))
 
+    def values(self, xi: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.space_features(xi) @ self.coefficients @ self.time_features(tau).T
+
 
 class KernelSurrogate(SurrogateBase):
     """``v(xi, tau) = w_0 + sum_j w_j exp(-|S (z - c_j)|^2 / 2)``: Gaussian kernels at data points.
@@ -353,6 +365,15 @@ class KernelSurrogate(SurrogateBase):
 
     def raw(self, xi: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         return self.kernel_features(torch.cat([xi, tau[:, None]], dim=1)) @ self.weights
+
+    def values(self, xi: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        # the Gaussian factorises: k((x, t), c) = k_x(x, c_x) k_t(t, c_t)
+        with torch.no_grad():
+            inv, c = self.inverse_lengths, self.scaled_centers
+            xs, ts = xi * inv[:-1], tau[:, None] * inv[-1:]
+            kx = torch.exp(-0.5 * torch.cdist(xs, c[:, :-1]) ** 2)
+            kt = torch.exp(-0.5 * torch.cdist(ts, c[:, -1:]) ** 2)
+            return (kx * self.weights[:-1]) @ kt.T + self.weights[-1]
 
 
 #: Kinds of surrogate (see the module docstring); ``auto`` picks ``separable`` for complete
@@ -562,9 +583,14 @@ def fit_surrogate(
     first, last = 0, data.t.size  # the snapshots fitted: data.t[first:last]
     most = data.t.size // 4 if config.screen_edges else 0
 
+    cache: dict = {}  # the separable fit's spatial SVDs (they do not depend on the window)
+
     def fit_window(first: int, last: int, cfg: SurrogateConfig):
         window = data.window(first, last)
-        return fit(window, cfg, width, normalisation or Normalisation.from_data(window), comm)
+        nrm = normalisation or Normalisation.from_data(window)
+        if kind == "separable":
+            return _fit_separable(window, cfg, width, nrm, comm, cache)
+        return fit(window, cfg, width, nrm, comm)
 
     model, report = fit_window(first, last, config)
     while first + data.t.size - last < most:
@@ -672,7 +698,7 @@ def _thin_svd(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _fit_separable(
     data: SpaceTimeData, config: SurrogateConfig, width: int, normalisation: Normalisation,
-    comm: MPI.Comm,
+    comm: MPI.Comm, space: dict | None = None,
 ) -> tuple[SeparableSurrogate, FitReport]:
     """Kronecker ridge regression ``min ||Phi C Psi^T - V||^2 + lambda ||C||^2`` with GCV.
 
@@ -710,7 +736,7 @@ def _fit_separable(
         torch.manual_seed(config.seed)
         return SeparableSurrogate(normalisation, width, size, config.activation, scale, basis)
 
-    space: dict[float, tuple] = {}
+    space = {} if space is None else space  # SVDs of the spatial features per input scale
     time: dict[tuple[int, str], tuple] = {}
 
     def spectra(cell: tuple[int, ...]) -> tuple[tuple, tuple]:
