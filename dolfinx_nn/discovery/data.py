@@ -8,7 +8,14 @@ Files:
 
 - ``.npz`` with arrays ``x`` (N x d), ``t`` (M,) and ``u`` (M x N);
 - ``.csv`` with a header naming the columns ``station, x[, y[, z]], t, value`` (one row per
-  observation; stations without a value at some time are missing values).
+  observation; stations without a value at some time are missing values);
+- ``.mat`` (MATLAB, read with :func:`scipy.io.loadmat`) with a grid ``x`` (N values), times
+  ``t`` or ``tt`` (M values) and one field ``u``, ``usol`` or ``uu`` of shape (N, M) or (M, N),
+  as in the data sets of PDE-FIND (Rudy et al., *Sci. Adv.* 2017).
+
+Complex values (e.g. the nonlinear Schroedinger equation) are refused with an error: this
+package discovers equations of one real field; split such data into real and imaginary parts
+only with a model for the coupled system.
 """
 
 from __future__ import annotations
@@ -40,6 +47,13 @@ class SpaceTimeData:
     u: np.ndarray
 
     def __post_init__(self) -> None:
+        for name in ("x", "t", "u"):
+            if np.iscomplexobj(getattr(self, name)):
+                raise ValueError(
+                    f"{name} holds complex values; discovery works on one real field (complex "
+                    "data such as the nonlinear Schroedinger equation is a system of two real "
+                    "fields, which is not supported)"
+                )
         x = np.asarray(self.x, dtype=np.float64)
         x = x.reshape(-1, 1) if x.ndim == 1 else x
         t = np.asarray(self.t, dtype=np.float64).reshape(-1)
@@ -176,14 +190,47 @@ def _load_csv(path: pathlib.Path) -> SpaceTimeData:
     return SpaceTimeData(np.array(coords), times, u)
 
 
+_MAT_FIELDS = ("u", "usol", "uu")
+_MAT_TIMES = ("t", "tt")
+
+
+def _load_mat(path: pathlib.Path) -> SpaceTimeData:
+    import scipy.io
+
+    try:
+        content = scipy.io.loadmat(str(path))
+    except (ValueError, NotImplementedError) as exc:  # e.g. MATLAB v7.3 (HDF5) files
+        raise ValueError(f"{path} is not a MATLAB file scipy.io.loadmat reads: {exc}") from exc
+    arrays = {k: np.asarray(v) for k, v in content.items() if not k.startswith("__")}
+    fields = [k for k in _MAT_FIELDS if k in arrays]
+    times = [k for k in _MAT_TIMES if k in arrays]
+    if "x" not in arrays or not times or len(fields) != 1:
+        raise ValueError(
+            f"{path} holds {sorted(arrays)}; a .mat data file needs a grid x, times t (or tt) "
+            f"and exactly one field named one of {', '.join(_MAT_FIELDS)}"
+        )
+    x = arrays["x"].reshape(-1)
+    t = arrays[times[0]].reshape(-1)
+    u = arrays[fields[0]]
+    if u.shape == (x.size, t.size):
+        u = u.T
+    elif u.shape != (t.size, x.size):
+        raise ValueError(
+            f"{path}: field {fields[0]} has shape {u.shape}, expected ({x.size}, {t.size}) or "
+            f"({t.size}, {x.size}) for x of {x.size} and t of {t.size} values"
+        )
+    return SpaceTimeData(x[:, None], t, u)
+
+
 _LOADERS: dict[str, Callable[[pathlib.Path], SpaceTimeData]] = {
     ".npz": _load_npz,
     ".csv": _load_csv,
+    ".mat": _load_mat,
 }
 
 
 def load_data(path: str | pathlib.Path) -> SpaceTimeData:
-    """Read a data set from ``.npz`` or ``.csv`` (see the module docstring for the layouts)."""
+    """Read a data set from ``.npz``, ``.csv`` or ``.mat`` (see the module docstring)."""
     path = pathlib.Path(path)
     loader = _LOADERS.get(path.suffix.lower())
     if loader is None:

@@ -24,6 +24,11 @@ def format_equation(coefficients: Mapping[str, float], digits: int = 4) -> str:
     return "u_t = " + "".join(parts)
 
 
+def _coefficient(c):
+    """A number as a float; a ``dolfinx.fem.Constant`` (or other UFL object) as it is."""
+    return float(c) if isinstance(c, int | float) else c
+
+
 def _factor_ufl(u: ufl.core.expr.Expr, factor: tuple[int, ...]) -> ufl.core.expr.Expr:
     out = u
     for axis in factor:
@@ -62,7 +67,8 @@ def weak_rhs(coefficients: Mapping[str, float], u, v, dim: int, degree: int = 1)
     """UFL integrand of ``(sum_k c_k T_k(u), v)`` (multiply by ``dx``).
 
     Args:
-        coefficients: term name -> coefficient, in the mesh's units.
+        coefficients: term name -> coefficient (a number or a ``dolfinx.fem.Constant``, which
+            keeps the compiled form independent of the values), in the mesh's units.
         u: the unknown (a ``dolfinx.fem.Function``).
         v: the test function.
         dim: geometric dimension.
@@ -70,7 +76,7 @@ def weak_rhs(coefficients: Mapping[str, float], u, v, dim: int, degree: int = 1)
     """
     total = 0
     for name, c in coefficients.items():
-        total = total + float(c) * _term_weak(u, v, parse_term(name, dim), degree)
+        total = total + _coefficient(c) * _term_weak(u, v, parse_term(name, dim), degree)
     return total
 
 
@@ -124,5 +130,5 @@ def weak_rhs_mixed(coefficients: Mapping[str, float], u, hessian: dict, v, dim: 
     full = {**hessian, **{(j, i): w for (i, j), w in hessian.items()}}
     total = 0
     for name, c in coefficients.items():
-        total = total + float(c) * _term_weak_mixed(u, full, v, parse_term(name, dim))
+        total = total + _coefficient(c) * _term_weak_mixed(u, full, v, parse_term(name, dim))
     return total

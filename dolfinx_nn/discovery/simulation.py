@@ -181,6 +181,10 @@ def integrate(
     if steps_per_interval < 1:
         raise ValueError(f"steps_per_interval must be >= 1, got {steps_per_interval}")
     gdim = mesh.geometry.dim
+    # constants: the compiled form depends on the terms only, not on the values
+    coefficients = {
+        name: dolfinx.fem.Constant(mesh, PETSc.ScalarType(c)) for name, c in coefficients.items()
+    }
     if needs_mixed(coefficients, gdim):
         if hessian is None:
             raise ValueError(

@@ -32,6 +32,7 @@ from dolfinx_nn.discovery.surrogate import (
     fit_surrogate,
 )
 from dolfinx_nn.errors import SolverError
+from dolfinx_nn.meshes import boundary_dofs
 
 __all__ = ["Validation", "validate", "validate_candidates", "window_surrogate"]
 
@@ -140,12 +141,29 @@ def validate(
     simulated = np.full_like(data.u, np.nan)
     pairs = hessian_pairs(mesh.geometry.dim)
 
+    boundary: dict = {}  # id(space) -> (space, boundary dofs, their coordinates (3, n))
+
+    def on_boundary(target: dolfinx.fem.Function, t: float, axes: tuple[int, ...]) -> None:
+        """Dirichlet values: the surrogate at the boundary dofs only (the rest is unused)."""
+        space = target.function_space
+        if id(space) not in boundary:
+            dofs = boundary_dofs(space)
+            boundary[id(space)] = (space, dofs, space.tabulate_dof_coordinates()[dofs].T)
+        _, dofs, points = boundary[id(space)]
+        target.x.array[dofs] = _interpolator(surrogate, t, axes)(points)
+
     def fill(target: dolfinx.fem.Function, t: float) -> None:
-        target.interpolate(_interpolator(surrogate, t))
+        on_boundary(target, t, ())
 
     def fill_hessian(targets: Sequence[dolfinx.fem.Function], t: float) -> None:
         for target, pair in zip(targets, pairs, strict=True):
-            target.interpolate(_interpolator(surrogate, t, pair))
+            if t == times[0]:
+                target.interpolate(_interpolator(surrogate, t, pair))
+            else:
+                on_boundary(target, t, pair)
+
+    def initial(target: dolfinx.fem.Function) -> None:
+        target.interpolate(_interpolator(surrogate, float(times[0])))
 
     def observe(u: dolfinx.fem.Function, k: int) -> None:
         simulated[start + k] = evaluate(u)
@@ -153,7 +171,7 @@ def validate(
             on_snapshot(u, float(times[k]))
 
     integrate(
-        mesh, coefficients, lambda u: fill(u, float(times[0])), fill, times, observe,
+        mesh, coefficients, initial, fill, times, observe,
         degree, steps_per_interval, prefix="discovery_validation_", hessian=fill_hessian,
     )
     errors = np.array([_relative_error(simulated[k], data.u[k]) for k in np.flatnonzero(held_out)])
