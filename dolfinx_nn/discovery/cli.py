@@ -90,9 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--surrogate", choices=list(SURROGATE_KINDS), default="auto",
                         help="auto: separable for stations observed at every snapshot, kernel "
                         "otherwise")
-    parser.add_argument("--margin", type=float, default=0.0,
+    parser.add_argument("--margin", type=float, default=None,
                         help="strong form: regression only at stations farther than this from "
-                        "the mesh boundary (data units)")
+                        "the mesh boundary (data units; default: chosen by cross-validation "
+                        "among 0 and multiples of the stations' median distance)")
     parser.add_argument("--width", type=int, default=None,
                         help="features of the surrogate (default per kind)")
     parser.add_argument("--candidates", type=int, default=3,
@@ -109,7 +110,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--train-fraction must lie in (0, 1), got {args.train_fraction}")
     if not (np.isfinite(args.noise) and args.noise >= 0):
         raise ValueError(f"--noise must be >= 0, got {args.noise}")
-    if not (np.isfinite(args.margin) and args.margin >= 0):
+    if args.margin is not None and not (np.isfinite(args.margin) and args.margin >= 0):
         raise ValueError(f"--margin must be >= 0, got {args.margin}")
     if args.candidates < 1:
         raise ValueError(f"--candidates must be >= 1, got {args.candidates}")
@@ -132,13 +133,15 @@ def _box_mesh(comm: MPI.Comm, data: SpaceTimeData, resolution: int) -> dolfinx.m
 def _neighbours(found: Discovery, count: int) -> list[dict[str, float]]:
     """The selected model first, then the front's models nearest to it in complexity."""
     front = found.regression.front
-    chosen = front.index(found.regression.selected) if found.regression.selected in front else 0
-    order = sorted(range(len(front)), key=lambda i: (abs(i - chosen), i))
+    selected = found.regression.selected
+    order = sorted(
+        range(len(front)), key=lambda i: (abs(front[i].complexity - selected.complexity), i)
+    )
     models = [found.coefficients]
     for i in order:
         if len(models) >= count:
             break
-        if i != chosen:
+        if front[i].support != selected.support:
             models.append(found.candidate_coefficients(front[i]))
     return models
 
@@ -270,8 +273,8 @@ def _discover(args, comm, out, results) -> None:  # noqa: C901 - one stage after
     distance = boundary_distance(mesh, data.x)
     found: dict[str, Discovery] = {}
     if args.formulation in ("both", "strong"):
-        stations = distance > args.margin if args.margin > 0 else None
-        found["strong"] = regress(surrogate, fit, train, config, stations)
+        stations = distance > args.margin if args.margin is not None else None
+        found["strong"] = regress(surrogate, fit, train, config, stations, distance)
         results["strong"] = _summary(found["strong"])
         print0(f"strong form: {found['strong'].equation}")
     if args.formulation in ("both", "weak"):

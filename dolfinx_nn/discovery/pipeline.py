@@ -12,13 +12,14 @@ import numpy as np
 
 from dolfinx_nn.discovery.data import SpaceTimeData
 from dolfinx_nn.discovery.equation import format_equation
-from dolfinx_nn.discovery.library import Term, max_order, parse_library
+from dolfinx_nn.discovery.library import Term, max_order, parse_library, term_name
 from dolfinx_nn.discovery.regression import (
     Candidate,
     RegressionResult,
     block_folds,
     collinearity,
     physical_coefficients,
+    score_support,
     sparse_regression,
 )
 from dolfinx_nn.discovery.surrogate import (
@@ -69,7 +70,7 @@ class DiscoveryConfig:
     tolerance: float = 0.2
     folds: int = 5
     trim: float = 0.1
-    max_feature_points: int = 50_000
+    max_feature_points: int = 20_000
     weak_centers: int = 64
     surrogate: SurrogateConfig = dataclasses.field(default_factory=SurrogateConfig)
     seed: int = 0
@@ -145,7 +146,7 @@ def _feature_points(
         )
     if keep.size > limit:
         keep = np.sort(np.random.default_rng(seed).choice(keep, limit, replace=False))
-    return x[keep], t[keep]
+    return x[keep], t[keep], i[keep]
 
 
 def regress(
@@ -154,27 +155,49 @@ def regress(
     data: SpaceTimeData,
     config: DiscoveryConfig,
     stations: np.ndarray | None = None,
+    distance: np.ndarray | None = None,
 ) -> Discovery:
     """Features of a fitted surrogate, sparse regression and conversion to data units.
 
     ``stations`` (boolean, one per station) restricts the regression to some stations, e.g.
-    those away from the boundary, where the surrogate's derivatives are one-sided.
+    those away from the boundary, where the surrogate's derivatives are one-sided.  Without
+    it, and given ``distance`` (of each station to the domain boundary), the regression is
+    repeated at the stations farther than 0 and multiples of the median distance
+    (:data:`RADIUS_FACTORS`) from the boundary, and the margin whose selected model has the
+    smallest cross-validation error is kept (reported in ``details["margin_search"]``).
     """
     terms = parse_library(config.library, data.dim)
     start = time.perf_counter()
     window = None
     if "first_time" in fit.scales:  # the snapshots the surrogate was fitted to
         window = (fit.scales["first_time"], fit.scales["last_time"])
-    x, t = _feature_points(
+    x, t, index = _feature_points(
         data, config.trim, config.max_feature_points, config.seed, stations, window
     )
     theta, v_tau = term_features(surrogate, x, t, terms)
     features_s = time.perf_counter() - start
     start = time.perf_counter()
-    result = sparse_regression(
-        theta, v_tau, terms, config.criterion, config.tolerance, folds=config.folds,
-        groups=block_folds(t, config.folds),
-    )
+    margins = [0.0]
+    if stations is None and distance is not None:
+        margins += [float(np.median(distance)) * f for f in RADIUS_FACTORS]
+    tried, results = [], []
+    for margin in margins:
+        rows = distance[index] > margin if margin > 0 else np.ones(t.size, dtype=bool)
+        if rows.sum() < max(MIN_POINTS_PER_TERM * len(terms), 2 * config.folds):
+            tried.append({"margin": margin, "points": int(rows.sum()), "cv_error": None})
+            continue
+        result = sparse_regression(
+            theta[rows], v_tau[rows], terms, config.criterion, config.tolerance,
+            folds=config.folds, groups=block_folds(t[rows], config.folds),
+        )
+        tried.append({"margin": margin, "points": int(rows.sum()),
+                      "cv_error": result.selected.cv_error,
+                      "selected": list(result.raw_coefficients())})
+        results.append(_Scale(result, theta[rows], v_tau[rows], block_folds(t[rows], config.folds),
+                              rows))
+    chosen, frequencies = _select_across(results, config.criterion)
+    result, rows = results[chosen].result, results[chosen].extra
+    tried[[i for i, r in enumerate(tried) if r["cv_error"] is not None][chosen]]["chosen"] = True
     regression_s = time.perf_counter() - start
     raw = result.raw_coefficients()
     return Discovery(
@@ -185,8 +208,65 @@ def regress(
         raw_coefficients=raw,
         coefficients=physical_coefficients(raw, terms, surrogate.normalisation),
         timings={"features_s": features_s, "regression_s": regression_s},
-        collinearity=collinearity(theta, terms),
+        collinearity=collinearity(theta[rows], terms),
+        details=(
+            {"margin_search": tried, "term_frequencies": frequencies} if len(margins) > 1 else {}
+        ),
     )
+
+
+#: Test-function radii tried, as multiples of the median distance of the stations to the
+#: boundary; the radius whose selected model has the smallest cross-validation error wins.
+RADIUS_FACTORS = (0.5, 0.71, 1.0, 1.41, 2.0, 2.83)
+
+#: Fewest regression points per library term for a margin of the strong form to be tried.
+MIN_POINTS_PER_TERM = 10
+
+#: Time centres of the weak-form test functions.
+TIME_CENTERS = 8
+
+
+@dataclasses.dataclass
+class _Scale:
+    """One regression of the library at one nuisance scale (a margin or a radius)."""
+
+    result: RegressionResult
+    matrix: np.ndarray
+    target: np.ndarray
+    groups: np.ndarray
+    extra: object = None
+
+
+def _select_across(scales: list[_Scale], criterion: str) -> tuple[int, dict[str, float]]:
+    """One model from regressions of the same library at several nuisance scales.
+
+    With ``cv-1se``: an ensemble vote (bagging over the scales, in the spirit of stability
+    selection, Meinshausen & Buehlmann, *J. R. Stat. Soc. B* 72, 2010, and ensemble SINDy,
+    Fasel et al., *Proc. R. Soc. A* 478, 2022): a term is kept when the models selected at
+    more than half of the scales hold it; the kept support is refitted at every scale and the
+    scale with the smallest cross-validation error gives the coefficients.  Terms that only
+    fit the surrogate's errors at one scale drop out.  Other criteria (or an empty vote): the
+    scale whose selected model has the smallest cross-validation error.  The chosen
+    regression's ``selected`` model is replaced (in place).
+
+    Returns:
+        The chosen scale's index and each term's selection frequency.
+    """
+    names = scales[0].result.terms
+    counts = np.zeros(len(names))
+    for scale in scales:
+        counts[list(scale.result.selected.support)] += 1
+    frequency = counts / len(scales)
+    label = [t if isinstance(t, str) else term_name(t) for t in names]
+    frequencies = {label[i]: float(f) for i, f in enumerate(frequency) if f > 0}
+    support = tuple(int(i) for i in np.flatnonzero(frequency > 0.5))
+    if criterion != "cv-1se" or not support:
+        best = min(range(len(scales)), key=lambda i: scales[i].result.selected.cv_error)
+        return best, frequencies
+    refits = [score_support(s.matrix, s.target, support, s.groups) for s in scales]
+    best = min(range(len(scales)), key=lambda i: refits[i].cv_error)
+    scales[best].result = dataclasses.replace(scales[best].result, selected=refits[best])
+    return best, frequencies
 
 
 def _library_shape(terms: Sequence[Term]) -> tuple[int, int, bool]:
@@ -223,32 +303,48 @@ def regress_weak(
     last = fit.scales.get("last_time", float(data.t[-1]))
     snapshots = int(np.count_nonzero((data.t >= first) & (data.t <= last)))
     start = time.perf_counter()
-    radius, half = test_function_scales(
-        distance, float(nrm.x_scale[0]), 2.0 * (last - first) / (2.0 * nrm.t_scale), snapshots
+    scale = float(nrm.x_scale[0])
+    median, half = test_function_scales(
+        distance, scale, 2.0 * (last - first) / (2.0 * nrm.t_scale), snapshots
     )
-    deep = np.flatnonzero(distance > radius * float(nrm.x_scale[0]))
-    if deep.size < 2:
-        raise ValueError(
-            f"only {deep.size} stations lie deeper than the test-function radius "
-            f"{radius * float(nrm.x_scale[0]):.3g} inside the domain; weak form impossible"
-        )
-    rng = np.random.default_rng(config.seed)
-    if deep.size > config.weak_centers:
-        deep = np.sort(rng.choice(deep, config.weak_centers, replace=False))
-    # about four quadrature nodes per feature length 1 / input_scale across the radius
-    nodes = int(np.clip(np.ceil(4.0 * radius * fit.scales.get("input_scale", 1.0)), 16, 64))
-    system = weak_system(
-        surrogate, terms, data.x[deep], radius, (first, last), half, radial_points=nodes,
-        comm=comm,
-    )
-    features_s = time.perf_counter() - start
-    start = time.perf_counter()
     names = [weak_name(t) for t in terms]
-    result = sparse_regression(
-        system.matrix, system.target, names, config.criterion, config.tolerance,
-        folds=config.folds, groups=system.groups % config.folds,
-    )
-    regression_s = time.perf_counter() - start
+    rows_needed = 2 * len(terms)  # at least twice as many test functions as terms
+    tried: list[dict] = []
+    results = []
+    for factor in RADIUS_FACTORS:
+        radius = median * factor
+        deep = np.flatnonzero(distance > radius * scale)
+        if deep.size * TIME_CENTERS < rows_needed:
+            tried.append({"radius": radius * scale, "centers": int(deep.size), "cv_error": None})
+            continue
+        if deep.size > config.weak_centers:
+            rng = np.random.default_rng(config.seed)
+            deep = np.sort(rng.choice(deep, config.weak_centers, replace=False))
+        # about four quadrature nodes per feature length 1 / input_scale across the radius
+        nodes = int(np.clip(np.ceil(4.0 * radius * fit.scales.get("input_scale", 1.0)), 16, 64))
+        system = weak_system(
+            surrogate, terms, data.x[deep], radius, (first, last), half,
+            time_centers=TIME_CENTERS, radial_points=nodes, comm=comm,
+        )
+        result = sparse_regression(
+            system.matrix, system.target, names, config.criterion, config.tolerance,
+            folds=config.folds, groups=system.groups % config.folds,
+        )
+        tried.append({"radius": radius * scale, "centers": int(deep.size),
+                      "cv_error": result.selected.cv_error,
+                      "selected": list(result.raw_coefficients())})
+        results.append(_Scale(result, system.matrix, system.target,
+                              system.groups % config.folds, system))
+    if not results:
+        raise ValueError(
+            f"too few stations lie deep enough inside the domain for {rows_needed} test "
+            f"functions (radii tried: {[round(t['radius'], 4) for t in tried]}); "
+            "weak form impossible"
+        )
+    chosen, frequencies = _select_across(results, config.criterion)
+    result, system = results[chosen].result, results[chosen].extra
+    tried[[i for i, r in enumerate(tried) if r["cv_error"] is not None][chosen]]["chosen"] = True
+    features_s = time.perf_counter() - start
     found = Discovery(
         terms=strong,
         surrogate=surrogate,
@@ -256,10 +352,11 @@ def regress_weak(
         regression=result,
         raw_coefficients={},
         coefficients={},
-        timings={"weak_system_s": features_s, "regression_s": regression_s},
+        timings={"weak_system_and_regression_s": features_s},
         collinearity=collinearity(system.matrix, names),
         formulation="weak",
-        details={"test_functions": system.scales, "library": names},
+        details={"test_functions": system.scales, "radius_search": tried,
+                 "term_frequencies": frequencies, "library": names},
         weak_terms=terms,
     )
     found.raw_coefficients = {weak_name(t): c for t, c in zip(

@@ -39,6 +39,7 @@ __all__ = [
     "block_folds",
     "collinearity",
     "physical_coefficients",
+    "score_support",
     "sparse_regression",
     "stridge",
 ]
@@ -100,7 +101,10 @@ def _lstsq(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
     return c / norms
 
 
-def _score(theta: np.ndarray, y: np.ndarray, support: tuple[int, ...], fold: np.ndarray):
+def score_support(
+    theta: np.ndarray, y: np.ndarray, support: tuple[int, ...], fold: np.ndarray
+) -> Candidate:
+    """Least-squares refit of ``support`` and its cross-validation error over the folds."""
     sub = theta[:, list(support)]
     ynorm = np.linalg.norm(y) or 1.0
     coef = _lstsq(sub, y) if support else np.zeros(0)
@@ -227,7 +231,7 @@ def sparse_regression(
     thresholds = np.geomspace(1e-4, 1.0, 60) if thresholds is None else thresholds
     supports = {tuple(np.flatnonzero(stridge(theta, y, float(tol)))) for tol in thresholds}
     candidates = sorted(
-        (_score(theta, y, s, groups) for s in supports if s),
+        (score_support(theta, y, s, groups) for s in supports if s),
         key=lambda c: (c.complexity, c.cv_error),
     )
     if not candidates:

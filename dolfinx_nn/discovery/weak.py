@@ -183,9 +183,10 @@ def test_function_scales(
     """Radius ``R`` and half-width ``H`` of the test functions, from the data's geometry.
 
     ``R`` is the median distance of the stations to the boundary (half the typical depth of
-    the domain: most stations can be centres, and each test function still averages over
-    many stations); ``H`` is a quarter of the time window, but at least two snapshot
-    intervals.  Both are returned in normalised units.
+    the domain; :func:`~dolfinx_nn.discovery.pipeline.regress_weak` tries multiples of it and
+    keeps the one whose selected model has the smallest cross-validation error); ``H`` is a
+    quarter of the time window, but at least two snapshot intervals.  Both are returned in
+    normalised units.
 
     Args:
         distance: distance of each station to the boundary (data units).
@@ -206,7 +207,7 @@ def weak_system(
     time_window: tuple[float, float],
     half_width: float,
     time_centers: int = 8,
-    time_points: int = 48,
+    time_points: int = 32,
     radial_points: int = 16,
     comm: MPI.Comm = MPI.COMM_WORLD,
 ) -> WeakSystem:
