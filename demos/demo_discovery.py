@@ -107,7 +107,7 @@ boundary = window_surrogate(data, float(train.t[-1]), fit)
 rows = validate_candidates(
     [strong.coefficients, weak.coefficients], boundary, mesh, data, float(train.t[-1])
 )
-for found, row in zip((strong, weak), rows):
+for found, row in zip((strong, weak), rows, strict=True):
     error = row["rel_l2_error"]
     print0(f"{found.formulation:>6} form held-out error: "
            f"{'failed: ' + row['failure'] if error is None else f'{error:.3e}'}")

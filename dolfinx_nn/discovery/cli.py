@@ -199,7 +199,9 @@ def run(args: argparse.Namespace) -> int:
     out = prepare_output_dir(args.out, comm)
     results: dict = {
         "status": "running",
-        "settings": {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(args).items()},
+        "settings": {
+            k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(args).items()
+        },
         "ranks": comm.size,
         "timings": {},
     }
@@ -312,7 +314,9 @@ def _discover(args, comm, out, results) -> None:  # noqa: C901 - one stage after
         name: next(r for r in rows if r["coefficients"] == f.coefficients)
         for name, f in found.items()
     }
-    scored = {n: r["rel_l2_error"] for n, r in finalists.items() if r["rel_l2_error"] is not None}
+    scored = {
+        n: r["rel_l2_error"] for n, r in finalists.items() if r["rel_l2_error"] is not None
+    }
     best = min(scored, key=scored.get) if scored else next(iter(found))
     chosen = found[best]
     results.update(equation=chosen.equation, coefficients=chosen.coefficients,

@@ -22,10 +22,10 @@ import numpy as np
 import scipy.spatial
 import ufl
 
+from dolfinx_nn import petsc_problems
 from dolfinx_nn.discovery.equation import hessian_pairs, weak_rhs, weak_rhs_mixed
 from dolfinx_nn.discovery.library import max_order, parse_term
 from dolfinx_nn.errors import SolverError
-from dolfinx_nn import petsc_problems
 from dolfinx_nn.meshes import boundary_dofs, boundary_facets, bounding_box
 from dolfinx_nn.sampling import rank_rng, sample_boundary
 

@@ -596,13 +596,13 @@ def fit_surrogate(
     while first + data.t.size - last < most:
         fixed = _fixed_scales(config, report)
         trials = [
-            (fit_window(f, l, fixed)[1].cv_rmse, f, l)
-            for f, l in ((first + 1, last), (first, last - 1))
+            (fit_window(lo, hi, fixed)[1].cv_rmse, lo, hi)
+            for lo, hi in ((first + 1, last), (first, last - 1))
         ]
-        error, f, l = min(trials)
+        error, lo, hi = min(trials)
         if not error < report.cv_rmse / EDGE_FACTOR:
             break
-        first, last = f, l
+        first, last = lo, hi
         model, report = fit_window(first, last, config)
     scales = {**report.scales, "first_time": float(data.t[first]),
               "last_time": float(data.t[last - 1]),
@@ -634,7 +634,8 @@ def snapshot_rms(model: SurrogateBase, data: SpaceTimeData) -> np.ndarray:
     for k, t in enumerate(data.t):
         seen = ~np.isnan(data.u[k])
         if seen.any():
-            out[k] = np.sqrt(np.mean((model.predict(data.x[seen], float(t)) - data.u[k, seen]) ** 2))
+            residual = model.predict(data.x[seen], float(t)) - data.u[k, seen]
+            out[k] = np.sqrt(np.mean(residual**2))
     return out
 
 
