@@ -7,8 +7,13 @@ this method against PDE-FIND (needs the optional package pysindy) on the same gr
 
 Writes DIR/BENCH_discover.json (and DIR/discover_comparison.md with --compare).
 
-Example:
+With --pdefind DIR it instead compares the defaults of `dolfinx-nn discover` with PySINDy's
+PDE-FIND and weak-form library on PDE-FIND's Burgers, KdV and Kuramoto-Sivashinsky data
+(DIR/pdefind_comparison.md).
+
+Examples:
   dolfinx-nn bench discover --sizes 10000 100000 1000000 --compare --out bench
+  dolfinx-nn bench discover --pdefind PDE-FIND/Datasets --out bench
 """
 
 from __future__ import annotations
@@ -18,7 +23,12 @@ import pathlib
 
 from mpi4py import MPI
 
-from dolfinx_nn.discovery.comparison import markdown_table, noise_comparison
+from dolfinx_nn.discovery.comparison import (
+    benchmark_markdown,
+    benchmark_table,
+    markdown_table,
+    noise_comparison,
+)
 from dolfinx_nn.discovery.data import SpaceTimeData
 from dolfinx_nn.discovery.datasets import simulate_dataset
 from dolfinx_nn.discovery.pipeline import DiscoveryConfig, discover
@@ -39,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, default=0.01)
     parser.add_argument("--compare", action="store_true",
                         help="also run the noise sweep against PDE-FIND (needs pysindy)")
+    parser.add_argument("--pdefind", type=pathlib.Path, default=None,
+                        help="folder with PDE-FIND's burgers.mat, kdv.mat and "
+                        "kuramoto_sivishinky.mat: run only the comparison with PySINDy on them")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("."))
 
 
@@ -47,6 +60,13 @@ def run(args: argparse.Namespace) -> int:
     if min(args.sizes) < 2 * NUM_TIMES:
         raise ValueError(f"--sizes must be >= {2 * NUM_TIMES}, got {args.sizes}")
     out = prepare_output_dir(args.out, comm)
+    if args.pdefind is not None:
+        rows = benchmark_table(args.pdefind, out, comm=comm)
+        if comm.rank == 0:
+            (out / "pdefind_comparison.md").write_text(benchmark_markdown(rows))
+        print0(benchmark_markdown(rows))
+        write_json(out / "BENCH_discover_pdefind.json", {"rows": rows}, comm)
+        return 0
     mesh = create_mesh(comm, "interval", 128)
     points = max(args.sizes) // NUM_TIMES
     full, truth = simulate_dataset("heat", mesh, points, NUM_TIMES, args.noise, seed=0)
