@@ -83,6 +83,17 @@ def _reason_name(enum: type, reason: int) -> str:
     return str(reason)
 
 
+def _reset_after_failure(ksp: PETSc.KSP) -> None:
+    """Forget a failed set-up (e.g. a zero pivot in the factorization), keeping the operators.
+
+    A PC whose set-up failed is left in an error state (MUMPS then refuses every later solve
+    with a raw PETSc error): ``KSPReset`` clears it and the next solve sets up afresh.
+    """
+    A, P = ksp.getOperators()
+    ksp.reset()
+    ksp.setOperators(A, P)
+
+
 def _split_options(
     options: dict[str, object], linear: bool
 ) -> tuple[dict[str, object], dict[str, object]]:
@@ -374,12 +385,17 @@ class FEMOperator:
         if self.linear:
             if reason < 0:
                 name = _reason_name(PETSc.KSP.ConvergedReason, reason)
-                raise SolverError("KSP", reason, name, solver.getIterationNumber(), self.prefix)
+                iterations = solver.getIterationNumber()
+                self._factorized_id = -1
+                _reset_after_failure(solver)
+                raise SolverError("KSP", reason, name, iterations, self.prefix)
             self.iterations = solver.getIterationNumber()
         else:
             if reason <= 0:
                 name = _reason_name(PETSc.SNES.ConvergedReason, reason)
-                raise SolverError("SNES", reason, name, solver.getIterationNumber(), self.prefix)
+                iterations = solver.getIterationNumber()
+                _reset_after_failure(solver.getKSP())
+                raise SolverError("SNES", reason, name, iterations, self.prefix)
             self.iterations = solver.getIterationNumber()
         check_finite(self.u.x.array[: self._n], self.comm, "the solution")
 
@@ -433,7 +449,10 @@ class FEMOperator:
         reason = ksp.getConvergedReason()
         if reason < 0:
             name = _reason_name(PETSc.KSP.ConvergedReason, reason)
-            raise SolverError("KSP", reason, name, ksp.getIterationNumber(), ksp.getOptionsPrefix())
+            iterations = ksp.getIterationNumber()
+            self._factorized_id = -1
+            _reset_after_failure(ksp)
+            raise SolverError("KSP", reason, name, iterations, ksp.getOptionsPrefix())
         ghost_insert(lam)
         with lam.localForm() as local:
             self._lam.x.array[:] = local.array_r
