@@ -3,6 +3,14 @@
 :class:`PoissonModel` discretises the equation with Lagrange elements and exposes the solve
 ``q -> u`` as a differentiable torch operation (:func:`dolfinx_nn.fem_operator`): the backward
 pass is one adjoint solve that reuses the forward LU factorisation (the operator is symmetric).
+
+Reproducibility under MPI: distributed MUMPS schedules its work dynamically (Amestoy et al.,
+SIAM J. Matrix Anal. Appl. 23, 2001), so the same system solved twice on N > 1 ranks may differ
+in the last bits, and hundreds of L-BFGS steps amplify that into percent-level differences of
+the recovered coefficient.  The default ``solver="reproducible"`` therefore gathers the matrix
+onto rank 0 (``PCTELESCOPE``) and factorizes it there with sequential MUMPS: a seeded run repeats
+to the bit on the same machine and number of ranks.  ``solver="parallel"`` is distributed
+MUMPS, for meshes whose factorization does not fit one process.
 """
 
 from __future__ import annotations
@@ -23,6 +31,25 @@ from dolfinx_nn.meshes import boundary_facets
 
 _PREFIXES = itertools.count()
 
+#: Forward solvers of :class:`PoissonModel`.
+SOLVERS = ("reproducible", "parallel")
+
+
+def solver_options(solver: str, size: int) -> dict[str, object]:
+    """PETSc options of the LU solve named ``solver`` on ``size`` ranks (see the module doc)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
+    lu = {"pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
+    if solver == "parallel" or size == 1:
+        return {"ksp_type": "preonly", **lu}
+    return {
+        "ksp_type": "preonly",
+        "pc_type": "telescope",
+        "pc_telescope_reduction_factor": size,
+        "telescope_ksp_type": "preonly",
+        **{f"telescope_{k}": v for k, v in lu.items()},
+    }
+
 
 class PoissonModel:
     """``-div(q grad u) = f`` in the mesh, ``u = g`` on its whole boundary.
@@ -33,7 +60,10 @@ class PoissonModel:
         boundary: formula of the Dirichlet data ``g``.
         degree: Lagrange degree of the state ``u``.
         coefficient_degree: Lagrange degree of the coefficient ``q``.
-        petsc_options: options of the forward KSP (default: LU with MUMPS).
+        petsc_options: options of the forward KSP (default: :func:`solver_options` of
+            ``solver``).
+        solver: ``"reproducible"`` (LU on rank 0; bitwise repeatable) or ``"parallel"``
+            (distributed MUMPS); ignored when ``petsc_options`` are given.
 
     Attributes:
         V: state space; ``u`` its function (holds the last solution).
@@ -50,10 +80,13 @@ class PoissonModel:
         degree: int = 1,
         coefficient_degree: int = 1,
         petsc_options: dict[str, object] | None = None,
+        solver: str = "reproducible",
     ) -> None:
         for name, value in (("degree", degree), ("coefficient_degree", coefficient_degree)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if petsc_options is None:
+            petsc_options = solver_options(solver, mesh.comm.size)
         self.mesh = mesh
         self.comm = mesh.comm
         self.V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))

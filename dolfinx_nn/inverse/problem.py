@@ -181,14 +181,20 @@ class InverseProblem:
         return self.observation.noise_norm
 
 
-def build_problem(spec: ProblemSpec, comm: MPI.Comm = MPI.COMM_WORLD) -> InverseProblem:
-    """Mesh, forward model and (synthetic or file) data for ``spec`` (collective)."""
+def build_problem(
+    spec: ProblemSpec, comm: MPI.Comm = MPI.COMM_WORLD, *, solver: str = "reproducible"
+) -> InverseProblem:
+    """Mesh, forward model and (synthetic or file) data for ``spec`` (collective).
+
+    ``solver`` is the LU solver of every forward solve (see
+    :func:`dolfinx_nn.inverse.model.solver_options`).
+    """
     mesh = create_mesh(comm, spec.mesh_name, spec.resolution)
     gdim = mesh.geometry.dim
     source = parse_expression(spec.source)
     boundary = parse_expression(spec.boundary)
     model = PoissonModel(mesh, source, boundary, degree=spec.degree,
-                         coefficient_degree=spec.coefficient_degree)
+                         coefficient_degree=spec.coefficient_degree, solver=solver)
     if spec.data_file is not None:
         points, values = read_point_data(spec.data_file, comm)
         points = _fit_dimension(points, gdim)
@@ -199,7 +205,8 @@ def build_problem(spec: ProblemSpec, comm: MPI.Comm = MPI.COMM_WORLD) -> Inverse
         )
     coefficient = parse_expression(spec.coefficient_text(gdim))
     reference = reference_solution(mesh, coefficient, source, boundary,
-                                   refinements=spec.refinements, degree=spec.degree + 1)
+                                   refinements=spec.refinements, degree=spec.degree + 1,
+                                   solver=solver)
     if spec.observe == "points":
         data = synthetic_point_data(model, reference, num_points=spec.num_points,
                                     noise=spec.noise, seed=spec.seed)
