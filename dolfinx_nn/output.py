@@ -20,6 +20,7 @@ carriage-return updates.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pathlib
@@ -164,6 +165,15 @@ def check_writable(folder: str | pathlib.Path, comm: MPI.Comm = MPI.COMM_WORLD) 
         (folder / ".write-probe").unlink()
 
     on_root(probe, f"cannot write in {folder}", comm)
+
+
+def file_sha256(path: str | pathlib.Path | None, comm: MPI.Comm = MPI.COMM_WORLD) -> str | None:
+    """SHA-256 of a file's bytes, read on rank 0 (None: no path, or not a file such as a
+    built-in mesh name); the same value on every rank."""
+    digest = None
+    if comm.rank == 0 and path is not None and pathlib.Path(path).is_file():
+        digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+    return comm.bcast(digest, root=0) if comm.size > 1 else digest
 
 
 def _to_builtin(obj: Any) -> Any:
