@@ -170,7 +170,8 @@ def about_option(option: str) -> Iterator[None]:
     except (ValueError, OSError) as exc:
         from dolfinx_nn.output import describe_error
 
-        raise OptionError(f"{option}: {describe_error(exc)}") from exc
+        text = describe_error(exc)
+        raise OptionError(text if text.startswith(option) else f"{option}: {text}") from exc
 
 
 # --------------------------------------------------------------------------------------------

@@ -632,7 +632,9 @@ def train(
             try:
                 _write_checkpoint(path, payload)
             except Exception as exc:
-                error = f"cannot write the checkpoint {path}: {describe_error(exc)}"
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
+                    describe_error(exc))
+                error = f"cannot write the checkpoint {path}: {reason}"
         if not collective:
             if error is not None:
                 print(error, flush=True)

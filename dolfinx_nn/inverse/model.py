@@ -15,8 +15,10 @@ MUMPS, for meshes whose factorization does not fit one process.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 
+from petsc4py import PETSc
 
 import dolfinx
 import dolfinx.fem
@@ -31,23 +33,43 @@ from dolfinx_nn.meshes import boundary_facets
 
 _PREFIXES = itertools.count()
 
+#: Options of inner (telescope) solvers that PETSc reads only at the first solve.
+_LAZY_OPTIONS: list[str] = []
+
+
+@atexit.register
+def _forget_lazy_options() -> None:
+    """Remove the inner-solver options of models that never solved (e.g. a run refused before
+    its first solve), so that PETSc does not report them as unused at exit."""
+    if not _LAZY_OPTIONS or not PETSc.Sys.isInitialized() or PETSc.Sys.isFinalized():
+        return
+    options = PETSc.Options()
+    for name in _LAZY_OPTIONS:
+        if options.hasName(name):
+            options.delValue(name)
+
 #: Forward solvers of :class:`PoissonModel`.
 SOLVERS = ("reproducible", "parallel")
 
 
-def solver_options(solver: str, size: int) -> dict[str, object]:
-    """PETSc options of the LU solve named ``solver`` on ``size`` ranks (see the module doc)."""
+def solver_options(solver: str, size: int, rank: int = 0) -> dict[str, object]:
+    """PETSc options of the LU solve named ``solver`` on ``size`` ranks, for ``rank``.
+
+    ``"reproducible"`` on several ranks: ``PCTELESCOPE`` gathers the system onto rank 0,
+    whose inner KSP (the only one) gets the LU options; the other ranks get none, which would
+    stay unused.
+    """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
     lu = {"pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
     if solver == "parallel" or size == 1:
         return {"ksp_type": "preonly", **lu}
+    inner = {"ksp_type": "preonly", **lu} if rank == 0 else {}
     return {
         "ksp_type": "preonly",
         "pc_type": "telescope",
         "pc_telescope_reduction_factor": size,
-        "telescope_ksp_type": "preonly",
-        **{f"telescope_{k}": v for k, v in lu.items()},
+        **{f"telescope_{k}": v for k, v in inner.items()},
     }
 
 
@@ -86,7 +108,7 @@ class PoissonModel:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if petsc_options is None:
-            petsc_options = solver_options(solver, mesh.comm.size)
+            petsc_options = solver_options(solver, mesh.comm.size, mesh.comm.rank)
         self.mesh = mesh
         self.comm = mesh.comm
         self.V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
@@ -102,10 +124,12 @@ class PoissonModel:
         self.bc = dolfinx.fem.dirichletbc(g, dofs)
         v = ufl.TestFunction(self.V)
         F = self.q * ufl.inner(ufl.grad(self.u), ufl.grad(v)) * ufl.dx - self.f * v * ufl.dx
+        prefix = f"inverse_{next(_PREFIXES)}_"
         self.solve = fem_operator(
             F, self.u, controls=[self.q], bcs=[self.bc], petsc_options=petsc_options,
-            petsc_options_prefix=f"inverse_{next(_PREFIXES)}_", symmetric=True,
+            petsc_options_prefix=prefix, symmetric=True,
         )
+        _LAZY_OPTIONS.extend(prefix + k for k in petsc_options if k.startswith("telescope_"))
         self.num_owned_coefficient = owned_size(self.Q)
         self.num_owned_state = owned_size(self.V)
 
