@@ -249,12 +249,14 @@ def _describe(exc: BaseException) -> str:
     return describe_error(exc)
 
 
-def _agree(prog: str, error: BaseException | None, code: int, debug: bool) -> int:
+def _agree(prog: str, error: BaseException | None, code: int, debug: bool, guard) -> int:
     """Every rank learns whether any rank failed; the first failure is printed once.
 
     A failed rank waits at most :data:`AGREE_TIMEOUT_S` for the others: if they do not
     arrive they are stuck in a collective call it will never join, and it aborts the run
-    (after printing its own error) rather than leave them waiting forever.
+    (after printing its own error) rather than leave them waiting forever.  ``guard`` is a
+    duplicate of ``COMM_WORLD`` made before the run (so that these calls cannot match a
+    collective call the other ranks are stuck in).
     """
     import numpy as np
     from mpi4py import MPI
@@ -271,32 +273,28 @@ def _agree(prog: str, error: BaseException | None, code: int, debug: bool) -> in
             error, KeyboardInterrupt) else " (--debug shows the traceback)"),
             file=sys.stderr, flush=True)
         return INTERRUPTED if isinstance(error, KeyboardInterrupt) else FAILED
-    guard = comm.Dup()
-    try:
-        local = np.array([0 if error is None else (2 if isinstance(error, KeyboardInterrupt)
-                                                   else 1), code], dtype=np.int64)
-        total = np.empty_like(local)
-        request = guard.Iallreduce(local, total, op=MPI.MAX)
-        if error is None:
-            request.Wait()
-        else:
-            deadline = time.monotonic() + AGREE_TIMEOUT_S
-            while not request.Test():
-                if time.monotonic() > deadline:
-                    print(f"{prog}: error on rank {comm.rank}: {message} (the other ranks did "
-                          "not stop with it; aborting the run)", file=sys.stderr, flush=True)
-                    comm.Abort(FAILED)
-                time.sleep(0.01)
-        messages = guard.gather(message, root=0)
-        if total[0] == 0:
-            return int(total[1])
-        if comm.rank == 0:
-            first = next((m for m in messages if m is not None), "unknown error")
-            hint = "" if debug or total[0] == 2 else " (--debug shows the traceback)"
-            print(f"{prog}: error: {first}{hint}", file=sys.stderr, flush=True)
-        return INTERRUPTED if total[0] == 2 else FAILED
-    finally:
-        guard.Free()
+    local = np.array([0 if error is None else (2 if isinstance(error, KeyboardInterrupt)
+                                               else 1), code], dtype=np.int64)
+    total = np.empty_like(local)
+    request = guard.Iallreduce(local, total, op=MPI.MAX)
+    if error is None:
+        request.Wait()
+    else:
+        deadline = time.monotonic() + AGREE_TIMEOUT_S
+        while not request.Test():
+            if time.monotonic() > deadline:
+                print(f"{prog}: error on rank {comm.rank}: {message} (the other ranks did "
+                      "not stop with it; aborting the run)", file=sys.stderr, flush=True)
+                comm.Abort(FAILED)
+            time.sleep(0.01)
+    messages = guard.gather(message, root=0)
+    if total[0] == 0:
+        return int(total[1])
+    if comm.rank == 0:
+        first = next((m for m in messages if m is not None), "unknown error")
+        hint = "" if debug or total[0] == 2 else " (--debug shows the traceback)"
+        print(f"{prog}: error: {first}{hint}", file=sys.stderr, flush=True)
+    return INTERRUPTED if total[0] == 2 else FAILED
 
 
 def _run_module(prog: str, module_name: str, argv: Sequence[str], *, debug: bool = False,
@@ -304,6 +302,7 @@ def _run_module(prog: str, module_name: str, argv: Sequence[str], *, debug: bool
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
+    guard = comm.Dup() if comm.size > 1 else None
     error: BaseException | None = None
     code = 0
     folder = None
@@ -328,7 +327,11 @@ def _run_module(prog: str, module_name: str, argv: Sequence[str], *, debug: bool
             code = int(module.run(args) or 0)
         except (Exception, KeyboardInterrupt) as exc:
             error = exc
-    code = _agree(prog, error, code, debug)
+    try:
+        code = _agree(prog, error, code, debug, guard)
+    finally:
+        if guard is not None:
+            guard.Free()
     if folder is not None:
         folder.release(comm, failed=code != 0)
     return code
