@@ -258,8 +258,9 @@ def _agree(prog: str, error: BaseException | None, code: int, debug: bool, guard
     duplicate of ``COMM_WORLD`` made before the run (so that these calls cannot match a
     collective call the other ranks are stuck in).
     """
-    import numpy as np
     from mpi4py import MPI
+
+    import numpy as np
 
     comm = MPI.COMM_WORLD
     message = None if error is None else _describe(error)
@@ -377,9 +378,10 @@ def _dispatch(prog: str, registry: dict, argv: Sequence[str], what: str, header:
 
 def version() -> str:
     """``dolfinx-nn X (DOLFINx Y, PyTorch Z, PETSc W)``."""
+    from petsc4py import PETSc
+
     import dolfinx
     import torch
-    from petsc4py import PETSc
 
     import dolfinx_nn
 
@@ -409,7 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             BENCHMARKS,
             argv[1:],
             "benchmark",
-            "Measure performance and write BENCH_<name>.json. Run under `mpiexec -n N` for N ranks.",
+            "Measure performance and write BENCH_<name>.json. "
+            "Run under `mpiexec -n N` for N ranks.",
             debug,
             claim_out=False,
         )

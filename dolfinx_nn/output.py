@@ -28,13 +28,11 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 from mpi4py import MPI
 
 import numpy as np
-
-T = TypeVar("T")
 
 #: Name of the lock file a running command keeps in its output folder.
 LOCK_NAME = ".dolfinx-nn.lock"
@@ -70,7 +68,7 @@ def describe_error(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
-def on_root(action: Callable[[], T], what: str, comm: MPI.Comm = MPI.COMM_WORLD) -> T | None:
+def on_root[T](action: Callable[[], T], what: str, comm: MPI.Comm = MPI.COMM_WORLD) -> T | None:
     """Run ``action()`` on rank 0; if it raises, raise :class:`OutputError` on every rank.
 
     Args:
@@ -292,7 +290,8 @@ class RunFolder:
 
 def _claim(path: pathlib.Path, overwrite: bool, resume: bool, command: str):
     def owner_text(owner: dict[str, Any]) -> str:
-        return (f"being written by another run ({owner.get('command', '?')}, process {owner.get('pid')} on "
+        return (f"being written by another run ({owner.get('command', '?')}, process "
+                f"{owner.get('pid')} on "
                 f"{owner.get('host')}, started {owner.get('started', '?')})")
 
     candidate, note = path, None

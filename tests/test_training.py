@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from dolfinx_nn.parallel import global_sum
-import dolfinx_nn.training
 from dolfinx_nn.training import History, TrainingConfig, train
 
 DTYPE = torch.float64
@@ -339,6 +338,7 @@ def test_a_failing_checkpoint_write_ends_every_rank_and_keeps_the_result(
     import errno
 
     import dolfinx_nn.output
+    import dolfinx_nn.training
 
     def full_disk(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))

@@ -32,12 +32,12 @@ from collections.abc import Callable
 
 from mpi4py import MPI
 
+from dolfinx_nn.cli import add_output_arguments
 from dolfinx_nn.deep_limit import plots
 from dolfinx_nn.deep_limit.annulus_study import AnnulusConfig, annulus_study
 from dolfinx_nn.deep_limit.blocks import ACTIVATIONS
 from dolfinx_nn.deep_limit.forward_convergence import ForwardConfig, forward_convergence
 from dolfinx_nn.deep_limit.sgd_convergence import SGDConfig, sgd_convergence
-from dolfinx_nn.cli import add_output_arguments
 from dolfinx_nn.output import prepare_output_dir, print0, write_json, write_on_root, write_vtx
 
 #: Measured on a shared 2-core machine.
@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
             images = pathlib.Path(args.images)
             target = images / f"deep_limit_{name}.png"
             write_on_root(target, lambda path, plot=plot: (
-                images.mkdir(parents=True, exist_ok=True), shutil.copyfile(plot, path)), comm)
+                path.parent.mkdir(parents=True, exist_ok=True), shutil.copyfile(plot, path)), comm)
     table = rates_table(results)
     if "annulus" in results:
         table += "\nAnnulus set, test metrics over seeds:\n\n" + annulus_table(results["annulus"])

@@ -36,9 +36,9 @@ from mpi4py import MPI
 
 import torch
 
+from dolfinx_nn.cli import OptionError, add_output_arguments
 from dolfinx_nn.diffusion_maps.experiment import ExperimentConfig, run_experiment
 from dolfinx_nn.diffusion_maps.problems import PROBLEMS
-from dolfinx_nn.cli import OptionError, add_output_arguments
 from dolfinx_nn.output import prepare_output_dir, print0, write_json, write_on_root, write_vtx
 
 #: Measured on a shared 2-core machine.

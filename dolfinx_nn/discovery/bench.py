@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=["heat", "advection-diffusion"],
                         help="problems of the --compare sweep")
     parser.add_argument("--compare-noise", type=float, nargs="+",
-                        default=[0.0, 0.001, 0.01, 0.05], help="noise levels of the --compare sweep")
+                        default=[0.0, 0.001, 0.01, 0.05],
+                        help="noise levels of the --compare sweep")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("."))
 
 

@@ -275,7 +275,8 @@ def run_noise_sweep(
                 row["tikhonov_best"] = r.details.get("best_coefficient_rel_l2_error", float("nan"))
         rows.append(row)
     if folder is not None:
-        write_json(folder / "sweep.json", {"problem": dataclasses.asdict(spec), "rows": rows},
+        gdim = experiment.problem.model.mesh.geometry.dim
+        write_json(folder / "sweep.json", {"problem": spec.resolved(gdim), "rows": rows},
                    comm=comm)
         plot_noise_sweep(folder / "noise_sweep.png", rows, list(config.priors), comm=comm)
     return rows
