@@ -43,9 +43,9 @@ from dolfinx_nn.cli import about_option, add_output_arguments, formula, formula_
 from dolfinx_nn.output import OutputError, file_sha256, prepare_output_dir, print0
 from dolfinx_nn.training import TrainingConfig
 
-#: Measured on a shared 2-core machine, one rank (see docs/ansatz.md).
+#: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
 RUN_TIME = ("compare has no default problem (--exact is required); the first example takes "
-            "about 1 min on 2 ranks")
+            "about 50 s of CPU time per rank on 2 ranks (wall time on an idle machine)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -40,9 +40,10 @@ from dolfinx_nn.deep_limit.forward_convergence import ForwardConfig, forward_con
 from dolfinx_nn.deep_limit.sgd_convergence import SGDConfig, sgd_convergence
 from dolfinx_nn.output import prepare_output_dir, print0, write_json, write_on_root, write_vtx
 
-#: Measured on a shared 2-core machine.
-RUN_TIME = ("the default run (--experiment forward, N up to 256) takes about 1 min on one rank; "
-            "--quick shrinks every experiment to seconds")
+#: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
+RUN_TIME = ("the default run (--experiment forward, N up to 256) takes about 8 s of CPU time "
+            "on one rank (wall time on an idle machine); --quick shrinks every experiment to "
+            "seconds")
 
 
 def _depths(max_depth: int) -> tuple[int, ...]:

@@ -41,9 +41,9 @@ from dolfinx_nn.diffusion_maps.experiment import ExperimentConfig, run_experimen
 from dolfinx_nn.diffusion_maps.problems import PROBLEMS
 from dolfinx_nn.output import prepare_output_dir, print0, write_json, write_on_root, write_vtx
 
-#: Measured on a shared 2-core machine.
+#: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
 RUN_TIME = ("diffmap has no default experiment (--experiment is required); the first example "
-            "takes about 2 min on 2 ranks, --experiment regression about 1 min on one rank")
+            "takes about 17 s of CPU time per rank on 2 ranks (wall time on an idle machine)")
 
 #: experiment -> default settings (any of them can be overridden on the command line)
 DEFAULTS: dict[str, dict] = {

@@ -69,9 +69,9 @@ from dolfinx_nn.output import (
     write_json,
 )
 
-#: Measured on a shared 2-core machine.
+#: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
 RUN_TIME = ("discover has no default data (--data or --simulate is required); the first "
-            "example takes about 1 min on one rank")
+            "example takes about 12 s of CPU time on one rank (wall time on an idle machine)")
 
 #: A re-simulation error above max(POOR_FLOOR, POOR_NOISE_FACTOR x noise) flags the result.
 POOR_FLOOR = 0.05

@@ -79,9 +79,10 @@ def _floats(text: str) -> tuple[float, ...]:
 
 _formula = formula
 
-#: Measured on a shared 2-core machine (see docs/inverse.md).
-RUN_TIME = ("the default run (2D, 16 cells per side, both priors) takes about 40 s on one "
-            "rank; --dim 3 about 5 min on 2 ranks")
+#: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
+RUN_TIME = ("the default run (2D, 16 cells per side, both priors; the run of `make demo`) "
+            "takes about 15 s of CPU time on one rank (CPU time is the wall time of an idle "
+            "machine; 75 s wall on a 2-core machine with load average 15)")
 
 
 def _positive_int(text: str) -> int:

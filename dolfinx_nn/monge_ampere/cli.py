@@ -50,9 +50,9 @@ from dolfinx_nn.output import (
 
 _FEM_SHAPES = {2: "square", 3: "cube"}
 
-#: Measured on a shared 2-core machine.
-RUN_TIME = ("the default run (smooth case, d = 2, ICNN, no FEM) takes about 1 min on one rank; "
-            "the example with --fem about the same on 2 ranks")
+#: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
+RUN_TIME = ("the default run (smooth case, d = 2, ICNN, no FEM) takes about 80 s of CPU time "
+            "on one rank (the wall time of an idle machine)")
 
 
 def _domain(text: str) -> str:
