@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # one thread per process: tests and MPI runs use one rank per core
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test test-serial test-mpi bench clean
+.PHONY: setup demo test test-serial test-mpi bench readme-numbers clean
 
 $(PY):
 	./scripts/bootstrap.sh
@@ -31,6 +31,9 @@ bench: $(PY) ## benchmarks of the bridge on 1 and 2 ranks (installs the dolfinx-
 	WITH_PEERS=1 ./scripts/bootstrap.sh
 	$(VENV)/bin/dolfinx-nn bench bridge --out $(OUT)/BENCH_bridge_np1.json
 	$(MPIEXEC) -n 2 $(VENV)/bin/dolfinx-nn bench bridge --out $(OUT)/BENCH_bridge_np2.json
+
+readme-numbers: $(PY) ## rerun the commands behind README.md's measured numbers and rewrite them
+	$(PY) scripts/readme_numbers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
