@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 1
 # the bridge's tests also run on an odd number of ranks (as DOLFINx's own CI does)
 BRIDGE_TESTS := tests/test_bridge_*.py tests/test_neural_operator.py tests/test_neural_operator_errors.py
 
-.PHONY: setup demo test test-serial test-mpi test-mpi3 bench clean
+.PHONY: setup demo test test-serial test-mpi test-mpi3 bench readme-numbers clean
 
 $(PY):
 	./scripts/bootstrap.sh
@@ -37,6 +37,9 @@ bench: $(PY) ## benchmarks of the bridge on 1 and 2 ranks (installs the dolfinx-
 	WITH_PEERS=1 ./scripts/bootstrap.sh
 	$(VENV)/bin/dolfinx-nn bench bridge --out $(OUT)/BENCH_bridge_np1.json
 	$(MPIEXEC) -n 2 $(VENV)/bin/dolfinx-nn bench bridge --out $(OUT)/BENCH_bridge_np2.json
+
+readme-numbers: $(PY) ## rerun the commands behind README.md's measured numbers and rewrite them
+	$(PY) scripts/readme_numbers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

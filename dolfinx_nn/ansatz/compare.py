@@ -2,7 +2,10 @@
 
 The FEM sequence solves on the base mesh refined uniformly ``0 .. levels - 1`` times (the same
 polygonal domain at every level), for each Lagrange degree.  The network is fitted and trained
-on the base mesh, and its errors are measured on the base mesh refined ``levels`` times.
+on the base mesh, and its errors are measured on the finest of the meshes (base refined
+``0 .. levels`` times) whose quadrature points number at most what the training evaluated
+(steps x training points): measuring never costs more than training did.  The choice is
+reported under ``network.error_mesh``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from mpi4py import MPI
 
+import basix
 import dolfinx
 import numpy as np
 import torch
@@ -27,7 +31,13 @@ from dolfinx_nn.ansatz.fem_reference import solve_fem
 from dolfinx_nn.ansatz.network_solver import NetworkConfig, NetworkSolution, solve_network
 from dolfinx_nn.ansatz.pdes import Problem
 from dolfinx_nn.meshes import create_mesh, mesh_size
-from dolfinx_nn.output import print0
+from dolfinx_nn.output import (
+    check_writable,
+    collective_output,
+    on_root,
+    print0,
+    write_json,
+)
 from dolfinx_nn.sampling import rank_rng, sample_boundary, sample_interior
 
 
@@ -99,14 +109,47 @@ def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareCo
     return rows, finest
 
 
+def quadrature_size(mesh: dolfinx.mesh.Mesh, degree: int, refinements: int = 0) -> int:
+    """Global number of quadrature points of ``degree`` on ``mesh`` refined uniformly."""
+    cells = mesh.topology.index_map(mesh.topology.dim).size_global
+    per_cell = len(basix.make_quadrature(mesh.basix_cell(), degree)[1])
+    return int(cells * 2 ** (mesh.topology.dim * refinements) * per_cell)
+
+
+def training_points(mesh: dolfinx.mesh.Mesh, config: CompareConfig) -> int:
+    """Global points at which one training step evaluates the network."""
+    net = config.network
+    if net.loss == "ritz" or net.collocation == "quadrature":
+        return quadrature_size(mesh, net.quadrature_degree)
+    return net.points
+
+
+def error_mesh_level(
+    base: dolfinx.mesh.Mesh, levels: int, degree: int, budget: int
+) -> int:
+    """The most refinements (0..levels) of ``base`` with at most ``budget`` error points."""
+    level = 0
+    while level < levels and quadrature_size(base, degree, level + 1) <= budget:
+        level += 1
+    return level
+
+
 def run_network(
-    problem: Problem, mesh: dolfinx.mesh.Mesh, reference: dolfinx.mesh.Mesh,
-    config: CompareConfig, checkpoint: str | None = None,
+    problem: Problem, mesh: dolfinx.mesh.Mesh, references: list[dolfinx.mesh.Mesh],
+    config: CompareConfig, checkpoint: str | None = None, problem_record: dict | None = None,
 ) -> tuple[dict, NetworkSolution]:
-    """Train the ansatz on ``mesh`` and measure it on ``reference``."""
-    sol = solve_network(problem, mesh, config.network, checkpoint=checkpoint)
+    """Train the ansatz on ``mesh``; measure it on the finest of ``references`` (``mesh``
+    refined 0, 1, ... times) that costs at most the training's network evaluations."""
+    sol = solve_network(problem, mesh, config.network, checkpoint=checkpoint,
+                        problem_record=problem_record)
     t = problem.final_time if problem.time_dependent else None
-    err = network_errors(problem, sol.ansatz, reference, t, config.error_degree)
+    budget = max(sol.history.steps, 1) * training_points(mesh, config)
+    level = error_mesh_level(mesh, len(references) - 1, config.error_degree, budget)
+    error_mesh = {"refinements": level, "budget_points": budget,
+                  "quadrature_points": quadrature_size(mesh, config.error_degree, level)}
+    print0(f"network errors: {error_mesh['quadrature_points']} quadrature points (base mesh "
+           f"refined {level} times; training evaluated {budget} points)")
+    err = network_errors(problem, sol.ansatz, references[level], t, config.error_degree)
     xb, _ = sample_boundary(mesh, 2000, rank_rng(12345, mesh.comm))
     if problem.time_dependent:
         xb = np.column_stack([xb, np.full(len(xb), problem.final_time)])
@@ -118,7 +161,10 @@ def run_network(
     row = {"parameters": sol.parameters, **err, **bnd, **dist, "wall_time_s": sol.wall_time_s,
            "fit_time_s": sol.fit_time_s, "train_time_s": sol.train_time_s,
            "final_loss": sol.history.losses[-1] if sol.history.losses else None,
-           "steps": sol.history.steps, "stopped_because": sol.history.stopped_because}
+           "steps": sol.history.steps, "stopped_because": sol.history.stopped_because,
+           "error_mesh": error_mesh}
+    if sol.history.checkpoint_error:
+        row["checkpoint_error"] = sol.history.checkpoint_error
     print0(f"network: {sol.parameters} parameters, rel. L2 {err['relative_l2_error']:.3e}, "
            f"{sol.wall_time_s:.1f} s")
     return row, sol
@@ -127,9 +173,10 @@ def run_network(
 def compare(
     problem: Problem, config: CompareConfig, comm: MPI.Comm = MPI.COMM_WORLD,
     out: pathlib.Path | None = None, checkpoint: str | None = None,
-    base: dolfinx.mesh.Mesh | None = None,
+    base: dolfinx.mesh.Mesh | None = None, problem_record: dict | None = None,
 ) -> dict:
-    """Run FEM and the network on one problem; with ``out``, write plots and ParaView files.
+    """Run FEM and the network on one problem; with ``out``, write ``results.json``, then the
+    plots and the ParaView file.
 
     Returns:
         ``{"problem", "config", "fem": [...], "network": {...}}`` (the content of results.json).
@@ -141,6 +188,11 @@ def compare(
         out: output directory for plots and ParaView files (None: none written).
         checkpoint: training checkpoint file (resumed when it exists).
         base: the base mesh, if already created from ``config.mesh``.
+        problem_record: what defines the problem, stored in the checkpoint (resuming another
+            problem is refused; see :func:`dolfinx_nn.training.train`).
+
+    Raises:
+        OutputError: a file could not be written (``results.json`` is written first).
     """
     if base is None:
         base = create_mesh(comm, config.mesh, config.resolution)
@@ -150,11 +202,14 @@ def compare(
             f"{problem.gdim}D"
         )
     meshes = [base]
-    for _ in range(config.levels):
+    for _ in range(config.levels - 1):
         meshes.append(refine(meshes[-1]))
-    reference = meshes.pop()
     fem_rows, finest = run_fem(problem, meshes, config)
-    net_row, net = run_network(problem, base, reference, config, checkpoint)
+    budget_level = error_mesh_level(
+        base, config.levels, config.error_degree,
+        max(config.network.training.total_steps, 1) * training_points(base, config))
+    references = meshes + ([refine(meshes[-1])] if budget_level == config.levels else [])
+    net_row, net = run_network(problem, base, references, config, checkpoint, problem_record)
     results = {
         "problem": problem.describe(),
         "config": _config_dict(config),
@@ -165,10 +220,15 @@ def compare(
     if out is not None:
         from dolfinx_nn.ansatz import plots
 
-        plots.error_plots(results, out / "errors.png", comm)
+        write_json(out / "results.json", results, comm)
+        on_root(lambda: plots.error_plots(results, out / "errors.png", MPI.COMM_SELF),
+                f"cannot write {out / 'errors.png'}", comm)
         u_fem = finest[max(finest)]
-        plots.field_plots(problem, u_fem, net.ansatz, out / "fields.png", comm)
-        plots.write_paraview(problem, u_fem, net.ansatz, out / "fields.bp")
+        with collective_output(f"cannot write {out / 'fields.png'}", comm):
+            plots.field_plots(problem, u_fem, net.ansatz, out / "fields.png", comm)
+        check_writable(out, comm)
+        with collective_output(f"cannot write {out / 'fields.bp'}", comm):
+            plots.write_paraview(problem, u_fem, net.ansatz, out / "fields.bp")
     return results
 
 

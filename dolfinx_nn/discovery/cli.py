@@ -25,6 +25,11 @@ stage fails, "failure"; the command then exits with status 1):
   validation.bp    the re-simulation of the chosen equation (ParaView, VTX)
   data.npz         the simulated data set (with --simulate)
 
+A result the command can tell is poor is flagged on the console and in results.json
+("assessment"): the re-simulation of the chosen equation misses the held-out data by more than
+max(5 %, 3 x the noise level), or cannot be integrated at all. A correct equation, re-simulated
+from the last training snapshot, stays within a few times the noise of the held-out data.
+
 Examples:
   dolfinx-nn discover --data burgers.npz --out out/burgers
   dolfinx-nn discover --simulate diffusion-reaction --mesh holes.msh --points 2000 \\
@@ -44,6 +49,13 @@ import dolfinx
 import dolfinx.io
 import numpy as np
 
+from dolfinx_nn.cli import (
+    OptionError,
+    about_option,
+    add_output_arguments,
+    existing_file,
+    mesh_spec,
+)
 from dolfinx_nn.discovery.data import SpaceTimeData, load_data, save_npz, with_noise
 from dolfinx_nn.discovery.datasets import PROBLEMS, simulate_dataset
 from dolfinx_nn.discovery.library import LIBRARY_PRESETS, parse_library
@@ -54,18 +66,61 @@ from dolfinx_nn.discovery.surrogate import SURROGATE_KINDS, SurrogateConfig, fit
 from dolfinx_nn.discovery.validation import validate, validate_candidates, window_surrogate
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn.meshes import create_mesh
-from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.output import (
+    OutputError,
+    check_writable,
+    on_root,
+    prepare_output_dir,
+    print0,
+    write_json,
+)
 
 FORMULATION_CHOICES = ("both", "strong", "weak")
+
+#: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
+RUN_TIME = ("discover has no default data (--data or --simulate is required); the Burgers "
+            "example (256 stations x 101 snapshots) takes about RUN_TIME_BURGERS of CPU time "
+            "on one rank")
+
+#: A re-simulation error above max(POOR_FLOOR, POOR_NOISE_FACTOR x noise) flags the result.
+POOR_FLOOR = 0.05
+POOR_NOISE_FACTOR = 3.0
+
+
+def _data_file(text: str) -> pathlib.Path:
+    return pathlib.Path(existing_file(text))
+
+
+def _library(text: str) -> str:
+    """argparse type: a preset or terms (checked for up to 3 space dimensions here)."""
+    try:
+        parse_library(text, 3)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def assess(validation_error: float | None, noise: float, failure: str | None) -> dict:
+    """Whether the discovered equation is poor, judged by its held-out re-simulation."""
+    limit = max(POOR_FLOOR, POOR_NOISE_FACTOR * noise)
+    if validation_error is None:
+        return {"poor": True, "limit": limit,
+                "reason": f"the discovered equation cannot be integrated ({failure})"}
+    if validation_error > limit:
+        return {"poor": True, "limit": limit,
+                "reason": f"its re-simulation misses the held-out data by "
+                          f"{100 * validation_error:.1f} % (more than {100 * limit:.0f} %)"}
+    return {"poor": False, "limit": limit, "reason": None}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", type=pathlib.Path, help="data file (.npz, .csv or .mat)")
+    source.add_argument("--data", type=_data_file, help="data file (.npz, .csv or .mat)")
     source.add_argument("--simulate", choices=list(PROBLEMS), help="built-in simulated data set")
-    parser.add_argument("--out", type=pathlib.Path, required=True, help="output folder")
+    add_output_arguments(parser, "discover")
     parser.add_argument(
         "--library",
+        type=_library,
         default="quadratic",
         help=f"preset ({', '.join(LIBRARY_PRESETS)}) or terms, e.g. 'u,u_x,u_xx,u*u_x'",
     )
@@ -75,7 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "better is reported)")
     parser.add_argument("--noise", type=float, default=0.0,
                         help="relative Gaussian noise added to the values (0.01 = 1%%)")
-    parser.add_argument("--mesh", default=None,
+    parser.add_argument("--mesh", type=mesh_spec, default=None,
                         help="geometry: interval, square, square-with-hole, ... or a mesh file "
                         "(default: square-with-hole for --simulate, the data's bounding box "
                         "for --data)")
@@ -107,17 +162,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_arguments(args: argparse.Namespace) -> None:
     """Refuse bad values before any work (every rank sees the same arguments)."""
     if not 0.0 < args.train_fraction < 1.0:
-        raise ValueError(f"--train-fraction must lie in (0, 1), got {args.train_fraction}")
+        raise OptionError(f"--train-fraction must lie in (0, 1), got {args.train_fraction}")
     if not (np.isfinite(args.noise) and args.noise >= 0):
-        raise ValueError(f"--noise must be >= 0, got {args.noise}")
+        raise OptionError(f"--noise must be >= 0, got {args.noise}")
     if args.margin is not None and not (np.isfinite(args.margin) and args.margin >= 0):
-        raise ValueError(f"--margin must be >= 0, got {args.margin}")
+        raise OptionError(f"--margin must be >= 0, got {args.margin}")
     if args.candidates < 1:
-        raise ValueError(f"--candidates must be >= 1, got {args.candidates}")
+        raise OptionError(f"--candidates must be >= 1, got {args.candidates}")
     if args.degree < 1:
-        raise ValueError(f"--degree must be >= 1, got {args.degree}")
+        raise OptionError(f"--degree must be >= 1, got {args.degree}")
     if args.width is not None and args.width < 1:
-        raise ValueError(f"--width must be >= 1, got {args.width}")
+        raise OptionError(f"--width must be >= 1, got {args.width}")
 
 
 def _box_mesh(comm: MPI.Comm, data: SpaceTimeData, resolution: int) -> dolfinx.mesh.Mesh:
@@ -160,8 +215,10 @@ def _summary(found: Discovery) -> dict:
 
 
 def _plot(out: pathlib.Path, found: dict[str, Discovery], rows: list[dict], comm: MPI.Comm):
-    if comm.rank != 0:
-        return
+    on_root(lambda: _draw(out, found, rows), f"cannot write the plots in {out}", comm)
+
+
+def _draw(out: pathlib.Path, found: dict[str, Discovery], rows: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
     }
     try:
         _discover(args, comm, out, results)
+    except (OptionError, OutputError):
+        raise  # one line naming the option, or the file that could not be written
     except Exception as exc:  # noqa: BLE001 - reported in results.json, then exit 1
         stage = results.get("stage", "data")
         results["status"] = "failed"
@@ -228,23 +287,27 @@ def _discover(args, comm, out, results) -> None:  # noqa: C901 - one stage after
     start = time.perf_counter()
     truth = None
     if args.simulate:
-        mesh = create_mesh(comm, args.mesh or "square-with-hole", args.resolution)
+        with about_option("--mesh"):
+            mesh = create_mesh(comm, args.mesh or "square-with-hole", args.resolution)
         print0(f"simulating {args.simulate} on {args.mesh or 'square-with-hole'} ...")
         data, truth = simulate_dataset(
             args.simulate, mesh, args.points, args.times, args.noise, args.seed, args.degree
         )
-        if comm.rank == 0:
-            save_npz(out / "data.npz", data)
+        on_root(lambda: save_npz(out / "data.npz", data), f"cannot write {out / 'data.npz'}",
+                comm)
     else:
-        data = load_data(args.data)
+        with about_option("--data"):
+            data = load_data(args.data)
         if args.noise > 0:
             data = with_noise(data, args.noise, np.random.default_rng(args.seed))
-        mesh = (
-            create_mesh(comm, args.mesh, args.resolution)
-            if args.mesh
-            else _box_mesh(comm, data, args.resolution)
-        )
-    library = parse_library(args.library, data.dim)  # fail early on a bad library
+        with about_option("--mesh"):
+            mesh = (
+                create_mesh(comm, args.mesh, args.resolution)
+                if args.mesh
+                else _box_mesh(comm, data, args.resolution)
+            )
+    with about_option("--library"):
+        library = parse_library(args.library, data.dim)  # fail early on a bad library
     train, _ = data.split(args.train_fraction)
     results["data"] = {
         "source": str(args.data) if args.data else f"simulated:{args.simulate}",
@@ -327,6 +390,14 @@ def _discover(args, comm, out, results) -> None:  # noqa: C901 - one stage after
         err = "failed" if row["rel_l2_error"] is None else f"{row['rel_l2_error']:.3e}"
         print0(f"  held-out error {err:>10}  [{row['from']}] {row['equation']}")
     print0(f"discovered ({best} form): {chosen.equation}")
+    results["assessment"] = assess(results["validation_rel_l2_error"], args.noise,
+                                   results["validation_failure"])
+    if results["assessment"]["poor"]:
+        print0(f"WARNING: poor result: {results['assessment']['reason']}; the discovered "
+               "equation is probably not the PDE behind the data (try more stations, another "
+               "--library or --formulation; see docs/discovery.md)")
+    write_json(out / "results.json", results, comm)  # before the optional files
+    check_writable(out, comm)  # validation.bp is written during the re-simulation
     _write_validation(out, chosen.coefficients, boundary, mesh, data, train_end, args.degree, comm)
     _plot(out, found, rows, comm)
     results["status"] = "ok"

@@ -22,8 +22,8 @@ def _import_pysindy():
         import pysindy
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "the PDE-FIND comparison needs the optional package 'pysindy' "
-            "(pip install pysindy)"
+            "the PDE-FIND comparison needs the optional package 'pysindy': "
+            "pip install 'dolfinx_nn[bench]' (or pip install pysindy)"
         ) from exc
     return pysindy
 

@@ -11,13 +11,14 @@ Cases (exact solution u, f = det D^2 u): smooth (exp(|x|^2/2), any d), brenner
 (max(|x - x0| - 0.2, 0)^2 / 2, f = 0 on a disk).  --noise L multiplies f by (1 + L xi),
 xi ~ N(0, 1), at every collocation point (FEM: at every P1 node).
 
-Writes to --out:
+Writes to --out (results.json first, then the plots and the ParaView file):
   results.json        network: rel_l2_error, max_error, convexity_violation_fraction
                       (lambda_min(D^2 u) < -tol at >= 1e4 test points), wall_time_s;
                       fem: rel_l2_error, h1_error, newton_iterations, dofs, wall_time_s
   solution.png        network, exact solution and error (plane through the centre for d > 2)
   loss.png            training history
-  solution.bp/        ParaView (VTX) file with the network, exact and FEM solutions (meshes)
+  solution.bp/        ParaView (VTX) file with the network, exact and FEM solutions
+                      (with --fem: the FEM mesh)
 
 Example:
   mpiexec -n 2 dolfinx-nn monge-ampere --case smooth --dim 2 --ansatz icnn --fem --out ma
@@ -33,21 +34,39 @@ from mpi4py import MPI
 import numpy as np
 import torch
 
+from dolfinx_nn.cli import OptionError, about_option, add_output_arguments, mesh_spec
 from dolfinx_nn.monge_ampere.cases import CASES, get_case
 from dolfinx_nn.monge_ampere.domains import SHAPES, MeshDomain, as_sequence, make_domain
 from dolfinx_nn.monge_ampere.network_solver import NetworkConfig, solve_network
 from dolfinx_nn.monge_ampere.networks import ANSATZE
-from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.output import (
+    check_writable,
+    collective_output,
+    on_root,
+    prepare_output_dir,
+    print0,
+    write_json,
+)
 
 _FEM_SHAPES = {2: "square", 3: "cube"}
+
+#: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
+RUN_TIME = ("the default run (smooth case, d = 2, ICNN, no FEM) takes about 80 s of CPU time "
+            "on one rank (the wall time of an idle machine)")
+
+
+def _domain(text: str) -> str:
+    """argparse type: a built-in shape or an existing mesh file."""
+    return text if text in SHAPES else mesh_spec(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dolfinx-nn monge-ampere``."""
     defaults = NetworkConfig()
     parser.add_argument("--case", choices=list(CASES), default="smooth")
-    parser.add_argument("--dim", type=int, default=2, help="space dimension d (default 2)")
-    parser.add_argument("--domain", default="cube",
+    parser.add_argument("--dim", type=int, default=None,
+                        help="space dimension d (default: 2, or the mesh file's)")
+    parser.add_argument("--domain", type=_domain, default="cube",
                         help=f"{', '.join(SHAPES)} (unit cube/ball) or a mesh file (default cube)")
     parser.add_argument("--ansatz", choices=list(ANSATZE), default="icnn")
     parser.add_argument("--noise", type=float, default=0.0, help="relative noise level in f")
@@ -67,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight of the convexity penalty (ffnn only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="torch device of the network")
-    parser.add_argument("--out", required=True, help="output folder")
+    add_output_arguments(parser, "monge-ampere")
 
 
 def _fem_mesh(domain, dim: int, resolution: int, comm: MPI.Comm):
@@ -103,19 +122,37 @@ def _write_paraview(path: pathlib.Path, net, case, fem_u, center, comm: MPI.Comm
     expr = case.u([xs[i] for i in range(dim)], "ufl", center)
     u_ex.interpolate(dolfinx.fem.Expression(expr, V.element.interpolation_points))
     fem_u.name = "fem"
-    with dolfinx.io.VTXWriter(comm, path, [u_net, u_ex, fem_u], engine="BP4") as writer:
-        writer.write(0.0)
+    check_writable(path.parent, comm)
+    with collective_output(f"cannot write {path}", comm):
+        with dolfinx.io.VTXWriter(comm, path, [u_net, u_ex, fem_u], engine="BP4") as writer:
+            writer.write(0.0)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run one experiment and write results.json, plots and ParaView files."""
     comm = MPI.COMM_WORLD
     case = get_case(args.case)
-    case.check_dim(args.dim)
     if args.noise < 0 or not np.isfinite(args.noise):
-        raise ValueError(f"--noise must be a finite number >= 0, got {args.noise}")
-    domain = make_domain(args.domain, args.dim, comm, args.resolution)
-    mesh = _fem_mesh(domain, args.dim, args.resolution, comm) if args.fem else None
+        raise OptionError(f"--noise must be a finite number >= 0, got {args.noise}")
+    if args.domain in SHAPES:
+        args.dim = 2 if args.dim is None else args.dim
+        with about_option("--dim"):
+            case.check_dim(args.dim)
+        domain = make_domain(args.domain, args.dim, comm, args.resolution)
+    else:
+        from dolfinx_nn.meshes import create_mesh
+
+        with about_option("--domain"):
+            domain = MeshDomain(create_mesh(comm, args.domain, args.resolution),
+                                name=args.domain)
+        if args.dim is not None and args.dim != domain.dim:
+            raise OptionError(f"--dim {args.dim} does not match the mesh {args.domain!r}, which "
+                              f"is {domain.dim}-dimensional; leave --dim out to use the mesh's")
+        args.dim = domain.dim
+        with about_option("--domain"):
+            case.check_dim(args.dim)
+    with about_option("--fem"):
+        mesh = _fem_mesh(domain, args.dim, args.resolution, comm) if args.fem else None
     out = prepare_output_dir(args.out, comm)
     config = NetworkConfig(
         ansatz=args.ansatz, width=args.width, depth=args.depth, n_interior=args.n_interior,
@@ -134,19 +171,22 @@ def run(args: argparse.Namespace) -> int:
         "network": result.summary(),
     }
     print0("network:", {k: f"{v:.3e}" for k, v in result.summary().items()})
+    fem = None
     if mesh is not None:
         from dolfinx_nn.monge_ampere.fem import solve_fem
 
         fem = solve_fem(case, mesh, center=center, noise=args.noise, seed=args.seed)
         results["fem"] = fem.summary()
         print0("fem:", fem.summary())
-        _write_paraview(out / "solution.bp", result.net, case, fem.u, center, comm)
-    if comm.rank == 0:
-        from dolfinx_nn.monge_ampere.plots import plot_history, plot_solution_and_error
-
-        title = f"{case.name}, d = {args.dim}, {args.ansatz}"
-        plot_solution_and_error(result.net, case, domain, out / "solution.png", title)
-        plot_history(result.history, out / "loss.png", title)
     write_json(out / "results.json", results, comm)
     print0(f"wrote {out / 'results.json'}")
+    if fem is not None:
+        _write_paraview(out / "solution.bp", result.net, case, fem.u, center, comm)
+    from dolfinx_nn.monge_ampere.plots import plot_history, plot_solution_and_error
+
+    title = f"{case.name}, d = {args.dim}, {args.ansatz}"
+    on_root(lambda: plot_solution_and_error(result.net, case, domain, out / "solution.png",
+                                            title), f"cannot write {out / 'solution.png'}", comm)
+    on_root(lambda: plot_history(result.history, out / "loss.png", title),
+            f"cannot write {out / 'loss.png'}", comm)
     return 0
