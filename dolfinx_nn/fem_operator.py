@@ -510,8 +510,12 @@ class FEMOperator:
         self._hook_error = None
         initial = None if self.linear or not self.warm_start else self._last_solution
         self._solve(initial)
-        if not self.linear and self._failed() and not self.options.line_search_set:
-            # Plain Newton diverged: try again from the same start with a line search.
+        if (not self.linear and self._failed() and not self.options.line_search_set
+                and self.solver.getConvergedReason()
+                != PETSc.SNES.ConvergedReason.DIVERGED_LINEAR_SOLVE):
+            # Plain Newton diverged (a failed linear solve is no matter of step length): try
+            # again from the same start with a line search.
+            self._recover()
             line_search = self.solver.getLineSearch()
             line_search.setType(FALLBACK_LINE_SEARCH)
             try:
@@ -539,10 +543,16 @@ class FEMOperator:
             else:
                 self._problem.solve()
         except PETSc.Error as error:
-            # An error inside a callback (kept in _hook_error) or in PETSc itself.
+            # An error inside a callback (kept in _hook_error) or in PETSc itself, typically a
+            # failed factorization inside Newton: report the linear solver's reason.
+            ksp = self.solver if self.linear else self.solver.getKSP()
+            reason = ksp.getConvergedReason()
+            name = (_reason_name(PETSc.KSP.ConvergedReason, reason) if reason < 0
+                    else f"PETSc error code {error.ierr}")
             failed = self._hook_error or SolverError(
-                "KSP" if self.linear else "SNES", -1, f"PETSc error code {error.ierr}",
-                self.solver.getIterationNumber(), self.prefix,
+                "KSP" if self.linear or reason < 0 else "SNES", min(reason, -1), name,
+                ksp.getIterationNumber() if reason < 0 else self.solver.getIterationNumber(),
+                ksp.getOptionsPrefix() or self.prefix,
             )
             self._hook_error = None
             self._recover()
