@@ -116,7 +116,7 @@ def build_loss(case: Case, domain, config: NetworkConfig, comm: MPI.Comm, dtype,
     xi = torch.as_tensor(domain.sample_interior(config.n_interior, rng, comm), dtype=dtype)
     xb = torch.as_tensor(domain.sample_boundary(config.n_boundary, rng, comm), dtype=dtype)
     f = noisy(case.f_torch(xi, center), config.noise, _rank_rng(config.seed, comm, 2))
-    g = case.u_torch(xb, center)
+    g = case.g_torch(xb, center)
     weight = config.convexity_weight if config.ansatz != "icnn" else 0.0
     return MongeAmpereLoss(
         xi.to(device), f.to(device), xb.to(device), g.to(device),
