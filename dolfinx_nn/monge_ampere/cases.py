@@ -229,7 +229,10 @@ def _stack(x: Sequence[Any], backend: str) -> Any:
 def _from_expression(expr) -> Formula:
     def formula(x, ops, center):
         backend = next(name for name, o in OPS.items() if o is ops)
-        return getattr(expr, backend)(_stack(x, backend))
+        value = getattr(expr, backend)(_stack(x, backend))
+        if backend == "ufl" and expr.max_coordinate < 0:  # a constant: give it the domain
+            value = value + (x[0] - x[0])
+        return value
 
     return formula
 

@@ -96,17 +96,29 @@ class FEMSolveError(SolverError):
     """No strategy of :func:`solve_fem` reached a convex solution of the problem itself.
 
     Attributes:
-        path: the steps tried (``delta``, iterations, converged).
+        path: the Newton solves tried (strategy, ``s``, ``delta``, iterations, converged).
         smallest_delta: the smallest ``delta`` that converged at ``s = 1`` (``None``: none).
+        reason_name: PETSc's reason of the last Newton solve, or ``"NOT_CONVEX"`` when Newton
+            converged but only to non-convex solutions.
     """
 
     def __init__(self, reason: int, reason_name: str, iterations: int, prefix: str,
-                 path: list[dict]):
+                 path: list[dict], tried: list[str], non_convex: list[str]):
         super().__init__("SNES", reason, reason_name, iterations, prefix)
         self.path = path
         done = [p["delta"] for p in path if p["converged"] and p["s"] == 1.0]
         self.smallest_delta = min(done) if done else None
-        self.args = (f"{self.args[0]} {len(path)} Newton solves along the continuation paths",)
+        if non_convex and reason > 0:
+            self.reason_name = "NOT_CONVEX"
+        parts = [f"no convex solution after {len(path)} Newton solves "
+                 f"(strategies tried: {', '.join(tried) or 'none'})"]
+        if non_convex:
+            parts.append(f"converged only to non-convex solutions: {', '.join(non_convex)}")
+        if reason <= 0:
+            parts.append(f"last Newton solve: {reason_name} after {path[-1]['newton_iterations']}"
+                         f" iterations" if path else f"last Newton solve: {reason_name}")
+        parts.append(f"inspect with -{prefix}snes_monitor")
+        self.args = ("; ".join(parts),)
 
 
 def cofactor(a: ufl.core.expr.Expr) -> ufl.core.expr.Expr:
@@ -423,10 +435,8 @@ def solve_fem(
         non_convex.append(f"{strategy} (min eigenvalue {convexity:.2e})")
     if chosen is None:
         reason = H.last_reason
-        err = FEMSolveError(reason, _REASONS.get(reason, "UNKNOWN"), H.iterations, prefix, H.path)
-        detail = f"; solutions that were not convex: {', '.join(non_convex)}" if non_convex else ""
-        err.args = (f"{err.args[0]} (tried: {', '.join(tried)}{detail})",)
-        raise err
+        raise FEMSolveError(reason, _REASONS.get(reason, "UNKNOWN"), H.iterations, prefix,
+                            H.path, tried, non_convex)
     wall = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
 
     rel_l2 = h1 = None
@@ -443,6 +453,17 @@ def solve_fem(
                      newton_iterations=int(H.iterations), dofs=int(dofs), h=h,
                      wall_time_s=wall, path=H.path, strategy=chosen,
                      min_hessian_eigenvalue=H.convexity())
+
+
+def sequence_resolutions(resolution: int, coarsest: int = 4) -> list[int]:
+    """Cells per edge of a mesh sequence ending at ``resolution``: halvings down to
+    ``coarsest``, e.g. 32 -> [4, 8, 16, 32], 6 -> [6] (3 would be coarser than 4)."""
+    if resolution < 1:
+        raise ValueError(f"resolution must be a positive integer, got {resolution}")
+    chain = [resolution]
+    while chain[-1] % 2 == 0 and chain[-1] // 2 >= coarsest:
+        chain.append(chain[-1] // 2)
+    return chain[::-1]
 
 
 def solve_fem_sequence(
