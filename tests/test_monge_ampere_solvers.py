@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import pathlib
 
-
 import dolfinx
 import numpy as np
 import pytest
@@ -31,10 +30,17 @@ def test_icnn_solves_the_smooth_case_in_2d():
 
 @pytest.mark.parametrize("dim", [3, 4])
 def test_icnn_runs_the_smooth_case_in_higher_dimensions(dim):
+    """A cheap instance (130 steps, 300 points) of what the defaults do on the ball.
+
+    Five seeds of this instance gave 1.97e-2 .. 3.60e-2 (median 2.53e-2) for d = 3 and
+    2.39e-2 .. 2.73e-2 (median 2.69e-2) for d = 4; the bound is 1.7 times the worst seed.
+    (Before the ICNN's first-layer ridges were sharpened this instance was only checked
+    against 0.1; the defaults' table over seeds is in docs/monge_ampere.md.)
+    """
     config = NetworkConfig(adam_steps=100, lbfgs_steps=30, n_interior=300, n_boundary=200,
                            width=24, n_test=10_000)
     result = solve_network(get_case("smooth"), Ball(dim), config)
-    assert result.rel_l2_error < 0.1  # short run; docs/monge_ampere.md has converged numbers
+    assert result.rel_l2_error < 0.06
     assert result.convexity_violation_fraction == 0.0
 
 

@@ -36,11 +36,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
+
 from dolfinx_nn.diffusion_maps.duplicates import DistinctPoints, merge_near_duplicates
 from dolfinx_nn.diffusion_maps.kernel import (
-    steepest_epsilon,
     nearest_neighbours,
     squared_distances,
+    steepest_epsilon,
 )
 
 #: neighbours per point in the bandwidth rule (pydiffmap's default k)

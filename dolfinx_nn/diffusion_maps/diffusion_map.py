@@ -194,15 +194,17 @@ class DiffusionMap:
             K = np.exp(-squared_distances(X) / self.epsilon_)
             if self.bandwidth_ is not None and self.bandwidth_.bridges[0].size:
                 rows, cols, _ = self.bandwidth_.bridges
-                K[rows, cols] = K[cols, rows] = np.maximum(K[rows, cols], np.exp(-bandwidth.BRIDGE_EXPONENT))
+                floor = np.exp(-bandwidth.BRIDGE_EXPONENT)
+                K[rows, cols] = K[cols, rows] = np.maximum(K[rows, cols], floor)
         else:
             A = knn_squared_distances(X, self.k_)
             K = A.copy()
             K.data = np.exp(-A.data / self.epsilon_)
             if self.bandwidth_ is not None and self.bandwidth_.bridges[0].size:
                 rows, cols, _ = self.bandwidth_.bridges
+                floor = np.exp(-bandwidth.BRIDGE_EXPONENT)
                 B = scipy.sparse.csr_matrix(
-                    (np.full(rows.size, np.exp(-bandwidth.BRIDGE_EXPONENT)), (rows, cols)), shape=(n, n)
+                    (np.full(rows.size, floor), (rows, cols)), shape=(n, n)
                 )
                 K = K.maximum(B).maximum(B.T).tocsr()
         kernel = _normalise(K, self.alpha)

@@ -3,9 +3,9 @@
 Each built-in case gives the exact solution ``u`` (also the Dirichlet data ``g = u`` on the
 boundary) and the source ``f = det D^2 u``.  :func:`formula_case` builds a problem from
 formulas typed by a user (``f``, ``g`` and optionally the exact solution), parsed by the safe
-expression parser :mod:`dolfinx_nn.expressions`.  The formulas are written once, against a small table of
-elementary functions, and evaluated with NumPy (errors, interpolation), PyTorch (collocation
-losses) or UFL (finite element forms).  Coordinates are passed as a list of components
+expression parser :mod:`dolfinx_nn.expressions`.  The built-in formulas are written once,
+against a small table of elementary functions, and evaluated with NumPy (errors,
+interpolation), PyTorch (collocation losses) or UFL (finite element forms).  Coordinates are passed as a list of components
 ``[x_0, ..., x_{d-1}]``: columns of an ``(n, d)`` tensor, rows of a ``(d, n)`` array, or the
 components of ``ufl.SpatialCoordinate``.
 

@@ -45,11 +45,11 @@ import dolfinx.fem.petsc
 import numpy as np
 import ufl
 
+from dolfinx_nn import petsc_problems
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn.meshes import boundary_dofs
 from dolfinx_nn.monge_ampere.cases import Case, noisy
 from dolfinx_nn.monge_ampere.domains import mesh_bounds
-from dolfinx_nn import petsc_problems
 
 _REASONS = {v: k for k, v in PETSc.SNES.ConvergedReason.__dict__.items() if isinstance(v, int)}
 

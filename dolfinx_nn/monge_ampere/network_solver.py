@@ -51,13 +51,13 @@ class NetworkConfig:
     width: int = 32
     depth: int = 3
     activation: str | None = None
-    n_interior: int = 2000
+    n_interior: int = 1000
     n_boundary: int = 400
     boundary_weight: float = 10.0
     convexity_weight: float = 1.0
-    adam_steps: int = 1000
+    adam_steps: int = 300
     adam_lr: float = 1e-2
-    lbfgs_steps: int = 500
+    lbfgs_steps: int = 200
     patience: int | None = 200
     n_test: int = 10_000
     convexity_tol: float = 1e-8

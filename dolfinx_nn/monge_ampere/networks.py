@@ -165,7 +165,9 @@ class FFNN(_Normalized):
             raise ValueError(f"width and depth must be >= 1, got {width}, {depth}")
         self.activation = _pick(ACTIVATIONS, activation, "activation")
         sizes = [dim] + [width] * depth
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
         self.output = nn.Linear(width, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
