@@ -5,8 +5,8 @@ boundary) and the source ``f = det D^2 u``.  :func:`formula_case` builds a probl
 formulas typed by a user (``f``, ``g`` and optionally the exact solution), parsed by the safe
 expression parser :mod:`dolfinx_nn.expressions`.  The built-in formulas are written once,
 against a small table of elementary functions, and evaluated with NumPy (errors,
-interpolation), PyTorch (collocation losses) or UFL (finite element forms).  Coordinates are passed as a list of components
-``[x_0, ..., x_{d-1}]``: columns of an ``(n, d)`` tensor, rows of a ``(d, n)`` array, or the
+interpolation), PyTorch (collocation losses) or UFL (finite element forms).  Coordinates are
+passed as a list of components ``[x_0, ..., x_{d-1}]``: columns of an ``(n, d)`` tensor, rows of a ``(d, n)`` array, or the
 components of ``ufl.SpatialCoordinate``.
 
 Cases (``r = |x|``, ``r_0 = |x - x_0|`` with ``x_0`` the centre of the domain):
