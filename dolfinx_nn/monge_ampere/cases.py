@@ -6,8 +6,8 @@ formulas typed by a user (``f``, ``g`` and optionally the exact solution), parse
 expression parser :mod:`dolfinx_nn.expressions`.  The built-in formulas are written once,
 against a small table of elementary functions, and evaluated with NumPy (errors,
 interpolation), PyTorch (collocation losses) or UFL (finite element forms).  Coordinates are
-passed as a list of components ``[x_0, ..., x_{d-1}]``: columns of an ``(n, d)`` tensor, rows of a ``(d, n)`` array, or the
-components of ``ufl.SpatialCoordinate``.
+passed as a list of components ``[x_0, ..., x_{d-1}]``: columns of an ``(n, d)`` tensor,
+rows of a ``(d, n)`` array, or the components of ``ufl.SpatialCoordinate``.
 
 Cases (``r = |x|``, ``r_0 = |x - x_0|`` with ``x_0`` the centre of the domain):
 
