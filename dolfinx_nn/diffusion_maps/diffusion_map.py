@@ -256,18 +256,19 @@ class DiffusionMap:
         out = np.empty((Y.shape[0], self.n_components))
         for start in range(0, Y.shape[0], chunk):
             Yc = Y[start : start + chunk]
-            if self.method_ == "dense":
-                k = np.exp(-squared_distances(Yc, self._X) / self.epsilon_)
-                ka = k * qa[None, :]
-                ka /= (k.sum(axis=1) ** self.alpha)[:, None]
-                p = ka / ka.sum(axis=1, keepdims=True)
-                psi = p @ self.eigenvectors_
-            else:
-                d2, idx = nearest_neighbours(self._X, self.k_, Yc)
-                k = np.exp(-d2 / self.epsilon_)
-                ka = k * qa[idx] / (k.sum(axis=1) ** self.alpha)[:, None]
-                p = ka / ka.sum(axis=1, keepdims=True)
-                psi = np.einsum("ij,ijk->ik", p, self.eigenvectors_[idx])
+            with np.errstate(invalid="ignore", divide="ignore"):  # far points: checked below
+                if self.method_ == "dense":
+                    k = np.exp(-squared_distances(Yc, self._X) / self.epsilon_)
+                    ka = k * qa[None, :]
+                    ka /= (k.sum(axis=1) ** self.alpha)[:, None]
+                    p = ka / ka.sum(axis=1, keepdims=True)
+                    psi = p @ self.eigenvectors_
+                else:
+                    d2, idx = nearest_neighbours(self._X, self.k_, Yc)
+                    k = np.exp(-d2 / self.epsilon_)
+                    ka = k * qa[idx] / (k.sum(axis=1) ** self.alpha)[:, None]
+                    p = ka / ka.sum(axis=1, keepdims=True)
+                    psi = np.einsum("ij,ijk->ik", p, self.eigenvectors_[idx])
             if not np.all(np.isfinite(psi)):
                 far = start + int(np.flatnonzero(~np.all(np.isfinite(psi), axis=1))[0])
                 raise ValueError(
