@@ -3,8 +3,11 @@
 Trains a network with plain SGD while recording every k-th parameter vector (optionally
 randomly projected), then computes:
   * the diffusion map of the recorded trajectory (kernel exp(-|x-y|^2/epsilon), epsilon at the
-    steepest point of the log kernel sum, alpha = 1), its eigenvalues and coordinates;
-  * the intrinsic dimension of the trajectory (Levina-Bickel maximum likelihood, k = 10..20);
+    steepest point of the log kernel sum over 64-neighbourhoods of the distinct iterates,
+    isolated iterates attached by spanning-tree edges, alpha = 1), its eigenvalues and
+    coordinates;
+  * the intrinsic dimension of the trajectory (Levina-Bickel maximum likelihood, k = 10..20,
+    near-duplicate iterates merged);
   * the top Hessian eigenvalues of the full loss at the end point (Lanczos on Hessian-vector
     products) and the spectral density (stochastic Lanczos quadrature);
   * the alignment of the leading diffusion coordinates with the top Hessian eigenvectors.
