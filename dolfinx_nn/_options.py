@@ -56,8 +56,11 @@ FALLBACK_LINE_SEARCH = "bt"
 ADJOINT_TOLERANCES: dict[str, object] = {"ksp_rtol": 1e-12, "ksp_atol": 1e-50, "ksp_max_it": 10000}
 #: Options that set how accurately a Krylov solve is done (never inherited by the adjoint).
 TOLERANCE_OPTIONS = ("ksp_rtol", "ksp_atol", "ksp_divtol", "ksp_max_it")
-#: Options of the linear solver that the adjoint inherits from the forward solve.
-SOLVER_OPTION_PREFIXES = ("ksp_", "pc_", "mat_")
+#: Options of the nonlinear solver, which the adjoint (a linear solve) does not inherit; every
+#: other forward option configures the linear solver (``ksp_``, ``pc_``, ``mat_``, and the
+#: prefixes of sub-solvers created at set-up: ``telescope_``, ``fieldsplit_``, ``mg_levels_``)
+#: and is inherited, tolerances excepted.
+NONLINEAR_OPTION_PREFIXES = ("snes_",)
 ADJOINT_PREFIX = "adjoint_"
 _DIRECT_PCS = ("lu", "cholesky")
 
@@ -147,7 +150,7 @@ def solver_options(user: dict[str, object], prefix: str, linear: bool) -> Solver
     # The adjoint: the forward's method, its own tolerances, then the user's adjoint options.
     inherited = {
         k: v for k, v in effective.items()
-        if k.startswith(SOLVER_OPTION_PREFIXES) and k not in TOLERANCE_OPTIONS
+        if not k.startswith(NONLINEAR_OPTION_PREFIXES) and k not in TOLERANCE_OPTIONS
     }
     adjoint_chosen = {**db_adjoint, **user_adjoint}
     adjoint_all = {**inherited, **ADJOINT_TOLERANCES, **user_adjoint}
@@ -171,9 +174,35 @@ def solver_options(user: dict[str, object], prefix: str, linear: bool) -> Solver
     )
 
 
-def set_options(obj: PETSc.KSP | PETSc.SNES, prefix: str, options: dict[str, object]) -> None:
-    """Push ``options`` under ``prefix``, call ``setFromOptions``, and tidy the database:
-    what was pushed is removed, and a value the database held before is put back."""
+class PushedOptions:
+    """Options pushed onto PETSc's database for one solver, removed again by :meth:`tidy`.
+
+    Sub-solvers that a preconditioner creates at its set-up (``PCTELESCOPE``'s, a field
+    split's, the levels of multigrid) read their options then, at the first solve, not at
+    ``setFromOptions``: the options stay in the database until :meth:`tidy` is called after
+    that first solve. A value the database held before is put back.
+    """
+
+    def __init__(self, prefix: str, options: dict[str, object], before: dict[str, object]):
+        self._names = [f"{prefix}{k}" for k in options]
+        self._before = before
+
+    def tidy(self) -> None:
+        opts = PETSc.Options()
+        for name in self._names:  # PETSc's clear ignores a pushed prefix: use the full name
+            if name in self._before:
+                value = self._before[name]
+                opts[name] = value if value is not None else ""
+            elif opts.hasName(name):
+                del opts[name]
+        self._names = []
+
+
+def set_options(
+    obj: PETSc.KSP | PETSc.SNES, prefix: str, options: dict[str, object]
+) -> PushedOptions:
+    """Push ``options`` under ``prefix`` and call ``setFromOptions``; the database is tidied by
+    the returned object's ``tidy()`` (after the solver's first solve)."""
     obj.setOptionsPrefix(prefix)
     opts = PETSc.Options()
     before = opts.getAll()
@@ -182,9 +211,4 @@ def set_options(obj: PETSc.KSP | PETSc.SNES, prefix: str, options: dict[str, obj
         opts[k] = v
     obj.setFromOptions()
     opts.prefixPop()
-    for k in options:  # PETSc's clear ignores the pushed prefix: use the full name
-        name = f"{prefix}{k}"
-        if name in before:
-            opts[name] = before[name] if before[name] is not None else ""
-        else:
-            del opts[name]
+    return PushedOptions(prefix, options, before)

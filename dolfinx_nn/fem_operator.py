@@ -268,7 +268,7 @@ class FEMOperator:
         if near_nullspace is not None:
             self._problem.A.setNearNullSpace(near_nullspace)
         # Set here rather than by DOLFINx, whose clean-up leaves the options in the database.
-        set_options(self.solver, self.prefix, self.options.forward)
+        self._pushed = [set_options(self.solver, self.prefix, self.options.forward)]
         # Reuse of the assembled Jacobian (and its factorization) of a linear problem.
         self.constant_jacobian = constant_jacobian
         self._jacobian_inputs = FormInputs(ufl.algorithms.expand_derivatives(J), self.comm)
@@ -523,6 +523,7 @@ class FEMOperator:
             finally:
                 line_search.setType(str(self.options.effective["snes_linesearch_type"]))
         self._check_converged()
+        self._tidy_options()
         if self.linear and not self.options.direct:
             self._check_forward_accuracy()
         solution = self.u.x.array[: self._n].copy()
@@ -638,6 +639,11 @@ class FEMOperator:
                 RuntimeWarning, stacklevel=4,
             )
 
+    def _tidy_options(self) -> None:
+        """Remove the options pushed for the solvers once they have been set up."""
+        for pushed in self._pushed:
+            pushed.tidy()
+
     def _recover(self) -> None:
         """Reset the solvers after a failed solve, so that the next call starts afresh.
 
@@ -718,7 +724,8 @@ class FEMOperator:
     def _own_adjoint_ksp(self) -> PETSc.KSP:
         if self._adjoint_ksp is None:
             self._adjoint_ksp = PETSc.KSP().create(self.comm)
-            set_options(self._adjoint_ksp, f"{self.prefix}{ADJOINT_PREFIX}", self.options.adjoint)
+            self._pushed.append(set_options(
+                self._adjoint_ksp, f"{self.prefix}{ADJOINT_PREFIX}", self.options.adjoint))
         return self._adjoint_ksp
 
     def _solve_adjoint(self, ksp: PETSc.KSP, A: PETSc.Mat, transpose: bool) -> None:
@@ -737,6 +744,7 @@ class FEMOperator:
                 ksp.setTolerances(*saved)
         else:
             solve(rhs, lam)
+        self._tidy_options()
         reason = ksp.getConvergedReason()
         if reason < 0:
             name = _reason_name(PETSc.KSP.ConvergedReason, reason)

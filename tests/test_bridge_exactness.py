@@ -514,8 +514,10 @@ def test_dict_options_beat_defaults_and_leave_no_trace():
     V, u, F = poisson_x(msh)
     f = fem.Function(V)
     F = F - f * ufl.TestFunction(V) * ufl.dx
-    solve = dnn.fem_operator(F, u, controls=[f], petsc_options_prefix="dict8_",
+    bc = fem.dirichletbc(0.0, dofs_on(V, lambda x: np.full(x.shape[1], True)), V)
+    solve = dnn.fem_operator(F, u, controls=[f], bcs=[bc], petsc_options_prefix="dict8_",
                              petsc_options={"ksp_type": "gmres", "pc_type": "ilu"})
+    solve(owned_tensor(f))  # options are tidied once the solver is set up
     assert solve.solver.getType() == "gmres"
     assert solve.solver.getTolerances()[0] == pytest.approx(1e-10)  # the Krylov default
     assert not any(k.startswith("dict8_") for k in PETSc.Options().getAll())
@@ -762,6 +764,7 @@ def test_options_dictionary_beats_the_database_like_dolfinx():
     try:
         f, _, solve, _ = advection("dvd_", (1.0, 0.0), options={"ksp_type": "preonly",
                                                                   "pc_type": "lu"})
+        solve(owned_tensor(f))
         assert solve.solver.getType() == "preonly" and solve.options.direct
         assert opts.getString("dvd_ksp_type") == "gmres"  # the database value is put back
     finally:
