@@ -20,8 +20,10 @@ The backward pass mirrors what the forward pass did:
 - a symmetric linear problem reuses the forward factorization (with the adjoint's tolerances
   when the solve is iterative); otherwise the transposed Jacobian at the solution gets its own
   KSP, tuned with options under the prefix ``f"{petsc_options_prefix}adjoint_"``;
-- a second derivative through the solve (``create_graph=True``) is refused with an error
-  rather than returned wrong (the first-order gradient is treated as a constant otherwise).
+- second derivatives (``create_graph=True``, ``torch.func.jvp``/``hvp``) go through the
+  second-order adjoint of :mod:`dolfinx_nn._operator_second_order`: a tangent-linear solve with
+  the forward operator and a second adjoint solve; with an operator of the unknown in ``F``
+  they are refused with an error rather than returned wrong.
 
 Coefficients of ``F`` that are operators of the unknown (e.g. :class:`dolfinx_nn.NeuralOperator`)
 are found in ``F`` by themselves (or passed as ``operators=[...]``): they refresh themselves
@@ -73,7 +75,7 @@ from dolfinx_nn._options import (
     solver_options,
 )
 from dolfinx_nn._reuse import FormInputs
-from dolfinx_nn._second_order import first_order_only, refusal
+from dolfinx_nn._operator_second_order import differentiable_backward, tangent_linear
 from dolfinx_nn.errors import GradientAccuracyError, SolverError
 from dolfinx_nn.parallel import raise_on_all_ranks
 from dolfinx_nn.petsc_problems import LinearProblem, NonlinearProblem, collect_garbage
@@ -130,6 +132,8 @@ class FEMOperator:
         operators: the operators of the unknown in ``F`` (given or found).
         options: the options in force (:class:`dolfinx_nn._options.SolverOptions`).
         adjoint_residual: true relative residual of the last adjoint solve.
+        tangent_residual: true relative residual of the last tangent-linear solve (second
+            derivatives).
     """
 
     def __init__(
@@ -206,6 +210,9 @@ class FEMOperator:
         self._n = owned_size(V)
         self._control_sizes = [control_size(c) for c in self.controls]
         compile_opts = {"form_compiler_options": form_compiler_options, "jit_options": jit_options}
+        self.F = F
+        self._compile_options = compile_opts
+        self._second_order = None  # its forms, compiled on the first second-order pass
 
         v = F.arguments()[0]
         du = ufl.TrialFunction(V)
@@ -237,9 +244,13 @@ class FEMOperator:
         set_options(self.solver, self.prefix, self.options.forward)
         # Reuse of the assembled Jacobian (and its factorization) of a linear problem.
         self.constant_jacobian = constant_jacobian
-        self._jacobian_inputs = FormInputs(ufl.algorithms.expand_derivatives(J), self.comm)
+        self._jacobian = ufl.algorithms.expand_derivatives(J)
+        self._jacobian_inputs = FormInputs(self._jacobian, self.comm)
         self._matrix_version = -1  # the forward matrix's version (-1: never assembled)
         self._adjoint_version = -1  # the version the adjoint matrix was assembled for
+        # What the adjoint matrix of a nonlinear problem depends on (it is assembled at the
+        # state of the backward pass, again only when that state changed).
+        self._adjoint_inputs = FormInputs(self._jacobian, self.comm)
         self.assemblies = 0  # forward Jacobian assemblies of the linear path
         self._hook_error: BaseException | None = None
         self._convergence: RoundoffAwareTest | None = None
@@ -256,6 +267,7 @@ class FEMOperator:
         self._adjoint_A: PETSc.Mat | None = None
         self._adjoint_ksp: PETSc.KSP | None = None
         self.adjoint_residual = 0.0
+        self.tangent_residual = 0.0
         # Gradient forms: dF/dm^T lambda, i.e. the derivative of F(u; m)[lambda] along m.
         F_lam = ufl.replace(F, {v: self._lam})
         self._gradient_forms = [
@@ -345,6 +357,9 @@ class FEMOperator:
         for matrix in self._gradient_matrices:
             if matrix is not None:
                 matrix.destroy()
+        if self._second_order is not None:
+            self._second_order.destroy()
+            self._second_order = None
         self._adjoint_ksp = self._adjoint_A = None
         self.solver = None
 
@@ -597,15 +612,18 @@ class FEMOperator:
         forward, adjoint = self.options.effective, self.options.adjoint_effective
         return all(forward.get(k) == adjoint.get(k) for k in method)
 
+    def _forward_matrix_at(self, state: _State) -> PETSc.Mat:
+        """The linear problem's matrix at ``state``'s coefficients (the one it solved with)."""
+        self._ensure_matrix(force=state.matrix_version != self._matrix_version)
+        self._matrix_version = state.matrix_version if state.matrix_version > 0 \
+            else self._matrix_version
+        return self._problem.A
+
     def _adjoint_operator(self, state: _State) -> tuple[PETSc.KSP, PETSc.Mat, bool]:
         """A KSP for the transposed Jacobian at ``state``, its matrix, and whether to solve with
         the transpose of that matrix (``KSPSolveTranspose``)."""
         if self.linear:
-            # The forward matrix at the state's coefficients (the one it was solved with).
-            self._ensure_matrix(force=state.matrix_version != self._matrix_version)
-            self._matrix_version = state.matrix_version if state.matrix_version > 0 \
-                else self._matrix_version
-            A = self._problem.A
+            A = self._forward_matrix_at(state)
             if self._reuses_forward_solver():
                 return self._problem.solver, A, not self._symmetric
             if self._symmetric:
@@ -615,12 +633,16 @@ class FEMOperator:
         if self._adjoint_A is None:
             self._adjoint_A = dolfinx.fem.petsc.create_matrix(self._adjoint_form)
         A = self._adjoint_A
-        # A linear problem's transposed matrix changes only with the forward one.
-        if not self.linear or self._adjoint_version != self._matrix_version:
+        # A linear problem's transposed matrix changes only with the forward one; a nonlinear
+        # problem's with the state (the same state again: the same matrix and factors).
+        if (self._adjoint_inputs.changed() if not self.linear
+                else self._adjoint_version != self._matrix_version):
             A.zeroEntries()
             dolfinx.fem.petsc.assemble_matrix(A, self._adjoint_form, bcs=self.bcs)
             A.assemble()
             self._adjoint_version = self._matrix_version if self.linear else -1
+            if not self.linear:
+                self._adjoint_inputs.record()
         ksp = self._own_adjoint_ksp()
         ksp.setOperators(A)
         return ksp, A, False
@@ -631,8 +653,18 @@ class FEMOperator:
             set_options(self._adjoint_ksp, f"{self.prefix}{ADJOINT_PREFIX}", self.options.adjoint)
         return self._adjoint_ksp
 
-    def _solve_adjoint(self, ksp: PETSc.KSP, A: PETSc.Mat, transpose: bool) -> None:
-        rhs, lam = self._adjoint_rhs, self._adjoint_sol
+    def _solve_adjoint(
+        self, ksp: PETSc.KSP, A: PETSc.Mat, transpose: bool,
+        rhs: PETSc.Vec | None = None, lam: PETSc.Vec | None = None, what: str = "adjoint",
+    ) -> None:
+        """Solve ``A lam = rhs`` (``A^T lam = rhs`` when ``transpose``) to the adjoint's
+        tolerances and check its true residual; by default the adjoint's own vectors.
+
+        The tangent-linear solve of the second-order pass comes here too (``what`` names the
+        solve in the messages; its residual is kept in :attr:`tangent_residual`).
+        """
+        if rhs is None:
+            rhs, lam = self._adjoint_rhs, self._adjoint_sol
         solve = ksp.solveTranspose if transpose else ksp.solve
         if ksp is self._problem.solver:
             # The forward KSP, with the adjoint's tolerances for this solve.
@@ -659,11 +691,15 @@ class FEMOperator:
             else:
                 self._recover()
             raise SolverError("KSP", reason, name, iterations, prefix)
-        self.adjoint_residual = _relative_residual(A, lam, rhs, transpose=transpose)
-        if self.adjoint_residual > ADJOINT_RESIDUAL_LIMIT:
+        residual = _relative_residual(A, lam, rhs, transpose=transpose)
+        if what == "adjoint":
+            self.adjoint_residual = residual
+        else:
+            self.tangent_residual = residual
+        if residual > ADJOINT_RESIDUAL_LIMIT:
             message = (
-                f"the adjoint solve (options prefix {self.prefix + ADJOINT_PREFIX!r}) stopped at "
-                f"a true relative residual of {self.adjoint_residual:.2e} after "
+                f"the {what} solve (options prefix {self.prefix + ADJOINT_PREFIX!r}) stopped at "
+                f"a true relative residual of {residual:.2e} after "
                 f"{ksp.getIterationNumber()} iterations; an exact gradient needs at most "
                 f"{ADJOINT_RESIDUAL_LIMIT:.0e}. Tighten -{self.prefix}{ADJOINT_PREFIX}ksp_rtol "
                 f"or choose a stronger preconditioner (-{self.prefix}{ADJOINT_PREFIX}pc_type)."
@@ -783,6 +819,57 @@ def _check_operators(
     return operators
 
 
+def agreed_needs(ctx) -> list[bool]:
+    """Which inputs of a solve need a gradient, agreed over the ranks (it decides which
+    collective assemblies run)."""
+    flags = np.asarray(ctx.needs_input_grad[2:], dtype=np.int32)
+    ctx.op.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+    return [bool(x) for x in flags]
+
+
+def adjoint_gradients(
+    ctx, g: np.ndarray, needs: Sequence[bool], adjoints: list[np.ndarray] | None = None
+) -> list[torch.Tensor | None]:
+    """The backward pass of a solve: one adjoint solve per batch member.
+
+    Args:
+        ctx: the solve's context (``op``, ``size``, ``batched``, ``states``, ``n_controls``,
+            ``meta``).
+        g: the cotangent of ``u``, ``(n,)`` or ``(B, n)``.
+        needs: per input after the first two (controls, then operator inputs), whether its
+            gradient is needed (the same on every rank).
+        adjoints: if given, receives each member's adjoint solution (owned and ghost values).
+
+    Returns:
+        One gradient (or ``None``) per control and operator input, shaped like the inputs.
+    """
+    op: FEMOperator = ctx.op
+    n = ctx.n_controls
+    members = [None] if ctx.size is None else list(range(ctx.size))
+    per_member = []
+    for b, state in zip(members, ctx.states, strict=True):
+        grads = op._backward(state, g if b is None else g[b], needs[:n])
+        if adjoints is not None:
+            adjoints.append(op._lam.x.array.copy())
+        op_grads = op._operator_backward(state, needs[n:]) if op.operators else []
+        per_member.append((grads, op_grads))
+    out: list[torch.Tensor | None] = []
+    for i, (dtype, device, shape) in enumerate(ctx.meta):
+        parts = [grads[i] for grads, _ in per_member]
+        if parts[0] is None:
+            out.append(None)
+            continue
+        if ctx.size is not None and ctx.batched[i]:
+            grad = np.stack(parts)
+        else:
+            grad = np.sum(parts, axis=0)
+        out.append(torch.from_numpy(grad).reshape(shape).to(device=device, dtype=dtype))
+    for j in range(len(needs) - n):
+        parts = [op_grads[j] for _, op_grads in per_member]
+        out.append(None if parts[0] is None else sum(parts[1:], parts[0]))
+    return out
+
+
 class _FEMSolve(torch.autograd.Function):
     """Inputs: the operator, the number of controls, the controls, the operators' inputs.
 
@@ -815,43 +902,18 @@ class _FEMSolve(torch.autograd.Function):
         ctx.size, ctx.batched, ctx.states = op._pending
         ctx.n_controls = n_controls
         ctx.meta = [(t.dtype, t.device, t.shape) for t in tensors[:n_controls]]
-        ctx.save_for_backward(*tensors)
+        ctx.save_for_backward(*tensors, output)
 
     @staticmethod
     def backward(ctx, grad_u: torch.Tensor):
-        op: FEMOperator = ctx.op
+        if torch.is_grad_enabled():  # create_graph=True or torch.func: a differentiable pass
+            return (None, None, *differentiable_backward(ctx, grad_u))
         g = grad_u.detach().to("cpu", torch.float64).numpy()
-        n = ctx.n_controls
-        # Which gradients are needed decides which collective assemblies run: agree on it.
-        flags = np.asarray(ctx.needs_input_grad[2:], dtype=np.int32)
-        op.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
-        needs = [bool(x) for x in flags]
-        members = [None] if ctx.size is None else list(range(ctx.size))
-        per_member = []
-        for b, state in zip(members, ctx.states, strict=True):
-            grads = op._backward(state, g if b is None else g[b], needs[:n])
-            op_grads = op._operator_backward(state, needs[n:]) if op.operators else []
-            per_member.append((grads, op_grads))
-        out: list[torch.Tensor | None] = []
-        for i, (dtype, device, shape) in enumerate(ctx.meta):
-            parts = [grads[i] for grads, _ in per_member]
-            if parts[0] is None:
-                out.append(None)
-                continue
-            if ctx.size is not None and ctx.batched[i]:
-                grad = np.stack(parts)
-            else:
-                grad = np.sum(parts, axis=0)
-            out.append(torch.from_numpy(grad).reshape(shape).to(device=device, dtype=dtype))
-        for j in range(len(ctx.needs_input_grad) - 2 - n):
-            parts = [op_grads[j] for _, op_grads in per_member]
-            out.append(None if parts[0] is None else sum(parts[1:], parts[0]))
-        out = first_order_only(out, (grad_u, *ctx.saved_tensors), "fem_operator")
-        return (None, None, *out)
+        return (None, None, *adjoint_gradients(ctx, g, agreed_needs(ctx)))
 
     @staticmethod
     def jvp(ctx, *tangents):
-        raise refusal("fem_operator")
+        return tangent_linear(ctx, tangents[2:])
 
     @staticmethod
     def vmap(info, in_dims, op: FEMOperator, n_controls: int, *tensors: torch.Tensor):
