@@ -47,7 +47,12 @@ from dolfinx_nn.inverse.experiment import (
 )
 from dolfinx_nn.inverse.network_prior import DEFAULT_TRAINING, NetworkConfig
 from dolfinx_nn.inverse.problem import OBSERVE_CHOICES, ProblemSpec
-from dolfinx_nn.inverse.tikhonov import DEFAULT_ALPHAS, REGULARIZATIONS, TikhonovConfig
+from dolfinx_nn.inverse.tikhonov import (
+    DEFAULT_ALPHAS,
+    OPTIMIZERS,
+    REGULARIZATIONS,
+    TikhonovConfig,
+)
 from dolfinx_nn.output import print0
 
 
@@ -115,6 +120,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--alphas", type=_floats, default=DEFAULT_ALPHAS,
                    help="Tikhonov parameter grid (comma-separated)")
     g.add_argument("--tau", type=float, default=1.1, help="discrepancy principle factor")
+    g.add_argument("--tikhonov-optimizer", choices=OPTIMIZERS, default="lbfgs",
+                   help="optimizer of each Tikhonov run: L-BFGS, or Newton-CG with exact "
+                        "Hessian-vector products")
     g = parser.add_argument_group("run")
     g.add_argument("--out", default="results/inverse", help="output folder")
     g.add_argument("--resume", action="store_true",
@@ -146,7 +154,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ProblemSpec, Experiment
         network_training=training,
         discrepancy_tau=args.stop_tau,
         tikhonov=TikhonovConfig(regularization=args.regularization, alphas=args.alphas,
-                                tau=args.tau),
+                                tau=args.tau, optimizer=args.tikhonov_optimizer),
         device=args.device,
     )
     return spec, config
