@@ -83,7 +83,11 @@ class ControlLayout:
         for x, r, c in zip(parts, self.replicated, self.counts, strict=True):
             x = np.ascontiguousarray(_numpy(x).reshape(-1))
             if r:
-                out.append(self.comm.allreduce(x, op=MPI.SUM) if shares else x)
+                if shares:
+                    total = np.empty_like(x)
+                    self.comm.Allreduce(x, total, op=MPI.SUM)
+                    x = total
+                out.append(x)
             else:
                 full = np.empty(int(c.sum()))
                 self.comm.Allgatherv(x, (full, c))

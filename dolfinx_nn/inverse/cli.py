@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pathlib
 
 from mpi4py import MPI
 
@@ -53,7 +54,7 @@ from dolfinx_nn.inverse.tikhonov import (
     REGULARIZATIONS,
     TikhonovConfig,
 )
-from dolfinx_nn.output import print0
+from dolfinx_nn.output import print0, write_json
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -123,6 +124,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tikhonov-optimizer", choices=OPTIMIZERS, default="lbfgs",
                    help="optimizer of each Tikhonov run: L-BFGS, or Newton-CG with exact "
                         "Hessian-vector products")
+    g.add_argument("--posterior", choices=("none", "laplace"), default="none",
+                   help="pointwise posterior standard deviation of q of each prior by a "
+                        "low-rank Laplace approximation (posterior.json, posterior.png, "
+                        "posterior.bp)")
     g = parser.add_argument_group("run")
     g.add_argument("--out", default="results/inverse", help="output folder")
     g.add_argument("--resume", action="store_true",
@@ -179,4 +184,22 @@ def run(args: argparse.Namespace) -> int:
     print0(summary_table(experiment), comm=comm)
     print0(f"results in {args.out}/ (results.json, inverse.png, coefficients.bp, state.bp)",
            comm=comm)
+    if args.posterior == "laplace":
+        return _posterior(experiment, config, pathlib.Path(args.out), comm)
+    return 0
+
+
+def _posterior(experiment, config: ExperimentConfig, folder: pathlib.Path, comm) -> int:
+    """The Laplace posterior; on failure posterior.json holds the reason, exit status 1."""
+    from dolfinx_nn.inverse.posterior import run_posterior, summary_lines
+
+    try:
+        posteriors = run_posterior(experiment, config, folder, comm)
+    except Exception as error:  # noqa: BLE001 (reported in the file and on one line)
+        reason = f"{type(error).__name__}: {error}"
+        write_json(folder / "posterior.json", {"failed": reason}, comm=comm)
+        print0(f"posterior failed: {reason}", comm=comm)
+        return 1
+    print0(summary_lines(posteriors), comm=comm)
+    print0(f"posterior in {folder}/ (posterior.json, posterior.png, posterior.bp)", comm=comm)
     return 0
