@@ -316,9 +316,10 @@ def test_diffusion_map_hessian_of_a_bridge_loss_is_exact():
 
     v = np.random.default_rng(0).standard_normal(sum(p.numel() for p in net.parameters()))
     products = {mode: HessianOperator(net, loss, mode=mode, comm=COMM).matvec(v)
-                for mode in ("autodiff", "double-backward", "finite-difference")}
+                for mode in ("autodiff", "double-backward", "retained-graph",
+                             "finite-difference")}
     reference = products["finite-difference"]
-    for mode in ("autodiff", "double-backward"):
+    for mode in ("autodiff", "double-backward", "retained-graph"):
         error = np.linalg.norm(products[mode] - reference) / np.linalg.norm(reference)
         assert error < 1e-6, (mode, error)
 
