@@ -68,8 +68,8 @@ def _global_error(a: list[torch.Tensor], b: list[torch.Tensor], replicated: list
     err = ref = 0.0
     for x, y, rep in zip(a, b, replicated, strict=True):
         if rep:
-            x = torch.from_numpy(COMM.allreduce(x.detach().numpy(), op=MPI.SUM))
-            y = torch.from_numpy(COMM.allreduce(y.detach().numpy(), op=MPI.SUM))
+            x = torch.as_tensor(COMM.allreduce(np.atleast_1d(x.detach().numpy()), op=MPI.SUM))
+            y = torch.as_tensor(COMM.allreduce(np.atleast_1d(y.detach().numpy()), op=MPI.SUM))
             err += float(((x - y) ** 2).sum())
             ref += float((y**2).sum())
         else:
