@@ -37,6 +37,7 @@ it is itself the coefficient in ``F``.
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -371,8 +372,13 @@ class FEMOperator:
         would reach the user as ``PETSc.Error: error code 101``.  The callbacks keep it, make
         the residual NaN so that the SNES stops on every rank, and :meth:`_check_converged`
         raises it (on every rank) after the solve.
+
+        The callbacks hold the operator weakly: the SNES keeps them in C, out of reach of
+        Python's cycle collector, so a strong reference would keep every nonlinear operator
+        (its mesh, communicators and factorizations) alive for the life of the process.
         """
         snes, problem = self.solver, self._problem
+        owner = weakref.ref(self)
         petsc = dolfinx.fem.petsc
         residual_ctx = {"u": problem.u, "residual": problem.F, "jacobian": problem.J,
                         "bcs": self.bcs}
@@ -380,24 +386,26 @@ class FEMOperator:
                         "preconditioner": problem.preconditioner, "bcs": self.bcs}
 
         def hooked_residual(snes_, x, b, **kwargs):
-            if self._hook_error is None:
-                self._refresh_operators(x, derivatives=False)
-            if self._hook_error is None:
+            op = owner()
+            if op._hook_error is None:
+                op._refresh_operators(x, derivatives=False)
+            if op._hook_error is None:
                 try:
                     petsc.assemble_residual(snes_, x, b, **kwargs)
                 except Exception as error:  # noqa: BLE001 (re-raised after the solve)
-                    self._hook_error = error
-            if self._hook_error is not None:
+                    op._hook_error = error
+            if op._hook_error is not None:
                 b.set(np.nan)  # stops the SNES on every rank (the norm is collective)
 
         def hooked_jacobian(snes_, x, A, P, **kwargs):
-            if self._hook_error is None:
-                self._refresh_operators(x, derivatives=True)
-            if self._hook_error is None:
+            op = owner()
+            if op._hook_error is None:
+                op._refresh_operators(x, derivatives=True)
+            if op._hook_error is None:
                 try:
                     petsc.assemble_jacobian(snes_, x, A, P, **kwargs)
                 except Exception as error:  # noqa: BLE001
-                    self._hook_error = error
+                    op._hook_error = error
 
         snes.setFunction(hooked_residual, problem.b, kargs=residual_ctx)
         snes.setJacobian(hooked_jacobian, problem.A, problem.P_mat, kargs=jacobian_ctx)

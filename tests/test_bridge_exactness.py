@@ -621,3 +621,23 @@ def test_operator_recovers_after_a_failed_factorization():
             op(zero)
     u_t = op(torch.ones_like(q_t))
     assert COMM.allreduce(float(u_t.abs().max()) if u_t.numel() else 0.0, op=MPI.MAX) > 0.1
+
+
+def test_a_dropped_nonlinear_operator_is_freed():
+    """The SNES callbacks must not keep the operator (its mesh, communicators) alive: a
+    suite that builds hundreds of them ran out of MPI communicators."""
+    import gc
+    import weakref
+
+    msh = mesh.create_unit_square(COMM, 4, 4)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    u, v, f = fem.Function(V), ufl.TestFunction(V), fem.Function(V)
+    F = (1 + u**2) * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - f * v * ufl.dx
+    bc = fem.dirichletbc(0.0, dofs_on(V, lambda x: np.isclose(x[0], 0.0)), V)
+    solve = dnn.fem_operator(F, u, controls=[f], bcs=[bc], petsc_options_prefix="freed_")
+    assert not solve.linear
+    solve(owned_tensor(f) + 1.0)
+    ref = weakref.ref(solve)
+    del solve
+    gc.collect()
+    assert ref() is None
