@@ -12,7 +12,9 @@ The bridge:
 - :func:`fem_functional` turns a scalar UFL form into a differentiable torch scalar;
 - :func:`sync_gradients`, :func:`global_sum` and :func:`replicated` make data-parallel
   training under MPI exact;
-- :func:`taylor_test` checks any of these gradients.
+- :func:`taylor_test` checks any of these gradients, :func:`second_order_taylor_test` their
+  Hessian-vector products (second derivatives go through a tangent-linear and a second
+  adjoint solve).
 
 Tensors exchanged with DOLFINx hold the *owned* dofs of the rank (block size flattened);
 ghosts are handled inside.
@@ -33,7 +35,7 @@ from dolfinx_nn.parallel import (  # noqa: E402
     replicated,
     sync_gradients,
 )
-from dolfinx_nn.taylor import taylor_test  # noqa: E402
+from dolfinx_nn.taylor import second_order_taylor_test, taylor_test  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -50,6 +52,7 @@ __all__ = [
     "global_sum",
     "raise_on_all_ranks",
     "replicated",
+    "second_order_taylor_test",
     "sync_gradients",
     "taylor_test",
 ]

@@ -1,67 +1,129 @@
-"""Refusing second derivatives through the bridge's ops.
+"""What the second-order passes of the bridge's ops share: directions, derivatives, refusals.
 
-A ``torch.autograd.Function`` whose backward pass is computed outside torch (an adjoint solve
-with PETSc) returns gradients that torch sees as constants.  With
-``torch.autograd.grad(..., create_graph=True)`` a Hessian through such an op would silently
-lack the second-order terms.  :func:`first_order_only` attaches the returned gradients to the
-op's inputs through a node whose own backward pass raises, so that differentiating them
-again fails with a clear message, while a first-order backward pass (or a ``create_graph``
-that never differentiates through these gradients) is unaffected.
+The backward pass of a bridge op (an adjoint solve, an assembly) is computed outside torch.
+For second derivatives it is itself an ``autograd.Function`` whose backward and forward-mode
+rules are again assemblies and solves (:mod:`dolfinx_nn._operator_second_order`,
+:mod:`dolfinx_nn._functional_second_order`).  Those rules need UFL's derivatives of a form
+along a *direction* of each control: a ``fem.Function`` on the control's space (owned values
+from a tensor, ghosts updated) or a ``fem.Constant`` of the control's shape.  UFL has no
+derivative with respect to a Constant; as in :func:`dolfinx_nn._forms.gradient_form` the
+Constant is made a UFL variable and each integrand differentiated with ``ufl.diff``.
+
+What is not supported (an operator of the unknown in the form, third derivatives, reverse
+mode over a forward-mode tangent) raises :func:`refusal`'s error instead of returning a
+Hessian without its second-order terms.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import dolfinx
+import numpy as np
 import torch
+import ufl
+from ufl.algorithms import expand_derivatives
+from ufl.algorithms.map_integrands import map_integrands
+
+from dolfinx_nn._dofs import assign_owned
+from dolfinx_nn._forms import Control, control_size
+
+#: Why a second-order rule refuses, by key.
+REASONS = {
+    "operator": (
+        "second derivatives through {what} are not supported when its form contains an "
+        "operator of the unknown (a NeuralOperator): the operator's network has no second "
+        "derivatives in the form (a Hessian would silently lack them). Use differences of "
+        "gradients (e.g. HessianOperator(..., mode='finite-difference'))."
+    ),
+    "third": (
+        "third derivatives through {what} are not supported: its second-order pass (a "
+        "tangent-linear and a second adjoint solve) is not differentiable again."
+    ),
+    "reverse-over-forward": (
+        "reverse mode over a forward-mode tangent of {what} (grad of a jvp) is not supported; "
+        "compute Hessian-vector products forward-over-reverse (torch.func.jvp of "
+        "torch.func.grad) or reverse-over-reverse (create_graph=True)."
+    ),
+}
 
 
-def refusal(what: str) -> RuntimeError:
-    """The error raised when ``what`` is differentiated twice (or in forward mode)."""
-    return RuntimeError(
-        f"second derivatives through {what} are not supported: its backward pass is an "
-        "adjoint solve whose result torch cannot differentiate again (a Hessian would silently "
-        "lack its second-order terms), and it has no forward-mode (jvp) rule. Use differences "
-        "of gradients (e.g. HessianOperator(..., mode='finite-difference')), or keep the op "
-        "out of the double-backward graph."
-    )
-
-
-class _FirstOrderOnly(torch.autograd.Function):
-    @staticmethod
-    def forward(what: str, gradient: torch.Tensor, *anchors: torch.Tensor) -> torch.Tensor:
-        return gradient.clone()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.what = inputs[0]
-
-    @staticmethod
-    def backward(ctx, *grads: torch.Tensor):
-        raise refusal(ctx.what)
-
-    @staticmethod
-    def jvp(ctx, *tangents: torch.Tensor):
-        raise refusal(ctx.what)
-
-
-def first_order_only(
-    gradients: Sequence[torch.Tensor | None], anchors: Sequence[torch.Tensor], what: str
-) -> list[torch.Tensor | None]:
-    """Make ``gradients`` refuse a further backward pass when torch records one.
+def refusal(what: str, reason: str = "operator") -> RuntimeError:
+    """The error raised when ``what`` is differentiated in a way it does not support.
 
     Args:
-        gradients: the op's input gradients (``None`` where not needed).
-        anchors: tensors the gradients depend on (incoming gradient, saved inputs).
-        what: name of the op, for the message.
-
-    Returns:
-        ``gradients`` unchanged when no graph is recorded (the usual first-order case);
-        otherwise copies that raise ``RuntimeError`` if differentiated.
+        what: the op's name, e.g. ``"fem_operator"``.
+        reason: a key of :data:`REASONS`.
     """
-    if not torch.is_grad_enabled():
-        return list(gradients)
-    live = [a for a in anchors if isinstance(a, torch.Tensor) and a.requires_grad]
-    if not live:
-        return list(gradients)
-    return [None if g is None else _FirstOrderOnly.apply(what, g, *live) for g in gradients]
+    return RuntimeError(REASONS[reason].format(what=what))
+
+
+def direction_of(control: Control) -> Control:
+    """A Function on the control's space, or a Constant of its shape, holding zeros."""
+    if isinstance(control, dolfinx.fem.Constant):
+        return dolfinx.fem.Constant(control.ufl_domain(), np.zeros(np.shape(control.value)))
+    return dolfinx.fem.Function(control.function_space, name=f"d_{control.name}")
+
+
+def set_direction(direction: Control, values: np.ndarray | None) -> None:
+    """Write a direction's values: owned dofs (ghosts updated) or a Constant's value.
+
+    ``None`` is the zero direction.  A Constant's value may differ between ranks (the
+    cotangent of a Constant's gradient share): each rank's cells then use its own.
+    """
+    if isinstance(direction, dolfinx.fem.Constant):
+        direction.value[...] = 0.0 if values is None else values.reshape(direction.value.shape)
+        return
+    if values is None:
+        direction.x.array[:] = 0.0
+    else:
+        assign_owned(direction, values)
+
+
+def directional_derivative(form: ufl.Form, control: Control, direction: Control) -> ufl.Form:
+    """``d form / d control [direction]``, derivatives expanded.
+
+    Args:
+        form: any form (with or without arguments).
+        control: a Function or a Constant of ``form``.
+        direction: a Function on the control's space, or a Constant of its shape.
+    """
+    if isinstance(control, dolfinx.fem.Constant):
+        variable = ufl.variable(control)
+        scalar = control.ufl_shape == ()
+
+        def along(integrand):
+            d = ufl.diff(ufl.replace(integrand, {control: variable}), variable)
+            return expand_derivatives(d * direction if scalar else ufl.inner(d, direction))
+
+        return map_integrands(along, form)
+    return expand_derivatives(ufl.derivative(form, control, direction))
+
+
+def total_derivative(
+    form: ufl.Form, pairs: Sequence[tuple[Control, Control]]
+) -> ufl.Form | None:
+    """``sum_i d form / d c_i [d_i]`` over ``(c_i, d_i)`` pairs; ``None`` when it vanishes."""
+    terms = [directional_derivative(form, c, d) for c, d in pairs]
+    terms = [t for t in terms if not t.empty()]
+    if not terms:
+        return None
+    return sum(terms[1:], terms[0])
+
+
+def compile_form(form: ufl.Form | None, **compile_options) -> dolfinx.fem.Form | None:
+    """``dolfinx.fem.form`` of a form, or ``None`` when it vanishes."""
+    if form is None:
+        return None
+    form = expand_derivatives(form)
+    return None if form.empty() else dolfinx.fem.form(form, **compile_options)
+
+
+def as_numpy(t: torch.Tensor | None) -> np.ndarray | None:
+    """A float64 numpy copy of a tensor (flattened only by the caller), ``None`` kept."""
+    return None if t is None else t.detach().to("cpu", torch.float64).numpy().copy()
+
+
+def zeros_like_control(control: Control) -> np.ndarray:
+    """Zeros of the size of a control's tensor on this rank."""
+    return np.zeros(control_size(control))

@@ -53,6 +53,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "diffmap": ("dolfinx_nn.diffusion_maps.bench", "diffusion maps vs peers, 1e4/1e5 points"),
     "deep-limit": ("dolfinx_nn.deep_limit.bench", "cost of constant-weight ResNets vs neural ODEs"),
     "reuse": ("dolfinx_nn.bench.reuse", "time loops, batches, transposed factors, multigrid"),
+    "hessian": ("dolfinx_nn.bench.hessian", "Hessian-vector products vs gradients and dolfinx-adjoint"),
 }
 
 #: Seconds a failed rank waits for the others to report before it aborts the whole run

@@ -32,8 +32,8 @@ from dolfinx_nn._forms import (
     control_to_numpy,
     gradient_form,
 )
+from dolfinx_nn._functional_second_order import differentiable_gradient, functional_tangent
 from dolfinx_nn._reuse import Values
-from dolfinx_nn._second_order import first_order_only, refusal
 from dolfinx_nn.parallel import raise_on_all_ranks, recording_anchor
 
 
@@ -100,6 +100,9 @@ class FEMFunctional:
              *(c for c in self.controls if isinstance(c, dolfinx.fem.Constant))],
         )
         compile_opts = {"form_compiler_options": form_compiler_options, "jit_options": jit_options}
+        self.M = M
+        self._compile_options = compile_opts
+        self._second_order = None  # its forms, compiled on the first second-order pass
         self._form = dolfinx.fem.form(M, **compile_opts)
         self.comm: MPI.Comm = self._form.mesh.comm
         self._gradient_forms = [
@@ -235,25 +238,47 @@ class _FEMAssemble(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        functional: FEMFunctional = ctx.functional
-        flags = np.asarray(ctx.needs_input_grad[2 : 2 + len(ctx.meta)], dtype=np.int32)
-        functional.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
-        grads = functional._backward(ctx.state, [bool(x) for x in flags])
+        anchors = [None] * (len(ctx.needs_input_grad) - 2 - len(ctx.meta))
+        if torch.is_grad_enabled():  # create_graph=True or torch.func: a differentiable pass
+            return (None, None, *differentiable_gradient(ctx, grad_output), *anchors)
         scale = grad_output.detach().to("cpu", torch.float64)
-        out: list[torch.Tensor | None] = []
-        for g, (dtype, device, shape) in zip(grads, ctx.meta, strict=True):
-            out.append(
-                None if g is None
-                else (scale * g.to("cpu", torch.float64)).reshape(shape).to(device=device,
-                                                                            dtype=dtype)
-            )
-        out += [None] * (len(ctx.needs_input_grad) - 2 - len(out))  # the recording anchor
-        out = first_order_only(out, (grad_output, *ctx.saved_tensors), "fem_functional")
-        return (None, None, *out)
+        return (None, None, *scaled_gradients(ctx, scale, agreed_needs(ctx)), *anchors)
 
     @staticmethod
     def jvp(ctx, *tangents):
-        raise refusal("fem_functional")
+        return functional_tangent(ctx, tangents[2 : 2 + len(ctx.meta)])
+
+
+def agreed_needs(ctx) -> list[bool]:
+    """Which inputs of an assembly need a gradient, agreed over the ranks."""
+    flags = np.asarray(ctx.needs_input_grad[2 : 2 + len(ctx.meta)], dtype=np.int32)
+    ctx.functional.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+    return [bool(x) for x in flags]
+
+
+def scaled_gradients(
+    ctx, scale: torch.Tensor, needs: Sequence[bool],
+    unscaled: list[torch.Tensor | None] | None = None,
+) -> list[torch.Tensor | None]:
+    """``scale * dM/dc`` per input (``None`` where not needed), shaped like the inputs.
+
+    Args:
+        ctx: the assembly's context (``functional``, ``state``, ``meta``).
+        scale: the cotangent of the value (0-dim, float64, on the CPU).
+        needs: per input, whether its gradient is needed (the same on every rank).
+        unscaled: if given, receives the gradients before scaling (float64, flat).
+    """
+    grads = ctx.functional._backward(ctx.state, needs)
+    if unscaled is not None:
+        unscaled.extend(grads)
+    out: list[torch.Tensor | None] = []
+    for g, (dtype, device, shape) in zip(grads, ctx.meta, strict=True):
+        out.append(
+            None if g is None
+            else (scale * g.to("cpu", torch.float64)).reshape(shape).to(device=device,
+                                                                        dtype=dtype)
+        )
+    return out
 
 
 def fem_functional(
@@ -280,7 +305,9 @@ def fem_functional(
     Raises:
         ValueError: a control not in ``M``, a tensor of the wrong size or with NaN/Inf (on
             every rank).
-        RuntimeError: in a second backward pass (second derivatives are not supported).
+        RuntimeError: in a second-order pass (``create_graph=True`` then differentiating the
+            gradient, ``torch.func.jvp``) when ``M`` contains an operator of the unknown, or in
+            a third-order one.
 
     Example:
         >>> J = fem_functional(0.5 * (u - d) ** 2 * dx + alpha * q * ds, controls=[u, q])

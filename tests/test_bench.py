@@ -37,3 +37,20 @@ def test_bench_operator_small(tmp_path):
         assert row[key] > 0.0
     assert 2 <= row["network_newton_iterations"] <= 10
     assert 2 <= row["ufl_newton_iterations"] <= 10
+
+
+def test_bench_hessian_small(tmp_path):
+    """A tiny run of `dolfinx-nn bench hessian` (the peer comparison is the benchmark's)."""
+    from dolfinx_nn.bench import hessian
+
+    out = pathlib.Path(COMM.bcast(str(tmp_path), root=0)) / "hessian.json"
+    args = argparse.Namespace(dofs=[400], problems=["linear", "nonlinear"], repeats=1,
+                              no_peer=True, out=str(out))
+    assert hessian.run(args) == 0
+    COMM.Barrier()
+    rows = json.loads(out.read_text())["results"]
+    assert [r["problem"] for r in rows] == ["linear", "nonlinear"]
+    for row in rows:
+        assert row["dofs"] == 400 and row["ranks"] == COMM.size
+        for key in ("gradient_s", "hvp_s", "hvp_from_scratch_s", "hvp_gradient_ratio"):
+            assert row[key] > 0.0

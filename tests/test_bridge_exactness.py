@@ -269,12 +269,26 @@ def small_poisson(prefix):
     return q, solve, dnn.fem_functional(u**2 * ufl.dx + q**4 * ufl.dx, controls=[u, q])
 
 
-def test_double_backward_through_the_solve_raises():
+def test_third_derivative_through_the_solve_raises():
+    """Second derivatives are exact (tests/test_bridge_second_order.py); a third one refuses."""
     q, solve, J = small_poisson("dbl_")
     q_t = owned_tensor(q).requires_grad_(True)
     (g,) = torch.autograd.grad(J(solve(q_t), q_t), q_t, create_graph=True)
-    with pytest.raises(RuntimeError, match="second derivatives through fem_(operator|functional)"):
-        torch.autograd.grad((g * g).sum(), q_t)
+    (hg,) = torch.autograd.grad((g * g).sum(), q_t, create_graph=True)
+    with pytest.raises(RuntimeError, match="third derivatives through fem_(operator|functional)"):
+        torch.autograd.grad(hg.sum(), q_t)
+
+
+def test_double_backward_with_a_neural_operator_raises():
+    """A NeuralOperator has no second derivatives in the form: refused, in both modes."""
+    f, _, solve, J = operator_problem("opdbl_", Law(), listed=False)
+    f_t = owned_tensor(f).requires_grad_(True)
+    (g,) = torch.autograd.grad(J(solve(f_t)), f_t, create_graph=True)
+    with pytest.raises(RuntimeError, match="second derivatives through fem_operator are not "
+                                           "supported when its form contains an operator"):
+        torch.autograd.grad((g * g).sum(), f_t)
+    with pytest.raises(RuntimeError, match="second derivatives through fem_operator"):
+        torch.func.jvp(lambda x: J(solve(x)), (owned_tensor(f),), (torch.ones_like(f_t),))
 
 
 def test_create_graph_first_order_gradient_unchanged():
@@ -288,7 +302,8 @@ def test_create_graph_first_order_gradient_unchanged():
     assert difference <= 1e-13 * COMM.allreduce(float(plain.abs().max()), op=MPI.MAX)
 
 
-def test_diffusion_map_hessian_refuses_bridge_losses():
+def test_diffusion_map_hessian_of_a_bridge_loss_is_exact():
+    """Both exact Hessian actions of HessianOperator agree with differences of gradients."""
     from dolfinx_nn.diffusion_maps.hessian import HessianOperator
 
     q, solve, J = small_poisson("dmh_")
@@ -299,9 +314,14 @@ def test_diffusion_map_hessian_refuses_bridge_losses():
         q_t = qn()
         return J(solve(q_t), q_t)
 
-    H = HessianOperator(net, loss, comm=COMM)
-    with pytest.raises(RuntimeError, match="second derivatives through fem_"):
-        H.matvec(np.ones(H.shape[0]))
+    v = np.random.default_rng(0).standard_normal(sum(p.numel() for p in net.parameters()))
+    products = {mode: HessianOperator(net, loss, mode=mode, comm=COMM).matvec(v)
+                for mode in ("autodiff", "double-backward", "retained-graph",
+                             "finite-difference")}
+    reference = products["finite-difference"]
+    for mode in ("autodiff", "double-backward", "retained-graph"):
+        error = np.linalg.norm(products[mode] - reference) / np.linalg.norm(reference)
+        assert error < 1e-6, (mode, error)
 
 
 # -- 4. A term replicated on every rank counts once ------------------------------------------
@@ -851,3 +871,23 @@ def test_crouzeix_raviart_network_coefficient():
     xy = torch.from_numpy(CR.tabulate_dof_coordinates()[: q_t.numel(), :2])
     with torch.no_grad():
         assert torch.allclose(q_t, qn.net(xy).reshape(-1))
+
+
+def test_a_dropped_nonlinear_operator_is_freed():
+    """The SNES callbacks must not keep the operator (its mesh, communicators) alive: a
+    suite that builds hundreds of them ran out of MPI communicators."""
+    import gc
+    import weakref
+
+    msh = mesh.create_unit_square(COMM, 4, 4)
+    V = fem.functionspace(msh, ("Lagrange", 1))
+    u, v, f = fem.Function(V), ufl.TestFunction(V), fem.Function(V)
+    F = (1 + u**2) * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - f * v * ufl.dx
+    bc = fem.dirichletbc(0.0, dofs_on(V, lambda x: np.isclose(x[0], 0.0)), V)
+    solve = dnn.fem_operator(F, u, controls=[f], bcs=[bc], petsc_options_prefix="freed_")
+    assert not solve.linear
+    solve(owned_tensor(f) + 1.0)
+    ref = weakref.ref(solve)
+    del solve
+    gc.collect()
+    assert ref() is None

@@ -7,9 +7,18 @@ applied to vectors:
   loss closure being evaluated through :func:`torch.func.functional_call`;
 - ``"double-backward"``: reverse-over-reverse with :func:`torch.autograd.grad`, for losses
   containing operations without forward-mode rules;
+- ``"retained-graph"``: reverse-over-reverse on a graph built once: the loss and its gradient
+  are evaluated at the first product (``create_graph=True``) and kept, so that each product
+  only differentiates that gradient again.  For PDE-constrained losses through the bridge
+  (the inverse-problem prior) a product is then one tangent-linear and one second adjoint
+  solve with the forward factorization, with no forward or adjoint solve;
 - ``"finite-difference"``: ``(g(theta + h v) - g(theta - h v)) / 2h`` with the ordinary
-  gradient ``g``, for losses whose backward pass is itself not differentiable (e.g. a PDE
-  solve through the bridge, whose backward is one adjoint solve).
+  gradient ``g``, for losses whose backward pass is not differentiable (two gradients per
+  product, each a forward and an adjoint solve for a bridge loss, and an ``O(h^2)`` error).
+
+Bridge losses (:func:`dolfinx_nn.fem_operator`, :func:`dolfinx_nn.fem_functional`) have exact
+second derivatives in all three exact modes (see ``docs/bridge_exactness.md``), except with a
+``NeuralOperator`` in the form, which refuses them: use ``"finite-difference"`` there.
 
 Under MPI a loss that follows the package convention (same value on every rank, each rank's
 gradient its share) gives shares of ``H v``; pass ``comm`` to sum them.
@@ -59,7 +68,8 @@ class HessianOperator(scipy.sparse.linalg.LinearOperator):
     Args:
         module: the network; its current parameters are the point of evaluation.
         loss_fn: closure returning the 0-dim loss, computed from ``module``.
-        mode: ``"autodiff"``, ``"double-backward"`` or ``"finite-difference"``.
+        mode: ``"autodiff"``, ``"double-backward"``, ``"retained-graph"`` or
+            ``"finite-difference"``.
         comm: sum Hessian-vector shares over this communicator (losses following the
             package's MPI convention); ``None`` for losses replicated on every rank.
         fd_step: step ``h`` relative to ``|theta|`` for ``"finite-difference"``.
@@ -85,6 +95,7 @@ class HessianOperator(scipy.sparse.linalg.LinearOperator):
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.theta = flat_parameters(module)
         self.n_products = 0
+        self._graph: list[torch.Tensor] | None = None  # the kept gradient ("retained-graph")
         n = self.theta.numel()
         super().__init__(dtype=np.float64, shape=(n, n))
 
@@ -135,6 +146,28 @@ class HessianOperator(scipy.sparse.linalg.LinearOperator):
             ]
         ).detach()
 
+    def _hvp_retained_graph(self, v: torch.Tensor) -> torch.Tensor:
+        if self._graph is None:
+            grads = torch.autograd.grad(self.loss_fn(), self.params, create_graph=True,
+                                        allow_unused=True)
+            self._graph = [torch.zeros_like(p) if g is None else g
+                           for g, p in zip(grads, self.params, strict=True)]
+        live = [(g, p) for g, p in zip(self._graph, self.params, strict=True)
+                if g.requires_grad]
+        if not live:
+            return torch.zeros_like(v)
+        pieces = torch.split(v, [p.numel() for p in self.params])
+        weights = {id(p): w.view_as(p) for p, w in zip(self.params, pieces, strict=True)}
+        hv = torch.autograd.grad([g for g, _ in live], self.params,
+                                 [weights[id(p)] for _, p in live], retain_graph=True,
+                                 allow_unused=True)
+        return torch.cat(
+            [
+                (h if h is not None else torch.zeros_like(p)).reshape(-1)
+                for h, p in zip(hv, self.params, strict=True)
+            ]
+        ).detach()
+
     def _hvp_finite_difference(self, v: torch.Tensor) -> torch.Tensor:
         vnorm = float(v.norm())
         if vnorm == 0.0:
@@ -174,6 +207,7 @@ HVP_MODES: dict[str, Callable[[HessianOperator, torch.Tensor], torch.Tensor]] = 
     "autodiff": HessianOperator._hvp_autodiff,
     "double-backward": HessianOperator._hvp_double_backward,
     "finite-difference": HessianOperator._hvp_finite_difference,
+    "retained-graph": HessianOperator._hvp_retained_graph,
 }
 
 

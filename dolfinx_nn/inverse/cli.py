@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import pathlib
 
 from mpi4py import MPI
 
@@ -61,8 +62,13 @@ from dolfinx_nn.inverse.experiment import (
 from dolfinx_nn.inverse.model import SOLVERS
 from dolfinx_nn.inverse.network_prior import DEFAULT_TRAINING, NetworkConfig
 from dolfinx_nn.inverse.problem import OBSERVE_CHOICES, ProblemSpec
-from dolfinx_nn.inverse.tikhonov import DEFAULT_ALPHAS, REGULARIZATIONS, TikhonovConfig
-from dolfinx_nn.output import print0
+from dolfinx_nn.inverse.tikhonov import (
+    DEFAULT_ALPHAS,
+    OPTIMIZERS,
+    REGULARIZATIONS,
+    TikhonovConfig,
+)
+from dolfinx_nn.output import print0, write_json
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -145,6 +151,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--alphas", type=_floats, default=DEFAULT_ALPHAS,
                    help="Tikhonov parameter grid (comma-separated)")
     g.add_argument("--tau", type=float, default=1.1, help="discrepancy principle factor")
+    g.add_argument("--tikhonov-optimizer", choices=OPTIMIZERS, default="lbfgs",
+                   help="optimizer of each Tikhonov run: L-BFGS, or Newton-CG with exact "
+                        "Hessian-vector products")
+    g.add_argument("--posterior", choices=("none", "laplace"), default="none",
+                   help="pointwise posterior standard deviation of q of each prior by a "
+                        "low-rank Laplace approximation (posterior.json, posterior.png, "
+                        "posterior.bp)")
     g = parser.add_argument_group("run")
     g.add_argument("--solver", choices=SOLVERS, default="reproducible",
                    help="LU solver: 'reproducible' factorizes on rank 0 (bitwise repeatable "
@@ -181,7 +194,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ProblemSpec, Experiment
         network_training=training,
         discrepancy_tau=args.stop_tau,
         tikhonov=TikhonovConfig(regularization=args.regularization, alphas=args.alphas,
-                                tau=args.tau),
+                                tau=args.tau, optimizer=args.tikhonov_optimizer),
         device=args.device,
         solver=args.solver,
     )
@@ -201,6 +214,9 @@ def run(args: argparse.Namespace) -> int:
         if not found:
             raise OptionError(f"--resume: there is no checkpoint {checkpoint} to continue; "
                               "run without --resume")
+    if args.sweep_noise is not None and args.posterior != "none":
+        raise OptionError(f"--posterior {args.posterior} describes one run; it cannot be used "
+                          "with --sweep-noise")
     if args.sweep_noise is not None:
         rows = run_noise_sweep(spec, args.sweep_noise, config, args.out, comm=comm)
         print0(sweep_table(rows, config.priors), comm=comm)
@@ -215,4 +231,22 @@ def run(args: argparse.Namespace) -> int:
     print0(summary_table(experiment), comm=comm)
     print0(f"results in {args.out}/ (results.json, inverse.png, coefficients.bp, state.bp)",
            comm=comm)
+    if args.posterior == "laplace":
+        return _posterior(experiment, config, pathlib.Path(args.out), comm)
+    return 0
+
+
+def _posterior(experiment, config: ExperimentConfig, folder: pathlib.Path, comm) -> int:
+    """The Laplace posterior; on failure posterior.json holds the reason, exit status 1."""
+    from dolfinx_nn.inverse.posterior import run_posterior, summary_lines
+
+    try:
+        posteriors = run_posterior(experiment, config, folder, comm)
+    except Exception as error:  # noqa: BLE001 (reported in the file and on one line)
+        reason = f"{type(error).__name__}: {error}"
+        write_json(folder / "posterior.json", {"failed": reason}, comm=comm)
+        print0(f"posterior failed: {reason}", comm=comm)
+        return 1
+    print0(summary_lines(posteriors), comm=comm)
+    print0(f"posterior in {folder}/ (posterior.json, posterior.png, posterior.bp)", comm=comm)
     return 0

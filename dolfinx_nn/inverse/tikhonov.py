@@ -6,8 +6,9 @@ minimise
     J_alpha(q) = 1/2 ||B u(q) - d||^2 / ||d||^2 + alpha/2 R(q) / |Omega|,
     R(q) = ||grad q||^2 ("h1")   or   ||q - q_ref||^2 ("l2"),
 
-with L-BFGS on the same adjoint gradient as the network prior, with positivity built in
-through ``q = q_min + softplus(m)``.  ``alpha`` is then chosen by Morozov's discrepancy
+with L-BFGS on the same adjoint gradient as the network prior (or, with
+``optimizer="newton-cg"``, by trust-region Newton-CG on exact Hessian-vector products,
+:mod:`.newton`), with positivity built in through ``q = q_min + softplus(m)``.  ``alpha`` is then chosen by Morozov's discrepancy
 principle: the largest ``alpha`` whose relative residual is at most ``tau`` times the relative
 noise level (the smallest ``alpha`` for exact data).
 
@@ -31,6 +32,7 @@ import torch
 import ufl
 
 from dolfinx_nn.fem_functional import fem_functional
+from dolfinx_nn.inverse.newton import newton_history
 from dolfinx_nn.inverse.problem import InverseProblem
 from dolfinx_nn.inverse.result import PriorResult
 from dolfinx_nn.training import TrainingConfig, train
@@ -53,6 +55,9 @@ REGULARIZATIONS: dict[str, Callable[[dolfinx.fem.Function, float], ufl.Form]] = 
 #: Default grid of regularisation parameters (relative to the normalised misfit).
 DEFAULT_ALPHAS: tuple[float, ...] = (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
 
+#: Optimizers of each Tikhonov run.
+OPTIMIZERS = ("lbfgs", "newton-cg")
+
 #: Default optimizer settings of each Tikhonov run (L-BFGS only).
 DEFAULT_TRAINING = TrainingConfig(adam_steps=0, lbfgs_steps=150, patience=20, min_delta=1e-7)
 
@@ -67,6 +72,8 @@ class TikhonovConfig:
         tau: safety factor of the discrepancy principle (>= 1).
         q_min: positive floor of ``q``.
         q_ref: initial value of ``q`` and reference of the L2 regularisation.
+        optimizer: ``"lbfgs"`` (the training loop's L-BFGS) or ``"newton-cg"``
+            (:func:`dolfinx_nn.inverse.newton.minimize_newton_cg`).
     """
 
     regularization: str = "h1"
@@ -74,8 +81,13 @@ class TikhonovConfig:
     tau: float = 1.1
     q_min: float = 0.05
     q_ref: float = 1.0
+    optimizer: str = "lbfgs"
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; choose one of {list(OPTIMIZERS)}."
+            )
         if self.regularization not in REGULARIZATIONS:
             raise ValueError(
                 f"unknown regularization {self.regularization!r}; choose one of "
@@ -100,8 +112,11 @@ class _GlobalCoefficient:
         self.m = torch.full((imap.size_global,), value, dtype=torch.float64, requires_grad=True)
 
     def __call__(self) -> torch.Tensor:
-        local = self.m[self.start : self.stop]
-        return self.q_min + torch.nn.functional.softplus(local)
+        return self.of(self.m)
+
+    def of(self, m: torch.Tensor) -> torch.Tensor:
+        """The rank's owned dofs of ``q`` for the replicated vector ``m``."""
+        return self.q_min + torch.nn.functional.softplus(m[self.start : self.stop])
 
 
 def select_by_discrepancy(residuals: Sequence[float], noise_norm: float, tau: float) -> int:
@@ -140,27 +155,37 @@ def fit_tikhonov(
     )
     alpha_value = torch.zeros((), dtype=torch.float64)
 
-    def loss() -> torch.Tensor:
-        q = coefficient()
+    def loss_at(m: torch.Tensor) -> torch.Tensor:
+        q = coefficient.of(m)
         return problem.loss(q) + alpha_value * regularizer(q)
+
+    def loss() -> torch.Tensor:
+        return loss_at(coefficient.m)
 
     runs, states, histories = [], [], []
     iterations = 0
     for alpha in sorted(config.alphas, reverse=True):
         alpha_value.fill_(alpha)
-        history = train(loss, [coefficient.m], training, comm=comm,
-                        desc=f"tikhonov alpha={alpha:.0e}")
+        extra = {}
+        if config.optimizer == "newton-cg":
+            history, newton = newton_history(loss_at, coefficient.m, comm)
+            extra = {"hessian_products": newton.hessian_products,
+                     "wall_time_s": newton.wall_time_s, "stopped_because": newton.stopped_because}
+        else:
+            history = train(loss, [coefficient.m], training, comm=comm,
+                            desc=f"tikhonov alpha={alpha:.0e}")
         iterations += history.steps
         with torch.no_grad():
             q = coefficient().clone()
         errors = problem.errors(q)
-        runs.append({"alpha": alpha, "iterations": history.steps, **errors})
+        runs.append({"alpha": alpha, "iterations": history.steps, **extra, **errors})
         states.append(q)
         histories.append(history)
     residuals = [r["data_residual"] for r in runs]
     chosen = select_by_discrepancy(residuals, problem.noise_norm, config.tau)
     details = {
         "regularization": config.regularization,
+        "optimizer": config.optimizer,
         "alpha": runs[chosen]["alpha"],
         "tau": config.tau,
         "noise_norm": problem.noise_norm,
