@@ -6,16 +6,53 @@ import gc
 
 from mpi4py import MPI
 
+import dolfinx
+import dolfinx.fem
+import dolfinx.mesh
 import pytest
 import torch
 
 from dolfinx_nn.petsc_problems import collect_garbage
 
 
+# Meshes and function spaces made during a test, kept until its teardown.  Under MPI, petsc4py
+# does not destroy a dropped object but puts it in PETSc's garbage of the object's communicator
+# (destroying is collective), and only PETSc.garbage_cleanup(comm) on that communicator frees
+# it.  DOLFINx makes a communicator per mesh and per index map; once they are gone, nothing can
+# reach that garbage, and a suite of a thousand small problems exhausts MPI's 2048
+# communicators.  The teardown cleans every such communicator while it still exists.
+_MADE: list = []
+
+
+def _record(cls: type) -> None:
+    init = cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        _MADE.append(self)
+
+    cls.__init__ = __init__
+
+
+_record(dolfinx.mesh.Mesh)
+_record(dolfinx.fem.FunctionSpace)
+
+
+def _communicators(obj) -> list[MPI.Comm]:
+    if isinstance(obj, dolfinx.mesh.Mesh):
+        return [obj.comm]
+    return [obj.dofmap.index_map.comm]
+
+
 @pytest.fixture(autouse=True)
 def _collect_and_sync():
     """Collect PETSc objects at the same point on every rank and keep ranks in step."""
     yield
+    gc.collect()
+    for obj in _MADE:  # made in the same order on every rank of each communicator
+        for comm in _communicators(obj):
+            collect_garbage(comm)
+    _MADE.clear()
     gc.collect()
     collect_garbage(MPI.COMM_WORLD)
     MPI.COMM_WORLD.Barrier()
