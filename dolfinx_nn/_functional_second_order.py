@@ -154,8 +154,11 @@ class _GradientVjp(torch.autograd.Function):
                 scale_meta: tuple, needs: list[bool], *cotangents: torch.Tensor | None):
         functional = p.functional
         deltas = [_flat(c) for c in cotangents]
-        to_scale = sum(float(g @ d) for g, d in zip(gradients, deltas, strict=True)
-                       if g is not None and d is not None)
+        # The value is global, so is the derivative with respect to its cotangent: every
+        # rank continues with the same number (as it holds the same value).
+        to_scale = functional.comm.allreduce(
+            sum(float(g @ d) for g, d in zip(gradients, deltas, strict=True)
+                if g is not None and d is not None), op=MPI.SUM)
         h = _hessian_action_at(p, deltas, needs[1:])
         out: list[torch.Tensor | None] = [
             torch.tensor(to_scale, dtype=scale_meta[0], device=scale_meta[1]) if needs[0]
@@ -207,7 +210,10 @@ class _Tangent(torch.autograd.Function):
     """Forward mode of the assembly: ``dJ = sum_j <dM/dc_j, dc_j>`` over all ranks."""
 
     @staticmethod
-    def forward(p: AssemblyPass, *d_tensors: torch.Tensor | None) -> torch.Tensor:
+    def forward(p: AssemblyPass, n: int, *tensors: torch.Tensor | None) -> torch.Tensor:
+        # tensors: n tangents, then the primal inputs, which connect the tangent to them so
+        # that reverse mode over it reaches the refusing backward instead of returning zeros.
+        d_tensors = tensors[:n]
         functional = p.functional
         needs = [t is not None for t in d_tensors]
         grads = functional._backward(p.state, needs)
@@ -244,4 +250,4 @@ def functional_tangent(ctx, tangents: Sequence[torch.Tensor | None]) -> torch.Te
     """The forward-mode rule of an assembly: ``dJ`` for the inputs' tangents."""
     _refuse_operators(ctx.functional)
     p = AssemblyPass(ctx.functional, ctx.state, list(ctx.meta), [])
-    return _Tangent.apply(p, *tangents)
+    return _Tangent.apply(p, len(tangents), *tangents, *ctx.saved_tensors)

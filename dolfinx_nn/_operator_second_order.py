@@ -433,7 +433,10 @@ class _Tangent(torch.autograd.Function):
     """Forward mode of the solve: the tangent-linear solve, one per batch member."""
 
     @staticmethod
-    def forward(p: SolvePass, *d_controls: torch.Tensor | None) -> torch.Tensor:
+    def forward(p: SolvePass, n: int, *tensors: torch.Tensor | None) -> torch.Tensor:
+        # tensors: n tangents, then the primal inputs, which connect the tangent to them so
+        # that reverse mode over it reaches the refusing backward instead of returning zeros.
+        d_controls = tensors[:n]
         forms = _forms(p.op)
         dms = [as_numpy(t) for t in d_controls]
         with p.op._values_kept():
@@ -473,4 +476,4 @@ def tangent_linear(ctx, tangents: Sequence[torch.Tensor | None]) -> torch.Tensor
     """The forward-mode rule of a solve: ``du`` for the controls' tangents."""
     _refuse_operators(ctx.op)
     p = _pass_of(ctx, [])
-    return _Tangent.apply(p, *tangents[: ctx.n_controls])
+    return _Tangent.apply(p, ctx.n_controls, *tangents[: ctx.n_controls], *ctx.saved_tensors)

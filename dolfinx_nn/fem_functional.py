@@ -235,6 +235,7 @@ class _FEMAssemble(torch.autograd.Function):
         ctx.state = functional._pending
         ctx.meta = [(t.dtype, t.device, t.shape) for t in tensors[: functional._n_tensors]]
         ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):

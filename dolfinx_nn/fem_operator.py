@@ -1090,6 +1090,7 @@ class _FEMSolve(torch.autograd.Function):
         ctx.n_inputs = op._n_inputs
         ctx.meta = [(t.dtype, t.device, t.shape) for t in tensors[:n_controls]]
         ctx.save_for_backward(*tensors, output)
+        ctx.save_for_forward(*tensors)
 
     @staticmethod
     def backward(ctx, grad_u: torch.Tensor):

@@ -28,15 +28,20 @@ import numpy as np
 import torch
 
 
+def _allreduce(local: torch.Tensor, comm: MPI.Comm, recording: float) -> tuple[torch.Tensor, int]:
+    """The sum over ``comm`` of a tensor, and of ``recording`` (one Allreduce for both)."""
+    values = local.detach().to("cpu", torch.float64).reshape(-1).numpy()
+    buf = np.append(values, recording)
+    total = np.empty_like(buf)
+    comm.Allreduce(buf, total, op=MPI.SUM)
+    out = torch.from_numpy(total[:-1].reshape(tuple(local.shape)))
+    return out.to(device=local.device, dtype=local.dtype), int(round(total[-1]))
+
+
 class _GlobalSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, local: torch.Tensor, comm: MPI.Comm, recording: bool) -> torch.Tensor:
-        values = local.detach().to("cpu", torch.float64).reshape(-1).numpy()
-        # One Allreduce for the values and for how many ranks record a graph.
-        buf = np.append(values, float(recording))
-        total = np.empty_like(buf)
-        comm.Allreduce(buf, total, op=MPI.SUM)
-        ranks = int(round(total[-1]))
+    def forward(local: torch.Tensor, comm: MPI.Comm, recording: bool) -> torch.Tensor:
+        out, ranks = _allreduce(local, comm, float(recording))
         if 0 < ranks < comm.size:
             raise ValueError(
                 f"global_sum: the term requires a gradient on {ranks} of {comm.size} ranks "
@@ -45,12 +50,21 @@ class _GlobalSum(torch.autograd.Function):
                 "collective solves. On a rank without data, sum an empty selection of the same "
                 "tensor (e.g. u_t[empty_index].sum()) instead of a constant zero."
             )
-        out = torch.from_numpy(total[:-1].reshape(tuple(local.shape)))
-        return out.to(device=local.device, dtype=local.dtype)
+        return out
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.comm = inputs[1]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return grad, None, None
+
+    @staticmethod
+    def jvp(ctx, d_local: torch.Tensor, _comm, _recording):
+        # Forward mode (torch.func.jvp, Hessian-vector products forward over reverse): the
+        # tangent of a sum over the ranks is the sum of the ranks' tangents (collective).
+        return _GlobalSum.apply(d_local, ctx.comm, False)  # an op: torch.func unwraps it
 
 
 def global_sum(local: torch.Tensor, comm: MPI.Comm = MPI.COMM_WORLD) -> torch.Tensor:
@@ -73,13 +87,20 @@ def global_sum(local: torch.Tensor, comm: MPI.Comm = MPI.COMM_WORLD) -> torch.Te
 
 class _Replicated(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, value: torch.Tensor, size: int) -> torch.Tensor:
-        ctx.size = size
+    def forward(value: torch.Tensor, size: int) -> torch.Tensor:
         return value.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.size = inputs[1]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return grad / ctx.size, None
+
+    @staticmethod
+    def jvp(ctx, d_value: torch.Tensor, _size):
+        return d_value.clone()
 
 
 def replicated(value: torch.Tensor, comm: MPI.Comm = MPI.COMM_WORLD) -> torch.Tensor:

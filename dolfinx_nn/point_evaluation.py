@@ -34,21 +34,54 @@ __all__ = ["PointObservation"]
 _MAX_LISTED = 5  # points listed in the out-of-mesh error
 
 
+def _observe(values: torch.Tensor, obs: PointObservation, transpose: bool) -> torch.Tensor:
+    """``B values`` (or ``B^T values``) as a tensor of the input's dtype and device."""
+    x = values.detach().to("cpu", torch.float64).contiguous().numpy().reshape(-1)
+    y = obs._apply(x, transpose=transpose)
+    return torch.from_numpy(y).to(device=values.device, dtype=values.dtype)
+
+
 class _Observe(torch.autograd.Function):
-    """y = B u, with backward B^T g."""
+    """``y = B u``: linear, so its backward ``B^T g`` is again a differentiable op (second
+    derivatives of losses through an observation have no term of their own), and its forward
+    mode is ``B du``."""
 
     @staticmethod
-    def forward(ctx, u: torch.Tensor, obs: PointObservation) -> torch.Tensor:
-        ctx.obs = obs
-        y = obs._apply(u.detach().to("cpu", torch.float64).numpy(), transpose=False)
-        return torch.from_numpy(y).to(device=u.device, dtype=u.dtype)
+    def forward(u: torch.Tensor, obs: PointObservation) -> torch.Tensor:
+        return _observe(u, obs, transpose=False)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.obs = inputs[1]
+
+    @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        g = grad.detach().to("cpu", torch.float64).contiguous().numpy().reshape(-1)
-        gu = ctx.obs._apply(g, transpose=True)
-        return torch.from_numpy(gu).to(device=grad.device, dtype=grad.dtype), None
+        return _ObserveTranspose.apply(grad, ctx.obs), None
+
+    @staticmethod
+    def jvp(ctx, du: torch.Tensor, _):
+        return _Observe.apply(du, ctx.obs)  # an op again: torch.func unwraps its input
+
+
+class _ObserveTranspose(torch.autograd.Function):
+    """``B^T g`` (the backward pass of :class:`_Observe`), with backward ``B`` and forward
+    mode ``B^T dg``."""
+
+    @staticmethod
+    def forward(g: torch.Tensor, obs: PointObservation) -> torch.Tensor:
+        return _observe(g, obs, transpose=True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.obs = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return _Observe.apply(grad, ctx.obs), None
+
+    @staticmethod
+    def jvp(ctx, dg: torch.Tensor, _):
+        return _ObserveTranspose.apply(dg, ctx.obs)
 
 
 def _raise_collectively(comm: MPI.Comm, error: str | None) -> None:
