@@ -38,7 +38,10 @@ REASONS = {
     ),
     "third": (
         "third derivatives through {what} are not supported: its second-order pass (a "
-        "tangent-linear and a second adjoint solve) is not differentiable again."
+        "tangent-linear and a second adjoint solve) is not differentiable again. "
+        "(torch.autograd.functional.hvp differentiates the gradient twice more, the "
+        "double-backward trick: use torch.autograd.functional.vhp, equal for a symmetric "
+        "Hessian, or torch.func.jvp of torch.func.grad.)"
     ),
     "reverse-over-forward": (
         "reverse mode over a forward-mode tangent of {what} (grad of a jvp) is not supported; "
