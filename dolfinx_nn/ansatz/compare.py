@@ -1,13 +1,20 @@
 """FEM and the network ansatz on the same mesh, data and exact solution; errors, costs, plots.
 
 The FEM sequence solves on the base mesh refined uniformly ``0 .. levels - 1`` times (the same
-polygonal domain at every level), for each Lagrange degree.  The network is fitted and trained
-on the base mesh, and its errors are measured on the base mesh refined ``levels`` times.
+polygonal domain at every level), for each Lagrange degree; by default ``levels`` is chosen
+from the mesh (:func:`choose_levels`: up to 4, with at most :data:`FEM_CELL_BUDGET` cells on
+the finest mesh).  The network is fitted and trained on the base mesh, and its errors are
+measured by quadrature of degree 8 on the base mesh refined once: the network is smooth and
+the quadrature error of that rule is far below the errors measured (measuring on the finest
+FEM mesh refined once more took 8 of the 10 minutes of a compare run on a 2600-cell mesh).
+
+Rank 0 prints each phase as it starts and ends, with the elapsed time.
 """
 
 from __future__ import annotations
 
 import pathlib
+import time
 from dataclasses import asdict, dataclass, field
 
 from mpi4py import MPI
@@ -38,7 +45,8 @@ class CompareConfig:
     Attributes:
         mesh: built-in mesh name or mesh file (see :func:`~dolfinx_nn.meshes.create_mesh`).
         resolution: resolution of the built-in base mesh.
-        levels: number of FEM meshes (uniform refinements of the base mesh).
+        levels: number of FEM meshes (uniform refinements of the base mesh); None chooses
+            them from the mesh (:func:`choose_levels`).
         degrees: Lagrange degrees of the FEM runs.
         stabilization: SUPG choice of the FEM runs ("auto", "supg", "none").
         error_degree: quadrature degree of the error integrals.
@@ -47,17 +55,63 @@ class CompareConfig:
 
     mesh: str = "square-with-hole"
     resolution: int = 8
-    levels: int = 4
+    levels: int | None = None
     degrees: tuple[int, ...] = (1, 2)
     stabilization: str = "auto"
     error_degree: int = ERROR_DEGREE
     network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def __post_init__(self) -> None:
-        if self.levels < 1:
-            raise ValueError(f"levels must be >= 1, got {self.levels}")
+        if self.levels is not None and (not isinstance(self.levels, int) or self.levels < 1):
+            raise ValueError(f"levels must be an int >= 1 (or None: automatic), got "
+                             f"{self.levels!r}")
         if not self.degrees or any(not isinstance(d, int) or d < 1 for d in self.degrees):
             raise ValueError(f"degrees must be positive ints, got {self.degrees!r}")
+
+
+#: Most FEM meshes of the default sequence, and most cells of its finest mesh.
+MAX_LEVELS = 4
+FEM_CELL_BUDGET = 400_000
+
+
+def choose_levels(mesh: dolfinx.mesh.Mesh) -> int:
+    """Most uniform refinements (up to :data:`MAX_LEVELS`) within :data:`FEM_CELL_BUDGET`.
+
+    Each refinement multiplies the cells by ``2^tdim``; at least one level (the base mesh).
+    Collective.
+    """
+    tdim = mesh.topology.dim
+    cells = mesh.comm.allreduce(mesh.topology.index_map(tdim).size_local, op=MPI.SUM)
+    levels = 1
+    while levels < MAX_LEVELS and cells * 2 ** (tdim * levels) <= FEM_CELL_BUDGET:
+        levels += 1
+    return levels
+
+
+class Phases:
+    """Progress of a comparison on rank 0: each phase with its start and elapsed time."""
+
+    def __init__(self, comm: MPI.Comm) -> None:
+        self.comm, self.start, self.times = comm, time.perf_counter(), {}
+        self._name, self._t0 = None, 0.0
+
+    def __call__(self, name: str, detail: str = "") -> None:
+        """End the running phase and start ``name``."""
+        self.end()
+        self._name, self._t0 = name, time.perf_counter()
+        print0(f"[{self.elapsed():7.1f} s] {name}{': ' + detail if detail else ''} ...",
+               comm=self.comm)
+
+    def end(self) -> None:
+        if self._name is not None:
+            took = time.perf_counter() - self._t0
+            self.times[self._name] = self.comm.allreduce(took, op=MPI.MAX)
+            print0(f"[{self.elapsed():7.1f} s] {self._name} done in {took:.1f} s",
+                   comm=self.comm)
+            self._name = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
 
 
 def refine(mesh: dolfinx.mesh.Mesh) -> dolfinx.mesh.Mesh:
@@ -75,7 +129,11 @@ def observed_rates(errors: list[float], sizes: list[float]) -> list[float | None
 
 
 def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareConfig):
-    """FEM errors and costs for every degree and mesh; returns (rows, finest solutions)."""
+    """FEM errors and costs for every degree and mesh.
+
+    Returns:
+        ``(rows, solutions)``: ``solutions[degree]`` lists the solutions of every level.
+    """
     rows, finest = [], {}
     t = problem.final_time if problem.time_dependent else None
     for degree in config.degrees:
@@ -90,7 +148,7 @@ def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareCo
                           **err})
             print0(f"FEM P{degree} level {level}: {sol.dofs} dofs, rel. L2 "
                    f"{err['relative_l2_error']:.3e}, {sol.wall_time_s:.3f} s")
-            finest[degree] = sol.uh
+            finest.setdefault(degree, []).append(sol.uh)
         for key in ("l2_error", "h1_error"):
             rates = observed_rates([r[key] for r in block], [r["h"] for r in block])
             for r, rate in zip(block, rates, strict=True):
@@ -99,12 +157,32 @@ def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareCo
     return rows, finest
 
 
+def fit_report(field: torch.nn.Module) -> dict | None:
+    """The boundary-weight choice of a fitted ``G`` or ``D`` (None if it was not chosen)."""
+    report = getattr(field, "fit_report", None)
+    spatial = getattr(field, "spatial", None)  # D(x, t) = D(x) t / T
+    return report if report is not None else getattr(spatial, "fit_report", None)
+
+
 def run_network(
     problem: Problem, mesh: dolfinx.mesh.Mesh, reference: dolfinx.mesh.Mesh,
-    config: CompareConfig, checkpoint: str | None = None,
+    config: CompareConfig, checkpoint: str | None = None, phases: Phases | None = None,
 ) -> tuple[dict, NetworkSolution]:
     """Train the ansatz on ``mesh`` and measure it on ``reference``."""
-    sol = solve_network(problem, mesh, config.network, checkpoint=checkpoint)
+    phases = phases or Phases(mesh.comm)
+
+    def fitted(ansatz) -> None:
+        reports = [fit_report(f) for f in (ansatz.extension, ansatz.distance)]
+        detail = ", ".join(f"{n} boundary misfit {r['boundary_misfit']:.1e} (weight "
+                           f"{r['boundary_weight']:.0e})" for n, r in zip("GD", reports,
+                                                                          strict=True) if r)
+        phases(f"training N ({config.network.training.total_steps} steps)", detail)
+
+    phases("fitting G and D", f"{config.network.fit_features} random features each")
+    sol = solve_network(problem, mesh, config.network, checkpoint=checkpoint,
+                        on_fitted=fitted)
+    phases("measuring the network's errors",
+           f"degree {config.error_degree} on the base mesh refined once")
     t = problem.final_time if problem.time_dependent else None
     err = network_errors(problem, sol.ansatz, reference, t, config.error_degree)
     xb, _ = sample_boundary(mesh, 2000, rank_rng(12345, mesh.comm))
@@ -118,7 +196,9 @@ def run_network(
     row = {"parameters": sol.parameters, **err, **bnd, **dist, "wall_time_s": sol.wall_time_s,
            "fit_time_s": sol.fit_time_s, "train_time_s": sol.train_time_s,
            "final_loss": sol.history.losses[-1] if sol.history.losses else None,
-           "steps": sol.history.steps, "stopped_because": sol.history.stopped_because}
+           "steps": sol.history.steps, "stopped_because": sol.history.stopped_because,
+           "scales": sol.scales.as_dict(),
+           "fits": {"G": fit_report(sol.ansatz.extension), "D": fit_report(sol.ansatz.distance)}}
     print0(f"network: {sol.parameters} parameters, rel. L2 {err['relative_l2_error']:.3e}, "
            f"{sol.wall_time_s:.1f} s")
     return row, sol
@@ -142,22 +222,23 @@ def compare(
         checkpoint: training checkpoint file (resumed when it exists).
         base: the base mesh, if already created from ``config.mesh``.
     """
+    phases = Phases(comm)
     if base is None:
+        phases("reading the mesh", str(config.mesh))
         base = create_mesh(comm, config.mesh, config.resolution)
-    if base.geometry.dim != problem.gdim:
-        raise ValueError(
-            f"the mesh {config.mesh!r} is {base.geometry.dim}D but the problem was set up for "
-            f"{problem.gdim}D"
-        )
+    check_mesh(base, problem, str(config.mesh))
+    levels = config.levels or choose_levels(base)
+    cells = comm.allreduce(base.topology.index_map(base.topology.dim).size_local, op=MPI.SUM)
+    phases("FEM", f"{cells} cells, {levels} meshes, degrees {list(config.degrees)}")
     meshes = [base]
-    for _ in range(config.levels):
+    for _ in range(levels - 1):
         meshes.append(refine(meshes[-1]))
-    reference = meshes.pop()
     fem_rows, finest = run_fem(problem, meshes, config)
-    net_row, net = run_network(problem, base, reference, config, checkpoint)
+    reference = refine(base)
+    net_row, net = run_network(problem, base, reference, config, checkpoint, phases)
     results = {
         "problem": problem.describe(),
-        "config": _config_dict(config),
+        "config": {**_config_dict(config), "levels_used": levels},
         "ranks": comm.size,
         "fem": fem_rows,
         "network": net_row,
@@ -165,11 +246,52 @@ def compare(
     if out is not None:
         from dolfinx_nn.ansatz import plots
 
+        phases("plots and ParaView files")
         plots.error_plots(results, out / "errors.png", comm)
-        u_fem = finest[max(finest)]
-        plots.field_plots(problem, u_fem, net.ansatz, out / "fields.png", comm)
-        plots.write_paraview(problem, u_fem, net.ansatz, out / "fields.bp")
+        levels_fem = finest[max(finest)]
+        plots.field_plots(problem, _plot_solution(levels_fem), net.ansatz, out / "fields.png",
+                          comm)
+        plots.write_paraview(problem, levels_fem[-1], net.ansatz, out / "fields.bp")
+    phases.end()
+    results["phase_times_s"] = phases.times
+    results["wall_time_s"] = comm.allreduce(phases.elapsed(), op=MPI.MAX)
     return results
+
+
+#: Most cells of the mesh drawn in ``fields.png`` (matplotlib draws every triangle).
+PLOT_CELLS = 20_000
+
+
+def _plot_solution(solutions: list[dolfinx.fem.Function]) -> dolfinx.fem.Function:
+    """The solution on the finest mesh with at most :data:`PLOT_CELLS` cells (or the base)."""
+    chosen = solutions[0]
+    for uh in solutions[1:]:
+        mesh = uh.function_space.mesh
+        cells = mesh.comm.allreduce(mesh.topology.index_map(mesh.topology.dim).size_local,
+                                    op=MPI.SUM)
+        if cells > PLOT_CELLS:
+            break
+        chosen = uh
+    return chosen
+
+
+def check_mesh(mesh: dolfinx.mesh.Mesh, problem: Problem, name: str) -> None:
+    """Refuse meshes the comparison cannot use, with the same error on every rank.
+
+    Raises:
+        ValueError: the cells do not fill the space (a curve in 2D, a surface in 3D), or the
+            mesh's dimension is not the problem's.
+    """
+    tdim, gdim = mesh.topology.dim, mesh.geometry.dim
+    if tdim != gdim:
+        raise ValueError(
+            f"the mesh {name!r} has {tdim}D cells in {gdim}D space: the comparison needs cells "
+            f"that fill the domain (a {gdim}D mesh of {gdim}D cells)"
+        )
+    if gdim != problem.gdim:
+        raise ValueError(
+            f"the mesh {name!r} is {gdim}D but the problem was set up for {problem.gdim}D"
+        )
 
 
 def _config_dict(config: CompareConfig) -> dict:
