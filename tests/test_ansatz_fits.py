@@ -16,10 +16,9 @@ from dolfinx_nn.ansatz.fitted_fields import (
     fit_boundary_extension,
     fit_distance,
 )
-from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.ansatz.losses import StrongResidualLoss
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork, width_for_parameters
-from dolfinx_nn.meshes import create_mesh
+from dolfinx_nn.meshes import bounding_box, create_mesh
 from dolfinx_nn.sampling import rank_rng, sample_boundary, sample_interior
 
 EXACT = "sin(pi*x[0])*sin(pi*x[1]) + x[0]*x[1]"

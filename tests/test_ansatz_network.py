@@ -6,7 +6,9 @@ import json
 
 from mpi4py import MPI
 
+import numpy as np
 import pytest
+from demo_loader import load_demo
 
 from dolfinx_nn.ansatz import Problem
 from dolfinx_nn.ansatz.errors import network_errors
@@ -14,7 +16,6 @@ from dolfinx_nn.ansatz.network_solver import NetworkConfig, solve_network
 from dolfinx_nn.cli import main
 from dolfinx_nn.meshes import create_mesh
 from dolfinx_nn.training import TrainingConfig
-from demo_loader import load_demo
 
 EXACT = "sin(pi*x[0])*sin(pi*x[1]) + x[0]*x[1]"
 
@@ -58,6 +59,56 @@ def test_compare_command_writes_results(tmp_path_factory):
         for name in ("errors.png", "fields.png"):
             assert (pathlib.Path(out) / name).stat().st_size > 1000
         assert (pathlib.Path(out) / "fields.bp").is_dir()
+
+
+def test_compare_reads_a_one_dimensional_xdmf_mesh(tmp_path_factory):
+    """A 1D mesh written by DOLFINx to XDMF (stored with two coordinates) runs end to end.
+
+    It used to fail with "empty bounding box: lower [0. 0.], upper [2. 0.]".
+    """
+    import pathlib
+
+    import dolfinx
+    import dolfinx.io
+
+    from dolfinx_nn.ansatz.compare import CompareConfig, compare
+
+    comm = MPI.COMM_WORLD
+    folder = pathlib.Path(comm.bcast(str(tmp_path_factory.mktemp("xdmf1d"))
+                                      if comm.rank == 0 else None))
+    with dolfinx.io.XDMFFile(comm, str(folder / "line.xdmf"), "w") as xdmf:
+        xdmf.write_mesh(dolfinx.mesh.create_interval(comm, 16, [0.0, 2.0]))
+    network = NetworkConfig(points=200, fit_features=50, fit_boundary_points=20,
+                            training=TrainingConfig(adam_steps=0, lbfgs_steps=40))
+    data = compare(Problem.from_text("poisson", "sin(2*x[0]) + 1", 1),
+                   CompareConfig(mesh=str(folder / "line.xdmf"), levels=2, network=network), comm)
+    assert data["config"]["levels_used"] == 2
+    p2 = [r for r in data["fem"] if r["degree"] == 2]
+    assert p2[1]["l2_rate"] == pytest.approx(3.0, abs=0.2)
+    assert data["network"]["relative_l2_error"] < 0.05
+    # max of the torsion function x (2 - x) / 2 is 1/2: the length is sqrt(1/2)
+    assert data["network"]["scales"]["length"] == pytest.approx(0.5**0.5, rel=1e-3)
+
+
+def test_compare_refuses_a_curve_in_the_plane(tmp_path_factory):
+    """Cells that do not fill the space (a line in 2D) are refused on every rank."""
+    import pathlib
+
+    import meshio
+
+    comm = MPI.COMM_WORLD
+    path = pathlib.Path(comm.bcast(str(tmp_path_factory.mktemp("curve")) if comm.rank == 0
+                                   else None)) / "curve.vtu"
+    if comm.rank == 0:
+        t = np.linspace(0.0, 1.0, 9)
+        points = np.column_stack([t, t**2, np.zeros_like(t)])
+        meshio.write(path, meshio.Mesh(points, [("line", np.column_stack([np.arange(8),
+                                                                          np.arange(1, 9)]))]))
+    comm.Barrier()
+    from dolfinx_nn.ansatz.compare import CompareConfig, compare
+
+    with pytest.raises(ValueError, match="1D cells in 2D space"):
+        compare(Problem.from_text("poisson", "x[0]", 2), CompareConfig(mesh=str(path)), comm)
 
 
 def test_compare_refuses_bad_pde():

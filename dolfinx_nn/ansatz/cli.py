@@ -41,7 +41,7 @@ import pathlib
 
 from mpi4py import MPI
 
-from dolfinx_nn.ansatz.compare import CompareConfig, compare, torch_threads
+from dolfinx_nn.ansatz.compare import CompareConfig, check_mesh, compare, torch_threads
 from dolfinx_nn.ansatz.fem_reference import STABILIZATIONS
 from dolfinx_nn.ansatz.fitted_fields import FIT_TOLERANCE
 from dolfinx_nn.ansatz.network_solver import COLLOCATION, LOSSES, NetworkConfig
@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     base = create_mesh(comm, config.mesh, config.resolution)
     problem = Problem.from_text(args.pde, args.exact, base.geometry.dim, diffusion=args.diffusion,
                                 advection=args.advection, final_time=args.final_time)
+    check_mesh(base, problem, str(config.mesh))
     out = prepare_output_dir(pathlib.Path(args.out), comm)
     results = compare(problem, config, comm, out, checkpoint=args.checkpoint, base=base)
     write_json(out / "results.json", results, comm)

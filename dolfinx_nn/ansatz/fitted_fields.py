@@ -31,10 +31,10 @@ import numpy as np
 import torch
 import ufl
 
+from dolfinx_nn import petsc_problems
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork
 from dolfinx_nn.meshes import boundary_dofs, boundary_facets, bounding_box
 from dolfinx_nn.sampling import rank_rng, sample_boundary
-from dolfinx_nn import petsc_problems
 
 #: Function of points ``(n, d)`` returning ``(n,)`` values (NumPy).
 PointFunction = Callable[[np.ndarray], np.ndarray]

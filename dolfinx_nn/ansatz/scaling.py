@@ -146,3 +146,57 @@ def problem_scales(
         residual = operator * solution
     return Scales(length=float(length), residual=residual, operator=float(operator),
                   solution=float(solution), volume=volume, diffusion=float(problem.diffusion))
+
+
+#: The 1D problem of the unit-invariance check: ``L`` is substituted (``docs/ansatz.md``).
+UNITS_EXACT = "sin(2*pi*x[0]/L)*cos(4*pi*x[0]/L) + 1"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Relative errors of the 1D problem on ``[0, L]`` for several ``L`` and seeds (defaults).
+
+    ``python -m dolfinx_nn.ansatz.scaling --lengths 1e-3,1,1e3 --seeds 5`` prints, per length,
+    the median and range over seeds of the network's relative L2 error with the default
+    network settings (the table of ``docs/ansatz.md``).
+    """
+    import argparse
+
+    from dolfinx_nn.ansatz.compare import refine
+    from dolfinx_nn.ansatz.errors import network_errors
+    from dolfinx_nn.ansatz.network_solver import NetworkConfig, solve_network
+    from dolfinx_nn.output import print0, write_json
+    from dolfinx_nn.training import TrainingConfig
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--lengths", default="1e-3,1,1e3")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--cells", type=int, default=64)
+    parser.add_argument("--out", default=None, help="JSON file of the results")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    comm = MPI.COMM_WORLD
+    rows = []
+    for length in (float(v) for v in args.lengths.split(",")):
+        mesh = dolfinx.mesh.create_interval(comm, args.cells, [0.0, length])
+        reference = refine(mesh)
+        problem = Problem.from_text("poisson", UNITS_EXACT.replace("L", repr(length)), 1)
+        errors = []
+        for seed in range(args.seeds):
+            defaults = NetworkConfig()
+            config = NetworkConfig(seed=seed, training=TrainingConfig(
+                **{**defaults.training.as_dict(), "seed": seed}))
+            sol = solve_network(problem, mesh, config, desc=f"L={length:g} seed {seed}")
+            errors.append(network_errors(problem, sol.ansatz, reference)["relative_l2_error"])
+        rows.append({"length": length, "errors": errors, "median": float(np.median(errors)),
+                     "min": float(np.min(errors)), "max": float(np.max(errors)),
+                     "scales": sol.scales.as_dict()})
+        print0(f"L = {length:g}: median {rows[-1]['median']:.2e}, range "
+               f"[{rows[-1]['min']:.2e}, {rows[-1]['max']:.2e}] over {args.seeds} seeds")
+    result = {"ranks": comm.size, "settings": vars(args), "rows": rows}
+    if args.out:
+        write_json(args.out, result, comm)
+    return result
+
+
+if __name__ == "__main__":
+    main()
