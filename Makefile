@@ -8,7 +8,10 @@ PYTEST_ARGS ?=
 # one thread per process: tests and MPI runs use one rank per core
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test test-serial test-mpi bench clean
+# the bridge's tests also run on an odd number of ranks (as DOLFINx's own CI does)
+BRIDGE_TESTS := tests/test_bridge_*.py tests/test_neural_operator.py tests/test_neural_operator_errors.py
+
+.PHONY: setup demo test test-serial test-mpi test-mpi3 bench readme-numbers clean
 
 $(PY):
 	./scripts/bootstrap.sh
@@ -19,7 +22,7 @@ setup: ## create .venv (finds Python >= 3.12) and install dolfinx_nn with DOLFIN
 demo: $(PY) ## the main job: learn a PDE coefficient with a network prior
 	$(VENV)/bin/dolfinx-nn inverse --dim 2 --prior both --noise 0.01 --out $(OUT)/inverse
 
-test: test-serial test-mpi ## the whole suite: serial, then under mpiexec -n $(NP)
+test: test-serial test-mpi test-mpi3 ## the whole suite: serial, under mpiexec -n $(NP), bridge on 3
 
 test-serial: $(PY)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -27,10 +30,16 @@ test-serial: $(PY)
 test-mpi: $(PY)
 	$(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+test-mpi3: $(PY)
+	$(MPIEXEC) -n 3 $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) $(BRIDGE_TESTS)
+
 bench: $(PY) ## benchmarks of the bridge on 1 and 2 ranks (installs the dolfinx-adjoint peer)
 	WITH_PEERS=1 ./scripts/bootstrap.sh
 	$(VENV)/bin/dolfinx-nn bench bridge --out $(OUT)/BENCH_bridge_np1.json
 	$(MPIEXEC) -n 2 $(VENV)/bin/dolfinx-nn bench bridge --out $(OUT)/BENCH_bridge_np2.json
+
+readme-numbers: $(PY) ## rerun the commands behind README.md's measured numbers and rewrite them
+	$(PY) scripts/readme_numbers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

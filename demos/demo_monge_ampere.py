@@ -76,7 +76,8 @@ results = {}
 for ansatz in ("icnn", "ffnn"):
     config = NetworkConfig(ansatz=ansatz, **steps, **points)
     results[ansatz] = solve_network(case, domain, config, comm)
-    print0(f"{ansatz}: " + ", ".join(f"{k} {v:.3e}" for k, v in results[ansatz].summary().items()))
+    print0(f"{ansatz}: " + ", ".join(f"{k} {v:.3e}" if isinstance(v, float) else f"{k} {v}"
+                                     for k, v in results[ansatz].summary().items()))
 
 # ## The finite element reference
 #

@@ -10,7 +10,8 @@ The bridge:
   nonlinear form, with its derivatives in the Newton Jacobian and its parameters in the
   backward pass of :func:`fem_operator`;
 - :func:`fem_functional` turns a scalar UFL form into a differentiable torch scalar;
-- :func:`sync_gradients` and :func:`global_sum` make data-parallel training under MPI exact;
+- :func:`sync_gradients`, :func:`global_sum` and :func:`replicated` make data-parallel
+  training under MPI exact;
 - :func:`taylor_test` checks any of these gradients.
 
 Tensors exchanged with DOLFINx hold the *owned* dofs of the rank (block size flattened);
@@ -21,12 +22,17 @@ from dolfinx_nn._environment import check_environment
 
 check_environment()
 
-from dolfinx_nn.errors import SolverError  # noqa: E402
+from dolfinx_nn.errors import GradientAccuracyError, SolverError  # noqa: E402
 from dolfinx_nn.fem_functional import FEMFunctional, fem_functional  # noqa: E402
 from dolfinx_nn.fem_operator import FEMOperator, fem_operator  # noqa: E402
 from dolfinx_nn.neural_function import NeuralFunction  # noqa: E402
-from dolfinx_nn.neural_operator import NeuralOperator  # noqa: E402
-from dolfinx_nn.parallel import global_sum, sync_gradients  # noqa: E402
+from dolfinx_nn.neural_operator import NeuralOperator, derivative  # noqa: E402
+from dolfinx_nn.parallel import (  # noqa: E402
+    global_sum,
+    raise_on_all_ranks,
+    replicated,
+    sync_gradients,
+)
 from dolfinx_nn.taylor import taylor_test  # noqa: E402
 
 __version__ = "0.1.0"
@@ -34,12 +40,16 @@ __version__ = "0.1.0"
 __all__ = [
     "FEMFunctional",
     "FEMOperator",
+    "GradientAccuracyError",
     "NeuralFunction",
     "NeuralOperator",
     "SolverError",
+    "derivative",
     "fem_functional",
     "fem_operator",
     "global_sum",
+    "raise_on_all_ranks",
+    "replicated",
     "sync_gradients",
     "taylor_test",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mpi4py import MPI
+from petsc4py import PETSc
 
 import dolfinx
 import dolfinx.fem.petsc
@@ -40,7 +41,7 @@ def control_size(c: Control) -> int:
     return owned_size(c.function_space)
 
 
-def control_to_numpy(c: Control, t: torch.Tensor, what: str) -> np.ndarray:
+def control_to_numpy(c: Control, t: torch.Tensor, what: str, rank: int) -> np.ndarray:
     """Validate a control's tensor (owned dofs, or a Constant's whole value) as float64."""
     if isinstance(c, dolfinx.fem.Constant) and isinstance(t, torch.Tensor):
         shape = tuple(np.shape(c.value))
@@ -49,7 +50,16 @@ def control_to_numpy(c: Control, t: torch.Tensor, what: str) -> np.ndarray:
                 f"{what} has {t.numel()} values (shape {tuple(t.shape)}) but the Constant has "
                 f"{control_size(c)} (shape {shape}); pass its whole value on every rank."
             )
-    return tensor_to_numpy(t, control_size(c), what)
+        return tensor_to_numpy(t, control_size(c), what, rank=rank, block_size=1
+                               ) if t.dim() <= 1 else _constant_values(t, what)
+    bs = c.function_space.dofmap.index_map_bs
+    return tensor_to_numpy(t, control_size(c), what, block_size=bs, rank=rank)
+
+
+def _constant_values(t: torch.Tensor, what: str) -> np.ndarray:
+    if t.is_complex():
+        raise TypeError(f"{what} is complex ({t.dtype}); the bridge works with real values.")
+    return t.detach().to("cpu", torch.float64).reshape(-1).numpy()
 
 
 def assign_control(c: Control, values: np.ndarray, comm: MPI.Comm, what: str) -> None:
@@ -154,3 +164,57 @@ def assemble_owned(form: dolfinx.fem.Form | None, n: int) -> np.ndarray:
     values = vec.array_r[:n].copy()
     vec.destroy()
     return values
+
+
+class DerivativeMatrix:
+    """``dF/dc`` as an assembled matrix, for a control whose derivative form is constant.
+
+    The gradient of a Function control is ``-(dF/dc)^T lambda``, the vector assembly of the
+    form ``dF/dc[w; lambda]``. Where that bilinear form (test ``w`` on the control's space,
+    trial ``lambda`` on ``u``'s space) has no Function coefficients (the source of a Poisson
+    problem, the previous state of a time step: a mass matrix), its matrix never changes and
+    the gradient is one sparse matrix-vector product instead of an assembly. The matrix is
+    assembled on first use and again only if a constant or the geometry changed.
+
+    Args:
+        F: the residual form; its argument is ``v``.
+        control: a Function control of ``F``.
+        comm: the mesh communicator.
+        compile_options: FFCx/JIT options.
+    """
+
+    def __init__(self, F: ufl.Form, control: dolfinx.fem.Function, comm: MPI.Comm,
+                 **compile_options) -> None:
+        from dolfinx_nn._reuse import FormInputs
+
+        v = F.arguments()[0]
+        trial = ufl.TrialFunction(v.ufl_function_space())
+        B = expand_derivatives(ufl.derivative(
+            ufl.replace(F, {v: trial}), control, ufl.TestFunction(control.function_space)
+        ))
+        self.usable = not B.empty() and not B.coefficients()
+        self._n = owned_size(control.function_space)
+        if self.usable:
+            self._form = dolfinx.fem.form(B, **compile_options)
+            self._inputs = FormInputs(B, comm)
+        self._matrix = None
+        self._out = None
+
+    def transpose_action(self, lam: PETSc.Vec) -> np.ndarray:
+        """Owned entries of ``dF/dc[.; lam]`` (collective)."""
+        if self._matrix is None:
+            self._matrix = dolfinx.fem.petsc.create_matrix(self._form)
+            self._out = self._matrix.createVecLeft()
+        if self._inputs.changed():
+            self._matrix.zeroEntries()
+            dolfinx.fem.petsc.assemble_matrix(self._matrix, self._form)
+            self._matrix.assemble()
+            self._inputs.record()
+        self._matrix.mult(lam, self._out)
+        return self._out.array_r[: self._n].copy()
+
+    def destroy(self) -> None:
+        for obj in (self._matrix, self._out):
+            if obj is not None:
+                obj.destroy()
+        self._matrix = self._out = None

@@ -21,3 +21,13 @@ class SolverError(RuntimeError):
             f"reason {reason_name} ({reason}) after {iterations} iterations. "
             f"Adjust the {solver} options (e.g. -{prefix}{solver.lower()}_monitor to inspect)."
         )
+
+
+class GradientAccuracyError(RuntimeError):
+    """A gradient could not be computed to the accuracy the bridge promises.
+
+    Raised by the backward pass when the adjoint solve stopped far from the solution of the
+    adjoint system (its true relative residual is in the message): the gradient would be
+    silently wrong.  Tighten the adjoint's tolerances (options under ``{prefix}adjoint_``) or
+    choose a stronger preconditioner.
+    """

@@ -1,9 +1,16 @@
-"""A scalar UFL functional as a differentiable torch scalar."""
+"""A scalar UFL functional as a differentiable torch scalar.
+
+Operators of the unknown in the functional (a :class:`dolfinx_nn.NeuralOperator` ``N(u)``) are
+found by themselves: the value uses ``N`` at the current operands, the gradient with respect to
+a control that is an operand includes ``dM/dN dN/du``, and the operator's inputs (network
+parameters) are differentiable too.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mpi4py import MPI
 
@@ -13,10 +20,11 @@ import numpy as np
 import torch
 import ufl
 
-from dolfinx_nn._dofs import check_finite
+from dolfinx_nn._dofs import check_finite, owned_size
 from dolfinx_nn._forms import (
     Control,
     assemble_gradient,
+    assemble_owned,
     assign_control,
     check_controls,
     control_name,
@@ -24,11 +32,16 @@ from dolfinx_nn._forms import (
     control_to_numpy,
     gradient_form,
 )
+from dolfinx_nn._reuse import Values
+from dolfinx_nn._second_order import first_order_only, refusal
+from dolfinx_nn.parallel import raise_on_all_ranks, recording_anchor
 
 
 @dataclass
 class _State:
     controls: list[np.ndarray]
+    operator_inputs: list[list[torch.Tensor]]
+    context: list[np.ndarray]
 
 
 class FEMFunctional:
@@ -38,6 +51,9 @@ class FEMFunctional:
     on every rank; the gradient with respect to a Function control's tensor holds the rank's
     owned dofs, with respect to a Constant control's tensor the rank's share (see
     :mod:`dolfinx_nn._forms`).
+
+    Attributes:
+        operators: the operators of the unknown found in ``M``.
     """
 
     def __init__(
@@ -48,68 +64,196 @@ class FEMFunctional:
         form_compiler_options: dict | None = None,
         jit_options: dict | None = None,
     ) -> None:
+        from dolfinx_nn.fem_operator import (
+            _find_operators,
+            _form_inputs,
+            _listed,
+            check_operands,
+        )
+
         if not isinstance(M, ufl.Form) or len(M.arguments()) != 0:
             raise ValueError("M must be a scalar UFL form (no TestFunction or TrialFunction).")
         self.controls = check_controls(M, controls, "M")
         if not self.controls:
             raise ValueError("fem_functional needs at least one control.")
+        self.operators: list[Any] = _find_operators(M, ())
+        if any(op is c for op in self.operators for c in self.controls):
+            raise ValueError(
+                "an operator of the unknown cannot be a control of fem_functional; its inputs "
+                "(network parameters) are differentiable through operator_inputs."
+            )
+        for i, op in enumerate(self.operators):
+            # Function controls may be operands here (the chain rule is assembled below);
+            # Constants and other operators may not.
+            check_operands(op, i, [c for c in self.controls
+                                   if isinstance(c, dolfinx.fem.Constant)], self.operators)
+        # Everything else M reads (data changed per sample, a time): kept per forward pass.
+        functions, constants = _form_inputs(M, self.operators)
+        context_functions = [c for c in functions if not _listed(c, self.controls)
+                             and not _listed(c, self.operators)]
+        context_constants = [c for c in constants if not _listed(c, self.controls)]
+        self._context = Values(context_functions, context_constants)
+        self._everything = Values(
+            [*context_functions,
+             *(c for c in self.controls if isinstance(c, dolfinx.fem.Function))],
+            [*context_constants,
+             *(c for c in self.controls if isinstance(c, dolfinx.fem.Constant))],
+        )
         compile_opts = {"form_compiler_options": form_compiler_options, "jit_options": jit_options}
         self._form = dolfinx.fem.form(M, **compile_opts)
         self.comm: MPI.Comm = self._form.mesh.comm
-        self._gradient_forms = [gradient_form(M, c, **compile_opts) for c in self.controls]
+        self._gradient_forms = [
+            _chain_gradient_form(M, c, self.operators, compile_opts) for c in self.controls
+        ]
+        self._operator_forms = [gradient_form(M, op, **compile_opts) for op in self.operators]
         self._sizes = [control_size(c) for c in self.controls]
+        self._pending: _State | None = None
 
-    def __call__(self, *controls: torch.Tensor) -> torch.Tensor:
-        """Evaluate the functional at the given control values (owned dofs)."""
+    def __call__(
+        self,
+        *controls: torch.Tensor,
+        operator_inputs: Sequence[Sequence[torch.Tensor] | None] | None = None,
+    ) -> torch.Tensor:
+        """Evaluate the functional at the given control values (owned dofs).
+
+        Args:
+            controls: one tensor per control, in order.
+            operator_inputs: per operator found in ``M``, the tensors it evaluates with (for a
+                ``NeuralOperator``: its parameters) or ``None`` for its own.
+        """
+        error: Exception | None = None
         if len(controls) != len(self.controls):
-            raise ValueError(
+            error = ValueError(
                 f"expected {len(self.controls)} control tensor(s) (one per control, in order), "
                 f"got {len(controls)}."
             )
-        return _FEMAssemble.apply(self, *controls)
+        elif operator_inputs is not None and len(operator_inputs) != len(self.operators):
+            error = ValueError(
+                f"operator_inputs must hold one entry per operator in M "
+                f"({len(self.operators)}), got {len(operator_inputs)}."
+            )
+        raise_on_all_ranks(error, self.comm)
+        if operator_inputs is None:
+            operator_inputs = [None] * len(self.operators)
+        try:
+            for op, inputs in zip(self.operators, operator_inputs, strict=True):
+                op.set_inputs(inputs)
+        except (TypeError, ValueError) as e:
+            error = e
+        raise_on_all_ranks(error, self.comm)
+        flat = [t for op in self.operators for t in op.inputs()]
+        self._n_tensors = len(controls) + len(flat)
+        anchor = recording_anchor([*controls, *flat], self.comm)
+        return _FEMAssemble.apply(self, len(controls), *controls, *flat, *anchor)
 
-    def _set(self, values: Sequence[np.ndarray]) -> None:
-        for i, (c, x) in enumerate(zip(self.controls, values, strict=True)):
+    def _set(self, state: _State, derivatives: bool) -> None:
+        for i, (c, x) in enumerate(zip(self.controls, state.controls, strict=True)):
             assign_control(c, x, self.comm, f"control {i}")
+        self._context.write(state.context)
+        for op, inputs in zip(self.operators, state.operator_inputs, strict=True):
+            op.set_inputs(inputs)
+            op.update(derivatives)
 
     def _forward(self, tensors: Sequence[torch.Tensor]) -> tuple[float, _State]:
-        values = []
-        for i, (c, t, n) in enumerate(zip(self.controls, tensors, self._sizes, strict=True)):
-            x = control_to_numpy(c, t, f"control {i} ({control_name(c)})")
+        values: list[np.ndarray] = []
+        error: Exception | None = None
+        try:
+            for i, (c, t) in enumerate(zip(self.controls, tensors, strict=True)):
+                values.append(control_to_numpy(c, t, f"control {i} ({control_name(c)})",
+                                               self.comm.rank))
+        except (TypeError, ValueError) as e:
+            error = e
+        raise_on_all_ranks(error, self.comm)
+        for i, (c, x) in enumerate(zip(self.controls, values, strict=True)):
             check_finite(x, self.comm, f"control {i} ({control_name(c)})")
-            values.append(x)
-        self._set(values)
+        state = _State(values, [list(op.inputs()) for op in self.operators],
+                       self._context.record())
+        self._set(state, derivatives=False)
         local = dolfinx.fem.assemble_scalar(self._form)
-        return self.comm.allreduce(local, op=MPI.SUM), _State(values)
+        return self.comm.allreduce(local, op=MPI.SUM), state
 
-    def _backward(self, state: _State, needs: Sequence[bool]) -> list[np.ndarray | None]:
-        self._set(state.controls)
-        grads: list[np.ndarray | None] = []
-        for form, c, need in zip(self._gradient_forms, self.controls, needs, strict=True):
-            grads.append(assemble_gradient(form, c) if need else None)
+    def _backward(self, state: _State, needs: Sequence[bool]) -> list[torch.Tensor | None]:
+        now = self._everything.read()  # the values of the moment, put back afterwards
+        try:
+            return self._gradients(state, needs)
+        finally:
+            self._everything.write(now)
+
+    def _gradients(self, state: _State, needs: Sequence[bool]) -> list[torch.Tensor | None]:
+        n = len(self.controls)
+        self._set(state, derivatives=bool(self.operators) and any(needs[:n]))
+        grads: list[torch.Tensor | None] = []
+        for form, c, need in zip(self._gradient_forms, self.controls, needs[:n], strict=True):
+            grads.append(torch.from_numpy(assemble_gradient(form, c)) if need else None)
+        start = n
+        for op, form, inputs in zip(
+            self.operators, self._operator_forms, state.operator_inputs, strict=True
+        ):
+            need = needs[start : start + len(inputs)]
+            start += len(inputs)
+            if not any(need):
+                grads.extend([None] * len(inputs))
+                continue
+            g = assemble_owned(form, owned_size(op.function_space))
+            op_grads = op.backward(g, inputs)
+            grads.extend(gr if k else None for gr, k in zip(op_grads, need, strict=True))
         return grads
+
+
+def _chain_gradient_form(
+    M: ufl.Form, control: Control, operators: Sequence[Any], compile_opts: dict
+) -> Any:
+    """``dM/dc``, plus ``dM/dN dN/dc`` for each operator ``N`` with ``c`` among its operands."""
+    if isinstance(control, dolfinx.fem.Constant) or not operators:
+        return gradient_form(M, control, **compile_opts)
+    w = ufl.TestFunction(control.function_space)
+    total = ufl.derivative(M, control, w)
+    for op in operators:
+        term = op.jacobian(M, control, w)
+        if term is not None:
+            total = total + term
+    expanded = ufl.algorithms.expand_derivatives(total)
+    if expanded.empty():
+        return None
+    return dolfinx.fem.form(expanded, **compile_opts)
 
 
 class _FEMAssemble(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, functional: FEMFunctional, *controls: torch.Tensor) -> torch.Tensor:
-        value, state = functional._forward(controls)
-        ctx.functional = functional
-        ctx.state = state
-        ctx.meta = [(t.dtype, t.device, t.shape) for t in controls]
+    def forward(functional: FEMFunctional, n_controls: int, *tensors: torch.Tensor) -> torch.Tensor:
+        value, state = functional._forward(tensors[:n_controls])
+        functional._pending = state
         return torch.tensor(value, dtype=torch.float64)
 
     @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        functional, n_controls, *tensors = inputs
+        ctx.functional = functional
+        ctx.state = functional._pending
+        ctx.meta = [(t.dtype, t.device, t.shape) for t in tensors[: functional._n_tensors]]
+        ctx.save_for_backward(*tensors)
+
+    @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        scale = float(grad_output)
-        grads = ctx.functional._backward(ctx.state, ctx.needs_input_grad[1:])
-        out = []
+        functional: FEMFunctional = ctx.functional
+        flags = np.asarray(ctx.needs_input_grad[2 : 2 + len(ctx.meta)], dtype=np.int32)
+        functional.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+        grads = functional._backward(ctx.state, [bool(x) for x in flags])
+        scale = grad_output.detach().to("cpu", torch.float64)
+        out: list[torch.Tensor | None] = []
         for g, (dtype, device, shape) in zip(grads, ctx.meta, strict=True):
             out.append(
                 None if g is None
-                else (scale * torch.from_numpy(g)).reshape(shape).to(device=device, dtype=dtype)
+                else (scale * g.to("cpu", torch.float64)).reshape(shape).to(device=device,
+                                                                            dtype=dtype)
             )
-        return (None, *out)
+        out += [None] * (len(ctx.needs_input_grad) - 2 - len(out))  # the recording anchor
+        out = first_order_only(out, (grad_output, *ctx.saved_tensors), "fem_functional")
+        return (None, None, *out)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise refusal("fem_functional")
 
 
 def fem_functional(
@@ -122,7 +266,9 @@ def fem_functional(
     """Make the scalar form ``M`` a differentiable function of the controls' owned dofs.
 
     Args:
-        M: scalar UFL form (``dx``, ``ds`` and ``dS`` terms).
+        M: scalar UFL form (``dx``, ``ds`` and ``dS`` terms); it may contain operators of the
+            unknown (:class:`dolfinx_nn.NeuralOperator`), whose inputs are then differentiable
+            (``J(u_t, operator_inputs=[params])``).
         controls: ``fem.Function`` coefficients or ``fem.Constant`` constants of ``M``, in the
             order of the call's tensors (a Constant's tensor: its whole value, on every rank).
         form_compiler_options: FFCx options.
@@ -130,6 +276,11 @@ def fem_functional(
 
     Returns:
         A callable ``J(*control_tensors) -> 0-dim float64 tensor`` (the global value).
+
+    Raises:
+        ValueError: a control not in ``M``, a tensor of the wrong size or with NaN/Inf (on
+            every rank).
+        RuntimeError: in a second backward pass (second derivatives are not supported).
 
     Example:
         >>> J = fem_functional(0.5 * (u - d) ** 2 * dx + alpha * q * ds, controls=[u, q])

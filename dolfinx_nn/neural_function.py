@@ -11,9 +11,12 @@ import numpy as np
 import torch
 
 from dolfinx_nn._dofs import assign_owned, check_finite, owned_size
+from dolfinx_nn.parallel import check_device, raise_on_all_ranks
 
 #: Element families whose dofs are point evaluations (so "the network at the dof point" is exact).
-POINT_EVALUATION_FAMILIES = ("P", "Q", "DG", "DQ", "quadrature", "Lagrange", "Discontinuous Lagrange")
+POINT_EVALUATION_FAMILIES = (
+    "P", "Q", "DG", "DQ", "quadrature", "Lagrange", "Discontinuous Lagrange", "CR",
+)
 
 
 def _check_space(V: dolfinx.fem.FunctionSpace) -> None:
@@ -77,7 +80,7 @@ class NeuralFunction:
         self.block_size = V.dofmap.index_map_bs
         self.num_owned = owned_size(V)
         params = list(net.parameters()) if isinstance(net, torch.nn.Module) else []
-        self.device = torch.device(device) if device is not None else (
+        self.device = check_device(device, self.comm) if device is not None else (
             params[0].device if params else torch.device("cpu")
         )
         self.dtype = params[0].dtype if params else torch.float64
@@ -95,24 +98,57 @@ class NeuralFunction:
                 for Taylor tests with respect to the weights.
         """
         x = self._points_on_device
-        if parameters is None:
-            out = self.net(x)
-        else:
-            out = torch.func.functional_call(self.net, dict(parameters), (x,))
+        error: Exception | None = None
+        out = None
+        try:  # a rank's error (a shape, inside the network) is raised on every rank
+            if parameters is None:
+                out = self.net(x)
+            else:
+                out = torch.func.functional_call(self.net, dict(parameters), (x,))
+            self._check_shape(out)
+        except Exception as e:  # noqa: BLE001
+            error = e
+        raise_on_all_ranks(error, self.comm)
         return self._to_dofs(out)
 
-    def _to_dofs(self, out: torch.Tensor) -> torch.Tensor:
+    def _check_shape(self, out: torch.Tensor) -> None:
         n_points = self.points.shape[0]
         bs = self.block_size
         expected = (n_points,) if bs == 1 else (n_points, bs)
-        if tuple(out.shape) not in {expected, (n_points, bs)}:
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) not in {expected, (n_points, bs)}:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            column = f" or {(n_points, 1)}" if bs == 1 else ""
             raise ValueError(
-                f"network output has shape {tuple(out.shape)} at {n_points} points, but the space "
-                f"has block size {bs}: expected {expected}" + (f" or {(n_points, 1)}" if bs == 1 else "")
-                + "."
+                f"network output has shape {shape} at {n_points} points, but the space "
+                f"has block size {bs}: expected {expected}{column}."
             )
-        values = out.to("cpu", torch.float64).reshape(-1)
+
+    def _to_dofs(self, out: torch.Tensor) -> torch.Tensor:
+        return _WriteDofs.apply(self, out.to("cpu", torch.float64).reshape(-1))
+
+
+class _WriteDofs(torch.autograd.Function):
+    """Identity on the dof values that also writes them into the Function (a side effect).
+
+    An autograd.Function so that torch.func transforms hand it plain tensors: the write
+    works under ``torch.func.grad``, and forward-mode tangents pass through unchanged.
+    """
+
+    @staticmethod
+    def forward(nf: NeuralFunction, values: torch.Tensor) -> torch.Tensor:
         array = values.detach().numpy()
-        check_finite(array, self.comm, "network output")
-        assign_owned(self.function, array)
-        return values
+        check_finite(array, nf.comm, "network output")
+        assign_owned(nf.function, array)
+        return values.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, grad
+
+    @staticmethod
+    def jvp(ctx, _, tangent: torch.Tensor) -> torch.Tensor:
+        return tangent

@@ -28,6 +28,7 @@ import torch
 import ufl
 
 from dolfinx_nn._dofs import owned_size
+from dolfinx_nn.parallel import check_device, raise_on_all_ranks
 from dolfinx_nn.quadrature import (
     QuadratureEvaluator,
     QuadratureLayout,
@@ -141,7 +142,7 @@ class NeuralOperator(dolfinx.fem.Function):
         self._derivative_layouts = [QuadratureLayout(D.function_space) for D in self.derivatives]
         self.measure = quadrature_measure(space)
         params = list(net.parameters())
-        self.net_device = torch.device(device) if device is not None else (
+        self.net_device = check_device(device, space.mesh.comm) if device is not None else (
             params[0].device if params else torch.device("cpu")
         )
         self.net_dtype = params[0].dtype if params else torch.float64
@@ -247,12 +248,10 @@ class NeuralOperator(dolfinx.fem.Function):
                         self._check_shape(self._call(params, c), c.shape[0])
                         for c in self._chunks(x)
                     ])
-        except ValueError as e:  # a wrong output shape: raise on every rank, also empty ones
+        except Exception as e:  # noqa: BLE001 (a wrong shape, an error inside the network)
             error = e
-        if self.layout.comm.allreduce(error is not None, op=MPI.LOR):
-            raise error or ValueError(
-                f"the network output of {self.name!r} has the wrong shape on another rank."
-            )
+        # Raised on every rank (a rank without points too), as itself where it happened.
+        raise_on_all_ranks(error, self.layout.comm)
         self.evaluations += 1
         values = values.to("cpu", torch.float64).numpy()
         self._check_finite(values, X, "the network output")
@@ -336,3 +335,35 @@ class NeuralOperator(dolfinx.fem.Function):
             None if gr is None else gr.to(device=t.device, dtype=t.dtype)
             for gr, t in zip(grads, inputs, strict=True)
         ]
+
+
+def derivative(
+    form: ufl.Form, u: dolfinx.fem.Function, du: ufl.core.expr.Expr | None = None
+) -> ufl.Form:
+    """``ufl.derivative(form, u, du)`` including the derivatives of operators of ``u`` in it.
+
+    A :class:`NeuralOperator` is a Function to UFL, so ``ufl.derivative`` treats it as a
+    constant coefficient.  This adds ``dF/dN[dN/du[du]]`` for every operator of the unknown
+    found in ``form`` (with its derivatives at the last :meth:`NeuralOperator.update`
+    with ``derivatives=True``), which is the Jacobian :func:`dolfinx_nn.fem_operator` uses.
+
+    Args:
+        form: a UFL form containing operators of ``u``.
+        u: the function to differentiate by.
+        du: the direction (an Argument); default a TrialFunction (Jacobian of a residual) or a
+            TestFunction (gradient of a functional) on ``u``'s space.
+
+    Returns:
+        The derivative form.
+    """
+    from dolfinx_nn.fem_operator import _find_operators
+
+    if du is None:
+        V = u.function_space
+        du = ufl.TrialFunction(V) if form.arguments() else ufl.TestFunction(V)
+    total = ufl.derivative(form, u, du)
+    for op in _find_operators(form, ()):
+        term = op.jacobian(form, u, du)
+        if term is not None:
+            total = total + term
+    return total

@@ -39,7 +39,8 @@ def taylor_test(
             must be global (as bridge functionals are).
         m: control: a tensor, a sequence of tensors, or a name -> tensor mapping (e.g. network
             parameters for ``torch.func.functional_call``).
-        dm: perturbation direction, same structure and shapes as ``m``.
+        dm: perturbation direction, same structure and shapes as ``m`` (a mapping's entries
+            are paired with ``m``'s by key).
         h: first step; each later step halves it.
         steps: number of step sizes (``steps - 1`` rates are returned).
         comm: communicator over which ``<grad, dm>`` is summed. Pass the mesh communicator when
@@ -50,6 +51,11 @@ def taylor_test(
         The ``steps - 1`` observed rates.
     """
     ms, rebuild = _as_list(m)
+    if isinstance(m, Mapping):
+        if not isinstance(dm, Mapping) or set(dm) != set(m):
+            got = sorted(dm) if isinstance(dm, Mapping) else type(dm).__name__
+            raise ValueError(f"dm must have the keys of m ({sorted(m)}), got {got}.")
+        dm = {k: dm[k] for k in m}  # pair the entries by key, not by position
     dms, _ = _as_list(dm)
     if len(ms) != len(dms) or any(a.shape != b.shape for a, b in zip(ms, dms, strict=True)):
         raise ValueError("m and dm must have the same structure and shapes.")

@@ -12,8 +12,13 @@ L-BFGS closure.  All decisions (early stopping, non-finite losses) are taken ide
 every rank, so no rank is left waiting in a collective call.
 
 Checkpoints (rank 0 writes them atomically) hold the parameters, optimizer state, step,
-history, RNG states and configuration; ``resume=True`` continues a run exactly where it
-stopped, to the last bit.  Ctrl-C writes a checkpoint of the last completed step first.
+history, RNG states, configuration and, optionally, a description of the problem being solved
+(``problem=``: mesh, data, formulas, options); ``resume=True`` continues a run exactly where it
+stopped, to the last bit, and refuses a checkpoint of another problem or configuration,
+listing the differences.  Ctrl-C writes a checkpoint of the last completed step first.  A
+checkpoint that cannot be written (full disk, read-only folder) raises
+:class:`~dolfinx_nn.output.OutputError` on every rank; at the end of training the result is
+kept instead and the failure recorded in :attr:`History.checkpoint_error`.
 
 Example:
     >>> cfg = TrainingConfig(adam_steps=500, lbfgs_steps=50, tolerance=1e-8)
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import math
 import os
 import pathlib
@@ -41,8 +47,8 @@ from mpi4py import MPI
 import numpy as np
 import torch
 
-from dolfinx_nn.output import progress
-from dolfinx_nn.parallel import sync_gradients
+from dolfinx_nn.output import OutputError, atomic_write, describe_error, print0, progress
+from dolfinx_nn.parallel import replicated, sync_gradients
 
 __all__ = ["History", "TrainingConfig", "train"]
 
@@ -51,6 +57,11 @@ CHECKPOINT_FORMAT = 1
 
 #: Function evaluations allowed in one L-BFGS line search.
 LBFGS_MAX_LINE_SEARCH = 25
+
+#: Relative tolerance of the comparison of float settings on resume: a tolerance derived from
+#: a global sum (e.g. the discrepancy principle's noise norm) may differ in its last bits
+#: between runs on different numbers of ranks.
+RESUME_RTOL = 1e-9
 
 #: Configuration fields that change the trajectory: resuming with other values is refused.
 RESULT_FIELDS = (
@@ -160,6 +171,8 @@ class History:
             no descent direction or no acceptable step length),
             ``"callback"`` (the callback asked to stop), ``"interrupted"`` (Ctrl-C), or
             ``"running"`` (in a checkpoint written during training).
+        checkpoint_error: why the final checkpoint could not be written (None: it was, or
+            no checkpoint was asked for); the training result itself is complete.
     """
 
     losses: list[float] = field(default_factory=list)
@@ -167,6 +180,7 @@ class History:
     times: list[float] = field(default_factory=list)
     wall_time_s: float = 0.0
     stopped_because: str = "running"
+    checkpoint_error: str | None = None
 
     @property
     def steps(self) -> int:
@@ -188,6 +202,7 @@ class History:
             "best_loss": self.best_loss,
             "wall_time_s": self.wall_time_s,
             "stopped_because": self.stopped_because,
+            "checkpoint_error": self.checkpoint_error,
         }
 
     @classmethod
@@ -346,11 +361,15 @@ class _ToleranceReached(Exception):
 
 
 def _write_checkpoint(path: pathlib.Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically (temporary file, then rename)."""
+    """Write ``payload`` to ``path`` atomically (temporary file, then rename).
+
+    The payload is serialised in memory first, so a failing disk raises a plain ``OSError``
+    (not torch's zip-writer error) and no partial or temporary file is left behind.
+    """
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, buffer.getvalue())
 
 
 def _read_checkpoint(path: pathlib.Path, comm: MPI.Comm) -> dict[str, Any]:
@@ -386,10 +405,57 @@ def _read_checkpoint(path: pathlib.Path, comm: MPI.Comm) -> dict[str, Any]:
     return comm.bcast(payload, root=0) if comm.size > 1 else payload
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal, floats up to :data:`RESUME_RTOL` (recursively in dicts and lists)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float | int) and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=RESUME_RTOL) or (math.isnan(a) and math.isnan(b))
+    if isinstance(b, float) and isinstance(a, int) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=RESUME_RTOL)
+    return a == b
+
+
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """``"name: A in the checkpoint, B now"`` for each entry that differs."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in [*saved, *(k for k in current if k not in saved)]:
+            name = f"{prefix}{key}"
+            if key not in current:
+                out.append(f"{name}: {saved[key]!r} in the checkpoint, absent now")
+            elif key not in saved:
+                out.append(f"{name}: absent in the checkpoint, {current[key]!r} now")
+            else:
+                out += _differences(saved[key], current[key], f"{name}.")
+        return out
+    if _same(saved, current):
+        return []
+    return [f"{prefix.rstrip('.')}: {saved!r} in the checkpoint, {current!r} now"]
+
+
+def _check_problem(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> None:
+    if current is None:
+        return
+    if saved is None:
+        raise ValueError(
+            "cannot resume: the checkpoint does not record which problem it belongs to "
+            "(written by an older version); start a new run."
+        )
+    differences = _differences(saved, current)
+    if differences:
+        raise ValueError(
+            "cannot resume: the checkpoint belongs to another problem (" + "; ".join(differences)
+            + "). Resume with the checkpoint's settings, or start a new run."
+        )
+
+
 def _check_resumable(saved: dict[str, Any], cfg: TrainingConfig, step: int, phase: str) -> None:
     current = cfg.as_dict()
     for name in RESULT_FIELDS:
-        if saved[name] != current[name]:
+        if not _same(saved[name], current[name]):
             raise ValueError(
                 f"cannot resume: TrainingConfig.{name} is {current[name]!r} but the checkpoint "
                 f"was written with {saved[name]!r}; this changes the result. Resume with the "
@@ -468,6 +534,8 @@ def train(
     resume: bool | Literal["auto"] = False,
     desc: str = "training",
     callback: Callable[[int, float], bool | None] | None = None,
+    regularizer: Callable[[], torch.Tensor] | None = None,
+    problem: dict[str, Any] | None = None,
 ) -> History:
     """Minimise ``loss_fn()`` with Adam, then L-BFGS.
 
@@ -489,6 +557,14 @@ def train(
         desc: label of the progress bar (shown on rank 0).
         callback: called on every rank after each step as ``callback(steps_done, loss)``;
             training stops when it returns True on any rank.
+        regularizer: a term every rank computes identically from replicated data (weight
+            decay of the network's parameters, say), added to ``loss_fn()`` once: through
+            :func:`~dolfinx_nn.parallel.replicated`, so that summing the ranks' gradient
+            shares does not count it once per rank.  Adding such a term inside ``loss_fn``
+            without ``replicated`` would make the gradient grow with the number of ranks.
+        problem: a JSON-like description of the problem (mesh, data, formulas, options that
+            change the problem), stored in the checkpoint; resuming with a different one is
+            refused with the differences listed.  Floats compare up to :data:`RESUME_RTOL`.
 
     Returns:
         The :class:`History` (also when resuming: it includes the earlier steps).
@@ -496,14 +572,17 @@ def train(
     Raises:
         FloatingPointError: the loss or a gradient is NaN or infinite (on every rank).
         ValueError: invalid arguments, a loss that differs between ranks, or a checkpoint
-            that does not fit ``params`` or ``config``.
+            that does not fit ``params``, ``config`` or ``problem``.
         FileNotFoundError: ``resume=True`` and ``checkpoint`` does not exist.
+        OutputError: a checkpoint during training could not be written (on every rank).
     """
     cfg = TrainingConfig() if config is None else config
     if not isinstance(cfg, TrainingConfig):
         raise TypeError(f"config must be a TrainingConfig, got {type(cfg).__name__}")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    if regularizer is not None and not callable(regularizer):
+        raise TypeError(f"regularizer must be callable, got {type(regularizer).__name__}")
     if resume not in (False, True, "auto"):
         raise ValueError(f"resume must be False, True or 'auto', got {resume!r}")
     path = None if checkpoint is None else pathlib.Path(checkpoint)
@@ -519,6 +598,7 @@ def train(
     if resume:
         payload = _read_checkpoint(path, comm)
         step, opt_phase = int(payload["step"]), payload["phase"]
+        _check_problem(payload.get("problem"), problem)
         _check_resumable(payload["config"], cfg, step, opt_phase)
         _load_params_state(params, plist, payload["params"])
         history = History.from_dict(payload["history"])
@@ -533,10 +613,17 @@ def train(
         np.random.seed(cfg.seed)  # noqa: NPY002 (the legacy global generator)
         random.seed(cfg.seed)
 
-    def save(stopped_because: str, collective: bool = True) -> None:
+    def save(stopped_because: str, collective: bool = True, final: bool = False) -> None:
+        """Rank 0 writes the checkpoint; with ``collective``, every rank learns the outcome.
+
+        A failure raises :class:`OutputError` on every rank, except for the ``final``
+        checkpoint, whose failure is recorded in ``history.checkpoint_error`` (the training
+        result is complete and must not be lost to it).
+        """
         history.stopped_because = stopped_because
         if path is None:
             return
+        error = None
         if comm.rank == 0:
             payload = {
                 "format": CHECKPOINT_FORMAT,
@@ -548,10 +635,26 @@ def train(
                 "rng": _rng_state(),
                 "config": cfg.as_dict(),
                 "comm_size": comm.size,
+                "problem": problem,
             }
-            _write_checkpoint(path, payload)
-        if collective:
-            comm.Barrier()
+            try:
+                _write_checkpoint(path, payload)
+            except Exception as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
+                    describe_error(exc))
+                error = f"cannot write the checkpoint {path}: {reason}"
+        if not collective:
+            if error is not None:
+                print(error, flush=True)
+            return
+        if comm.size > 1:
+            error = comm.bcast(error, root=0)
+        if error is None:
+            return
+        if not final:
+            raise OutputError(error)
+        history.checkpoint_error = error
+        print0(f"warning: {error}; the result of the training is kept", comm=comm)
 
     elapsed_before = history.wall_time_s
     start = time.perf_counter()
@@ -585,6 +688,8 @@ def train(
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
             loss = loss_fn()
+            if regularizer is not None:
+                loss = loss + replicated(regularizer(), comm)
             value = _loss_value(loss, comm, phase, step)
             evaluations.append(value)
             if len(evaluations) == 1 and cfg.tolerance is not None and value <= cfg.tolerance:
@@ -662,7 +767,7 @@ def train(
         raise
     bar.close()
     history.wall_time_s = elapsed_before + time.perf_counter() - start
-    save(stopped)
+    save(stopped, final=True)
     return history
 
 

@@ -114,3 +114,39 @@ class PoissonCoefficient:
         self.loss().backward()
         dnn.sync_gradients(self.net, self.msh.comm)
         return torch.cat([p.grad.reshape(-1) for p in self.net.parameters()])
+
+
+def directional_derivatives(f, m, dm, comm: MPI.Comm, h: float = 1e-3) -> tuple[float, float]:
+    """The derivative of ``f`` along ``dm`` by the backward pass, and by finite differences.
+
+    ``m`` and ``dm`` are lists of tensors: rank-local ones (owned dofs, a different direction
+    on each rank) and replicated ones (Constants, network parameters: the same everywhere).
+    Both conventions give the global directional derivative as the sum over the ranks of
+    ``<grad, dm>``, since a replicated tensor's gradient is the rank's share.  The finite
+    difference is the fourth-order central one, ``(-f(2h) + 8 f(h) - 8 f(-h) + f(-2h)) / 12h``
+    (truncation ``O(h^4)``), so that it is a reference to well below 1e-6 relative.
+    """
+    leaves = [x.detach().clone().requires_grad_(True) for x in m]
+    value = f(leaves)
+    grads = torch.autograd.grad(value, leaves, allow_unused=True)
+    local = sum(float((g * d).sum()) for g, d in zip(grads, dm, strict=True) if g is not None)
+    ad = comm.allreduce(local, op=MPI.SUM)
+    with torch.no_grad():
+        def at(s: float) -> float:
+            return float(f([x.detach() + s * d for x, d in zip(m, dm, strict=True)]))
+
+        fd = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
+    return ad, fd
+
+
+def assert_matches_fd(ad: float, fd: float, scale: float, rtol: float = 1e-6) -> None:
+    """``ad`` equals ``fd`` to ``rtol`` (relative; absolute below ``1e-10 * scale``)."""
+    assert abs(ad - fd) <= rtol * max(abs(ad), abs(fd)) + 1e-10 * scale, (ad, fd)
+
+
+def dofs_on(V: fem.FunctionSpace, where) -> np.ndarray:
+    """Dofs of ``V`` on the boundary facets where ``where(x)`` holds."""
+    msh = V.mesh
+    tdim = msh.topology.dim
+    facets = mesh.locate_entities_boundary(msh, tdim - 1, where)
+    return fem.locate_dofs_topological(V, tdim - 1, facets)

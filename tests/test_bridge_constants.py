@@ -102,8 +102,8 @@ def test_constant_errors(setting):
     with pytest.raises(ValueError, match="does not appear in F"):
         dnn.fem_operator(F, u, controls=[other], bcs=[bc], petsc_options_prefix="const_err_")
     solve = dnn.fem_operator(F, u, controls=[k], bcs=[bc], petsc_options_prefix="const_err2_")
-    with pytest.raises(ValueError, match=r"has 2 values .* but the Constant has 1"):
-        solve(torch.ones(2, dtype=torch.float64))  # a scalar Constant has one value
+    with pytest.raises(ValueError, match=r"has 6 values .* but the Constant has 1"):
+        solve(torch.ones(2, 3, dtype=torch.float64))  # (2,) would be a batch of two values
     if COMM.size > 1:
         with pytest.raises(ValueError, match="differs between ranks"):
             solve(torch.tensor(1.0 + COMM.rank, dtype=torch.float64))

@@ -12,7 +12,7 @@ from dolfinx_nn.discovery import DiscoveryConfig, SpaceTimeData, discover
 from dolfinx_nn.discovery.datasets import simulate_dataset
 from dolfinx_nn.discovery.pipeline import regress
 from dolfinx_nn.discovery.surrogate import Surrogate, SurrogateConfig, fit_surrogate
-from dolfinx_nn.discovery.validation import validate
+from dolfinx_nn.discovery.validation import validate, window_surrogate
 from dolfinx_nn.meshes import create_mesh
 
 NOISE = 0.01
@@ -97,7 +97,9 @@ def test_data_units_transform_coefficients_as_theory_says(fisher):
 
 def test_normalisation_changes_raw_but_not_physical_coefficients(fisher):
     """Rescaling the network variables changes the raw coefficients, not the reported ones."""
-    _, train, _, found = fisher
+    _, train, _, _ = fisher
+    config = DiscoveryConfig(surrogate=SurrogateConfig(kind="space-time", input_scale=2.0))
+    found = discover(train, config)
     old = found.surrogate
     lx, lt, lu = 2.0, 3.0, 5.0  # xi' = xi / lx, tau' = tau / lt, v' = v / lu
     new = Surrogate(
@@ -124,18 +126,21 @@ def test_normalisation_changes_raw_but_not_physical_coefficients(fisher):
 
 def test_resimulation_matches_held_out_data(heat, mesh):
     data, train, _, found = heat
-    result = validate(found.coefficients, found.surrogate, mesh, data, train_end=train.t[-1])
-    assert result.held_out.sum() == 10
+    boundary = window_surrogate(data, float(train.t[-1]), found.fit)
+    result = validate(found.coefficients, boundary, mesh, data, train_end=train.t[-1])
+    assert result.held_out.sum() == 10 and result.start_time == train.t[-1]
     assert result.rel_l2_error < 0.05
     # the error is at the noise level (relative noise 1% of std(u)), not accumulated drift
     assert result.snapshot_errors.max() < 0.05
-    assert np.all(np.isfinite(result.simulated))
+    assert np.all(np.isfinite(result.simulated[result.held_out]))
 
 
 def test_adam_phase_lowers_the_fit_loss(heat):
     """Training the hidden layers (data parallel) before the exact head lowers the loss."""
     train = heat[1]
-    surrogate, report = fit_surrogate(train, SurrogateConfig(width=20, adam_steps=30))
+    surrogate, report = fit_surrogate(
+        train, SurrogateConfig(kind="space-time", width=20, input_scale=2.0, adam_steps=30)
+    )
     assert len(report.losses) == 30 and report.losses[-1] < report.losses[0]
     weights = surrogate.features[0].weight.detach().numpy().copy()
     gathered = MPI.COMM_WORLD.allgather(weights)

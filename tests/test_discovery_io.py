@@ -103,7 +103,7 @@ def test_discover_command_separable_surrogate(shared_dir):
     out = shared_dir / "separable"
     code = main(["discover", "--simulate", "advection-diffusion", "--mesh", "interval",
                  "--resolution", "64", "--points", "400", "--noise", "0.01",
-                 "--surrogate", "separable", "--width", "400", "--time-degree", "10",
+                 "--surrogate", "separable", "--width", "400", "--formulation", "strong",
                  "--margin", "0.05", "--out", str(out)])
     assert code == 0
     results = json.loads((out / "results.json").read_text())

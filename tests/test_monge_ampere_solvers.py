@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-
+import re
 
 import dolfinx
 import numpy as np
@@ -31,10 +31,17 @@ def test_icnn_solves_the_smooth_case_in_2d():
 
 @pytest.mark.parametrize("dim", [3, 4])
 def test_icnn_runs_the_smooth_case_in_higher_dimensions(dim):
+    """A cheap instance (130 steps, 300 points) of what the defaults do on the ball.
+
+    Five seeds of this instance gave 1.97e-2 .. 3.60e-2 (median 2.53e-2) for d = 3 and
+    2.39e-2 .. 2.73e-2 (median 2.69e-2) for d = 4; the bound is 1.7 times the worst seed.
+    (Before the ICNN's first-layer ridges were sharpened this instance was only checked
+    against 0.1; the defaults' table over seeds is in docs/monge_ampere.md.)
+    """
     config = NetworkConfig(adam_steps=100, lbfgs_steps=30, n_interior=300, n_boundary=200,
                            width=24, n_test=10_000)
     result = solve_network(get_case("smooth"), Ball(dim), config)
-    assert result.rel_l2_error < 0.1  # short run; docs/monge_ampere.md has converged numbers
+    assert result.rel_l2_error < 0.06
     assert result.convexity_violation_fraction == 0.0
 
 
@@ -89,7 +96,7 @@ def test_fem_rejects_unsupported_input(comm):
         solve_fem(get_case("brenner"), cube)
 
 
-def test_command_line_writes_results(tmp_path_factory, comm):
+def test_command_line_writes_results(tmp_path_factory, comm, capsys):
     from dolfinx_nn.cli import main
 
     out = comm.bcast(str(tmp_path_factory.mktemp("ma")) if comm.rank == 0 else None, root=0)
@@ -105,6 +112,107 @@ def test_command_line_writes_results(tmp_path_factory, comm):
     assert data["network"]["convexity_violation_fraction"] == 0.0
     assert data["fem"]["dofs"] == 81 and data["fem"]["rel_l2_error"] < 1e-3
     assert data["ranks"] == comm.size
-    with pytest.raises(ValueError, match="--fem needs d = 2 or 3"):
-        main(["monge-ampere", "--domain", "ball", "--fem", "--out", out])
+    capsys.readouterr()
+    assert main(["monge-ampere", "--domain", "ball", "--fem", "--out", out]) == 1
+    if comm.rank == 0:  # one line, printed once
+        assert "error: --fem needs d = 2 or 3" in capsys.readouterr().err
+    comm.Barrier()
+
+
+@pytest.mark.parametrize(
+    "name, l2_rate, h1_rate, h1_rate_max",
+    [
+        # smooth solution, f = 0 on the edge x = 0: optimal P2 rates
+        ("brenner", 2.0, 1.8, 2.2),
+        # u in H^(5/2 - eps) (D^2 u jumps across a circle): H1 rate 3/2 expected
+        ("degenerate", 1.3, 1.2, 2.0),
+        # u in H^(3/2 - eps), f not integrable at the corner (1, 1): H1 rate 1/2 expected
+        ("singular", 1.1, 0.4, 0.6),
+    ],
+)
+def test_fem_reference_converges_on_the_hard_cases(comm, name, l2_rate, h1_rate, h1_rate_max):
+    """Mesh sequencing 4 -> 8 -> 16 with continuation in the data (docs: up to 32 cells per
+    edge, all rates).  Newton from the Poisson guess used to diverge here, or to converge to a
+    non-convex discrete solution; every accepted solution is convex cell by cell."""
+    from dolfinx_nn.monge_ampere import solve_fem_sequence
+
+    meshes = (dolfinx.mesh.create_unit_square(comm, n, n) for n in (4, 8, 16))
+    results = solve_fem_sequence(get_case(name), meshes, center=[0.5, 0.5])
+    h = [r.h for r in results]
+    l2 = _rates([r.rel_l2_error for r in results], h)
+    h1 = _rates([r.h1_error for r in results], h)
+    assert np.all(l2 > l2_rate), l2
+    assert np.all((h1 > h1_rate) & (h1 < h1_rate_max)), h1
+    assert all(r.min_hessian_eigenvalue > -1e-2 for r in results)
+
+
+def test_fem_rejects_non_convex_solutions(comm):
+    """Concave boundary data: no convex solution attains it, and Newton's non-convex answers
+    are refused with the reason, not returned."""
+    from dolfinx_nn.monge_ampere import FEMSolveError, formula_case
+
+    case = formula_case("1", "-(x[0]**2 + x[1]**2)", dim=2)
+    with pytest.raises(FEMSolveError, match="no convex solution") as info:
+        solve_fem(case, dolfinx.mesh.create_unit_square(comm, 4, 4))
+    assert info.value.reason_name == "NOT_CONVEX"
+    # Newton did converge at (s, delta) = (1, 0): the refusal is the convexity check's
+    assert any(p["converged"] and p["s"] == 1.0 and p["delta"] == 0.0 for p in info.value.path)
+
+
+def _shared_dir(tmp_path_factory, comm) -> pathlib.Path:
+    return pathlib.Path(comm.bcast(str(tmp_path_factory.mktemp("ma")) if comm.rank == 0
+                                   else None, root=0))
+
+
+_TINY = ["--adam-steps", "20", "--lbfgs-steps", "5", "--n-interior", "100", "--n-boundary", "40",
+         "--n-test", "2000"]
+
+
+def test_command_writes_results_and_exits_3_when_the_fem_fails(tmp_path_factory, comm):
+    from dolfinx_nn.cli import main
+
+    out = _shared_dir(tmp_path_factory, comm) / "fail"
+    argv = ["monge-ampere", "--f", "1", "--g", "-(x[0]**2 + x[1]**2)", "--fem",
+            "--resolution", "4", *_TINY, "--out", str(out)]
+    assert main(argv) == 3
+    data = json.loads((out / "results.json").read_text())
+    assert data["fem"]["status"] == "failed"
+    assert "no convex solution" in data["fem"]["reason"]
+    assert data["fem"]["reason_name"] == "NOT_CONVEX"
+    assert data["network"]["rel_l2_error"] is None  # no exact solution given
+    assert np.isfinite(data["network"]["relative_residual"])
+    comm.Barrier()
+
+
+def test_command_takes_formulas_and_a_mesh_file(tmp_path_factory, comm, capfd):
+    """The smooth case typed as formulas, on a mesh written to XDMF: same answer as built in."""
+    from dolfinx_nn.cli import main
+
+    folder = _shared_dir(tmp_path_factory, comm)
+    mesh_file = folder / "square.xdmf"
+    with dolfinx.io.XDMFFile(comm, mesh_file, "w") as xdmf:
+        xdmf.write_mesh(dolfinx.mesh.create_unit_square(comm, 8, 8))
+    r2 = "(x[0]**2 + x[1]**2)"
+    out = folder / "formula"
+    argv = ["monge-ampere", "--f", f"(1 + {r2})*exp({r2})", "--g", f"exp({r2}/2)",
+            "--exact", f"exp({r2}/2)", "--domain", str(mesh_file), "--fem", *_TINY,
+            "--out", str(out)]
+    assert main(argv) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["case"] == "formula" and data["domain"] == str(mesh_file)
+    builtin = solve_fem(get_case("smooth"), dolfinx.mesh.create_unit_square(comm, 8, 8))
+    assert data["fem"]["rel_l2_error"] == pytest.approx(builtin.rel_l2_error, rel=1e-8)
+    assert data["fem"]["dofs"] == 17 * 17
+    assert data["network"]["rel_l2_error"] < 0.2  # 25 training steps only
+    for argv, message in (
+        (["--f", "1"], "needs both --f .* and --g"),
+        (["--case", "smooth", "--f", "1", "--g", "1"], "not both"),
+        (["--f", "__import__('os')", "--g", "1"], "--f"),
+    ):
+        try:
+            code = main(["monge-ampere", *argv, "--out", str(out)])
+        except SystemExit as exit_:  # a bad option value ends at argument parsing
+            code = exit_.code
+        assert code != 0
+        assert re.search(message, capfd.readouterr().err), argv
     comm.Barrier()

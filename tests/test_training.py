@@ -302,3 +302,64 @@ def test_progress_bar_only_on_rank_zero(comm, capfd):
         assert "quiet-check" in err
     else:
         assert out == "" and err == ""
+
+
+def test_resume_refuses_another_problem_and_compares_floats_up_to_round_off(comm, shared_dir):
+    w = torch.ones(2, dtype=DTYPE, requires_grad=True)
+    path = shared_dir / "problem.pt"
+    problem = {"mesh": "square", "resolution": 16, "coefficient": "1 + x[0]"}
+    cfg = TrainingConfig(adam_steps=3, lbfgs_steps=0, tolerance=2.2482188099948726e-05)
+    train(lambda: (w**2).sum(), [w], cfg, comm=comm, checkpoint=path, problem=problem)
+
+    changed = {**problem, "resolution": 8, "coefficient": "2"}
+    with pytest.raises(ValueError, match=r"another problem \(resolution: 16 in the checkpoint, "
+                                         r"8 now; coefficient: '1 \+ x\[0\]' in the checkpoint"):
+        train(lambda: (w**2).sum(), [w], cfg, comm=comm, checkpoint=path, resume=True,
+              problem=changed)
+    # a tolerance computed from a sum in another order, and more steps: accepted
+    more = TrainingConfig(adam_steps=5, lbfgs_steps=0, tolerance=2.2482188099948733e-05)
+    resumed = train(lambda: (w**2).sum(), [w], more, comm=comm, checkpoint=path, resume=True,
+                    problem=dict(problem))
+    assert resumed.steps == 5
+    with pytest.raises(ValueError, match="TrainingConfig.tolerance"):
+        far = TrainingConfig(adam_steps=5, lbfgs_steps=0, tolerance=2.3e-05)
+        train(lambda: (w**2).sum(), [w], far, comm=comm, checkpoint=path, resume=True,
+              problem=problem)
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_checkpoint_write_ends_every_rank_and_keeps_the_result(
+    comm, shared_dir, monkeypatch
+):
+    """Rank 0's disk is full: every rank raises (no hang); no temporary file is left.
+
+    At the final checkpoint the finished training is returned with the failure recorded.
+    """
+    import errno
+
+    import dolfinx_nn.output
+    import dolfinx_nn.training
+
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(dolfinx_nn.training, "atomic_write", full_disk)
+    w = torch.ones(2, dtype=DTYPE, requires_grad=True)
+    path = shared_dir / "full.pt"
+    every = TrainingConfig(adam_steps=6, lbfgs_steps=0, checkpoint_every=2)
+    with pytest.raises(dolfinx_nn.output.OutputError,
+                       match="cannot write the checkpoint .*full.pt: No space left on device"):
+        train(lambda: (w**2).sum(), [w], every, comm=comm, checkpoint=path)
+    final_only = TrainingConfig(adam_steps=6, lbfgs_steps=0, checkpoint_every=0)
+    history = train(lambda: (w**2).sum(), [w], final_only, comm=comm, checkpoint=path)
+    assert history.steps == 6 and history.stopped_because == "completed"
+    assert "No space left on device" in history.checkpoint_error
+    monkeypatch.undo()
+    # the real writer, on a folder that is a file: a real OSError, and no .tmp anywhere
+    blocked = shared_dir / "blocked"
+    if comm.rank == 0:
+        blocked.write_text("a file where the checkpoint folder should be")
+    comm.Barrier()
+    with pytest.raises(dolfinx_nn.output.OutputError, match="cannot write the checkpoint"):
+        train(lambda: (w**2).sum(), [w], every, comm=comm, checkpoint=blocked / "c.pt")
+    assert not list(shared_dir.rglob("*.tmp"))

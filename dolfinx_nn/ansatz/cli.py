@@ -5,8 +5,9 @@ symbolically (UFL for FEM, torch autograd for the network).  FEM (P1, P2; SUPG w
 dominates) runs on the mesh refined 0..LEVELS-1 times (default: up to 4 meshes, at most 400000
 cells on the finest); the network's G and D are fitted on the mesh and N is trained on the PDE
 residual (Adam, then L-BFGS), in dimensionless variables (results in the user's units).  Errors
-in L2, H1 and max norm are measured by DOLFINx quadrature of degree 8 (network: on the mesh
-refined once).  Rank 0 prints every phase with its elapsed time.
+in L2, H1 and max norm are measured by DOLFINx quadrature of degree 8 (network: on the finest
+refinement of the base mesh whose quadrature points do not outnumber the points its training
+evaluated).  Rank 0 prints every phase with its elapsed time.
 
 How long the defaults take: on a 2D mesh of 2600 triangles (an ellipse with two holes), 2 ranks
 of a shared 2-core machine: FEM 18 s, fits of G and D 16 s, 1000 L-BFGS steps of N 70 s, error
@@ -14,7 +15,7 @@ measurement 9 s, plots and ParaView files 38 s; 2 min 40 s in all (an upper boun
 was busy with other jobs).  Training time grows with --points and --lbfgs-steps, not with the
 mesh; the FEM part with the mesh (--levels).
 
-Writes to DIR:
+Writes to DIR (--out; results.json first, then the plots and the ParaView file):
   results.json   fem: [{degree, level, dofs, l2_error, h1_error, max_error, wall_time_s, rates}],
                  network: {parameters, l2_error, h1_error, max_error, boundary_max_error,
                  wall_time_s, ...}
@@ -27,7 +28,11 @@ Writes to DIR:
 Runs under MPI: FEM is distributed, the network is trained data-parallel (each rank holds the
 collocation points in its cells; gradients are summed over ranks).
 
-Example:
+--checkpoint FILE keeps the network's training state; a later run with the same FILE
+continues it (more --lbfgs-steps extend it) and refuses a different problem (mesh, --exact,
+--pde, network, ...), listing the differences.
+
+Examples:
   mpiexec -n 2 dolfinx-nn compare --mesh square-with-hole --pde poisson \\
       --exact "sin(2*x[0] + 0.5)*cos(3*x[1]) + x[0]*x[1]" --out results/poisson
   dolfinx-nn compare --mesh square --pde advection-diffusion --exact "x[0]*x[1]*exp(x[0])" \\
@@ -46,21 +51,26 @@ from dolfinx_nn.ansatz.fem_reference import STABILIZATIONS
 from dolfinx_nn.ansatz.fitted_fields import FIT_TOLERANCE
 from dolfinx_nn.ansatz.network_solver import COLLOCATION, LOSSES, NetworkConfig
 from dolfinx_nn.ansatz.pdes import PDES, Problem
-from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.cli import about_option, add_output_arguments, formula, formula_list, mesh_spec
+from dolfinx_nn.output import OutputError, file_sha256, prepare_output_dir, print0
 from dolfinx_nn.training import TrainingConfig
+
+#: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
+RUN_TIME = ("compare has no default problem (--exact is required); the first example takes "
+            "about 50 s of CPU time per rank on 2 ranks (wall time on an idle machine)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dolfinx-nn compare``."""
     p = parser.add_argument_group("problem")
-    p.add_argument("--mesh", default="square-with-hole",
+    p.add_argument("--mesh", type=mesh_spec, default="square-with-hole",
                    help="built-in mesh name or mesh file (default: square-with-hole)")
     p.add_argument("--resolution", type=int, default=8,
                    help="cells per unit length of a built-in base mesh (default: 8)")
     p.add_argument("--pde", choices=sorted(PDES), default="poisson")
-    p.add_argument("--exact", required=True,
+    p.add_argument("--exact", type=formula, required=True,
                    help="exact solution, e.g. 'sin(pi*x[0])*x[1]' (uses t for heat-advection)")
-    p.add_argument("--advection", default=None,
+    p.add_argument("--advection", type=formula_list, default=None,
                    help="advection field, comma-separated formulas, e.g. '1, 0.5'")
     p.add_argument("--diffusion", type=float, default=1.0, help="diffusion coefficient")
     p.add_argument("--final-time", type=float, default=1.0, help="T of heat-advection")
@@ -68,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f.add_argument("--levels", type=int, default=None,
                    help="number of FEM meshes (uniform refinements of the base mesh; default: "
                         "up to 4, with at most 400000 cells on the finest)")
-    f.add_argument("--degrees", default="1,2", help="Lagrange degrees (default: 1,2)")
+    f.add_argument("--degrees", type=_degrees, default=(1, 2),
+                   help="Lagrange degrees, comma-separated (default: 1,2)")
     f.add_argument("--stabilization", choices=STABILIZATIONS, default="auto")
     n = parser.add_argument_group("network")
     n.add_argument("--width", type=int, default=20)
@@ -89,16 +100,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"fits within it are chosen (default: {FIT_TOLERANCE:g})")
     n.add_argument("--distance-scale", type=float, default=None,
                    help="frequency scale of the features of D (default: 1 in 2D, 1.5 in 3D)")
-    n.add_argument("--checkpoint", default=None, help="checkpoint file (resumes if it exists)")
+    n.add_argument("--checkpoint", default=None,
+                   help="training checkpoint file (continued if it exists and is of the same "
+                        "problem)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
-    parser.add_argument("--out", required=True, help="output directory DIR")
+    add_output_arguments(parser, "compare")
 
 
 def _degrees(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(d) for d in text.split(","))
+        degrees = tuple(int(d) for d in text.split(","))
     except ValueError:
-        raise ValueError(f"--degrees must be comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 1,2, got {text!r}") from None
+    if not degrees or min(degrees) < 1:
+        raise argparse.ArgumentTypeError(f"degrees must be >= 1, got {text!r}")
+    return degrees
 
 
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
@@ -113,7 +130,7 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
                             distance_scale=args.distance_scale, training=training,
                             seed=args.seed)
     return CompareConfig(mesh=args.mesh, resolution=args.resolution, levels=args.levels,
-                         degrees=_degrees(args.degrees), stabilization=args.stabilization,
+                         degrees=tuple(args.degrees), stabilization=args.stabilization,
                          network=network)
 
 
@@ -125,12 +142,27 @@ def run(args: argparse.Namespace) -> int:
     from dolfinx_nn.meshes import create_mesh
 
     print0(f"reading the mesh {config.mesh} ...")
-    base = create_mesh(comm, config.mesh, config.resolution)
+    with about_option("--mesh"):
+        base = create_mesh(comm, config.mesh, config.resolution)
     problem = Problem.from_text(args.pde, args.exact, base.geometry.dim, diffusion=args.diffusion,
                                 advection=args.advection, final_time=args.final_time)
-    check_mesh(base, problem, str(config.mesh))
+    with about_option("--mesh"):
+        check_mesh(base, problem, str(config.mesh))
     out = prepare_output_dir(pathlib.Path(args.out), comm)
-    results = compare(problem, config, comm, out, checkpoint=args.checkpoint, base=base)
-    write_json(out / "results.json", results, comm)
+    record = None
+    if args.checkpoint is not None:
+        from dolfinx_nn.ansatz.compare import _config_dict
+
+        settings = _config_dict(config)
+        for fem_only in ("levels", "degrees", "stabilization", "error_degree"):
+            settings.pop(fem_only)
+        settings["network"].pop("training")  # its own check allows more steps
+        record = {**problem.describe(), **settings,
+                  "mesh_sha256": file_sha256(config.mesh, comm)}
+    results = compare(problem, config, comm, out, checkpoint=args.checkpoint, base=base,
+                      problem_record=record)
     print0(f"wrote {out / 'results.json'}, errors.png, fields.png, fields.bp")
+    error = results["network"].get("checkpoint_error")
+    if error:
+        raise OutputError(f"{error} (results.json holds the finished results)")
     return 0

@@ -4,9 +4,10 @@ The FEM sequence solves on the base mesh refined uniformly ``0 .. levels - 1`` t
 polygonal domain at every level), for each Lagrange degree; by default ``levels`` is chosen
 from the mesh (:func:`choose_levels`: up to 4, with at most :data:`FEM_CELL_BUDGET` cells on
 the finest mesh).  The network is fitted and trained on the base mesh, and its errors are
-measured by quadrature of degree 8 on the base mesh refined once: the network is smooth and
-the quadrature error of that rule is far below the errors measured (measuring on the finest
-FEM mesh refined once more took 8 of the 10 minutes of a compare run on a 2600-cell mesh).
+measured by quadrature of degree 8 on the finest of the meshes (base refined ``0 .. levels``
+times) whose quadrature points number at most what the training evaluated (steps x training
+points): measuring never costs more than training did.  The choice is reported under
+``network.error_mesh``.
 
 Rank 0 prints each phase as it starts and ends, with the elapsed time.
 """
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 from mpi4py import MPI
 
+import basix
 import dolfinx
 import numpy as np
 import torch
@@ -34,7 +36,13 @@ from dolfinx_nn.ansatz.fem_reference import solve_fem
 from dolfinx_nn.ansatz.network_solver import NetworkConfig, NetworkSolution, solve_network
 from dolfinx_nn.ansatz.pdes import Problem
 from dolfinx_nn.meshes import create_mesh, mesh_size
-from dolfinx_nn.output import print0
+from dolfinx_nn.output import (
+    check_writable,
+    collective_output,
+    on_root,
+    print0,
+    write_json,
+)
 from dolfinx_nn.sampling import rank_rng, sample_boundary, sample_interior
 
 
@@ -157,6 +165,31 @@ def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareCo
     return rows, finest
 
 
+def quadrature_size(mesh: dolfinx.mesh.Mesh, degree: int, refinements: int = 0) -> int:
+    """Global number of quadrature points of ``degree`` on ``mesh`` refined uniformly."""
+    cells = mesh.topology.index_map(mesh.topology.dim).size_global
+    per_cell = len(basix.make_quadrature(mesh.basix_cell(), degree)[1])
+    return int(cells * 2 ** (mesh.topology.dim * refinements) * per_cell)
+
+
+def training_points(mesh: dolfinx.mesh.Mesh, config: CompareConfig) -> int:
+    """Global points at which one training step evaluates the network."""
+    net = config.network
+    if net.loss == "ritz" or net.collocation == "quadrature":
+        return quadrature_size(mesh, net.quadrature_degree)
+    return net.points
+
+
+def error_mesh_level(
+    base: dolfinx.mesh.Mesh, levels: int, degree: int, budget: int
+) -> int:
+    """The most refinements (0..levels) of ``base`` with at most ``budget`` error points."""
+    level = 0
+    while level < levels and quadrature_size(base, degree, level + 1) <= budget:
+        level += 1
+    return level
+
+
 def fit_report(field: torch.nn.Module) -> dict | None:
     """The boundary-weight choice of a fitted ``G`` or ``D`` (None if it was not chosen)."""
     report = getattr(field, "fit_report", None)
@@ -165,10 +198,12 @@ def fit_report(field: torch.nn.Module) -> dict | None:
 
 
 def run_network(
-    problem: Problem, mesh: dolfinx.mesh.Mesh, reference: dolfinx.mesh.Mesh,
-    config: CompareConfig, checkpoint: str | None = None, phases: Phases | None = None,
+    problem: Problem, mesh: dolfinx.mesh.Mesh, references: list[dolfinx.mesh.Mesh],
+    config: CompareConfig, checkpoint: str | None = None, problem_record: dict | None = None,
+    phases: Phases | None = None,
 ) -> tuple[dict, NetworkSolution]:
-    """Train the ansatz on ``mesh`` and measure it on ``reference``."""
+    """Train the ansatz on ``mesh``; measure it on the finest of ``references`` (``mesh``
+    refined 0, 1, ... times) that costs at most the training's network evaluations."""
     phases = phases or Phases(mesh.comm)
 
     def fitted(ansatz) -> None:
@@ -180,11 +215,16 @@ def run_network(
 
     phases("fitting G and D", f"{config.network.fit_features} random features each")
     sol = solve_network(problem, mesh, config.network, checkpoint=checkpoint,
-                        on_fitted=fitted)
-    phases("measuring the network's errors",
-           f"degree {config.error_degree} on the base mesh refined once")
+                        problem_record=problem_record, on_fitted=fitted)
     t = problem.final_time if problem.time_dependent else None
-    err = network_errors(problem, sol.ansatz, reference, t, config.error_degree)
+    budget = max(sol.history.steps, 1) * training_points(mesh, config)
+    level = error_mesh_level(mesh, len(references) - 1, config.error_degree, budget)
+    error_mesh = {"refinements": level, "budget_points": budget,
+                  "quadrature_points": quadrature_size(mesh, config.error_degree, level)}
+    phases("measuring the network's errors",
+           f"degree {config.error_degree}, {error_mesh['quadrature_points']} quadrature points "
+           f"(base mesh refined {level} times; training evaluated {budget} points)")
+    err = network_errors(problem, sol.ansatz, references[level], t, config.error_degree)
     xb, _ = sample_boundary(mesh, 2000, rank_rng(12345, mesh.comm))
     if problem.time_dependent:
         xb = np.column_stack([xb, np.full(len(xb), problem.final_time)])
@@ -198,7 +238,10 @@ def run_network(
            "final_loss": sol.history.losses[-1] if sol.history.losses else None,
            "steps": sol.history.steps, "stopped_because": sol.history.stopped_because,
            "scales": sol.scales.as_dict(),
-           "fits": {"G": fit_report(sol.ansatz.extension), "D": fit_report(sol.ansatz.distance)}}
+           "fits": {"G": fit_report(sol.ansatz.extension), "D": fit_report(sol.ansatz.distance)},
+           "error_mesh": error_mesh}
+    if sol.history.checkpoint_error:
+        row["checkpoint_error"] = sol.history.checkpoint_error
     print0(f"network: {sol.parameters} parameters, rel. L2 {err['relative_l2_error']:.3e}, "
            f"{sol.wall_time_s:.1f} s")
     return row, sol
@@ -207,9 +250,10 @@ def run_network(
 def compare(
     problem: Problem, config: CompareConfig, comm: MPI.Comm = MPI.COMM_WORLD,
     out: pathlib.Path | None = None, checkpoint: str | None = None,
-    base: dolfinx.mesh.Mesh | None = None,
+    base: dolfinx.mesh.Mesh | None = None, problem_record: dict | None = None,
 ) -> dict:
-    """Run FEM and the network on one problem; with ``out``, write plots and ParaView files.
+    """Run FEM and the network on one problem; with ``out``, write ``results.json``, then the
+    plots and the ParaView file.
 
     Returns:
         ``{"problem", "config", "fem": [...], "network": {...}}`` (the content of results.json).
@@ -221,6 +265,11 @@ def compare(
         out: output directory for plots and ParaView files (None: none written).
         checkpoint: training checkpoint file (resumed when it exists).
         base: the base mesh, if already created from ``config.mesh``.
+        problem_record: what defines the problem, stored in the checkpoint (resuming another
+            problem is refused; see :func:`dolfinx_nn.training.train`).
+
+    Raises:
+        OutputError: a file could not be written (``results.json`` is written first).
     """
     phases = Phases(comm)
     if base is None:
@@ -234,8 +283,12 @@ def compare(
     for _ in range(levels - 1):
         meshes.append(refine(meshes[-1]))
     fem_rows, finest = run_fem(problem, meshes, config)
-    reference = refine(base)
-    net_row, net = run_network(problem, base, reference, config, checkpoint, phases)
+    budget_level = error_mesh_level(
+        base, levels, config.error_degree,
+        max(config.network.training.total_steps, 1) * training_points(base, config))
+    references = meshes + ([refine(meshes[-1])] if budget_level == levels else [])
+    net_row, net = run_network(problem, base, references, config, checkpoint, problem_record,
+                               phases)
     results = {
         "problem": problem.describe(),
         "config": {**_config_dict(config), "levels_used": levels},
@@ -247,14 +300,21 @@ def compare(
         from dolfinx_nn.ansatz import plots
 
         phases("plots and ParaView files")
-        plots.error_plots(results, out / "errors.png", comm)
+        write_json(out / "results.json", results, comm)
+        on_root(lambda: plots.error_plots(results, out / "errors.png", MPI.COMM_SELF),
+                f"cannot write {out / 'errors.png'}", comm)
         levels_fem = finest[max(finest)]
-        plots.field_plots(problem, _plot_solution(levels_fem), net.ansatz, out / "fields.png",
-                          comm)
-        plots.write_paraview(problem, levels_fem[-1], net.ansatz, out / "fields.bp")
+        with collective_output(f"cannot write {out / 'fields.png'}", comm):
+            plots.field_plots(problem, _plot_solution(levels_fem), net.ansatz,
+                              out / "fields.png", comm)
+        check_writable(out, comm)
+        with collective_output(f"cannot write {out / 'fields.bp'}", comm):
+            plots.write_paraview(problem, levels_fem[-1], net.ansatz, out / "fields.bp")
     phases.end()
     results["phase_times_s"] = phases.times
     results["wall_time_s"] = comm.allreduce(phases.elapsed(), op=MPI.MAX)
+    if out is not None:
+        write_json(out / "results.json", results, comm)  # again, with the time of the plots
     return results
 
 

@@ -208,6 +208,7 @@ def solve_network(
     problem: Problem, mesh: dolfinx.mesh.Mesh, config: NetworkConfig,
     *, checkpoint: str | None = None, desc: str = "network",
     callback=None, state: dict | None = None, on_fitted=None,
+    problem_record: dict | None = None,
 ) -> NetworkSolution:
     """Fit ``G`` and ``D``, then train ``N`` with :func:`~dolfinx_nn.training.train`.
 
@@ -222,6 +223,8 @@ def solve_network(
         state: if given, ``state["ansatz"]`` is set to the ansatz before training starts
             (for callbacks that evaluate it).
         on_fitted: called as ``on_fitted(ansatz)`` once ``G`` and ``D`` are fitted (progress).
+        problem_record: stored in the checkpoint; resuming with another is refused
+            (``problem`` of :func:`~dolfinx_nn.training.train`).
     """
     comm = mesh.comm
     comm.Barrier()
@@ -236,7 +239,8 @@ def solve_network(
     start = time.perf_counter()
     loss = make_loss(problem, mesh, ansatz, config, scales)
     history = train(loss, ansatz.network, config.training, comm=comm, checkpoint=checkpoint,
-                    resume="auto" if checkpoint else False, desc=desc, callback=callback)
+                    resume="auto" if checkpoint else False, desc=desc, callback=callback,
+                    problem=problem_record)
     comm.Barrier()
     train_time = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
     parameters = sum(p.numel() for p in ansatz.network.parameters())

@@ -12,8 +12,9 @@ dx/dt = f(x) on [0, 1].  Experiments (depths N = 1, 2, 4, ..., --max-depth):
            distance of the recovered q_N to the ODE prior's q (runs under MPI)
   all      the four above, in sub-folders, plus DIR/rates.md (the table of observed orders)
 
-Writes DIR/results.json (per N: errors or losses; the fitted orders), DIR/<experiment>.png and,
-for `inverse`, DIR/coefficients.bp (ParaView, VTX) with the recovered coefficients.
+Writes DIR/results.json (per N: errors or losses; the fitted orders), then DIR/<experiment>.png
+and, for `inverse` (the only experiment on a mesh), DIR/coefficients.bp (ParaView, VTX) with
+the recovered coefficients.
 
 Example:
   dolfinx-nn deep-limit --experiment sgd --max-depth 128 --out results/deep_limit_sgd
@@ -31,12 +32,18 @@ from collections.abc import Callable
 
 from mpi4py import MPI
 
+from dolfinx_nn.cli import add_output_arguments
 from dolfinx_nn.deep_limit import plots
 from dolfinx_nn.deep_limit.annulus_study import AnnulusConfig, annulus_study
 from dolfinx_nn.deep_limit.blocks import ACTIVATIONS
 from dolfinx_nn.deep_limit.forward_convergence import ForwardConfig, forward_convergence
 from dolfinx_nn.deep_limit.sgd_convergence import SGDConfig, sgd_convergence
-from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.output import prepare_output_dir, print0, write_json, write_on_root, write_vtx
+
+#: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
+RUN_TIME = ("the default run (--experiment forward, N up to 256) takes about 8 s of CPU time "
+            "on one rank (wall time on an idle machine); --quick shrinks every experiment to "
+            "seconds")
 
 
 def _depths(max_depth: int) -> tuple[int, ...]:
@@ -44,9 +51,20 @@ def _depths(max_depth: int) -> tuple[int, ...]:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _dimension(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"must be >= 2 (the annulus lives in R^2), got {text!r}")
     return value
 
 
@@ -56,8 +74,6 @@ def run_forward(args: argparse.Namespace, comm: MPI.Comm, out: pathlib.Path) -> 
     if args.quick:
         config = dataclasses.replace(config, n_points=64, reference_tol=1e-10)
     result = forward_convergence(config)
-    if comm.rank == 0:
-        plots.plot_forward(result, out / "forward.png")
     return result
 
 
@@ -68,8 +84,6 @@ def run_sgd(args: argparse.Namespace, comm: MPI.Comm, out: pathlib.Path) -> dict
         config = dataclasses.replace(config, n_train=64, batch_size=16, steps=10,
                                      ode_options={"method": "rk4", "steps": 128})
     result = sgd_convergence(config, comm)
-    if comm.rank == 0:
-        plots.plot_sgd(result, out / "sgd.png")
     return result
 
 
@@ -81,14 +95,10 @@ def run_annulus(args: argparse.Namespace, comm: MPI.Comm, out: pathlib.Path) -> 
         config = dataclasses.replace(config, n_train=100, n_test=200, epochs=3,
                                      ode_options={"method": "rk4", "steps": 32})
     result = annulus_study(config, comm)
-    if comm.rank == 0:
-        plots.plot_annulus(result, out / "annulus.png")
     return result
 
 
 def run_inverse(args: argparse.Namespace, comm: MPI.Comm, out: pathlib.Path) -> dict:
-    from dolfinx.io import VTXWriter
-
     from dolfinx_nn.deep_limit.inverse_prior import InverseConfig, inverse_prior
 
     config = InverseConfig(activation=args.activation or "tanh",
@@ -97,11 +107,7 @@ def run_inverse(args: argparse.Namespace, comm: MPI.Comm, out: pathlib.Path) -> 
         config = dataclasses.replace(config, resolution=8, adam_steps=20,
                                      ode_options={"method": "rk4", "steps": 64})
     result = inverse_prior(config, comm)
-    functions = list(result.pop("functions").values())
-    with VTXWriter(comm, out / "coefficients.bp", functions, engine="BP4") as writer:
-        writer.write(0.0)
-    if comm.rank == 0:
-        plots.plot_inverse(result, out / "inverse.png")
+    result["_fields"] = list(result.pop("functions").values())
     return result
 
 
@@ -111,6 +117,14 @@ EXPERIMENTS: dict[str, Callable[[argparse.Namespace, MPI.Comm, pathlib.Path], di
     "sgd": run_sgd,
     "annulus": run_annulus,
     "inverse": run_inverse,
+}
+
+#: experiment -> its plot
+PLOTS: dict[str, Callable[[dict, pathlib.Path], None]] = {
+    "forward": plots.plot_forward,
+    "sgd": plots.plot_sgd,
+    "annulus": plots.plot_annulus,
+    "inverse": plots.plot_inverse,
 }
 
 #: (experiment, label, key of the per-N values, key of the fitted order)
@@ -157,11 +171,10 @@ def annulus_table(result: dict) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", choices=[*EXPERIMENTS, "all"], default="forward",
                         help="which experiment to run (default: forward)")
-    parser.add_argument("--out", default="results/deep_limit", help="output folder")
     parser.add_argument("--max-depth", type=_positive_int, default=None,
                         help="largest N (depths are the powers of two up to it; default 256 "
                              "for forward/sgd, 64 for annulus/inverse)")
-    parser.add_argument("--dim", type=_positive_int, default=3,
+    parser.add_argument("--dim", type=_dimension, default=3,
                         help="state dimension d of the annulus experiments (>= 2; default 3)")
     parser.add_argument("--activation", choices=list(ACTIVATIONS), default=None,
                         help="activation of the block (default relu; tanh for inverse)")
@@ -173,6 +186,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", default=None,
                         help="also copy the plots to IMAGES/deep_limit_<experiment>.png "
                              "(e.g. docs/images)")
+    add_output_arguments(parser, "deep-limit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,16 +200,20 @@ def run(args: argparse.Namespace) -> int:
         out = prepare_output_dir(root / name, comm) if len(names) > 1 else root
         print0(f"deep-limit: running experiment {name!r}", comm=comm)
         results[name] = EXPERIMENTS[name](args, comm, out)
-        write_json(out / "results.json", results[name], comm)
-        if args.images and comm.rank == 0:
+        fields = results[name].pop("_fields", None)
+        write_json(out / "results.json", results[name], comm)  # first: the numbers are kept
+        plot = out / f"{name}.png"
+        write_on_root(plot, lambda path, name=name: PLOTS[name](results[name], path), comm)
+        if fields is not None:
+            write_vtx(out / "coefficients.bp", fields, comm, engine="BP4")
+        if args.images:
             images = pathlib.Path(args.images)
-            images.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(out / f"{name}.png", images / f"deep_limit_{name}.png")
+            target = images / f"deep_limit_{name}.png"
+            write_on_root(target, lambda path, plot=plot: (
+                path.parent.mkdir(parents=True, exist_ok=True), shutil.copyfile(plot, path)), comm)
     table = rates_table(results)
     if "annulus" in results:
         table += "\nAnnulus set, test metrics over seeds:\n\n" + annulus_table(results["annulus"])
-    if comm.rank == 0:
-        (root / "rates.md").write_text(table)
+    write_on_root(root / "rates.md", lambda path: path.write_text(table), comm)
     print0(table, comm=comm)
-    comm.Barrier()
     return 0

@@ -3,8 +3,11 @@
 Trains a network with plain SGD while recording every k-th parameter vector (optionally
 randomly projected), then computes:
   * the diffusion map of the recorded trajectory (kernel exp(-|x-y|^2/epsilon), epsilon at the
-    steepest point of the log kernel sum, alpha = 1), its eigenvalues and coordinates;
-  * the intrinsic dimension of the trajectory (Levina-Bickel maximum likelihood, k = 10..20);
+    steepest point of the log kernel sum over 64-neighbourhoods of the distinct iterates,
+    isolated iterates attached by spanning-tree edges, alpha = 1), its eigenvalues and
+    coordinates;
+  * the intrinsic dimension of the trajectory (Levina-Bickel maximum likelihood, k = 10..20,
+    near-duplicate iterates merged);
   * the top Hessian eigenvalues of the full loss at the end point (Lanczos on Hessian-vector
     products) and the spectral density (stochastic Lanczos quadrature);
   * the alignment of the leading diffusion coordinates with the top Hessian eigenvectors.
@@ -16,9 +19,10 @@ Experiments:
               DOLFINx bridge (distributed under MPI; Hessian by finite differences of
               adjoint gradients)
 
-Writes DIR/results.json, DIR/diffmap_<experiment>.png, the trajectory DIR/trajectory/
-(trajectory.bin, float64 rows; trajectory.json header; steps.txt), and for `inverse` the
-coefficient, its reference and the state as DIR/inverse_fields.bp (VTX, for ParaView).
+Writes DIR/results.json, then DIR/diffmap_<experiment>.png, the trajectory DIR/trajectory/
+(trajectory.bin, float64 rows; trajectory.json header; steps.txt), and for `inverse` (the only
+experiment on a mesh) the coefficient, its reference and the state as
+DIR/inverse_fields_<k>.bp (VTX, for ParaView; one file per function space).
 
 Example:
   mpiexec -n 2 dolfinx-nn diffmap --experiment inverse --out results/diffmap_inverse
@@ -35,9 +39,14 @@ from mpi4py import MPI
 
 import torch
 
+from dolfinx_nn.cli import OptionError, add_output_arguments
 from dolfinx_nn.diffusion_maps.experiment import ExperimentConfig, run_experiment
 from dolfinx_nn.diffusion_maps.problems import PROBLEMS
-from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.output import prepare_output_dir, print0, write_json, write_on_root, write_vtx
+
+#: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
+RUN_TIME = ("diffmap has no default experiment (--experiment is required); the first example "
+            "takes about 17 s of CPU time per rank on 2 ranks (wall time on an idle machine)")
 
 #: experiment -> default settings (any of them can be overridden on the command line)
 DEFAULTS: dict[str, dict] = {
@@ -51,7 +60,6 @@ DEFAULTS: dict[str, dict] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dolfinx-nn diffmap``."""
     parser.add_argument("--experiment", required=True, choices=list(PROBLEMS))
-    parser.add_argument("--out", type=pathlib.Path, required=True, help="output folder")
     parser.add_argument("--steps", type=int, help="SGD steps (default per experiment)")
     parser.add_argument("--lr", type=float, help="SGD learning rate (default per experiment)")
     parser.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
@@ -62,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--components", type=int, default=6, help="diffusion coordinates")
     parser.add_argument(
-        "--epsilon", default="auto", help="kernel bandwidth, or 'auto' (steepest log kernel sum)"
+        "--epsilon", type=_epsilon, default="auto",
+        help="kernel bandwidth, or 'auto' (steepest log kernel sum)"
     )
     parser.add_argument("--alpha", type=float, default=1.0, help="Coifman-Lafon alpha in [0, 1]")
     parser.add_argument("--t", type=float, default=1.0, help="diffusion time")
@@ -75,6 +84,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=1,
         help="torch threads per rank (small networks run fastest on one; default 1)",
     )
+    add_output_arguments(parser, "diffmap")
+
+
+def _epsilon(text: str) -> str | float:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number or 'auto', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}")
+    return value
 
 
 def _config(args: argparse.Namespace) -> ExperimentConfig:
@@ -89,7 +112,8 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
         try:
             epsilon = float(epsilon)
         except ValueError:
-            raise ValueError(f"--epsilon must be a positive number or 'auto'; got {epsilon!r}")
+            raise OptionError(
+                f"--epsilon must be a positive number or 'auto'; got {epsilon!r}") from None
     return ExperimentConfig(
         momentum=args.momentum, projection_dim=args.projection_dim,
         n_components=args.components, epsilon=epsilon, alpha=args.alpha, t=args.t,
@@ -98,16 +122,13 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _write_fields(fields: list, path: pathlib.Path) -> None:
-    import dolfinx.io
-
     # VTX needs one element per file: group the functions by space
     groups: dict[int, list] = {}
     for f in fields:
         groups.setdefault(id(f.function_space), []).append(f)
     for i, group in enumerate(groups.values()):
         name = path.with_name(f"{path.stem}_{i}.bp")
-        with dolfinx.io.VTXWriter(group[0].function_space.mesh.comm, name, group) as writer:
-            writer.write(0.0)
+        write_vtx(name, group, group[0].function_space.mesh.comm)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,11 +148,10 @@ def run(args: argparse.Namespace) -> int:
     fields = problem.fields()
     if fields:
         _write_fields(fields, out / "inverse_fields.bp")
-    if comm.rank == 0:
-        from dolfinx_nn.diffusion_maps.plots import plot_experiment
+    from dolfinx_nn.diffusion_maps.plots import plot_experiment
 
-        plot_experiment(results, out / f"diffmap_{args.experiment}.png")
-    comm.Barrier()
+    write_on_root(out / f"diffmap_{args.experiment}.png",
+                  lambda path: plot_experiment(results, path), comm)
     dm, h = results["diffusion_map"], results["hessian"]
     print0(
         f"final loss {results['final_loss']:.3e}; diffusion eigenvalues "

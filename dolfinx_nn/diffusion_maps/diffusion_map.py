@@ -29,9 +29,10 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
+from dolfinx_nn.diffusion_maps import bandwidth
+from dolfinx_nn.diffusion_maps.bandwidth import Bandwidth, automatic_bandwidth
 from dolfinx_nn.diffusion_maps.kernel import (
     as_points,
-    automatic_epsilon,
     knn_squared_distances,
     nearest_neighbours,
     squared_distances,
@@ -100,11 +101,13 @@ class DiffusionMap:
 
     Args:
         n_components: number of non-trivial diffusion coordinates.
-        epsilon: kernel bandwidth, or ``"auto"``: the steepest-kernel-sum rule of
-            :func:`~dolfinx_nn.diffusion_maps.kernel.automatic_epsilon`, raised if needed to
-            the largest squared nearest-neighbour distance so that no point is isolated
-            (optimizer trajectories have very uneven spacing: large early steps, small late
-            ones, and the plain rule would cut the early part off the graph).
+        epsilon: kernel bandwidth, or ``"auto"``: the steepest-kernel-sum rule over k-NN
+            neighbourhoods of the distinct points
+            (:func:`~dolfinx_nn.diffusion_maps.bandwidth.automatic_bandwidth`); the
+            minimum-spanning-tree edges longer than ``2 sqrt(epsilon)`` get the weight
+            ``exp(-4)`` of an edge of that length, so that no point is cut off the graph
+            (optimizer trajectories have large early steps and small late ones; an outlier is
+            far from everything) while every other kernel entry keeps the bulk's bandwidth.
         alpha: Coifman-Lafon normalisation exponent in [0, 1] (0, 1/2, 1 are the classical
             choices; default 1).
         t: diffusion time (>= 0).
@@ -119,7 +122,10 @@ class DiffusionMap:
         eigenvectors_: right eigenvectors ``psi_1..psi_m`` of P at the points, shape (n, m).
         coordinates_: diffusion coordinates ``lambda^t psi``, shape (n, m).
         stationary_: the stationary distribution ``pi`` of P.
-        kernel_dimension_: ``2 * max slope of log S(eps)`` (only when ``epsilon="auto"``).
+        kernel_dimension_: twice the slope of the off-diagonal log kernel sum at ``epsilon``
+            (only when ``epsilon="auto"``).
+        bandwidth_: the :class:`~dolfinx_nn.diffusion_maps.bandwidth.Bandwidth` (auto only);
+            ``bandwidth_.summary()`` reports the choice.
     """
 
     def __init__(
@@ -175,26 +181,32 @@ class DiffusionMap:
         method = self._resolve_method(n)
         self.method_ = method
         self.kernel_dimension_ = None
-        if method == "dense":
-            d2 = squared_distances(X)
-            if self.epsilon == "auto":
-                self.epsilon_, self.kernel_dimension_ = automatic_epsilon(d2)
-                nearest = np.partition(d2, 1, axis=1)[:, 1]
-                self.epsilon_ = max(self.epsilon_, float(nearest.max()))
-            else:
-                self.epsilon_ = float(self.epsilon)
-            K = np.exp(-d2 / self.epsilon_)
-        else:
+        self.bandwidth_: Bandwidth | None = None
+        if method == "sparse":
             self.k_ = min(n, self.k or 64)
+        if self.epsilon == "auto":
+            self.bandwidth_ = automatic_bandwidth(X, self.k_ if method == "sparse" else 64)
+            self.epsilon_ = self.bandwidth_.epsilon
+            self.kernel_dimension_ = self.bandwidth_.kernel_dimension
+        else:
+            self.epsilon_ = float(self.epsilon)
+        if method == "dense":
+            K = np.exp(-squared_distances(X) / self.epsilon_)
+            if self.bandwidth_ is not None and self.bandwidth_.bridges[0].size:
+                rows, cols, _ = self.bandwidth_.bridges
+                floor = np.exp(-bandwidth.BRIDGE_EXPONENT)
+                K[rows, cols] = K[cols, rows] = np.maximum(K[rows, cols], floor)
+        else:
             A = knn_squared_distances(X, self.k_)
-            if self.epsilon == "auto":
-                self.epsilon_, self.kernel_dimension_ = automatic_epsilon(A.data)
-                nearest = nearest_neighbours(X, 2)[0][:, 1]
-                self.epsilon_ = max(self.epsilon_, float(nearest.max()))
-            else:
-                self.epsilon_ = float(self.epsilon)
             K = A.copy()
             K.data = np.exp(-A.data / self.epsilon_)
+            if self.bandwidth_ is not None and self.bandwidth_.bridges[0].size:
+                rows, cols, _ = self.bandwidth_.bridges
+                floor = np.exp(-bandwidth.BRIDGE_EXPONENT)
+                B = scipy.sparse.csr_matrix(
+                    (np.full(rows.size, floor), (rows, cols)), shape=(n, n)
+                )
+                K = K.maximum(B).maximum(B.T).tocsr()
         kernel = _normalise(K, self.alpha)
         lam, V = EIGENSOLVERS[method](kernel.symmetric, m, self.tol)
         order = np.argsort(lam)[::-1]
@@ -227,7 +239,11 @@ class DiffusionMap:
 
         ``psi_k(y) = (1 / lambda_k) sum_j p(y, x_j) psi_k(x_j)`` with the alpha-normalised
         transition probabilities ``p(y, .)`` of the fitted kernel; at the training points of
-        a dense fit this reproduces :attr:`coordinates_` exactly.
+        a dense fit this reproduces :attr:`coordinates_` exactly (except at the ends of the
+        spanning-tree edges added by ``epsilon="auto"``: a new point gets the plain kernel).
+
+        Raises:
+            ValueError: a point of ``Y`` is beyond the kernel's reach of every training point.
         """
         self._check_fitted()
         Y = as_points(Y, "Y", min_points=1)
@@ -240,18 +256,25 @@ class DiffusionMap:
         out = np.empty((Y.shape[0], self.n_components))
         for start in range(0, Y.shape[0], chunk):
             Yc = Y[start : start + chunk]
-            if self.method_ == "dense":
-                k = np.exp(-squared_distances(Yc, self._X) / self.epsilon_)
-                ka = k * qa[None, :]
-                ka /= (k.sum(axis=1) ** self.alpha)[:, None]
-                p = ka / ka.sum(axis=1, keepdims=True)
-                psi = p @ self.eigenvectors_
-            else:
-                d2, idx = nearest_neighbours(self._X, self.k_, Yc)
-                k = np.exp(-d2 / self.epsilon_)
-                ka = k * qa[idx] / (k.sum(axis=1) ** self.alpha)[:, None]
-                p = ka / ka.sum(axis=1, keepdims=True)
-                psi = np.einsum("ij,ijk->ik", p, self.eigenvectors_[idx])
+            with np.errstate(invalid="ignore", divide="ignore"):  # far points: checked below
+                if self.method_ == "dense":
+                    k = np.exp(-squared_distances(Yc, self._X) / self.epsilon_)
+                    ka = k * qa[None, :]
+                    ka /= (k.sum(axis=1) ** self.alpha)[:, None]
+                    p = ka / ka.sum(axis=1, keepdims=True)
+                    psi = p @ self.eigenvectors_
+                else:
+                    d2, idx = nearest_neighbours(self._X, self.k_, Yc)
+                    k = np.exp(-d2 / self.epsilon_)
+                    ka = k * qa[idx] / (k.sum(axis=1) ** self.alpha)[:, None]
+                    p = ka / ka.sum(axis=1, keepdims=True)
+                    psi = np.einsum("ij,ijk->ik", p, self.eigenvectors_[idx])
+            if not np.all(np.isfinite(psi)):
+                far = start + int(np.flatnonzero(~np.all(np.isfinite(psi), axis=1))[0])
+                raise ValueError(
+                    f"Y[{far}] is too far from the training points for the kernel "
+                    f"(epsilon = {self.epsilon_:.3g}); it has no neighbour to extend from"
+                )
             out[start : start + chunk] = psi / self.eigenvalues_
         return out * _power(self.eigenvalues_, self.t)
 

@@ -5,11 +5,14 @@ the correction of MacKay & Ghahramani (2005).  For neighbour distances
 ``T_1(x) <= ... <= T_k(x)`` of a point x, the local estimate is
 ``m_k(x) = [ (1/(k-1)) sum_{j<k} log(T_k(x) / T_j(x)) ]^-1``; the global estimate averages
 the *inverse* local estimates over the points, inverts, averages over ``k = k1..k2`` and is
-rounded to the nearest integer.
+rounded to the nearest integer.  Exact and near-duplicate rows are merged first
+(:func:`~dolfinx_nn.diffusion_maps.duplicates.merge_near_duplicates`): a copy at distance
+``delta`` makes ``log(T_k / T_1)`` as large as ``log(1 / delta)`` and drags the estimate to 0.
 
-Alternative ``"kernel-sum"``: twice the largest slope of ``log S(eps)`` against
-``log eps`` for the Gaussian kernel sum (Coifman et al. 2008), the same curve that picks
-the automatic diffusion-map bandwidth.
+Alternative ``"kernel-sum"``: twice the logarithmic slope of the off-diagonal Gaussian kernel
+sum ``sum_{i != j} exp(-|x_i - x_j|^2 / eps)`` (a Gaussian-kernel correlation integral,
+Grassberger & Procaccia 1983) at the automatic diffusion-map bandwidth; see
+:mod:`~dolfinx_nn.diffusion_maps.bandwidth`.
 """
 
 from __future__ import annotations
@@ -19,25 +22,43 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dolfinx_nn.diffusion_maps.kernel import (
-    as_points,
-    automatic_epsilon,
-    knn_squared_distances,
-    nearest_neighbours,
+from dolfinx_nn.diffusion_maps.bandwidth import (
+    BGH_NEIGHBOURS,
+    bgh_epsilon,
+    kernel_sum_dimension_at,
 )
+from dolfinx_nn.diffusion_maps.duplicates import merge_near_duplicates
+from dolfinx_nn.diffusion_maps.kernel import as_points, nearest_neighbours
 
 
-def mle_dimension(X: np.ndarray, k1: int = 10, k2: int = 20) -> float:
-    """Levina-Bickel / MacKay-Ghahramani estimate (not rounded), averaged over k1..k2."""
+def _distinct(X: np.ndarray, k: int, merge: bool) -> np.ndarray:
+    if not merge:
+        return np.unique(X, axis=0)
+    return X[merge_near_duplicates(X, k=k).index]
+
+
+def mle_dimension(X: np.ndarray, k1: int = 10, k2: int = 20, merge: bool = True) -> float:
+    """Levina-Bickel / MacKay-Ghahramani estimate (not rounded), averaged over k1..k2.
+
+    Args:
+        X: points, shape (n, D).
+        k1, k2: range of neighbour counts.
+        merge: merge near-duplicate rows first (exact duplicates are always merged).
+
+    Raises:
+        ValueError: fewer than ``k2 + 1`` distinct points, or bad ``k1``, ``k2``.
+    """
     n = X.shape[0]
     if not 2 <= k1 <= k2 < n:
         raise ValueError(f"need 2 <= k1 <= k2 < n_points={n}; got k1={k1}, k2={k2}")
+    X = _distinct(X, k2, merge)
+    if X.shape[0] <= k2:
+        raise ValueError(
+            f"only {X.shape[0]} distinct points (after merging duplicates); need more than "
+            f"k2={k2} to estimate a dimension"
+        )
     d2, _ = nearest_neighbours(X, k2 + 1)
-    T = np.sqrt(d2[:, 1:])  # drop the point itself
-    T = T[np.all(T > 0, axis=1)]  # duplicated points carry no scale information
-    if T.shape[0] < 2:
-        raise ValueError("too many duplicated points to estimate a dimension")
-    logT = np.log(T)
+    logT = 0.5 * np.log(d2[:, 1:])  # drop the point itself
     estimates = []
     for k in range(k1, k2 + 1):
         inv_local = (logT[:, k - 1 : k] - logT[:, : k - 1]).mean(axis=1)  # 1 / m_k(x)
@@ -45,10 +66,18 @@ def mle_dimension(X: np.ndarray, k1: int = 10, k2: int = 20) -> float:
     return float(np.mean(estimates))
 
 
-def kernel_sum_dimension(X: np.ndarray, k: int = 64) -> float:
-    """Twice the largest slope of the log kernel sum (not rounded), on a k-NN graph."""
-    A = knn_squared_distances(X, min(k, X.shape[0]))
-    return automatic_epsilon(A.data)[1]
+def kernel_sum_dimension(X: np.ndarray, k: int = BGH_NEIGHBOURS, merge: bool = True) -> float:
+    """Twice the slope of the off-diagonal log kernel sum at the automatic bandwidth.
+
+    Args:
+        X: points, shape (n, D).
+        k: neighbours per point of the bandwidth rule.
+        merge: merge near-duplicate rows first (exact duplicates are always merged).
+    """
+    X = _distinct(X, 20, merge)
+    if X.shape[0] < 3:
+        raise ValueError(f"need at least 3 distinct points; got {X.shape[0]}")
+    return kernel_sum_dimension_at(X, bgh_epsilon(X, k))
 
 
 #: method name -> function(points) returning a real-valued dimension
@@ -64,7 +93,8 @@ def estimate_dimension(X: np.ndarray | torch.Tensor, method: str = "mle", **opti
     Args:
         X: points, shape (n, D).
         method: ``"mle"`` (Levina-Bickel, default) or ``"kernel-sum"``.
-        **options: passed to the estimator (``k1``, ``k2`` for ``"mle"``; ``k`` otherwise).
+        **options: passed to the estimator (``k1``, ``k2`` for ``"mle"``; ``k`` otherwise;
+            ``merge`` for both).
 
     Returns:
         The estimated dimension, at least 1.

@@ -2,7 +2,8 @@
 
 Steps: (1) SGD on the problem's mini-batch loss, the parameters recorded every ``every``
 steps by a :class:`~dolfinx_nn.diffusion_maps.TrajectoryRecorder`; (2) diffusion map of the
-recorded point cloud (automatic epsilon, alpha = 1) and its intrinsic dimension; (3) top
+recorded point cloud (automatic epsilon, alpha = 1; its choice, the merged duplicate iterates
+and the spanning-tree bridges are reported) and its intrinsic dimension; (3) top
 Hessian eigenpairs of the full loss at the end point (Lanczos) and its spectral density
 (stochastic Lanczos quadrature); (4) alignment of the leading diffusion coordinates with
 the top Hessian eigenvectors.
@@ -184,6 +185,7 @@ def run_experiment(
             "method": dm.method_,
             "eigenvalues": dm.eigenvalues_,
             "kernel_sum_dimension": dm.kernel_dimension_,
+            "bandwidth": dm.bandwidth_.summary() if dm.bandwidth_ is not None else None,
             "spearman_psi1_vs_step": spearman,
             "coordinates": dm.coordinates_[:, :3],
             "steps": steps,

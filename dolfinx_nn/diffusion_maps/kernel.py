@@ -1,15 +1,14 @@
-"""Gaussian kernel matrices on point clouds: dense, k-nearest-neighbour sparse, and epsilon rule.
+"""Point clouds, neighbour search and Gaussian kernel sums.
 
-The kernel is ``k(x, y) = exp(-|x - y|^2 / epsilon)``.  The automatic bandwidth follows
-Berry, Giannakis & Harlim (2015) and Coifman et al. (2008): for the kernel sum
-``S(eps) = sum_ij k_eps(x_i, x_j)`` on a d-dimensional manifold, ``S ~ eps^(d/2)`` in the
-intermediate range of bandwidths, so ``epsilon`` is chosen where the slope
-``d log S / d log eps`` is largest; twice that slope estimates the intrinsic dimension.
+The kernel is ``k(x, y) = exp(-|x - y|^2 / epsilon)``.  :func:`kernel_sum_curve` gives the
+slope ``d log S / d log eps`` of a kernel sum over a range of bandwidths, from which
+:mod:`~dolfinx_nn.diffusion_maps.bandwidth` picks the automatic bandwidth.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.optimize
 import scipy.sparse
 import scipy.spatial
 import torch
@@ -37,19 +36,32 @@ def as_points(
 
 
 def squared_distances(X: np.ndarray, Y: np.ndarray | None = None) -> np.ndarray:
-    """Dense matrix of squared Euclidean distances between the rows of X and of Y (default X)."""
-    Y = X if Y is None else Y
-    d2 = scipy.spatial.distance.cdist(X, Y, metric="sqeuclidean")
+    """Dense matrix of squared Euclidean distances between the rows of X and of Y (default X).
+
+    Computed as ``|x|^2 + |y|^2 - 2 x.y`` with one matrix product (BLAS), clipped at 0; the
+    absolute round-off is about ``1e-16 |x|^2``, which is far below any kernel bandwidth (the
+    neighbour search, which must resolve near-duplicates, recomputes its distances exactly).
+    With ``Y`` omitted the diagonal is exactly 0.
+    """
+    same = Y is None
+    Y = X if same else Y
+    d2 = (X * X).sum(axis=1)[:, None] + (Y * Y).sum(axis=1)[None, :]
+    d2 -= 2.0 * (X @ Y.T)
+    np.maximum(d2, 0.0, out=d2)
+    if same:
+        np.fill_diagonal(d2, 0.0)
     return d2
 
 
 def nearest_neighbours(
-    X: np.ndarray, k: int, Y: np.ndarray | None = None, chunk: int = 2048
+    X: np.ndarray, k: int, Y: np.ndarray | None = None, chunk: int = 1024
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest rows of ``X`` to each row of ``Y`` (default ``X``, self included).
 
-    A k-d tree serves low ambient dimensions; otherwise a chunked brute-force search with
-    torch (``cdist`` + ``topk``) keeps memory at ``chunk * n`` entries.
+    A k-d tree serves low ambient dimensions.  Otherwise a chunked brute-force search keeps
+    memory at ``chunk * n`` entries: candidates from :func:`squared_distances` (a matrix
+    product), then the distances to the ``k + 8`` best candidates recomputed exactly as sums
+    of squared differences, so that near-duplicate rows get their true tiny distances.
 
     Returns:
         (squared distances, indices), each of shape (len(Y), k), sorted by distance.
@@ -62,14 +74,20 @@ def nearest_neighbours(
         dist, idx = scipy.spatial.cKDTree(X).query(Y, k=k)
         dist, idx = dist.reshape(len(Y), k), idx.reshape(len(Y), k)
         return dist**2, idx
-    Xt = torch.from_numpy(X)
+    m = min(n, k + 8)
     d2_all, idx_all = [], []
     for start in range(0, Y.shape[0], chunk):
-        Yt = torch.from_numpy(Y[start : start + chunk])
-        d2 = torch.cdist(Yt, Xt).square_()
-        vals, idx = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-        d2_all.append(vals.numpy())
-        idx_all.append(idx.numpy())
+        Yc = Y[start : start + chunk]
+        approx = squared_distances(Yc, X)
+        cand = np.argpartition(approx, m - 1, axis=1)[:, :m] if m < n else np.tile(
+            np.arange(n), (Yc.shape[0], 1))
+        exact = np.empty(cand.shape)
+        for j in range(m):  # one candidate column at a time: memory chunk * D
+            diff = X[cand[:, j]] - Yc
+            exact[:, j] = np.einsum("ij,ij->i", diff, diff)
+        order = np.argsort(exact, axis=1, kind="stable")[:, :k]
+        d2_all.append(np.take_along_axis(exact, order, axis=1))
+        idx_all.append(np.take_along_axis(cand, order, axis=1))
     return np.concatenate(d2_all), np.concatenate(idx_all)
 
 
@@ -117,19 +135,29 @@ def kernel_sum_curve(
     return np.exp(log_eps), slopes
 
 
-def automatic_epsilon(d2: np.ndarray, max_pairs: int = 400_000) -> tuple[float, float]:
-    """Bandwidth at the steepest point of ``log S(eps)`` and the dimension ``2 * slope`` there.
+def kernel_sum_slope(d2: np.ndarray, epsilon: float) -> float:
+    """``d log S / d log eps`` at ``epsilon`` for ``S = sum exp(-d2 / eps)`` (zeros included).
 
-    Args:
-        d2: squared distances (dense matrix, or the stored values of a kNN graph).
-        max_pairs: above this many entries, a fixed random subset (seed 0) is used.
-
-    Returns:
-        (epsilon, dimension estimate).
+    Closed form: ``sum (d2/eps) exp(-d2/eps) / sum exp(-d2/eps)``.
     """
-    d2 = np.asarray(d2, dtype=np.float64).ravel()
-    if d2.size > max_pairs:
-        d2 = np.random.default_rng(0).choice(d2, size=max_pairs, replace=False)
+    z = d2 / epsilon
+    w = np.exp(-z)
+    return float((z * w).sum() / w.sum())
+
+
+def steepest_epsilon(d2: np.ndarray) -> float:
+    """The bandwidth where ``log S(eps)`` is steepest in ``log eps``.
+
+    A log-spaced grid (:func:`kernel_sum_curve`) brackets the maximum, which is then located
+    with a bounded scalar search on :func:`kernel_sum_slope`, so that the answer does not
+    depend on where the grid points fall (the grid spans the range of the distances, and a
+    single far outlier would otherwise shift the answer by a grid step).
+    """
     eps, slopes = kernel_sum_curve(d2, float(d2.size))
     i = int(np.argmax(slopes))
-    return float(eps[i]), float(2.0 * slopes[i])
+    lo, hi = np.log(eps[max(i - 1, 0)]), np.log(eps[min(i + 1, eps.size - 1)])
+    best = scipy.optimize.minimize_scalar(
+        lambda le: -kernel_sum_slope(d2, np.exp(le)), bounds=(lo, hi), method="bounded",
+        options={"xatol": 1e-6},
+    )
+    return float(np.exp(best.x)) if -best.fun >= slopes[i] else float(eps[i])

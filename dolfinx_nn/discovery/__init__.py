@@ -1,18 +1,20 @@
 """Data-driven discovery of PDEs from scattered space-time data (after Berg & Nystroem).
 
-A network surrogate ``u_theta(x, t)`` is fitted to noisy scattered observations
-(:mod:`.surrogate`: a network of ``(x, t)``, or random spatial features times Legendre
-polynomials in time for stations observed at every snapshot), differentiated with autograd to get ``u_t, u_x, u_xx, ...``
-(:func:`.surrogate.term_features`), and ``u_t = sum_k c_k T_k`` is found by sparse regression
-with model selection over a library of candidate terms (:mod:`.regression`,
-:mod:`.library`).  Coefficients are reported in the data's own units: the normalisation of
-the surrogate is undone exactly.  The discovered equation becomes a UFL form and is simulated
-with DOLFINx to check it against held-out later data (:mod:`.validation`).
+A surrogate ``u(x, t)`` is fitted to the observations with every scale chosen from the data
+(:mod:`.surrogate`, :mod:`.scale_search`: random spatial features times a basis in time for
+stations observed at every snapshot, Gaussian kernels for scattered data), and
+``u_t = sum_k c_k T_k`` is found by sparse regression with model selection over a library of
+candidate terms (:mod:`.regression`, :mod:`.library`), on the surrogate's derivatives (strong
+form, :mod:`.pipeline`) and on integrals of its values against test functions (weak form,
+:mod:`.weak`).  Coefficients are reported in the data's own units: the normalisation of the
+surrogate is undone exactly.  The candidate equations become UFL forms and are simulated with
+DOLFINx over a held-out time window with the data's boundary values (:mod:`.validation`).
 
-Modules: :mod:`.data` (data sets, ``.npz``/``.csv``), :mod:`.datasets` (built-in DOLFINx
-simulations), :mod:`.simulation` (time integration, point evaluation), :mod:`.equation`
-(formula and UFL form), :mod:`.pipeline` (:func:`discover`), :mod:`.network_rhs` (a network
-``F`` when no linear library fits), :mod:`.peers` (PDE-FIND comparison).
+Modules: :mod:`.data` (data sets, ``.npz``/``.csv``/``.mat``), :mod:`.datasets` (built-in
+DOLFINx simulations, PDE-FIND's Burgers data), :mod:`.simulation` (time integration, point
+evaluation), :mod:`.equation` (formula and UFL form), :mod:`.pipeline` (:func:`discover`),
+:mod:`.network_rhs` (a network ``F`` when no linear library fits), :mod:`.peers` and
+:mod:`.comparison` (PySINDy comparisons).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from dolfinx_nn.discovery.surrogate import SurrogateConfig
 from dolfinx_nn.meshes import create_mesh
 from dolfinx_nn.output import progress
 
-__all__ = ["coefficient_error", "noise_comparison"]
+__all__ = ["benchmark_markdown", "benchmark_table", "coefficient_error", "noise_comparison"]
 
 PDE_FIND_THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 #: Settings of the separable surrogate in the comparison (1D, unit interval).
@@ -38,6 +38,8 @@ def coefficient_error(found: dict[str, float], truth: dict[str, float]) -> dict[
     to the largest coefficient found."""
     err = max(abs(found.get(k, 0.0) - v) / abs(v) for k, v in truth.items())
     largest = max((abs(v) for v in found.values()), default=1.0) or 1.0
+    if not np.isfinite(err):
+        err = float("inf")
     spurious = max((abs(v) for k, v in found.items() if k not in truth), default=0.0)
     return {"max_rel_error": err, "max_spurious": spurious / largest, "terms": len(found)}
 
@@ -49,12 +51,17 @@ def noise_comparison(
     num_times: int = 41,
     seed: int = 1,
     comm: MPI.Comm = MPI.COMM_WORLD,
+    with_peer: bool = True,
 ) -> list[dict]:
     """Coefficient errors of both methods per problem and noise level.
 
+    Args:
+        with_peer: also run PDE-FIND (needs the optional package pysindy).
+
     Returns:
         Rows with ``problem``, ``noise``, ``truth``, and for ``ours`` (space-time surrogate),
-        ``separable`` and ``pde_find`` the found coefficients and :func:`coefficient_error`.
+        ``separable`` and (``with_peer``) ``pde_find`` the found coefficients and
+        :func:`coefficient_error`.
     """
     mesh = create_mesh(comm, "interval", 64)
     grid = np.linspace(0.0, 1.0, grid_points)[:, None]
@@ -69,20 +76,20 @@ def noise_comparison(
         separable = discover(
             train, DiscoveryConfig(surrogate=SEPARABLE), comm=comm, stations=interior
         ).coefficients
-        peer = min(
-            (pde_find(train, threshold) for threshold in PDE_FIND_THRESHOLDS),
-            key=lambda found: coefficient_error(found, truth)["max_rel_error"],
-        )
-        rows.append(
-            {
-                "problem": problem,
-                "noise": noise,
-                "truth": truth,
-                "ours": {"coefficients": ours, **coefficient_error(ours, truth)},
-                "separable": {"coefficients": separable, **coefficient_error(separable, truth)},
-                "pde_find": {"coefficients": peer, **coefficient_error(peer, truth)},
-            }
-        )
+        row = {
+            "problem": problem,
+            "noise": noise,
+            "truth": truth,
+            "ours": {"coefficients": ours, **coefficient_error(ours, truth)},
+            "separable": {"coefficients": separable, **coefficient_error(separable, truth)},
+        }
+        if with_peer:
+            peer = min(
+                (pde_find(train, threshold) for threshold in PDE_FIND_THRESHOLDS),
+                key=lambda found: coefficient_error(found, truth)["max_rel_error"],
+            )
+            row["pde_find"] = {"coefficients": peer, **coefficient_error(peer, truth)}
+        rows.append(row)
     return rows
 
 
@@ -97,9 +104,103 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         cells = [f"| {r['problem']} | {r['noise']:g} "]
         for key in ("ours", "separable", "pde_find"):
-            m = r[key]
+            m = r.get(key)
+            if m is None:  # the peer was not run (optional package missing)
+                cells.append("| not run | ")
+                continue
             cells.append(
                 f"| {m['max_rel_error']:.2%} | {m['max_spurious']:.1%} ({m['terms']} terms) "
             )
         lines.append("".join(cells) + "|")
+    return "\n".join(lines) + "\n"
+
+
+#: PDE-FIND's data sets (``Datasets/*.mat`` of the PDE-FIND repository): file -> truth.
+BENCHMARKS: dict[str, tuple[str, dict[str, float]]] = {
+    "Burgers": ("burgers.mat", {"u*u_x": -1.0, "u_xx": 0.1}),
+    "KdV": ("kdv.mat", {"u*u_x": -6.0, "u_xxx": -1.0}),
+    "Kuramoto-Sivashinsky": (
+        "kuramoto_sivishinky.mat", {"u*u_x": -1.0, "u_xx": -1.0, "u_xxxx": -1.0}
+    ),
+}
+PEER_THRESHOLDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def benchmark_table(
+    folder, out, noise_levels: Sequence[float] = (0.0, 0.01), scattered_fraction: float = 0.1,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+) -> list[dict]:
+    """This method's defaults vs PySINDy's PDE-FIND and weak-form library on PDE-FIND's data.
+
+    Every method gets the same library: ``u^p d^k u`` with ``p <= 2`` and ``k <= 4`` (and a
+    constant), PDE-FIND's standard one.  This method runs ``dolfinx-nn discover --library
+    pde-find`` with nothing else set (full grid, and ``scattered_fraction`` of the values
+    at random); PySINDy (full grid only) gets its STLSQ threshold chosen *a posteriori* as the
+    one with the smallest coefficient error (the most favourable choice for it).
+
+    Args:
+        folder: holds the ``.mat`` files of :data:`BENCHMARKS` (absent ones are skipped).
+        out: output folder (one ``discover`` run per case).
+        noise_levels: relative noise levels (of ``std(u)``).
+        scattered_fraction: fraction of the values kept for the scattered case.
+        comm: communicator.
+
+    Returns:
+        Rows with ``data``, ``noise``, ``sampling``, ``method``, ``coefficients`` and
+        :func:`coefficient_error`.
+    """
+    import json
+    import pathlib
+
+    from dolfinx_nn.cli import main
+    from dolfinx_nn.discovery.data import SpaceTimeData, load_data, save_npz, with_noise
+    from dolfinx_nn.discovery.peers import pde_find, weak_pde_find
+
+    folder, out = pathlib.Path(folder), pathlib.Path(out)
+    rows = []
+    for name, (file, truth) in BENCHMARKS.items():
+        if not (folder / file).is_file():
+            continue
+        clean = load_data(folder / file)
+        for noise in noise_levels:
+            rng = np.random.default_rng(0)
+            data = with_noise(clean, noise, rng) if noise > 0 else clean
+            keep = rng.random(data.u.shape) < scattered_fraction
+            cases = {
+                "full": data,
+                "scattered": SpaceTimeData(data.x, data.t, np.where(keep, data.u, np.nan)),
+            }
+            for sampling, case in cases.items():
+                stem = f"{name}_{noise:g}_{sampling}".replace(" ", "_")
+                if comm.rank == 0:
+                    save_npz(out / f"{stem}.npz", case)
+                comm.Barrier()
+                code = main(["discover", "--data", str(out / f"{stem}.npz"), "--library",
+                             "pde-find", "--out", str(out / stem)])
+                results = json.loads((out / stem / "results.json").read_text())
+                found = results.get("coefficients", {}) if code == 0 else {}
+                rows.append({"data": name, "noise": noise, "sampling": sampling,
+                             "method": f"this method ({results.get('formulation', 'failed')})",
+                             "coefficients": found, **coefficient_error(found, truth)})
+            for method, peer in (("PDE-FIND", pde_find), ("PySINDy weak", weak_pde_find)):
+                found = min(
+                    (peer(data, t, degree=2, order=4, constant=True) for t in PEER_THRESHOLDS),
+                    key=lambda f: coefficient_error(f, truth)["max_rel_error"],
+                )
+                rows.append({"data": name, "noise": noise, "sampling": "full", "method": method,
+                             "coefficients": found, **coefficient_error(found, truth)})
+    return rows
+
+
+def benchmark_markdown(rows: list[dict]) -> str:
+    """The benchmark as a Markdown table."""
+    lines = [
+        "| data | noise | sampling | method | max coef. error | largest other term | terms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['data']} | {r['noise']:.0%} | {r['sampling']} | {r['method']} "
+            f"| {r['max_rel_error']:.2%} | {r['max_spurious']:.1%} | {r['terms']} |"
+        )
     return "\n".join(lines) + "\n"

@@ -8,7 +8,14 @@ Files:
 
 - ``.npz`` with arrays ``x`` (N x d), ``t`` (M,) and ``u`` (M x N);
 - ``.csv`` with a header naming the columns ``station, x[, y[, z]], t, value`` (one row per
-  observation; stations without a value at some time are missing values).
+  observation; stations without a value at some time are missing values);
+- ``.mat`` (MATLAB, read with :func:`scipy.io.loadmat`) with a grid ``x`` (N values), times
+  ``t`` or ``tt`` (M values) and one field ``u``, ``usol`` or ``uu`` of shape (N, M) or (M, N),
+  as in the data sets of PDE-FIND (Rudy et al., *Sci. Adv.* 2017).
+
+Complex values (e.g. the nonlinear Schroedinger equation) are refused with an error: this
+package discovers equations of one real field; split such data into real and imaginary parts
+only with a model for the coupled system.
 """
 
 from __future__ import annotations
@@ -40,6 +47,13 @@ class SpaceTimeData:
     u: np.ndarray
 
     def __post_init__(self) -> None:
+        for name in ("x", "t", "u"):
+            if np.iscomplexobj(getattr(self, name)):
+                raise ValueError(
+                    f"{name} holds complex values; discovery works on one real field (complex "
+                    "data such as the nonlinear Schroedinger equation is a system of two real "
+                    "fields, which is not supported)"
+                )
         x = np.asarray(self.x, dtype=np.float64)
         x = x.reshape(-1, 1) if x.ndim == 1 else x
         t = np.asarray(self.t, dtype=np.float64).reshape(-1)
@@ -99,6 +113,16 @@ class SpaceTimeData:
             SpaceTimeData(self.x, self.t[:n], self.u[:n]),
             SpaceTimeData(self.x, self.t[n:], self.u[n:]),
         )
+
+    def window(self, first: int, last: int) -> SpaceTimeData:
+        """The snapshots ``first .. last - 1`` (at least two)."""
+        if not 0 <= first < last - 1 < self.t.size:
+            raise ValueError(
+                f"snapshot window [{first}, {last}) of {self.t.size} snapshots holds fewer than 2"
+            )
+        if first == 0 and last == self.t.size:
+            return self
+        return SpaceTimeData(self.x, self.t[first:last], self.u[first:last])
 
     def transformed(
         self, x_scale: float = 1.0, t_scale: float = 1.0, u_scale: float = 1.0
@@ -166,14 +190,63 @@ def _load_csv(path: pathlib.Path) -> SpaceTimeData:
     return SpaceTimeData(np.array(coords), times, u)
 
 
+_MAT_FIELDS = ("u", "usol", "uu")
+
+#: Largest imaginary part of a .mat field, relative to its largest real part, that is taken
+#: for round-off (and dropped) rather than for a complex field.
+ROUND_OFF_IMAGINARY = 1e-5
+_MAT_TIMES = ("t", "tt")
+
+
+def _load_mat(path: pathlib.Path) -> SpaceTimeData:
+    import scipy.io
+
+    try:
+        content = scipy.io.loadmat(str(path))
+    except (ValueError, NotImplementedError) as exc:  # e.g. MATLAB v7.3 (HDF5) files
+        raise ValueError(f"{path} is not a MATLAB file scipy.io.loadmat reads: {exc}") from exc
+    arrays = {k: np.asarray(v) for k, v in content.items() if not k.startswith("__")}
+    fields = [k for k in _MAT_FIELDS if k in arrays]
+    times = [k for k in _MAT_TIMES if k in arrays]
+    if "x" not in arrays or not times or len(fields) != 1:
+        raise ValueError(
+            f"{path} holds {sorted(arrays)}; a .mat data file needs a grid x, times t (or tt) "
+            f"and exactly one field named one of {', '.join(_MAT_FIELDS)}"
+        )
+    x = arrays["x"].reshape(-1)
+    t = arrays[times[0]].reshape(-1)
+    u = arrays[fields[0]]
+    if np.iscomplexobj(u):
+        # spectral solvers leave round-off in the imaginary part of a real field (PDE-FIND's
+        # burgers.mat: 9e-9, kdv.mat: 1e-6); anything larger is a complex field and refused
+        imaginary, real = float(np.abs(u.imag).max()), float(np.abs(u.real).max())
+        if imaginary > ROUND_OFF_IMAGINARY * real:
+            raise ValueError(
+                f"{path}: field {fields[0]} is complex (largest imaginary part {imaginary:.3g}, "
+                f"real part {real:.3g}); discovery works on one real field, and a complex "
+                "field (e.g. the nonlinear Schroedinger equation) is a system of two real "
+                "fields, which is not supported"
+            )
+        u = u.real
+    if u.shape == (x.size, t.size):
+        u = u.T
+    elif u.shape != (t.size, x.size):
+        raise ValueError(
+            f"{path}: field {fields[0]} has shape {u.shape}, expected ({x.size}, {t.size}) or "
+            f"({t.size}, {x.size}) for x of {x.size} and t of {t.size} values"
+        )
+    return SpaceTimeData(x[:, None], t, u)
+
+
 _LOADERS: dict[str, Callable[[pathlib.Path], SpaceTimeData]] = {
     ".npz": _load_npz,
     ".csv": _load_csv,
+    ".mat": _load_mat,
 }
 
 
 def load_data(path: str | pathlib.Path) -> SpaceTimeData:
-    """Read a data set from ``.npz`` or ``.csv`` (see the module docstring for the layouts)."""
+    """Read a data set from ``.npz``, ``.csv`` or ``.mat`` (see the module docstring)."""
     path = pathlib.Path(path)
     loader = _LOADERS.get(path.suffix.lower())
     if loader is None:

@@ -8,6 +8,7 @@ advection-diffusion  u_t = D lap u - a . grad u,  D = 0.01,          Gaussian bu
                      a = (0.5, 0.25, 0.1)
 fisher-kpp           u_t = D lap u + r u (1 - u),  D = 0.01, r = 2    a front
 nonlinear-diffusion  u_t = div(D u grad u),  D = 0.1                  bump on a plateau
+diffusion-reaction   u_t = D lap u - k u,  D = 0.05, k = 0.5          two Gaussian bumps
 ==================== =============================================== ===================
 
 The solution is prescribed on the boundary (its initial value, held in time) and the
@@ -27,7 +28,7 @@ import numpy as np
 from dolfinx_nn.discovery.data import SpaceTimeData, with_noise
 from dolfinx_nn.discovery.simulation import PointEvaluator, integrate, random_points_in_mesh
 
-__all__ = ["PROBLEMS", "SimulatedProblem", "simulate_dataset"]
+__all__ = ["PROBLEMS", "SimulatedProblem", "burgers_pdefind", "simulate_dataset"]
 
 _AXES = "xyz"
 
@@ -63,6 +64,10 @@ def _fisher_kpp(dim: int) -> dict[str, float]:
     return {"u": 2.0, "u**2": -2.0, **_laplacian(0.01, dim)}
 
 
+def _diffusion_reaction(dim: int) -> dict[str, float]:
+    return {"u": -0.5, **_laplacian(0.05, dim)}
+
+
 def _nonlinear_diffusion(dim: int) -> dict[str, float]:
     terms = {f"u*u_{a}{a}": 0.1 for a in _AXES[:dim]}
     return {**{f"u_{a}**2": 0.1 for a in _AXES[:dim]}, **terms}
@@ -81,6 +86,12 @@ PROBLEMS: dict[str, SimulatedProblem] = {
     ),
     "fisher-kpp": SimulatedProblem(
         _fisher_kpp, lambda x, d: 0.5 * (1.0 - np.tanh((x[0] - 0.25) / 0.08)), 1.0
+    ),
+    "diffusion-reaction": SimulatedProblem(
+        _diffusion_reaction,
+        lambda x, d: _gauss(x, (0.35, 0.25, 0.3), 0.15, d)
+        + 0.5 * _gauss(x, (0.7, 0.75, 0.6), 0.12, d),
+        1.0,
     ),
     "nonlinear-diffusion": SimulatedProblem(
         _nonlinear_diffusion,
@@ -160,3 +171,52 @@ def simulate_dataset(
     if noise > 0:
         data = with_noise(data, noise, rng)
     return data, coefficients
+
+
+def burgers_pdefind(nodes: int = 200) -> SpaceTimeData:
+    """PDE-FIND's Burgers data set, regenerated from the exact solution.
+
+    ``u_t = -u u_x + 0.1 u_xx`` on the periodic interval ``[-8, 8)`` (256 points), ``t`` in
+    ``[0, 10]`` (101 snapshots), ``u(x, 0) = exp(-(x + 2)^2)`` (Rudy et al., *Sci. Adv.* 2017,
+    file ``Datasets/burgers.mat``, computed there with a spectral method).  The Cole-Hopf
+    transform ``u = -2 nu (log phi)_x`` turns it into the heat equation for ``phi``; with
+    ``F(y) = int_{-8}^y u0`` continued quasi-periodically (``F(y + 16) = F(y) + int u0``),
+
+        u(x, t) = E[u0(Y) exp(-F(Y) / 2 nu)] / E[exp(-F(Y) / 2 nu)],  Y ~ N(x, 2 nu t),
+
+    evaluated by Gauss-Hermite quadrature with ``nodes`` nodes (200 reproduce the published
+    file to about 2e-8).
+
+    Returns:
+        ``x`` (256, 1), ``t`` (101,), ``u`` (101, 256).
+    """
+    import scipy.special
+
+    nu, period, left = 0.1, 16.0, -8.0
+    x = left + period * np.arange(256) / 256
+    t = np.linspace(0.0, 10.0, 101)
+    half_root_pi = 0.5 * np.sqrt(np.pi)
+    mass = half_root_pi * (scipy.special.erf(10.0) - scipy.special.erf(-6.0))  # int u0
+
+    def wrap(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        turns = np.floor((y - left) / period)
+        return y - turns * period, turns
+
+    def potential(y: np.ndarray) -> np.ndarray:
+        base, turns = wrap(y)
+        return half_root_pi * (scipy.special.erf(base + 2.0) - scipy.special.erf(-6.0)) + (
+            turns * mass
+        )
+
+    def initial(y: np.ndarray) -> np.ndarray:
+        return np.exp(-((wrap(y)[0] + 2.0) ** 2))
+
+    s, w = scipy.special.roots_hermite(nodes)
+    u = np.empty((t.size, x.size))
+    u[0] = initial(x)
+    for k in range(1, t.size):
+        y = x[:, None] + np.sqrt(4.0 * nu * t[k]) * s[None, :]
+        exponent = -potential(y) / (2.0 * nu)
+        g = w * np.exp(exponent - exponent.max(axis=1, keepdims=True))
+        u[k] = (g * initial(y)).sum(axis=1) / g.sum(axis=1)
+    return SpaceTimeData(x[:, None], t, u)

@@ -8,7 +8,7 @@ import ufl
 
 from dolfinx_nn.discovery.library import Term, parse_term, term_name
 
-__all__ = ["format_equation", "weak_rhs"]
+__all__ = ["format_equation", "hessian_pairs", "weak_rhs", "weak_rhs_mixed"]
 
 
 def format_equation(coefficients: Mapping[str, float], digits: int = 4) -> str:
@@ -22,6 +22,11 @@ def format_equation(coefficients: Mapping[str, float], digits: int = 4) -> str:
         sign = ("-" if c < 0 else "") if i == 0 else (" - " if c < 0 else " + ")
         parts.append(sign + body)
     return "u_t = " + "".join(parts)
+
+
+def _coefficient(c):
+    """A number as a float; a ``dolfinx.fem.Constant`` (or other UFL object) as it is."""
+    return float(c) if isinstance(c, int | float) else c
 
 
 def _factor_ufl(u: ufl.core.expr.Expr, factor: tuple[int, ...]) -> ufl.core.expr.Expr:
@@ -62,7 +67,8 @@ def weak_rhs(coefficients: Mapping[str, float], u, v, dim: int, degree: int = 1)
     """UFL integrand of ``(sum_k c_k T_k(u), v)`` (multiply by ``dx``).
 
     Args:
-        coefficients: term name -> coefficient, in the mesh's units.
+        coefficients: term name -> coefficient (a number or a ``dolfinx.fem.Constant``, which
+            keeps the compiled form independent of the values), in the mesh's units.
         u: the unknown (a ``dolfinx.fem.Function``).
         v: the test function.
         dim: geometric dimension.
@@ -70,5 +76,59 @@ def weak_rhs(coefficients: Mapping[str, float], u, v, dim: int, degree: int = 1)
     """
     total = 0
     for name, c in coefficients.items():
-        total = total + float(c) * _term_weak(u, v, parse_term(name, dim), degree)
+        total = total + _coefficient(c) * _term_weak(u, v, parse_term(name, dim), degree)
+    return total
+
+
+def hessian_pairs(dim: int) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)``, ``i <= j``, of the second derivatives in ``dim`` dimensions."""
+    return [(i, j) for i in range(dim) for j in range(i, dim)]
+
+
+def _term_weak_mixed(u, hessian: dict, v, term: Term):
+    """``(T(u), v)`` with the second derivatives ``W_ij = u_ij`` as separate fields.
+
+    A factor of order 0 or 1 is ``u`` or ``u_i``; order 2 is ``W_ij``; order 3 is
+    ``W_ij,k``; order 4 is ``W_ij,kl``, integrated by parts once when it is the only factor of
+    order 4 (``g W_ij,kl v -> -W_ij,k (g v)_l``, the boundary term vanishing with ``v``).
+    """
+
+    def factor(f: tuple[int, ...]):
+        if len(f) <= 1:
+            return _factor_ufl(u, f)
+        out = hessian[f[0], f[1]]
+        for axis in f[2:]:
+            out = out.dx(axis)
+        return out
+
+    fourth = [f for f in term if len(f) == 4]
+    if any(len(f) > 4 for f in term):
+        raise ValueError(f"term {term_name(term)}: derivatives above order 4 are not supported")
+    g = 1.0
+    if len(fourth) == 1:
+        rest = list(term)
+        rest.remove(fourth[0])
+        for f in rest:
+            g = g * factor(f)
+        i, j, k, m = fourth[0]
+        return -hessian[i, j].dx(k) * (g * v).dx(m)
+    for f in term:
+        g = g * factor(f)
+    return g * v
+
+
+def weak_rhs_mixed(coefficients: Mapping[str, float], u, hessian: dict, v, dim: int):
+    """UFL integrand of ``(sum_k c_k T_k(u), v)`` with the Hessian fields ``hessian[i, j]``.
+
+    Args:
+        coefficients: term name -> coefficient.
+        u: the unknown.
+        hessian: ``(i, j) -> W_ij`` for the pairs of :func:`hessian_pairs` (both orders).
+        v: the test function of ``u``'s equation.
+        dim: geometric dimension.
+    """
+    full = {**hessian, **{(j, i): w for (i, j), w in hessian.items()}}
+    total = 0
+    for name, c in coefficients.items():
+        total = total + _coefficient(c) * _term_weak_mixed(u, full, v, parse_term(name, dim))
     return total

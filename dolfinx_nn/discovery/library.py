@@ -14,7 +14,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["Term", "default_library", "parse_library", "term_name", "term_scale"]
+__all__ = [
+    "LIBRARY_PRESETS",
+    "Term",
+    "default_library",
+    "parse_library",
+    "pde_find_library",
+    "term_name",
+    "term_scale",
+]
 
 Factor = tuple[int, ...]
 Term = tuple[Factor, ...]
@@ -66,6 +74,33 @@ def default_library(
     return terms
 
 
+def pde_find_library(
+    dim: int, order: int = 4, power: int = 2, constant: bool = True
+) -> list[Term]:
+    """PDE-FIND's library: ``u^p`` times at most one derivative ``d^a u``.
+
+    ``u^p d^a u`` with ``0 <= p <= power`` and ``1 <= |a| <= order``, and ``u^p`` alone
+    (Rudy, Brunton, Proctor & Kutz, *Sci. Adv.* 3, e1602614, 2017; in 1D with ``order=4``,
+    ``power=2``: ``u, u**2, u_x, u*u_x, u**2*u_x, ..., u**2*u_xxxx``, and ``1``).
+
+    Args:
+        dim: spatial dimension (in 2D and 3D every mixed derivative counts).
+        order: highest derivative order.
+        power: highest power of ``u`` multiplying it.
+        constant: include the constant term ``1``.
+    """
+    if order < 0 or power < 0:
+        raise ValueError(f"need order >= 0 and power >= 0, got order={order}, power={power}")
+    derivatives = [f for f in base_factors(dim, order) if f]
+    terms: list[Term] = [()] if constant else []
+    for p in range(power + 1):
+        powers: Term = tuple([()] * p)
+        if p > 0:
+            terms.append(powers)
+        terms.extend(powers + (d,) for d in derivatives)
+    return terms
+
+
 def _parse_factor(text: str, dim: int) -> Factor:
     text = text.strip()
     if text == "u":
@@ -96,12 +131,17 @@ def parse_term(text: str, dim: int) -> Term:
     return tuple(sorted(factors, key=lambda f: (len(f), f)))
 
 
-#: Presets for ``--library``: name -> (derivative order, degree, constant term).
-LIBRARY_PRESETS: dict[str, tuple[int, int, bool]] = {
-    "linear": (2, 1, False),
-    "quadratic": (2, 2, False),
-    "quadratic+1": (2, 2, True),
-    "cubic": (2, 3, False),
+#: Presets for ``--library``: name -> (kind, derivative order, degree or power, constant).
+#: ``products``: all products of at most ``degree`` factors (:func:`default_library`);
+#: ``pde-find``: ``u^p`` times at most one derivative, ``p <= power``
+#: (:func:`pde_find_library`).
+LIBRARY_PRESETS: dict[str, tuple[str, int, int, bool]] = {
+    "linear": ("products", 2, 1, False),
+    "quadratic": ("products", 2, 2, False),
+    "quadratic+1": ("products", 2, 2, True),
+    "cubic": ("products", 2, 3, False),
+    "pde-find": ("pde-find", 4, 2, True),
+    "pde-find3": ("pde-find", 3, 2, True),
 }
 
 
@@ -114,7 +154,9 @@ def parse_library(spec: str | Sequence[str], dim: int) -> list[Term]:
     """
     if isinstance(spec, str):
         if spec in LIBRARY_PRESETS:
-            order, degree, constant = LIBRARY_PRESETS[spec]
+            kind, order, degree, constant = LIBRARY_PRESETS[spec]
+            if kind == "pde-find":
+                return pde_find_library(dim, order, degree, constant)
             return default_library(dim, order, degree, constant)
         names = [s for s in spec.split(",") if s.strip()]
         if len(names) == 1 and not names[0].strip().startswith(("u", "1")):

@@ -14,7 +14,7 @@ import numpy as np
 
 from dolfinx_nn.discovery.data import SpaceTimeData
 
-__all__ = ["pde_find"]
+__all__ = ["pde_find", "weak_pde_find"]
 
 
 def _import_pysindy():
@@ -22,8 +22,8 @@ def _import_pysindy():
         import pysindy
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "the PDE-FIND comparison needs the optional package 'pysindy' "
-            "(pip install pysindy)"
+            "the PDE-FIND comparison needs the optional package 'pysindy': "
+            "pip install 'dolfinx_nn[bench]' (or pip install pysindy)"
         ) from exc
     return pysindy
 
@@ -43,18 +43,7 @@ def _term_name(feature: str) -> str:
     return "*".join(out)
 
 
-def pde_find(data: SpaceTimeData, threshold: float = 0.05, degree: int = 2) -> dict[str, float]:
-    """Run PDE-FIND on 1D data observed on a uniform grid at uniform times.
-
-    Args:
-        data: 1D data with sorted, uniformly spaced points and no missing values.
-        threshold: STLSQ threshold on the normalised coefficients.
-        degree: polynomial degree in ``u`` and its derivatives (derivatives up to order 2).
-
-    Returns:
-        Selected term name -> coefficient, in the data's units.
-    """
-    ps = _import_pysindy()
+def _check_grid(data: SpaceTimeData) -> None:
     if data.dim != 1:
         raise ValueError(f"pde_find compares on 1D grids; got {data.dim}D data")
     x = data.x[:, 0]
@@ -62,11 +51,32 @@ def pde_find(data: SpaceTimeData, threshold: float = 0.05, degree: int = 2) -> d
         raise ValueError("pde_find needs sorted, uniformly spaced points (a grid)")
     if np.isnan(data.u).any():
         raise ValueError("pde_find needs data without missing values")
+
+
+def pde_find(
+    data: SpaceTimeData, threshold: float = 0.05, degree: int = 2, order: int = 2,
+    constant: bool = False,
+) -> dict[str, float]:
+    """Run PDE-FIND on 1D data observed on a uniform grid at uniform times.
+
+    Args:
+        data: 1D data with sorted, uniformly spaced points and no missing values.
+        threshold: STLSQ threshold on the normalised coefficients.
+        degree: polynomial degree in ``u`` multiplying the derivatives.
+        order: highest derivative order.
+        constant: include the constant term.
+
+    Returns:
+        Selected term name -> coefficient, in the data's units.
+    """
+    ps = _import_pysindy()
+    _check_grid(data)
+    x = data.x[:, 0]
     library = ps.PDELibrary(
         function_library=ps.PolynomialLibrary(degree=degree, include_bias=False),
-        derivative_order=2,
+        derivative_order=order,
         spatial_grid=x,
-        include_bias=False,
+        include_bias=constant,
         differentiation_method=ps.SmoothedFiniteDifference,
     )
     model = ps.SINDy(
@@ -76,6 +86,45 @@ def pde_find(data: SpaceTimeData, threshold: float = 0.05, degree: int = 2) -> d
     )
     u = data.u.T[:, :, None]  # (space, time, 1)
     model.fit(u, t=float(data.t[1] - data.t[0]))
+    return _found(model)
+
+
+def _found(model) -> dict[str, float]:
     names = model.get_feature_names()
     coef = model.coefficients()[0]
-    return {_term_name(n): float(c) for n, c in zip(names, coef, strict=True) if c != 0.0}
+    return {
+        _term_name(n) or "1": float(c) for n, c in zip(names, coef, strict=True) if c != 0.0
+    }
+
+
+def weak_pde_find(
+    data: SpaceTimeData, threshold: float = 0.05, degree: int = 2, order: int = 2,
+    constant: bool = False, test_functions: int = 200,
+) -> dict[str, float]:
+    """PySINDy's weak-form library (weak SINDy, Messenger & Bortz 2021) on 1D gridded data.
+
+    Args:
+        data: as for :func:`pde_find`.
+        threshold: STLSQ threshold on the normalised coefficients.
+        degree: polynomial degree in ``u``.
+        order: highest derivative order.
+        constant: include the constant term.
+        test_functions: number of space-time subdomains (PySINDy's ``K``).
+    """
+    ps = _import_pysindy()
+    _check_grid(data)
+    grid = np.stack(np.meshgrid(data.x[:, 0], data.t, indexing="ij"), axis=-1)
+    library = ps.WeakPDELibrary(
+        function_library=ps.PolynomialLibrary(degree=degree, include_bias=False),
+        derivative_order=order,
+        spatiotemporal_grid=grid,
+        is_uniform=True,
+        K=test_functions,
+        include_bias=constant,
+    )
+    model = ps.SINDy(
+        optimizer=ps.STLSQ(threshold=threshold, alpha=1e-12, normalize_columns=True),
+        feature_library=library,
+    )
+    model.fit(data.u.T[:, :, None], t=float(data.t[1] - data.t[0]))
+    return _found(model)

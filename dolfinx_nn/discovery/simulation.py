@@ -3,7 +3,8 @@
 Used twice: to generate the built-in data sets and to re-simulate a discovered equation.  The
 scheme is Crank-Nicolson in time with Lagrange elements in space; each step is a SNES solve
 (Newton with a direct solver) and a diverged step raises :class:`~dolfinx_nn.SolverError`.
-Dirichlet values are prescribed on the whole boundary.
+Dirichlet values are prescribed on the whole boundary.  Terms of order 3 and 4 (KdV,
+Kuramoto-Sivashinsky) use a mixed formulation with the second derivatives as extra fields.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from mpi4py import MPI
 from petsc4py import PETSc
 
+import basix.ufl
 import dolfinx
 import dolfinx.fem.petsc
 import dolfinx.geometry
@@ -20,13 +22,20 @@ import numpy as np
 import scipy.spatial
 import ufl
 
-from dolfinx_nn.discovery.equation import weak_rhs
-from dolfinx_nn.errors import SolverError
 from dolfinx_nn import petsc_problems
-from dolfinx_nn.meshes import boundary_dofs, bounding_box
+from dolfinx_nn.discovery.equation import hessian_pairs, weak_rhs, weak_rhs_mixed
+from dolfinx_nn.discovery.library import max_order, parse_term
+from dolfinx_nn.errors import SolverError
+from dolfinx_nn.meshes import boundary_dofs, boundary_facets, bounding_box
 from dolfinx_nn.sampling import rank_rng, sample_boundary
 
-__all__ = ["PointEvaluator", "boundary_distance", "integrate", "random_points_in_mesh"]
+__all__ = [
+    "PointEvaluator",
+    "boundary_distance",
+    "integrate",
+    "needs_mixed",
+    "random_points_in_mesh",
+]
 
 _SNES_OPTIONS = {
     "snes_type": "newtonls",
@@ -127,6 +136,11 @@ def boundary_distance(
     return distance
 
 
+def needs_mixed(coefficients: Mapping[str, float], dim: int) -> bool:
+    """Whether a term has derivatives of order 3 or 4 (simulated with Hessian fields)."""
+    return max_order([parse_term(n, dim) for n in coefficients]) > 2
+
+
 def integrate(
     mesh: dolfinx.mesh.Mesh,
     coefficients: Mapping[str, float],
@@ -137,8 +151,17 @@ def integrate(
     degree: int = 2,
     steps_per_interval: int = 4,
     prefix: str = "discovery_",
+    hessian: Callable[[list[dolfinx.fem.Function], float], None] | None = None,
 ) -> None:
     """Integrate ``u_t = sum_k c_k T_k(u)`` from ``times[0]`` and observe it at ``times``.
+
+    Terms up to second order use Lagrange elements for ``u`` alone (one second-order factor
+    integrated by parts).  Terms of order 3 or 4 use a mixed formulation: the second
+    derivatives ``W_ij = u_ij`` are extra Lagrange fields defined weakly by
+    ``(W_ij, q) = -((u_i, q_j) + (u_j, q_i)) / 2`` with ``q = 0`` on the boundary, third
+    derivatives are ``W_ij,k`` and a fourth-order factor is integrated by parts once
+    (:func:`~dolfinx_nn.discovery.equation.weak_rhs_mixed`); ``u`` and ``W`` take Dirichlet
+    values on the boundary.
 
     Args:
         mesh: the domain.
@@ -150,14 +173,33 @@ def integrate(
         degree: Lagrange degree.
         steps_per_interval: Crank-Nicolson steps between two observation times.
         prefix: PETSc options prefix of the SNES solver.
+        hessian: ``hessian(gs, t)`` fills the Dirichlet (and, at ``times[0]``, initial)
+            values of the second derivatives, one function per pair of
+            :func:`~dolfinx_nn.discovery.equation.hessian_pairs`; needed for terms of order 3
+            or 4.
     """
     if steps_per_interval < 1:
         raise ValueError(f"steps_per_interval must be >= 1, got {steps_per_interval}")
+    gdim = mesh.geometry.dim
+    # constants: the compiled form depends on the terms only, not on the values
+    coefficients = {
+        name: dolfinx.fem.Constant(mesh, PETSc.ScalarType(c)) for name, c in coefficients.items()
+    }
+    if needs_mixed(coefficients, gdim):
+        if hessian is None:
+            raise ValueError(
+                "terms of order 3 or 4 need boundary values of the second derivatives "
+                "(hessian=...)"
+            )
+        _integrate_mixed(
+            mesh, coefficients, initial, boundary, hessian, times, observe, degree,
+            steps_per_interval, prefix,
+        )
+        return
     V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
     u, u_old, g = (dolfinx.fem.Function(V, name=n) for n in ("u", "u_old", "g"))
     v = ufl.TestFunction(V)
     dt = dolfinx.fem.Constant(mesh, PETSc.ScalarType(1.0))
-    gdim = mesh.geometry.dim
     rhs = weak_rhs(coefficients, u, v, gdim, degree)
     rhs_old = weak_rhs(coefficients, u_old, v, gdim, degree)
     F = (u - u_old) / dt * v * ufl.dx - 0.5 * (rhs + rhs_old) * ufl.dx
@@ -168,25 +210,104 @@ def integrate(
     )
     initial(u)
     u.x.scatter_forward()
+    _check_initial(mesh, u)
+    observe(u, 0)
+
+    def step(t_new: float) -> None:
+        u_old.x.array[:] = u.x.array
+        boundary(g, t_new)
+        g.x.scatter_forward()
+        problem.solve()
+
+    _march(times, steps_per_interval, dt, step, problem, prefix, lambda k: observe(u, k))
+
+
+def _check_initial(mesh: dolfinx.mesh.Mesh, u: dolfinx.fem.Function) -> None:
     if not mesh.comm.allreduce(bool(np.all(np.isfinite(u.x.array))), op=MPI.LAND):
         raise ValueError("the initial state holds NaN or inf values")
-    observe(u, 0)
+
+
+def _march(times, steps_per_interval, dt, step, problem, prefix, observe) -> None:
+    """Crank-Nicolson steps between the observation times; a diverged step raises."""
     for k in range(1, len(times)):
-        step = (times[k] - times[k - 1]) / steps_per_interval
-        dt.value = step
+        size = (times[k] - times[k - 1]) / steps_per_interval
+        dt.value = size
         for s in range(steps_per_interval):
-            t_new = times[k - 1] + (s + 1) * step
-            u_old.x.array[:] = u.x.array
-            boundary(g, t_new)
-            g.x.scatter_forward()
-            problem.solve()
+            step(times[k - 1] + (s + 1) * size)
             snes = problem.solver
             reason = snes.getConvergedReason()
             if reason <= 0:
                 raise SolverError(
                     "SNES", reason, _reason_name(reason), snes.getIterationNumber(), prefix
                 )
-        observe(u, k)
+        observe(k)
+
+
+def _integrate_mixed(
+    mesh, coefficients, initial, boundary, hessian, times, observe, degree, steps_per_interval,
+    prefix,
+) -> None:
+    gdim = mesh.geometry.dim
+    pairs = hessian_pairs(gdim)
+    cell = mesh.basix_cell()
+    scalar = basix.ufl.element("Lagrange", cell, degree)
+    Z = dolfinx.fem.functionspace(mesh, basix.ufl.mixed_element([scalar] * (1 + len(pairs))))
+    z, z_old = dolfinx.fem.Function(Z), dolfinx.fem.Function(Z)
+    tests = ufl.TestFunctions(Z)
+    parts, parts_old = ufl.split(z), ufl.split(z_old)
+    dt = dolfinx.fem.Constant(mesh, PETSc.ScalarType(1.0))
+
+    def equations(fields):
+        u, ws = fields[0], dict(zip(pairs, fields[1:], strict=True))
+        return u, ws
+
+    u, ws = equations(parts)
+    u_old, ws_old = equations(parts_old)
+    v = tests[0]
+    rhs = weak_rhs_mixed(coefficients, u, ws, v, gdim)
+    rhs_old = weak_rhs_mixed(coefficients, u_old, ws_old, v, gdim)
+    F = (u - u_old) / dt * v * ufl.dx - 0.5 * (rhs + rhs_old) * ufl.dx
+    for (i, j), q in zip(pairs, tests[1:], strict=True):
+        F += (ws[i, j] * q + 0.5 * (u.dx(i) * q.dx(j) + u.dx(j) * q.dx(i))) * ufl.dx
+    spaces = [Z.sub(k).collapse() for k in range(1 + len(pairs))]
+    gs = [dolfinx.fem.Function(space) for space, _ in spaces]
+    facets = boundary_facets(mesh)
+    bcs = []
+    for k, (space, _) in enumerate(spaces):
+        dofs = dolfinx.fem.locate_dofs_topological((Z.sub(k), space), gdim - 1, facets)
+        bcs.append(dolfinx.fem.dirichletbc(gs[k], dofs, Z.sub(k)))
+    problem = petsc_problems.NonlinearProblem(
+        F, z, bcs=bcs, petsc_options=_SNES_OPTIONS, petsc_options_prefix=prefix
+    )
+    u_view = dolfinx.fem.Function(spaces[0][0], name="u")
+
+    def fill(target: dolfinx.fem.Function, t: float, first: bool) -> None:
+        if first:
+            initial(gs[0])
+        else:
+            boundary(gs[0], t)
+        hessian(gs[1:], t)
+        for k, (_, dofmap) in enumerate(spaces):
+            gs[k].x.scatter_forward()
+            if first:
+                target.x.array[dofmap] = gs[k].x.array
+        target.x.scatter_forward()
+
+    def show(k: int) -> None:
+        u_view.x.array[:] = z.x.array[spaces[0][1]]
+        u_view.x.scatter_forward()
+        observe(u_view, k)
+
+    fill(z, float(times[0]), True)
+    _check_initial(mesh, z)
+    show(0)
+
+    def step(t_new: float) -> None:
+        z_old.x.array[:] = z.x.array
+        fill(z, t_new, False)
+        problem.solve()
+
+    _march(times, steps_per_interval, dt, step, problem, prefix, show)
 
 
 def _reason_name(reason: int) -> str:

@@ -30,6 +30,7 @@ import torch
 
 from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.inverse.network_prior import CoefficientNetwork
+from dolfinx_nn.inverse.model import SOLVERS
 from dolfinx_nn.inverse.problem import InverseProblem, ProblemSpec, build_problem
 from dolfinx_nn.neural_function import NeuralFunction
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
@@ -57,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=32, help="network width")
     parser.add_argument("--out", default="results/bench", help="output folder")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    parser.add_argument("--solver", choices=SOLVERS, default="parallel",
+                        help="LU solver (dolfinx-nn inverse --help); 'parallel' measures the "
+                             "scaling of distributed MUMPS, 'reproducible' the command's default")
 
 
 def time_iterations(problem: InverseProblem, width: int, iterations: int, warmup: int
@@ -107,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     out = prepare_output_dir(args.out, comm)
     rows = []
     for n in args.sizes:
-        problem = build_problem(ProblemSpec(dim=2, resolution=n, noise=0.01), comm)
+        problem = build_problem(ProblemSpec(dim=2, resolution=n, noise=0.01), comm,
+                                solver=args.solver)
         timing = time_iterations(problem, args.width, args.iterations, args.warmup)
         dofs = problem.model.V.dofmap.index_map.size_global
         rows.append({"resolution": n, "dofs": dofs, **timing})
@@ -115,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             f"{k}={1e3 * timing[k]:.2f}ms" for k in (*PARTS, "total"))
             + f" (forward+adjoint)/forward={timing['fem_over_forward']:.2f}", comm=comm)
     write_json(out / f"BENCH_inverse_np{comm.size}.json",
-               {"ranks": comm.size, "rows": rows}, comm=comm)
+               {"ranks": comm.size, "solver": args.solver, "rows": rows}, comm=comm)
     if comm.rank == 0:
         _combine(out)
     comm.Barrier()

@@ -15,10 +15,16 @@ Formulas (--coefficient, --source, --boundary, --subdomain) use x[0], x[1], x[2]
 safely (no code is executed).
 
 Writes to --out: results.json (per prior: coefficient_rel_l2_error, state_rel_l2_error,
-iterations, wall_time_s, loss history), inverse.png (true vs recovered q, loss curves),
-coefficients.bp and state.bp (ParaView), network.ckpt (checkpoint; --resume continues it;
-Ctrl-C writes it before exiting).  --sweep-noise L1,L2,... runs one experiment per noise
-level and writes sweep.json, noise_sweep.png and a table.
+iterations, wall_time_s, loss history; the problem as solved, with the true coefficient's
+formula), inverse.png (true vs recovered q, loss curves), coefficients.bp and state.bp
+(ParaView), network.ckpt (checkpoint; Ctrl-C writes it before exiting; --resume continues it,
+with more steps if asked, and refuses a changed problem, listing the differences).
+--sweep-noise L1,L2,... runs one experiment per noise level and writes sweep.json,
+noise_sweep.png and a table.
+
+A seeded run repeats to the bit on the same machine and number of ranks (--solver
+reproducible, the default: the LU factorization runs on rank 0; --solver parallel uses
+distributed MUMPS, whose dynamic scheduling changes the last bits from run to run).
 
 Examples:
   dolfinx-nn inverse --dim 2 --prior both --noise 0.01 --out results/inverse
@@ -31,12 +37,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 
 from mpi4py import MPI
 
 import torch
 
-from dolfinx_nn.expressions import parse_expression
+from dolfinx_nn.cli import (
+    OptionError,
+    add_output_arguments,
+    existing_file,
+    formula,
+    mesh_spec,
+)
 from dolfinx_nn.inverse.experiment import (
     PRIOR_CHOICES,
     ExperimentConfig,
@@ -45,6 +58,7 @@ from dolfinx_nn.inverse.experiment import (
     summary_table,
     sweep_table,
 )
+from dolfinx_nn.inverse.model import SOLVERS
 from dolfinx_nn.inverse.network_prior import DEFAULT_TRAINING, NetworkConfig
 from dolfinx_nn.inverse.problem import OBSERVE_CHOICES, ProblemSpec
 from dolfinx_nn.inverse.tikhonov import DEFAULT_ALPHAS, REGULARIZATIONS, TikhonovConfig
@@ -63,29 +77,45 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
-def _formula(text: str) -> str:
+_formula = formula
+
+#: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
+RUN_TIME = ("the default run (2D, 16 cells per side, both priors; the run of `make demo`) "
+            "takes about 15 s of CPU time on one rank (CPU time is the wall time of an idle "
+            "machine; 75 s wall on a 2-core machine with load average 15)")
+
+
+def _positive_int(text: str) -> int:
     try:
-        parse_expression(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dolfinx-nn inverse``."""
     g = parser.add_argument_group("problem")
-    g.add_argument("--dim", type=int, choices=(1, 2, 3), default=2,
-                   help="dimension of the default mesh (interval, square, cube)")
-    g.add_argument("--mesh", default=None,
+    g.add_argument("--dim", type=int, choices=(1, 2, 3), default=None,
+                   help="dimension: chooses the default mesh (interval, square, cube) and is "
+                        "checked against --mesh (default: the mesh's; 2 without --mesh)")
+    g.add_argument("--mesh", type=mesh_spec, default=None,
                    help="built-in mesh (interval, square, cube, square-with-hole, "
-                        "cube-with-hole) or a mesh file (.msh, .xdmf, .vtu, ...)")
-    g.add_argument("--resolution", type=int, default=16, help="cells per unit length")
+                        "cube-with-hole) or a mesh file (.msh, .xdmf, .vtu, ...) (default: by "
+                        "--dim)")
+    g.add_argument("--resolution", type=_positive_int, default=16,
+                   help="cells per unit length")
     g.add_argument("--degree", type=int, choices=(1, 2, 3), default=1,
                    help="Lagrange degree of the state on the inversion mesh")
     g.add_argument("--coefficient-degree", type=int, choices=(1, 2, 3), default=1,
                    help="Lagrange degree of the coefficient space (both priors)")
     g.add_argument("--coefficient", type=_formula, default=None,
-                   help="true q (EXPR); default depends on the dimension")
+                   help="true q (EXPR); default by dimension: 1 + 0.5*sin(2*pi*x[0]) (1D), "
+                        "1 + 0.5*sin(pi*x[0])*sin(2*pi*x[1]) (2D), "
+                        "1 + 0.5*sin(pi*x[0])*sin(2*pi*x[1])*sin(pi*x[2]) (3D); results.json "
+                        "records the one used")
     g.add_argument("--source", type=_formula, default="1", help="source f (EXPR)")
     g.add_argument("--boundary", type=_formula, default="0", help="Dirichlet data g (EXPR)")
     g = parser.add_argument_group("data")
@@ -94,9 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="where u is measured")
     g.add_argument("--subdomain", type=_formula, default="where(x[0] <= 0.5, 1, 0)",
                    help="observed region {EXPR > 0} for --observe subdomain")
-    g.add_argument("--points", type=int, default=300,
+    g.add_argument("--points", type=_positive_int, default=300,
                    help="number of random points for --observe points")
-    g.add_argument("--data", default=None, metavar="FILE",
+    g.add_argument("--data", type=existing_file, default=None, metavar="FILE",
                    help="read measurements (CSV x[,y[,z]],value or a meshio file)")
     g.add_argument("--seed", type=int, default=0, help="seed of noise, points and network")
     g.add_argument("--sweep-noise", type=_floats, default=None, metavar="L1,L2,...",
@@ -116,12 +146,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="Tikhonov parameter grid (comma-separated)")
     g.add_argument("--tau", type=float, default=1.1, help="discrepancy principle factor")
     g = parser.add_argument_group("run")
-    g.add_argument("--out", default="results/inverse", help="output folder")
+    g.add_argument("--solver", choices=SOLVERS, default="reproducible",
+                   help="LU solver: 'reproducible' factorizes on rank 0 (bitwise repeatable "
+                        "runs), 'parallel' is distributed MUMPS (for meshes too large for one "
+                        "process; the last bits vary from run to run)")
     g.add_argument("--resume", action="store_true",
-                   help="continue the network prior from OUT/network.ckpt")
+                   help="continue the network prior from OUT/network.ckpt (same problem; more "
+                        "steps allowed)")
     g.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     g.add_argument("--device", default=None, help="torch device of the network (e.g. cuda)")
-    g.add_argument("--threads", type=int, default=1, help="torch threads per MPI rank")
+    g.add_argument("--threads", type=_positive_int, default=1, help="torch threads per MPI rank")
+    add_output_arguments(parser, "inverse")
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[ProblemSpec, ExperimentConfig]:
@@ -148,6 +183,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ProblemSpec, Experiment
         tikhonov=TikhonovConfig(regularization=args.regularization, alphas=args.alphas,
                                 tau=args.tau),
         device=args.device,
+        solver=args.solver,
     )
     return spec, config
 
@@ -157,6 +193,14 @@ def run(args: argparse.Namespace) -> int:
     comm = MPI.COMM_WORLD
     torch.set_num_threads(max(1, args.threads))
     spec, config = configs_from_args(args)
+    if args.resume:
+        if args.sweep_noise is not None:
+            raise OptionError("--resume continues one run; it cannot be used with --sweep-noise")
+        checkpoint = f"{args.out}/network.ckpt"
+        found = comm.bcast(os.path.isfile(checkpoint) if comm.rank == 0 else None, root=0)
+        if not found:
+            raise OptionError(f"--resume: there is no checkpoint {checkpoint} to continue; "
+                              "run without --resume")
     if args.sweep_noise is not None:
         rows = run_noise_sweep(spec, args.sweep_noise, config, args.out, comm=comm)
         print0(sweep_table(rows, config.priors), comm=comm)

@@ -62,6 +62,7 @@ def reference_solution(
     *,
     refinements: int = 1,
     degree: int = 2,
+    solver: str = "reproducible",
 ) -> ReferenceSolution:
     """Solve the forward problem with the true coefficient on a refined mesh.
 
@@ -70,6 +71,7 @@ def reference_solution(
         coefficient, source, boundary: formulas of ``q``, ``f`` and ``g``.
         refinements: number of uniform refinements (>= 1 avoids the inverse crime).
         degree: Lagrange degree of the reference state and coefficient.
+        solver: LU solver (see :func:`dolfinx_nn.inverse.model.solver_options`).
     """
     if not isinstance(refinements, int) or refinements < 0:
         raise ValueError(f"refinements must be a non-negative integer, got {refinements!r}.")
@@ -77,7 +79,8 @@ def reference_solution(
     for _ in range(refinements):
         fine.topology.create_entities(1)
         fine, _, _ = dolfinx.mesh.refine(fine)
-    model = PoissonModel(fine, source, boundary, degree=degree, coefficient_degree=degree)
+    model = PoissonModel(fine, source, boundary, degree=degree, coefficient_degree=degree,
+                         solver=solver)
     with torch.no_grad():
         model.solve(model.interpolate_coefficient(coefficient))
     u = dolfinx.fem.Function(model.V, name="u_reference")

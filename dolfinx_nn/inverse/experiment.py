@@ -8,7 +8,12 @@ over noise levels.  Files written to the output folder (rank 0):
 - ``inverse.png``: true vs recovered coefficients and loss curves;
 - ``coefficients.bp`` and ``state.bp`` (ADIOS2/VTX, open in ParaView): the coefficients and the
   data, the exact state and the state of each recovered coefficient;
-- ``network.ckpt``: the network prior's training checkpoint (``--resume`` continues from it).
+- ``network.ckpt``: the network prior's training checkpoint (``--resume`` continues from it;
+  it records the problem, see :func:`problem_record`, and refuses to continue another one).
+
+``results.json`` is written first: a plot or ParaView file that cannot be written never costs
+the numbers.  A final checkpoint that could not be written is reported (``checkpoint_error``)
+after ``results.json``, as an :class:`~dolfinx_nn.output.OutputError`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from typing import Any
 from mpi4py import MPI
 
 import dolfinx
-import dolfinx.io
 import torch
 
 from dolfinx_nn._dofs import assign_owned
@@ -39,7 +43,14 @@ from dolfinx_nn.inverse.tikhonov import (
     TikhonovConfig,
     fit_tikhonov,
 )
-from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.output import (
+    OutputError,
+    file_sha256,
+    prepare_output_dir,
+    print0,
+    write_json,
+    write_vtx,
+)
 from dolfinx_nn.training import TrainingConfig
 
 #: Prior choices of the command line.
@@ -63,6 +74,9 @@ class ExperimentConfig:
         tikhonov: regularisation and parameter grid of the baseline.
         tikhonov_training: optimizer settings of each Tikhonov run.
         device: torch device of the network.
+        extra_files: also write the plot and the ParaView files.
+        solver: LU solver of the forward problems (see
+            :func:`dolfinx_nn.inverse.model.solver_options`).
     """
 
     priors: tuple[str, ...] = ("network", "tikhonov")
@@ -73,6 +87,7 @@ class ExperimentConfig:
     tikhonov_training: TrainingConfig = TIKHONOV_TRAINING
     device: str | None = None
     extra_files: bool = True
+    solver: str = "reproducible"
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.priors if p not in ("network", "tikhonov")]
@@ -86,12 +101,14 @@ class ExperimentResult:
 
     problem: InverseProblem
     results: dict[str, PriorResult] = field(default_factory=dict)
+    solver: str = "reproducible"
 
     def summary(self, spec: ProblemSpec) -> dict[str, Any]:
-        """The content of ``results.json``."""
+        """The content of ``results.json`` (the problem as solved: mesh, dimension, formulas)."""
         return {
-            "problem": dataclasses.asdict(spec),
+            "problem": spec.resolved(self.problem.model.mesh.geometry.dim),
             "ranks": self.problem.comm.size,
+            "solver": self.solver,
             "noise_norm": self.problem.noise_norm,
             "coefficient_dofs": self.problem.model.Q.dofmap.index_map.size_global,
             **{name: r.summary() for name, r in self.results.items()},
@@ -99,12 +116,33 @@ class ExperimentResult:
 
 
 
-def _fit(name: str, problem: InverseProblem, config: ExperimentConfig, checkpoint, resume):
+def problem_record(
+    spec: ProblemSpec, problem: InverseProblem, config: ExperimentConfig
+) -> dict[str, Any]:
+    """What makes a network-prior run the same problem: the resolved spec, the contents of the
+    mesh and data files, the network and the early stopping (collective).
+
+    The number of steps, the checkpoint interval, the device and the solver may change on
+    resume; anything here may not.
+    """
+    record = spec.resolved(problem.model.mesh.geometry.dim)
+    if spec.mesh is not None and pathlib.Path(spec.mesh).suffix:
+        record["mesh_sha256"] = file_sha256(spec.mesh, problem.comm)
+        record.pop("resolution")  # ignored for a mesh file
+    if spec.data_file is not None:
+        record["data_sha256"] = file_sha256(spec.data_file, problem.comm)
+    record["network"] = dataclasses.asdict(config.network)
+    record["discrepancy_tau"] = config.discrepancy_tau
+    return record
+
+
+def _fit(name: str, problem: InverseProblem, config: ExperimentConfig, checkpoint, resume,
+         record=None):
     if name == "network":
         return fit_network_prior(
             problem, config.network, config.network_training,
             discrepancy_tau=config.discrepancy_tau, device=config.device,
-            checkpoint=checkpoint, resume=resume,
+            checkpoint=checkpoint, resume=resume, problem_record=record,
         )
     return fit_tikhonov(problem, config.tikhonov, config.tikhonov_training)
 
@@ -149,10 +187,8 @@ def write_outputs(
         states.append(data)
     if problem.exact_state is not None:
         states.append(problem.exact_state)
-    with dolfinx.io.VTXWriter(comm, out / "coefficients.bp", list(coefficients.values())) as vtx:
-        vtx.write(0.0)
-    with dolfinx.io.VTXWriter(comm, out / "state.bp", states) as vtx:
-        vtx.write(0.0)
+    write_vtx(out / "coefficients.bp", list(coefficients.values()), comm)
+    write_vtx(out / "state.bp", states, comm)
 
 
 def summary_table(experiment: ExperimentResult) -> str:
@@ -191,16 +227,21 @@ def run_experiment(
         comm: communicator.
     """
     folder = prepare_output_dir(out, comm) if out is not None else None
-    problem = build_problem(spec, comm)
-    experiment = ExperimentResult(problem)
+    problem = build_problem(spec, comm, solver=config.solver)
+    experiment = ExperimentResult(problem, solver=config.solver)
+    record = problem_record(spec, problem, config) if "network" in config.priors else None
     for name in config.priors:
         checkpoint = folder / "network.ckpt" if folder is not None and name == "network" else None
         experiment.results[name] = _fit(name, problem, config, checkpoint,
-                                        resume if checkpoint else False)
+                                        resume if checkpoint else False, record)
     if folder is not None and config.extra_files:
         write_outputs(folder, spec, experiment, comm)
     elif folder is not None:
         write_json(folder / "results.json", experiment.summary(spec), comm=comm)
+    failed = [r.history.checkpoint_error for r in experiment.results.values()
+              if r.history.checkpoint_error]
+    if failed:
+        raise OutputError(f"{failed[0]} (results.json holds the finished results)")
     return experiment
 
 
@@ -234,7 +275,8 @@ def run_noise_sweep(
                 row["tikhonov_best"] = r.details.get("best_coefficient_rel_l2_error", float("nan"))
         rows.append(row)
     if folder is not None:
-        write_json(folder / "sweep.json", {"problem": dataclasses.asdict(spec), "rows": rows},
+        gdim = experiment.problem.model.mesh.geometry.dim
+        write_json(folder / "sweep.json", {"problem": spec.resolved(gdim), "rows": rows},
                    comm=comm)
         plot_noise_sweep(folder / "noise_sweep.png", rows, list(config.priors), comm=comm)
     return rows

@@ -3,12 +3,22 @@
 :class:`PoissonModel` discretises the equation with Lagrange elements and exposes the solve
 ``q -> u`` as a differentiable torch operation (:func:`dolfinx_nn.fem_operator`): the backward
 pass is one adjoint solve that reuses the forward LU factorisation (the operator is symmetric).
+
+Reproducibility under MPI: distributed MUMPS schedules its work dynamically (Amestoy et al.,
+SIAM J. Matrix Anal. Appl. 23, 2001), so the same system solved twice on N > 1 ranks may differ
+in the last bits, and hundreds of L-BFGS steps amplify that into percent-level differences of
+the recovered coefficient.  The default ``solver="reproducible"`` therefore gathers the matrix
+onto rank 0 (``PCTELESCOPE``) and factorizes it there with sequential MUMPS: a seeded run repeats
+to the bit on the same machine and number of ranks.  ``solver="parallel"`` is distributed
+MUMPS, for meshes whose factorization does not fit one process.
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
 
+from petsc4py import PETSc
 
 import dolfinx
 import dolfinx.fem
@@ -23,6 +33,45 @@ from dolfinx_nn.meshes import boundary_facets
 
 _PREFIXES = itertools.count()
 
+#: Options of inner (telescope) solvers that PETSc reads only at the first solve.
+_LAZY_OPTIONS: list[str] = []
+
+
+@atexit.register
+def _forget_lazy_options() -> None:
+    """Remove the inner-solver options of models that never solved (e.g. a run refused before
+    its first solve), so that PETSc does not report them as unused at exit."""
+    if not _LAZY_OPTIONS or not PETSc.Sys.isInitialized() or PETSc.Sys.isFinalized():
+        return
+    options = PETSc.Options()
+    for name in _LAZY_OPTIONS:
+        if options.hasName(name):
+            options.delValue(name)
+
+#: Forward solvers of :class:`PoissonModel`.
+SOLVERS = ("reproducible", "parallel")
+
+
+def solver_options(solver: str, size: int, rank: int = 0) -> dict[str, object]:
+    """PETSc options of the LU solve named ``solver`` on ``size`` ranks, for ``rank``.
+
+    ``"reproducible"`` on several ranks: ``PCTELESCOPE`` gathers the system onto rank 0,
+    whose inner KSP (the only one) gets the LU options; the other ranks get none, which would
+    stay unused.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
+    lu = {"pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
+    if solver == "parallel" or size == 1:
+        return {"ksp_type": "preonly", **lu}
+    inner = {"ksp_type": "preonly", **lu} if rank == 0 else {}
+    return {
+        "ksp_type": "preonly",
+        "pc_type": "telescope",
+        "pc_telescope_reduction_factor": size,
+        **{f"telescope_{k}": v for k, v in inner.items()},
+    }
+
 
 class PoissonModel:
     """``-div(q grad u) = f`` in the mesh, ``u = g`` on its whole boundary.
@@ -33,7 +82,10 @@ class PoissonModel:
         boundary: formula of the Dirichlet data ``g``.
         degree: Lagrange degree of the state ``u``.
         coefficient_degree: Lagrange degree of the coefficient ``q``.
-        petsc_options: options of the forward KSP (default: LU with MUMPS).
+        petsc_options: options of the forward KSP (default: :func:`solver_options` of
+            ``solver``).
+        solver: ``"reproducible"`` (LU on rank 0; bitwise repeatable) or ``"parallel"``
+            (distributed MUMPS); ignored when ``petsc_options`` are given.
 
     Attributes:
         V: state space; ``u`` its function (holds the last solution).
@@ -50,10 +102,13 @@ class PoissonModel:
         degree: int = 1,
         coefficient_degree: int = 1,
         petsc_options: dict[str, object] | None = None,
+        solver: str = "reproducible",
     ) -> None:
         for name, value in (("degree", degree), ("coefficient_degree", coefficient_degree)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if petsc_options is None:
+            petsc_options = solver_options(solver, mesh.comm.size, mesh.comm.rank)
         self.mesh = mesh
         self.comm = mesh.comm
         self.V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
@@ -69,10 +124,12 @@ class PoissonModel:
         self.bc = dolfinx.fem.dirichletbc(g, dofs)
         v = ufl.TestFunction(self.V)
         F = self.q * ufl.inner(ufl.grad(self.u), ufl.grad(v)) * ufl.dx - self.f * v * ufl.dx
+        prefix = f"inverse_{next(_PREFIXES)}_"
         self.solve = fem_operator(
             F, self.u, controls=[self.q], bcs=[self.bc], petsc_options=petsc_options,
-            petsc_options_prefix=f"inverse_{next(_PREFIXES)}_", symmetric=True,
+            petsc_options_prefix=prefix, symmetric=True,
         )
+        _LAZY_OPTIONS.extend(prefix + k for k in petsc_options if k.startswith("telescope_"))
         self.num_owned_coefficient = owned_size(self.Q)
         self.num_owned_state = owned_size(self.V)
 

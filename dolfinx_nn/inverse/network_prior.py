@@ -108,6 +108,7 @@ def fit_network_prior(
     device: torch.device | str | None = None,
     checkpoint: str | None = None,
     resume: bool | str = False,
+    problem_record: dict | None = None,
 ) -> PriorResult:
     """Train a :class:`CoefficientNetwork` on the data misfit of ``problem``.
 
@@ -124,6 +125,8 @@ def fit_network_prior(
             early-stopping rule); 0 trains on the misfit alone.
         device: where the network lives (default: CPU).
         checkpoint, resume: see :func:`dolfinx_nn.training.train`.
+        problem_record: what defines the problem, stored in the checkpoint; resuming with
+            another one is refused (``problem`` of :func:`dolfinx_nn.training.train`).
     """
     start = time.perf_counter()
     torch.manual_seed(network.seed)  # the same initial weights on every rank
@@ -137,7 +140,8 @@ def fit_network_prior(
     if tolerance is not None:
         training = dataclasses.replace(training, tolerance=tolerance)
     history = train(lambda: problem.loss(q()), net, training, comm=problem.comm,
-                    checkpoint=checkpoint, resume=resume, desc="network prior")
+                    checkpoint=checkpoint, resume=resume, desc="network prior",
+                    problem=problem_record)
     with torch.no_grad():
         coefficient = q().detach().clone()
     n_params = sum(p.numel() for p in net.parameters())

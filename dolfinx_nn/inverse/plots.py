@@ -16,6 +16,8 @@ import dolfinx
 import dolfinx.cpp
 import numpy as np
 
+from dolfinx_nn.output import on_root
+
 
 def gather_cells(q: dolfinx.fem.Function) -> tuple[np.ndarray, np.ndarray] | None:
     """Vertex coordinates ``(n_cells, k, gdim)`` and vertex values ``(n_cells, k)`` of all owned
@@ -73,8 +75,10 @@ def plot_run(
         errors: prior -> relative L2 error of the coefficient (shown in the titles).
     """
     gathered = {name: gather_cells(f) for name, f in coefficients.items()}
-    if comm.rank != 0:
-        return
+    on_root(lambda: _draw_run(path, gathered, histories, errors), f"cannot write {path}", comm)
+
+
+def _draw_run(path, gathered, histories, errors) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,8 +125,10 @@ def plot_noise_sweep(
     comm: MPI.Comm = MPI.COMM_WORLD,
 ) -> None:
     """Coefficient error against noise level (rows: ``{"noise": ..., prior: error}``)."""
-    if comm.rank != 0:
-        return
+    on_root(lambda: _draw_sweep(path, rows, priors), f"cannot write {path}", comm)
+
+
+def _draw_sweep(path, rows, priors) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

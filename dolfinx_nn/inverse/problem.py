@@ -8,6 +8,7 @@ maps coefficient dofs to the relative data misfit (differentiable: FEM adjoint) 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from mpi4py import MPI
@@ -47,7 +48,8 @@ class ProblemSpec:
     """What defines an inverse problem.
 
     Attributes:
-        dim: spatial dimension of the built-in default mesh (1, 2 or 3).
+        dim: spatial dimension (1, 2 or 3): chooses the default mesh (interval, square,
+            cube) and is checked against a given mesh; None: the mesh's (2 for the default).
         mesh: a built-in mesh name or a mesh file (default: interval/square/cube by ``dim``).
         resolution: cells per unit length of built-in meshes.
         coefficient: formula of the true ``q`` (default by dimension; ``COEFFICIENTS_BY_DIM``).
@@ -66,7 +68,7 @@ class ProblemSpec:
             (the network prior is evaluated at its dofs; Tikhonov optimises its dofs).
     """
 
-    dim: int = 2
+    dim: int | None = None
     mesh: str | None = None
     resolution: int = 16
     coefficient: str | None = None
@@ -83,7 +85,7 @@ class ProblemSpec:
     coefficient_degree: int = 1
 
     def __post_init__(self) -> None:
-        if self.dim not in MESHES_BY_DIM:
+        if self.dim is not None and self.dim not in MESHES_BY_DIM:
             raise ValueError(f"dim must be one of {sorted(MESHES_BY_DIM)}, got {self.dim!r}.")
         if self.observe not in OBSERVE_CHOICES:
             raise ValueError(f"observe must be one of {OBSERVE_CHOICES}, got {self.observe!r}.")
@@ -98,11 +100,19 @@ class ProblemSpec:
     @property
     def mesh_name(self) -> str:
         """The mesh actually used."""
-        return self.mesh or MESHES_BY_DIM[self.dim]
+        return self.mesh or MESHES_BY_DIM[self.dim or 2]
 
     def coefficient_text(self, gdim: int) -> str:
         """The true coefficient's formula (default chosen by the mesh's dimension)."""
         return self.coefficient or COEFFICIENTS_BY_DIM[gdim]
+
+    def resolved(self, gdim: int) -> dict[str, object]:
+        """The fields with what was actually used: the mesh, its dimension, the true
+        coefficient's formula (None with file data); what ``results.json`` records."""
+        data = dataclasses.asdict(self)
+        data.update(dim=gdim, mesh=self.mesh_name)
+        data["coefficient"] = None if self.data_file else self.coefficient_text(gdim)
+        return data
 
 
 class InverseProblem:
@@ -181,14 +191,25 @@ class InverseProblem:
         return self.observation.noise_norm
 
 
-def build_problem(spec: ProblemSpec, comm: MPI.Comm = MPI.COMM_WORLD) -> InverseProblem:
-    """Mesh, forward model and (synthetic or file) data for ``spec`` (collective)."""
+def build_problem(
+    spec: ProblemSpec, comm: MPI.Comm = MPI.COMM_WORLD, *, solver: str = "reproducible"
+) -> InverseProblem:
+    """Mesh, forward model and (synthetic or file) data for ``spec`` (collective).
+
+    ``solver`` is the LU solver of every forward solve (see
+    :func:`dolfinx_nn.inverse.model.solver_options`).
+    """
     mesh = create_mesh(comm, spec.mesh_name, spec.resolution)
     gdim = mesh.geometry.dim
+    if spec.dim is not None and spec.dim != gdim:
+        raise ValueError(
+            f"dim {spec.dim} (--dim) does not match the mesh {spec.mesh_name!r}, which is "
+            f"{gdim}-dimensional; leave --dim out to use the mesh's dimension."
+        )
     source = parse_expression(spec.source)
     boundary = parse_expression(spec.boundary)
     model = PoissonModel(mesh, source, boundary, degree=spec.degree,
-                         coefficient_degree=spec.coefficient_degree)
+                         coefficient_degree=spec.coefficient_degree, solver=solver)
     if spec.data_file is not None:
         points, values = read_point_data(spec.data_file, comm)
         points = _fit_dimension(points, gdim)
@@ -199,7 +220,8 @@ def build_problem(spec: ProblemSpec, comm: MPI.Comm = MPI.COMM_WORLD) -> Inverse
         )
     coefficient = parse_expression(spec.coefficient_text(gdim))
     reference = reference_solution(mesh, coefficient, source, boundary,
-                                   refinements=spec.refinements, degree=spec.degree + 1)
+                                   refinements=spec.refinements, degree=spec.degree + 1,
+                                   solver=solver)
     if spec.observe == "points":
         data = synthetic_point_data(model, reference, num_points=spec.num_points,
                                     noise=spec.noise, seed=spec.seed)

@@ -40,6 +40,8 @@ class PriorResult:
             "wall_time_s": self.wall_time_s,
             "final_loss": self.history.losses[-1] if self.history.losses else None,
             "stopped_because": self.history.stopped_because,
+            **({"checkpoint_error": self.history.checkpoint_error}
+               if self.history.checkpoint_error else {}),
             **self.details,
             "loss_history": list(self.history.losses),
         }

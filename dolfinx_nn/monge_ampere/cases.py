@@ -1,11 +1,13 @@
-"""Monge-Ampere test cases with known convex solutions.
+"""Monge-Ampere problems: built-in test cases with known convex solutions, and user formulas.
 
-Each case gives the exact solution ``u`` (also the Dirichlet data ``g = u`` on the boundary)
-and the source ``f = det D^2 u``.  The formulas are written once, against a small table of
-elementary functions, and evaluated with NumPy (errors, interpolation), PyTorch (collocation
-losses) or UFL (finite element forms).  Coordinates are passed as a list of components
-``[x_0, ..., x_{d-1}]``: columns of an ``(n, d)`` tensor, rows of a ``(d, n)`` array, or the
-components of ``ufl.SpatialCoordinate``.
+Each built-in case gives the exact solution ``u`` (also the Dirichlet data ``g = u`` on the
+boundary) and the source ``f = det D^2 u``.  :func:`formula_case` builds a problem from
+formulas typed by a user (``f``, ``g`` and optionally the exact solution), parsed by the safe
+expression parser :mod:`dolfinx_nn.expressions`.  The built-in formulas are written once,
+against a small table of elementary functions, and evaluated with NumPy (errors,
+interpolation), PyTorch (collocation losses) or UFL (finite element forms).  Coordinates are
+passed as a list of components ``[x_0, ..., x_{d-1}]``: columns of an ``(n, d)`` tensor,
+rows of a ``(d, n)`` array, or the components of ``ufl.SpatialCoordinate``.
 
 Cases (``r = |x|``, ``r_0 = |x - x_0|`` with ``x_0`` the centre of the domain):
 
@@ -101,21 +103,33 @@ def _degenerate_f(x, ops, center):
 
 @dataclass(frozen=True)
 class Case:
-    """One test case: exact solution, source, and the dimensions it is defined in.
+    """One problem: source, boundary data, exact solution if known, and its dimensions.
 
     Attributes:
-        name: registry key.
+        name: registry key (or ``"formula"`` for user formulas).
         description: one line for help texts and reports.
-        u_formula: exact solution, also the Dirichlet data.
-        f_formula: ``det D^2 u``.
+        u_formula: exact solution (``None`` if unknown); the Dirichlet data unless
+            ``g_formula`` is given.
+        f_formula: the source, ``det D^2 u``.
         dims: dimensions the case is defined in (``None``: any ``d >= 2``).
+        g_formula: Dirichlet data, if it is not the exact solution's restriction.
     """
 
     name: str
     description: str
-    u_formula: Formula
+    u_formula: Formula | None
     f_formula: Formula
     dims: tuple[int, ...] | None = None
+    g_formula: Formula | None = None
+
+    def __post_init__(self) -> None:
+        if self.u_formula is None and self.g_formula is None:
+            raise ValueError(f"case {self.name!r} needs boundary data g or an exact solution u")
+
+    @property
+    def has_exact(self) -> bool:
+        """Whether the exact solution is known (errors can be measured)."""
+        return self.u_formula is not None
 
     def check_dim(self, dim: int) -> None:
         """Raise ``ValueError`` if the case is not defined in ``dim`` dimensions."""
@@ -125,8 +139,19 @@ class Case:
             raise ValueError(f"case {self.name!r} is not defined for d = {dim}; valid: {valid}")
 
     def u(self, x: Sequence[Any], backend: str, center: Sequence[float]) -> Any:
-        """Exact solution at the coordinate components ``x`` with the given backend."""
+        """Exact solution at the coordinate components ``x`` with the given backend.
+
+        Raises:
+            ValueError: the exact solution is not known.
+        """
+        if self.u_formula is None:
+            raise ValueError(f"case {self.name!r} has no exact solution")
         return self.u_formula(x, _ops(backend), center)
+
+    def g(self, x: Sequence[Any], backend: str, center: Sequence[float]) -> Any:
+        """Dirichlet data at the coordinate components ``x`` (the exact solution by default)."""
+        formula = self.g_formula if self.g_formula is not None else self.u_formula
+        return formula(x, _ops(backend), center)
 
     def f(self, x: Sequence[Any], backend: str, center: Sequence[float]) -> Any:
         """Source ``det D^2 u`` at the coordinate components ``x``."""
@@ -139,6 +164,10 @@ class Case:
     def f_torch(self, points: torch.Tensor, center: Sequence[float]) -> torch.Tensor:
         """Source at points shaped ``(n, d)``."""
         return self.f(list(points.unbind(-1)), "torch", center)
+
+    def g_torch(self, points: torch.Tensor, center: Sequence[float]) -> torch.Tensor:
+        """Dirichlet data at points shaped ``(n, d)``."""
+        return self.g(list(points.unbind(-1)), "torch", center)
 
 
 def _ops(backend: str) -> Ops:
@@ -185,3 +214,61 @@ def noisy(f_values: np.ndarray | torch.Tensor, level: float, rng: np.random.Gene
     if isinstance(f_values, torch.Tensor):
         xi = torch.as_tensor(xi, dtype=f_values.dtype, device=f_values.device)
     return f_values * (1.0 + level * xi)
+
+
+def _stack(x: Sequence[Any], backend: str) -> Any:
+    """Coordinate components -> the layout :class:`~dolfinx_nn.expressions.ParsedExpression`
+    evaluates: a UFL vector, a ``(d, n)`` array, or an ``(n, d)`` tensor."""
+    if backend == "ufl":
+        return ufl.as_vector(list(x))
+    if backend == "numpy":
+        return np.stack([np.asarray(xi, dtype=float) for xi in x])
+    return torch.stack(list(x), dim=-1)
+
+
+def _from_expression(expr) -> Formula:
+    def formula(x, ops, center):
+        backend = next(name for name, o in OPS.items() if o is ops)
+        value = getattr(expr, backend)(_stack(x, backend))
+        if backend == "ufl" and expr.max_coordinate < 0:  # a constant: give it the domain
+            value = value + (x[0] - x[0])
+        return value
+
+    return formula
+
+
+def formula_case(f: str, g: str, exact: str | None = None, dim: int | None = None) -> Case:
+    """A problem from formulas in ``x[0], ..., x[d-1]`` (see :mod:`dolfinx_nn.expressions`).
+
+    Args:
+        f: the source, e.g. ``"(1 + x[0]**2 + x[1]**2)*exp(x[0]**2 + x[1]**2)"``; must be
+            ``>= 0`` (checked where it is sampled).
+        g: the Dirichlet data.
+        exact: the exact solution, if known (then errors are reported).
+        dim: the space dimension, if known: formulas using ``x[i]``, ``i >= dim``, are
+            rejected here.
+
+    Raises:
+        ValueError: a formula outside the grammar, naming the bad piece and what is allowed.
+    """
+    from dolfinx_nn.expressions import parse_expression
+
+    parsed = {}
+    for name, text in (("f", f), ("g", g), ("exact", exact)):
+        if text is None:
+            continue
+        try:
+            parsed[name] = parse_expression(text, dim=dim)
+        except ValueError as err:
+            raise ValueError(f"--{name}: {err}") from None
+        if parsed[name].uses_time:
+            raise ValueError(f"--{name}: the Monge-Ampere problem is stationary; {text!r} uses t")
+    used = max(p.max_coordinate for p in parsed.values()) + 1
+    dims = None if dim is None else (dim,)
+    description = f"f = {f}, g = {g}" + (f", exact u = {exact}" if exact else "")
+    return Case(
+        "formula", description,
+        _from_expression(parsed["exact"]) if "exact" in parsed else None,
+        _from_expression(parsed["f"]), dims or (tuple(range(max(used, 2), 100))),
+        g_formula=_from_expression(parsed["g"]),
+    )

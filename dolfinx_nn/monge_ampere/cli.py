@@ -4,20 +4,31 @@ Trains an input convex network (--ansatz icnn, convex by construction) or a plai
 feed-forward network with a convexity penalty (--ansatz ffnn) on a collocation loss whose
 residual uses autograd Hessians, in any dimension, on the unit cube, the unit ball or a mesh
 file.  With --fem, also solves the problem with the C0 penalty finite element method of
-Brenner-Gudi-Neilan (P2, Newton/SNES; d = 2, 3 on the cube or a mesh file).
+Brenner-Gudi-Neilan (P2, Newton/SNES; d = 2, 3 on the cube or a mesh file), globalized by
+mesh sequencing (on the cube: 4, 8, ... cells per edge up to --resolution, each solve started
+from the previous one) and continuation in the data; see docs/monge_ampere.md.
 
-Cases (exact solution u, f = det D^2 u): smooth (exp(|x|^2/2), any d), brenner
-(20 exp(x^6/6 + y), d = 2), singular (-sqrt(2 - |x|^2), d = 2), degenerate
-(max(|x - x0| - 0.2, 0)^2 / 2, f = 0 on a disk).  --noise L multiplies f by (1 + L xi),
-xi ~ N(0, 1), at every collocation point (FEM: at every P1 node).
+Problem: a built-in case (--case; exact solution u, f = det D^2 u): smooth (exp(|x|^2/2),
+any d), brenner (20 exp(x^6/6 + y), d = 2), singular (-sqrt(2 - |x|^2), d = 2), degenerate
+(max(|x - x0| - 0.2, 0)^2 / 2, f = 0 on a disk); or your own formulas in x[0], x[1], ...:
+--f (source, >= 0), --g (boundary data) and optionally --exact (then errors are reported),
+e.g. --f "(1 + x[0]**2 + x[1]**2)*exp(x[0]**2 + x[1]**2)" --g "exp((x[0]**2 + x[1]**2)/2)".
+--noise L multiplies f by (1 + L xi), xi ~ N(0, 1), at every collocation point (FEM: at
+every P1 node).
 
-Writes to --out:
-  results.json        network: rel_l2_error, max_error, convexity_violation_fraction
-                      (lambda_min(D^2 u) < -tol at >= 1e4 test points), wall_time_s;
-                      fem: rel_l2_error, h1_error, newton_iterations, dofs, wall_time_s
+Writes to --out (results.json first, then the plots and the ParaView file):
+  results.json        network: rel_l2_error, max_error (with an exact solution),
+                      relative_residual, convexity_violation_fraction (lambda_min(D^2 u) <
+                      -tol at >= 1e4 test points), wall_time_s, training_steps;
+                      fem: status, rel_l2_error, h1_error, newton_iterations, strategy, dofs,
+                      wall_time_s, or status "failed" with the reason
   solution.png        network, exact solution and error (plane through the centre for d > 2)
   loss.png            training history
-  solution.bp/        ParaView (VTX) file with the network, exact and FEM solutions (meshes)
+  solution.bp/        ParaView (VTX) file with the network, exact and FEM solutions
+                      (with --fem: the FEM mesh)
+
+Exit status: 0 on success; 3 if the FEM reference failed (the network result and the
+reason are in results.json).
 
 Example:
   mpiexec -n 2 dolfinx-nn monge-ampere --case smooth --dim 2 --ansatz icnn --fem --out ma
@@ -33,27 +44,51 @@ from mpi4py import MPI
 import numpy as np
 import torch
 
-from dolfinx_nn.monge_ampere.cases import CASES, get_case
+from dolfinx_nn.cli import OptionError, about_option, add_output_arguments, formula, mesh_spec
+from dolfinx_nn.monge_ampere.cases import CASES, formula_case, get_case
 from dolfinx_nn.monge_ampere.domains import SHAPES, MeshDomain, as_sequence, make_domain
 from dolfinx_nn.monge_ampere.network_solver import NetworkConfig, solve_network
 from dolfinx_nn.monge_ampere.networks import ANSATZE
-from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.output import (
+    check_writable,
+    collective_output,
+    on_root,
+    prepare_output_dir,
+    print0,
+    write_json,
+)
 
 _FEM_SHAPES = {2: "square", 3: "cube"}
+
+#: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
+RUN_TIME = ("the default run (smooth case, d = 2, ICNN, no FEM) takes about 80 s of CPU time "
+            "on one rank (the wall time of an idle machine)")
+
+
+def _domain(text: str) -> str:
+    """argparse type: a built-in shape or an existing mesh file."""
+    return text if text in SHAPES else mesh_spec(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dolfinx-nn monge-ampere``."""
     defaults = NetworkConfig()
-    parser.add_argument("--case", choices=list(CASES), default="smooth")
-    parser.add_argument("--dim", type=int, default=2, help="space dimension d (default 2)")
-    parser.add_argument("--domain", default="cube",
+    parser.add_argument("--case", choices=list(CASES), default=None,
+                        help="built-in case (default smooth; not with --f/--g)")
+    parser.add_argument("--f", type=formula, default=None,
+                        help="source formula in x[0], x[1], ... (>= 0)")
+    parser.add_argument("--g", type=formula, default=None, help="boundary data formula (with --f)")
+    parser.add_argument("--exact", type=formula, default=None,
+                        help="exact solution formula, if known (errors are then reported)")
+    parser.add_argument("--dim", type=int, default=None,
+                        help="space dimension d (default: 2, or the mesh file's)")
+    parser.add_argument("--domain", type=_domain, default="cube",
                         help=f"{', '.join(SHAPES)} (unit cube/ball) or a mesh file (default cube)")
     parser.add_argument("--ansatz", choices=list(ANSATZE), default="icnn")
     parser.add_argument("--noise", type=float, default=0.0, help="relative noise level in f")
     parser.add_argument("--fem", action="store_true", help="also run the FEM reference")
     parser.add_argument("--resolution", type=int, default=16,
-                        help="cells per edge of the FEM mesh of the cube (default 16)")
+                        help="cells per edge of the finest FEM mesh of the cube (default 16)")
     parser.add_argument("--width", type=int, default=defaults.width)
     parser.add_argument("--depth", type=int, default=defaults.depth)
     parser.add_argument("--n-interior", type=int, default=defaults.n_interior)
@@ -67,20 +102,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight of the convexity penalty (ffnn only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="torch device of the network")
-    parser.add_argument("--out", required=True, help="output folder")
+    add_output_arguments(parser, "monge-ampere")
 
 
-def _fem_mesh(domain, dim: int, resolution: int, comm: MPI.Comm):
-    """The FEM mesh of a domain, or a ValueError saying why there is none."""
+def _fem_meshes(domain, dim: int, resolution: int, comm: MPI.Comm) -> list:
+    """The FEM meshes, coarse to fine (mesh sequencing on the cube), or a ValueError."""
     if isinstance(domain, MeshDomain):
-        return domain.mesh
+        return [domain.mesh]
     if domain.name != "cube" or dim not in _FEM_SHAPES:
         raise ValueError(
             f"--fem needs d = 2 or 3 on the cube or a mesh file; got d = {dim} on {domain.name!r}"
         )
+    if resolution < 1:
+        raise ValueError(f"--resolution must be a positive integer, got {resolution}")
     from dolfinx_nn.meshes import create_mesh
+    from dolfinx_nn.monge_ampere.fem import sequence_resolutions
 
-    return create_mesh(comm, _FEM_SHAPES[dim], resolution)
+    return [create_mesh(comm, _FEM_SHAPES[dim], n) for n in sequence_resolutions(resolution)]
+
+
+def make_case(args: argparse.Namespace):
+    """The built-in case of ``--case`` or the formulas of ``--f``, ``--g``, ``--exact``."""
+    formulas = [args.f, args.g, args.exact]
+    if any(v is not None for v in formulas):
+        if args.case is not None:
+            raise ValueError("give either --case or the formulas --f/--g/--exact, not both")
+        if args.f is None or args.g is None:
+            raise ValueError("a problem from formulas needs both --f (source) and --g "
+                             "(boundary data); --exact is optional")
+        return formula_case(args.f, args.g, args.exact, dim=args.dim)
+    return get_case(args.case or "smooth")
 
 
 def _write_paraview(path: pathlib.Path, net, case, fem_u, center, comm: MPI.Comm) -> None:
@@ -98,24 +149,66 @@ def _write_paraview(path: pathlib.Path, net, case, fem_u, center, comm: MPI.Comm
 
     u_net = dolfinx.fem.Function(V, name="network")
     u_net.interpolate(network)
-    u_ex = dolfinx.fem.Function(V, name="exact")
-    xs = ufl.SpatialCoordinate(V.mesh)
-    expr = case.u([xs[i] for i in range(dim)], "ufl", center)
-    u_ex.interpolate(dolfinx.fem.Expression(expr, V.element.interpolation_points))
+    functions = [u_net]
+    if case.has_exact:
+        u_ex = dolfinx.fem.Function(V, name="exact")
+        xs = ufl.SpatialCoordinate(V.mesh)
+        expr = case.u([xs[i] for i in range(dim)], "ufl", center)
+        u_ex.interpolate(dolfinx.fem.Expression(expr, V.element.interpolation_points))
+        functions.append(u_ex)
     fem_u.name = "fem"
-    with dolfinx.io.VTXWriter(comm, path, [u_net, u_ex, fem_u], engine="BP4") as writer:
-        writer.write(0.0)
+    check_writable(path.parent, comm)
+    with collective_output(f"cannot write {path}", comm):
+        with dolfinx.io.VTXWriter(comm, path, [*functions, fem_u], engine="BP4") as writer:
+            writer.write(0.0)
+
+
+def _run_fem(case, meshes, center, args) -> tuple[dict, object]:
+    """FEM reference on the mesh sequence: (summary, solution) or (failure record, None)."""
+    from dolfinx_nn.monge_ampere.fem import FEMSolveError, solve_fem_sequence
+
+    try:
+        results = solve_fem_sequence(case, meshes, center=center, noise=args.noise,
+                                     seed=args.seed)
+    except FEMSolveError as err:
+        done = getattr(err, "results", [])
+        return {
+            "status": "failed",
+            "reason": str(err),
+            "reason_name": err.reason_name,
+            "failed_on_mesh": len(done) + 1,
+            "meshes": len(meshes),
+            "path": err.path[-20:],
+            "coarser_meshes": [r.summary() for r in done],
+        }, None
+    final = results[-1]
+    return {**final.summary(), "sequence": [r.summary() for r in results[:-1]]}, final
 
 
 def run(args: argparse.Namespace) -> int:
     """Run one experiment and write results.json, plots and ParaView files."""
     comm = MPI.COMM_WORLD
-    case = get_case(args.case)
-    case.check_dim(args.dim)
     if args.noise < 0 or not np.isfinite(args.noise):
-        raise ValueError(f"--noise must be a finite number >= 0, got {args.noise}")
-    domain = make_domain(args.domain, args.dim, comm, args.resolution)
-    mesh = _fem_mesh(domain, args.dim, args.resolution, comm) if args.fem else None
+        raise OptionError(f"--noise must be a finite number >= 0, got {args.noise}")
+    if args.domain in SHAPES:
+        args.dim = 2 if args.dim is None else args.dim
+        domain = make_domain(args.domain, args.dim, comm, args.resolution)
+    else:
+        from dolfinx_nn.meshes import create_mesh
+
+        with about_option("--domain"):
+            domain = MeshDomain(create_mesh(comm, args.domain, args.resolution),
+                                name=args.domain)
+        if args.dim is not None and args.dim != domain.dim:
+            raise OptionError(f"--dim {args.dim} does not match the mesh {args.domain!r}, which "
+                              f"is {domain.dim}-dimensional; leave --dim out to use the mesh's")
+        args.dim = domain.dim
+    with about_option("--f/--g/--exact" if args.f or args.g or args.exact else "--case"):
+        case = make_case(args)
+    with about_option("--dim"):
+        case.check_dim(args.dim)
+    with about_option("--fem"):
+        meshes = _fem_meshes(domain, args.dim, args.resolution, comm) if args.fem else None
     out = prepare_output_dir(args.out, comm)
     config = NetworkConfig(
         ansatz=args.ansatz, width=args.width, depth=args.depth, n_interior=args.n_interior,
@@ -129,24 +222,31 @@ def run(args: argparse.Namespace) -> int:
     result = solve_network(case, domain, config, comm)
     center = as_sequence(domain.center)
     results: dict = {
-        "case": case.name, "dim": args.dim, "domain": domain.name, "ansatz": args.ansatz,
-        "noise": args.noise, "ranks": comm.size, "config": vars(config),
-        "network": result.summary(),
+        "case": case.name, "problem": case.description, "dim": args.dim,
+        "domain": domain.name, "ansatz": args.ansatz, "noise": args.noise, "ranks": comm.size,
+        "config": vars(config), "network": result.summary(),
     }
-    print0("network:", {k: f"{v:.3e}" for k, v in result.summary().items()})
-    if mesh is not None:
-        from dolfinx_nn.monge_ampere.fem import solve_fem
+    print0("network:", {k: (f"{v:.3e}" if isinstance(v, float) else v)
+                        for k, v in result.summary().items()})
+    write_json(out / "results.json", results, comm)  # the network result survives what follows
+    status = 0
+    if meshes is not None:
+        fem, final = _run_fem(case, meshes, center, args)
+        results["fem"] = fem
+        write_json(out / "results.json", results, comm)
+        if final is None:
+            status = 3
+            print0(f"monge-ampere: the FEM reference failed ({fem['reason']}); the network "
+                   f"result and the failure are in {out / 'results.json'}")
+        else:
+            print0("fem:", {k: v for k, v in fem.items() if k != "sequence"})
+            _write_paraview(out / "solution.bp", result.net, case, final.u, center, comm)
+    from dolfinx_nn.monge_ampere.plots import plot_history, plot_solution_and_error
 
-        fem = solve_fem(case, mesh, center=center, noise=args.noise, seed=args.seed)
-        results["fem"] = fem.summary()
-        print0("fem:", fem.summary())
-        _write_paraview(out / "solution.bp", result.net, case, fem.u, center, comm)
-    if comm.rank == 0:
-        from dolfinx_nn.monge_ampere.plots import plot_history, plot_solution_and_error
-
-        title = f"{case.name}, d = {args.dim}, {args.ansatz}"
-        plot_solution_and_error(result.net, case, domain, out / "solution.png", title)
-        plot_history(result.history, out / "loss.png", title)
-    write_json(out / "results.json", results, comm)
+    title = f"{case.name}, d = {args.dim}, {args.ansatz}"
+    on_root(lambda: plot_solution_and_error(result.net, case, domain, out / "solution.png",
+                                            title), f"cannot write {out / 'solution.png'}", comm)
+    on_root(lambda: plot_history(result.history, out / "loss.png", title),
+            f"cannot write {out / 'loss.png'}", comm)
     print0(f"wrote {out / 'results.json'}")
-    return 0
+    return status

@@ -10,15 +10,32 @@ where the second sum runs over interior facets (Brenner, Gudi & Neilan, Math. Co
 Brenner & Neilan, ESAIM M2AN 46, 2012 for d = 3).  The edge term makes the method consistent:
 its linearization at the exact solution is a C0 interior penalty discretization of
 ``-div(cof(D^2 u) grad w)``.  The system is solved with Newton's method (PETSc SNES,
-backtracking line search, direct LU solves), started from the convex solution of the Poisson
-problem ``Delta u_0 = d f^(1/d)``, ``u_0 = g`` (exact when ``D^2 u`` is a multiple of the
-identity).
+backtracking line search, direct LU solves).
+
+**Globalization.**  The discrete system has several solutions, and Newton's method from a
+poor guess diverges or lands on a non-convex one where the equation degenerates (``f = 0`` on
+a disk, ``f`` vanishing on an edge) or blows up (``f`` unbounded at a corner).  Two published
+devices keep it on the convex branch:
+
+* *mesh sequencing* (:func:`solve_fem_sequence`): the solution on the previous, coarser mesh,
+  interpolated, is the initial guess on the next one;
+* *continuation in the data*: ``det D^2 u = f + delta`` with ``delta`` driven to 0, each
+  solve started from the previous one.  ``f + delta`` is bounded away from 0, so the
+  linearization ``-div(cof(D^2 u) grad w)`` is uniformly elliptic on the way; the step shrinks
+  (``delta_next / delta`` from 1/10 towards 1) when Newton fails and grows back after
+  successes.  Without an initial guess the path starts at ``delta`` = the mean of ``|f|`` from
+  the convex solution of ``Delta u_0 = d (f + delta)^(1/d)``, ``u_0 = g`` (exact when
+  ``D^2 u`` is a multiple of the identity); with one, Newton is first tried at ``delta = 0``
+  and the path starts only if that fails, at the smallest ``delta`` (from 1e-3 of the mean
+  ``|f|`` up, by factors of 10) that Newton reaches from the guess.
+
+The final answer is always the solution for ``delta = 0``; the path taken is reported.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mpi4py import MPI
 from petsc4py import PETSc
@@ -28,37 +45,80 @@ import dolfinx.fem.petsc
 import numpy as np
 import ufl
 
+from dolfinx_nn import petsc_problems
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn.meshes import boundary_dofs
 from dolfinx_nn.monge_ampere.cases import Case, noisy
 from dolfinx_nn.monge_ampere.domains import mesh_bounds
-from dolfinx_nn import petsc_problems
 
 _REASONS = {v: k for k, v in PETSc.SNES.ConvergedReason.__dict__.items() if isinstance(v, int)}
 
 
 @dataclass
 class FEMResult:
-    """Outcome of :func:`solve_fem` (norms are global)."""
+    """Outcome of :func:`solve_fem` (norms are global).
+
+    ``rel_l2_error`` and ``h1_error`` are ``None`` when the case has no exact solution.
+    ``path`` lists the Newton solves: ``{"strategy", "s", "delta", "newton_iterations",
+    "converged"}``; ``strategy`` is the one that gave the answer, and
+    ``min_hessian_eigenvalue`` the smallest cellwise eigenvalue of ``D^2 u_h`` relative to
+    ``mean|f|^(1/d)``.
+    """
 
     u: dolfinx.fem.Function
-    rel_l2_error: float
-    h1_error: float
+    rel_l2_error: float | None
+    h1_error: float | None
     newton_iterations: int
     dofs: int
     h: float
     wall_time_s: float
+    path: list[dict] = field(default_factory=list)
+    strategy: str = "delta"
+    min_hessian_eigenvalue: float = 0.0
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict:
         """The numbers reported in ``results.json``."""
         return {
+            "status": "converged",
             "rel_l2_error": self.rel_l2_error,
             "h1_error": self.h1_error,
             "newton_iterations": self.newton_iterations,
+            "strategy": self.strategy,
+            "newton_solves": len(self.path),
+            "min_hessian_eigenvalue_relative": self.min_hessian_eigenvalue,
             "dofs": self.dofs,
             "h": self.h,
             "wall_time_s": self.wall_time_s,
         }
+
+
+class FEMSolveError(SolverError):
+    """No strategy of :func:`solve_fem` reached a convex solution of the problem itself.
+
+    Attributes:
+        path: the Newton solves tried (strategy, ``s``, ``delta``, iterations, converged).
+        smallest_delta: the smallest ``delta`` that converged at ``s = 1`` (``None``: none).
+        reason_name: PETSc's reason of the last Newton solve, or ``"NOT_CONVEX"`` when Newton
+            converged but only to non-convex solutions.
+    """
+
+    def __init__(self, reason: int, reason_name: str, iterations: int, prefix: str,
+                 path: list[dict], tried: list[str], non_convex: list[str]):
+        super().__init__("SNES", reason, reason_name, iterations, prefix)
+        self.path = path
+        done = [p["delta"] for p in path if p["converged"] and p["s"] == 1.0]
+        self.smallest_delta = min(done) if done else None
+        if non_convex and reason > 0:
+            self.reason_name = "NOT_CONVEX"
+        parts = [f"no convex solution after {len(path)} Newton solves "
+                 f"(strategies tried: {', '.join(tried) or 'none'})"]
+        if non_convex:
+            parts.append(f"converged only to non-convex solutions: {', '.join(non_convex)}")
+        if reason <= 0:
+            parts.append(f"last Newton solve: {reason_name} after {path[-1]['newton_iterations']}"
+                         f" iterations" if path else f"last Newton solve: {reason_name}")
+        parts.append(f"inspect with -{prefix}snes_monitor")
+        self.args = ("; ".join(parts),)
 
 
 def cofactor(a: ufl.core.expr.Expr) -> ufl.core.expr.Expr:
@@ -92,13 +152,8 @@ def monge_ampere_residual(u, v, f, penalty: float = 0.0) -> ufl.Form:
     return form
 
 
-def _source(case: Case, mesh, center, noise: float, seed: int):
-    x = ufl.SpatialCoordinate(mesh)
-    comps = [x[i] for i in range(mesh.geometry.dim)]
-    f = case.f(comps, "ufl", center)
-    if noise == 0:
-        return f, comps
-    # noisy data: interpolate f into P1 and perturb each owned value
+def _noisy_source(f, mesh, noise: float, seed: int):
+    """The P1 interpolant of ``f`` with each owned value perturbed (``noisy``)."""
     q = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
     fh = dolfinx.fem.Function(q)
     fh.interpolate(dolfinx.fem.Expression(f, q.element.interpolation_points))
@@ -107,20 +162,195 @@ def _source(case: Case, mesh, center, noise: float, seed: int):
     rng = np.random.default_rng(streams[mesh.comm.rank])
     fh.x.array[:n_owned] = noisy(fh.x.array[:n_owned], noise, rng)
     fh.x.scatter_forward()
-    return fh, comps
+    return fh
 
 
-def _boundary_condition(V, g_expr) -> tuple[dolfinx.fem.DirichletBC, dolfinx.fem.Function]:
-    g = dolfinx.fem.Function(V)
-    g.interpolate(dolfinx.fem.Expression(g_expr, V.element.interpolation_points))
-    return dolfinx.fem.dirichletbc(g, boundary_dofs(V)), g
+def _interpolate_from(target: dolfinx.fem.Function, source: dolfinx.fem.Function) -> None:
+    """``target = I_h source`` for a function on another (e.g. coarser) mesh (collective)."""
+    V = target.function_space
+    tdim = V.mesh.topology.dim
+    cells = np.arange(V.mesh.topology.index_map(tdim).size_local, dtype=np.int32)
+    data = dolfinx.fem.create_interpolation_data(V, source.function_space, cells, padding=1e-10)
+    target.interpolate_nonmatching(source, cells, data)
+    target.x.scatter_forward()
 
 
-def _check_converged(snes: PETSc.SNES, prefix: str) -> None:
-    reason = snes.getConvergedReason()
-    if reason <= 0:
-        name = _REASONS.get(reason, "UNKNOWN")
-        raise SolverError("SNES", reason, name, snes.getIterationNumber(), prefix)
+#: smallest admissible cellwise Hessian eigenvalue, relative to mean|f|^(1/d)
+CONVEXITY_TOL = 1e-2
+
+#: Newton options of every continuation step (overridable through ``petsc_options``)
+NEWTON_OPTIONS = {
+    "snes_type": "newtonls",
+    "snes_linesearch_type": "bt",
+    "snes_rtol": 1e-10,
+    "snes_atol": 1e-10,
+    "snes_stol": 0.0,
+    "snes_max_it": 30,
+    "ksp_type": "preonly",
+    "pc_type": "lu",
+}
+
+#: initial guesses / continuation paths tried in turn (see :func:`solve_fem`)
+STRATEGIES = ("interpolated", "interpolated+delta", "poisson", "delta", "dilation")
+
+
+class _Homotopy:
+    """The problems ``det D^2 u = s^(2d) f(x_s) + delta``, ``u = g(x_s)``, ``x_s = c + s(x - c)``.
+
+    ``(s, delta) = (1, 0)`` is the problem itself.  ``delta > 0`` lifts a degenerate source;
+    ``s < 1`` is the problem on the domain shrunk about ``c`` and scaled back (its solution is
+    ``u(x_s)``), which keeps singularities at the boundary outside the domain.  One compiled
+    form serves every ``(s, delta)``.
+    """
+
+    def __init__(self, case: Case, mesh, center, degree: int, noise: float, seed: int,
+                 penalty: float, quadrature_degree: int, options: dict, prefix: str):
+        self.mesh, self.comm, self.dim = mesh, mesh.comm, mesh.topology.dim
+        self.V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
+        x = ufl.SpatialCoordinate(mesh)
+        self.x = [x[i] for i in range(mesh.geometry.dim)]
+        self.s = dolfinx.fem.Constant(mesh, 1.0)
+        self.delta = dolfinx.fem.Constant(mesh, 0.0)
+        xs = [c + self.s * (xi - c) for xi, c in zip(self.x, center, strict=True)]
+        self.dx = ufl.dx(metadata={"quadrature_degree": quadrature_degree})
+        if noise == 0:
+            self.f = case.f(self.x, "ufl", center)
+            f_s = self.s ** (2 * self.dim) * case.f(xs, "ufl", center)
+            self.can_dilate = True
+        else:  # noisy data exist only on this mesh: no dilation
+            self.f = f_s = _noisy_source(case.f(self.x, "ufl", center), mesh, noise, seed)
+            self.can_dilate = False
+        self.g = dolfinx.fem.Function(self.V)
+        self.g_expr = dolfinx.fem.Expression(case.g(xs, "ufl", center),
+                                             self.V.element.interpolation_points)
+        self.g.interpolate(self.g_expr)
+        self.bc = dolfinx.fem.dirichletbc(self.g, boundary_dofs(self.V))
+        volume = self._integral(dolfinx.fem.Constant(mesh, 1.0))
+        #: mean |f|, the scale of delta; its d-th root is a typical Hessian eigenvalue
+        self.f_scale = max(self._integral(abs(self.f)) / volume, 1e-12)
+        self.source = f_s + self.delta
+        self.u = dolfinx.fem.Function(self.V, name="u")
+        v = ufl.TestFunction(self.V)
+        self.problem = petsc_problems.NonlinearProblem(
+            monge_ampere_residual(self.u, v, self.source, penalty), self.u, bcs=[self.bc],
+            petsc_options=options, petsc_options_prefix=prefix,
+            form_compiler_options={"quadrature_degree": quadrature_degree},
+        )
+        Q = dolfinx.fem.functionspace(mesh, ("DG", 0, (self.dim, self.dim)))
+        self.hessian = dolfinx.fem.Function(Q)
+        self.hessian_expr = dolfinx.fem.Expression(ufl.grad(ufl.grad(self.u)),
+                                                   Q.element.interpolation_points)
+        self.path: list[dict] = []
+        self.iterations = 0
+        self.last_reason = 0
+        self.prefix = prefix
+
+    def _integral(self, expr) -> float:
+        local = dolfinx.fem.assemble_scalar(dolfinx.fem.form(expr * self.dx))
+        return self.comm.allreduce(local, op=MPI.SUM)
+
+    def _set(self, s: float, delta: float) -> None:
+        self.s.value, self.delta.value = s, delta
+        self.g.interpolate(self.g_expr)
+
+    def step(self, s: float, delta: float, strategy: str) -> bool:
+        """Newton at ``(s, delta)`` from the current ``u``; ``u`` is restored on failure."""
+        saved = self.u.x.array.copy()
+        self._set(s, delta)
+        self.problem.solve()
+        snes = self.problem.solver
+        its = snes.getIterationNumber()
+        self.last_reason = snes.getConvergedReason()
+        ok = self.last_reason > 0 and bool(np.all(np.isfinite(self.u.x.array)))
+        ok = bool(self.comm.allreduce(ok, op=MPI.LAND))
+        self.iterations += its
+        self.path.append({"strategy": strategy, "s": float(s), "delta": float(delta),
+                          "newton_iterations": int(its), "converged": ok})
+        if not ok:
+            self.u.x.array[:] = saved
+        return ok
+
+    def poisson_guess(self, s: float, delta: float) -> None:
+        """``Delta u_0 = d (f_s + delta)^(1/d)``, ``u_0 = g_s``: exact if ``D^2 u ~ I``."""
+        self._set(s, delta)
+        V, d = self.V, self.dim
+        w, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+        rhs = -float(d) * ufl.max_value(self.source, 0.0) ** (1.0 / d) * v * self.dx
+        poisson = petsc_problems.LinearProblem(
+            ufl.inner(ufl.grad(w), ufl.grad(v)) * ufl.dx, rhs, bcs=[self.bc],
+            petsc_options={"ksp_type": "preonly", "pc_type": "lu",
+                           "ksp_error_if_not_converged": True},
+            petsc_options_prefix=f"{self.prefix}guess_",
+        )
+        u0 = poisson.solve()
+        self.u.x.array[:] = (u0[0] if isinstance(u0, tuple | list) else u0).x.array
+
+    def convexity(self) -> float:
+        """Smallest cellwise eigenvalue of ``D^2 u_h`` (at cell midpoints) / ``f_scale^(1/d)``."""
+        self.hessian.interpolate(self.hessian_expr)
+        n = self.mesh.topology.index_map(self.dim).size_local
+        H = self.hessian.x.array.reshape(-1, self.dim, self.dim)[:n]
+        local = float(np.linalg.eigvalsh(0.5 * (H + H.transpose(0, 2, 1)))[:, 0].min()) \
+            if n else np.inf
+        return self.comm.allreduce(local, op=MPI.MIN) / self.f_scale ** (1.0 / self.dim)
+
+    # -- continuation paths; each returns True once (s, delta) = (1, 0) is solved --
+
+    def lower_delta(self, start: float, strategy: str, max_steps: int) -> bool:
+        """From a solution at ``(1, start)`` down to ``delta = 0`` (adaptive ratio)."""
+        current, ratio, successes = start, 0.1, 0
+        while current > 0.0:
+            if len(self.path) >= max_steps:
+                return False
+            target = current * ratio if current * ratio > 1e-10 * self.f_scale else 0.0
+            if self.step(1.0, target, strategy):
+                current, successes = target, successes + 1
+                if successes >= 2:
+                    ratio, successes = max(ratio**2, 0.1), 0
+            else:
+                ratio, successes = ratio**0.5, 0
+                if ratio > 0.97:
+                    return False
+        return True
+
+    def raise_s(self, start: float, strategy: str, max_steps: int) -> bool:
+        """From a solution at ``(start, 0)`` up to ``s = 1`` (adaptive step)."""
+        current, step = start, 0.1
+        while current < 1.0:
+            if len(self.path) >= max_steps or step < 1e-4:
+                return False
+            target = min(1.0, current + step)
+            if self.step(target, 0.0, strategy):
+                current, step = target, 1.5 * step
+            else:
+                step /= 4.0
+        return True
+
+    def run(self, strategy: str, guess, max_steps: int) -> bool:
+        """One strategy of :data:`STRATEGIES` from scratch (or from ``guess``)."""
+        limit = len(self.path) + max_steps
+        if strategy == "interpolated":
+            _interpolate_from(self.u, guess)
+            return self.step(1.0, 0.0, strategy)
+        if strategy == "interpolated+delta":
+            _interpolate_from(self.u, guess)
+            start = 1e-3 * self.f_scale
+            while not self.step(1.0, start, strategy):
+                start *= 10.0
+                if start > 10.0 * self.f_scale or len(self.path) >= limit:
+                    return False
+            return self.lower_delta(start, strategy, limit)
+        if strategy == "poisson":
+            self.poisson_guess(1.0, 0.0)
+            return self.step(1.0, 0.0, strategy)
+        if strategy == "delta":
+            self.poisson_guess(1.0, self.f_scale)
+            return self.step(1.0, self.f_scale, strategy) and self.lower_delta(
+                self.f_scale, strategy, limit)
+        if strategy == "dilation":
+            self.poisson_guess(0.5, 0.0)
+            return self.step(0.5, 0.0, strategy) and self.raise_s(0.5, strategy, limit)
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
 
 
 def solve_fem(
@@ -135,23 +365,38 @@ def solve_fem(
     quadrature_degree: int = 8,
     petsc_options: dict | None = None,
     prefix: str = "monge_ampere_",
+    initial_guess: dolfinx.fem.Function | None = None,
+    strategies: tuple[str, ...] = STRATEGIES,
+    convexity_tol: float = CONVEXITY_TOL,
+    max_steps: int = 40,
 ) -> FEMResult:
     """Solve ``det D^2 u = f``, ``u = g`` on a 2D/3D mesh with the C0 penalty method.
 
+    The strategies of :data:`STRATEGIES` are tried in turn (those with ``interpolated`` only
+    when ``initial_guess`` is given; ``dilation`` only for noise-free data), and the first
+    solution that is convex on every cell (smallest eigenvalue of ``D^2 u_h`` at least
+    ``-convexity_tol`` times a typical one, ``mean|f|^(1/d)``) is returned: the discrete
+    system has non-convex solutions too, and a Newton path may end on one.
+
     Args:
-        case: test case (source and exact solution = boundary data).
+        case: the problem (source, boundary data, exact solution if known).
         mesh: triangle or tetrahedron mesh.
         degree: Lagrange degree (>= 2; piecewise linears have no Hessian).
-        center: centre point for the ``degenerate`` case (default: bounding box centre).
+        center: centre of the ``degenerate`` case and of the dilation (default: bounding
+            box centre).
         noise: relative noise in f (values of its P1 interpolant perturbed).
         seed: seed of the noise.
         penalty: optional ``sigma`` of a consistent jump penalty ``sigma/h [[du/dn]][[dv/dn]]``.
         quadrature_degree: quadrature for the (non-polynomial) source and the errors.
-        petsc_options: overrides of the SNES/KSP options (Newton, backtracking, LU).
+        petsc_options: overrides of the SNES/KSP options (:data:`NEWTON_OPTIONS`).
         prefix: PETSc options prefix.
+        initial_guess: a solution on another mesh (e.g. a coarser one: mesh sequencing).
+        strategies: the strategies to try, in order.
+        convexity_tol: see above.
+        max_steps: most Newton solves per strategy.
 
     Raises:
-        SolverError: Newton did not converge.
+        FEMSolveError: no strategy reached a convex solution (the path is attached).
     """
     dim = mesh.topology.dim
     case.check_dim(dim)
@@ -159,6 +404,9 @@ def solve_fem(
         raise ValueError(f"the FEM reference supports d = 2 and 3, got d = {dim}")
     if degree < 2:
         raise ValueError(f"degree must be >= 2 (the method uses D^2 u_h), got {degree}")
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
     comm = mesh.comm
     if center is None:
         lower, upper = mesh_bounds(mesh)
@@ -166,62 +414,85 @@ def solve_fem(
     center = [float(c) for c in center]
     comm.Barrier()
     start = time.perf_counter()
-
-    V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
-    f, x = _source(case, mesh, center, noise, seed)
-    u_exact = case.u(x, "ufl", center)
-    bc, _ = _boundary_condition(V, u_exact)
-    dx = ufl.dx(metadata={"quadrature_degree": quadrature_degree})
-    v = ufl.TestFunction(V)
-
-    # convex initial guess: Delta u0 = d f^(1/d), u0 = g
-    w = ufl.TrialFunction(V)
-    rhs = -float(dim) * ufl.max_value(f, 0.0) ** (1.0 / dim) * v * dx
-    guess = petsc_problems.LinearProblem(
-        ufl.inner(ufl.grad(w), ufl.grad(v)) * ufl.dx, rhs, bcs=[bc],
-        petsc_options={"ksp_type": "preonly", "pc_type": "lu", "ksp_error_if_not_converged": True},
-        petsc_options_prefix=f"{prefix}guess_",
-    )
-    u = guess.solve()
-    if isinstance(u, tuple | list):
-        u = u[0]
-    uh = dolfinx.fem.Function(V, name="u")
-    uh.x.array[:] = u.x.array
-
-    form = monge_ampere_residual(uh, v, f, penalty)
-    options = {
-        "snes_type": "newtonls",
-        "snes_linesearch_type": "bt",
-        "snes_rtol": 1e-10,
-        "snes_atol": 1e-10,
-        "snes_stol": 0.0,
-        "snes_max_it": 50,
-        "ksp_type": "preonly",
-        "pc_type": "lu",
-    }
-    options.update(petsc_options or {})
-    problem = petsc_problems.NonlinearProblem(
-        form, uh, bcs=[bc], petsc_options=options, petsc_options_prefix=prefix,
-        form_compiler_options={"quadrature_degree": quadrature_degree},
-    )
-    problem.solve()
-    snes = problem.solver
-    _check_converged(snes, prefix)
-    iterations = snes.getIterationNumber()
+    options = {**NEWTON_OPTIONS, **(petsc_options or {})}
+    H = _Homotopy(case, mesh, center, degree, noise, seed, penalty, quadrature_degree, options,
+                  prefix)
+    tried: list[str] = []
+    non_convex: list[str] = []
+    chosen = None
+    for strategy in strategies:
+        if "interpolated" in strategy and initial_guess is None:
+            continue
+        if strategy == "dilation" and not H.can_dilate:
+            continue
+        tried.append(strategy)
+        if not H.run(strategy, initial_guess, max_steps):
+            continue
+        convexity = H.convexity()
+        if convexity >= -convexity_tol:
+            chosen = strategy
+            break
+        non_convex.append(f"{strategy} (min eigenvalue {convexity:.2e})")
+    if chosen is None:
+        reason = H.last_reason
+        raise FEMSolveError(reason, _REASONS.get(reason, "UNKNOWN"), H.iterations, prefix,
+                            H.path, tried, non_convex)
     wall = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
 
-    err = uh - u_exact
-    q = ufl.dx(metadata={"quadrature_degree": quadrature_degree})
-
-    def integral(expr) -> float:
-        local = dolfinx.fem.assemble_scalar(dolfinx.fem.form(expr * q))
-        return comm.allreduce(local, op=MPI.SUM)
-
-    rel_l2 = np.sqrt(integral(err**2) / integral(u_exact**2))
-    h1 = np.sqrt(integral(err**2 + ufl.inner(ufl.grad(err), ufl.grad(err))))
+    rel_l2 = h1 = None
+    if case.has_exact:
+        u_exact = case.u(H.x, "ufl", center)
+        err_u = H.u - u_exact
+        rel_l2 = float(np.sqrt(H._integral(err_u**2) / H._integral(u_exact**2)))
+        h1 = float(np.sqrt(H._integral(err_u**2 + ufl.inner(ufl.grad(err_u), ufl.grad(err_u)))))
     cells = mesh.topology.index_map(dim).size_local
     h_local = dolfinx.cpp.mesh.h(mesh._cpp_object, dim, np.arange(cells, dtype=np.int32))
     h = comm.allreduce(float(h_local.max()) if cells else 0.0, op=MPI.MAX)
-    dofs = V.dofmap.index_map.size_global * V.dofmap.index_map_bs
-    return FEMResult(u=uh, rel_l2_error=float(rel_l2), h1_error=float(h1),
-                     newton_iterations=int(iterations), dofs=int(dofs), h=h, wall_time_s=wall)
+    dofs = H.V.dofmap.index_map.size_global * H.V.dofmap.index_map_bs
+    return FEMResult(u=H.u, rel_l2_error=rel_l2, h1_error=h1,
+                     newton_iterations=int(H.iterations), dofs=int(dofs), h=h,
+                     wall_time_s=wall, path=H.path, strategy=chosen,
+                     min_hessian_eigenvalue=H.convexity())
+
+
+def sequence_resolutions(resolution: int, coarsest: int = 4) -> list[int]:
+    """Cells per edge of a mesh sequence ending at ``resolution``: halvings down to
+    ``coarsest``, e.g. 32 -> [4, 8, 16, 32], 6 -> [6] (3 would be coarser than 4)."""
+    if resolution < 1:
+        raise ValueError(f"resolution must be a positive integer, got {resolution}")
+    chain = [resolution]
+    while chain[-1] % 2 == 0 and chain[-1] // 2 >= coarsest:
+        chain.append(chain[-1] // 2)
+    return chain[::-1]
+
+
+def solve_fem_sequence(
+    case: Case,
+    meshes,
+    **options,
+) -> list[FEMResult]:
+    """Mesh sequencing: solve on each mesh in turn, from the previous solution.
+
+    Args:
+        case: the problem.
+        meshes: meshes from coarse to fine (an iterable; e.g. a generator creating them).
+        **options: passed to :func:`solve_fem` (not ``initial_guess``).
+
+    Returns:
+        One result per mesh.
+
+    Raises:
+        FEMSolveError: on the first mesh where Newton fails (earlier results are in its
+            ``results`` attribute).
+    """
+    results: list[FEMResult] = []
+    previous = None
+    for mesh in meshes:
+        try:
+            result = solve_fem(case, mesh, initial_guess=previous, **options)
+        except FEMSolveError as err:
+            err.results = results
+            raise
+        results.append(result)
+        previous = result.u
+    return results

@@ -9,6 +9,18 @@ quadratic skip ``|A x|^2 / 2`` (any ``A``) lets the network set its curvature di
 
 Both networks first map the input affinely from the bounding box ``[lower, upper]`` of the
 domain to ``[-1, 1]^d``; an affine change of variables preserves convexity.
+
+**Initialisation of the ICNN.**  Each unit of the first layer is a softplus ridge
+``softplus(w.s + b)`` whose curvature is concentrated in a band of width ``~1/|w|`` about the
+hyperplane ``w.s + b = 0``.  With PyTorch's default ``|w| ~ 1`` on ``[-1, 1]^d`` the ridges are
+nearly flat across the domain, the network starts as (and for hundreds of steps stays) close
+to its quadratic skip, and ``det D^2 u`` cannot follow a varying ``f``: on the unit ball in
+d = 3 (``smooth`` case) the relative L2 error stalled at 3.6e-2 with a 42 % residual.  The
+input weights and biases of every layer are therefore scaled by ``feature_scale`` (default
+10): ridges of width ~1/10 of the domain, crossing it at uniformly spread offsets; the output
+weights start at ``1/(width feature_scale)`` so that the initial Hessian stays near that of
+the quadratic skip.  The error of the same run drops to 1.2e-3 (docs/monge_ampere.md has
+the spread over seeds, dimensions and domains).
 """
 
 from __future__ import annotations
@@ -71,6 +83,7 @@ class ICNN(_Normalized):
         depth: number of hidden layers (``>= 1``).
         activation: a key of :data:`CONVEX_ACTIVATIONS`.
         lower, upper: bounding box of the domain (input scaling).
+        feature_scale: factor on the initial input weights and biases (see module docstring).
     """
 
     def __init__(
@@ -81,18 +94,28 @@ class ICNN(_Normalized):
         activation: str = "softplus",
         lower: Sequence[float] | None = None,
         upper: Sequence[float] | None = None,
+        feature_scale: float = 10.0,
     ):
         super().__init__(dim, lower, upper)
         if width < 1 or depth < 1:
             raise ValueError(f"width and depth must be >= 1, got {width}, {depth}")
+        if not feature_scale > 0:
+            raise ValueError(f"feature_scale must be > 0, got {feature_scale}")
         self.activation = _pick(CONVEX_ACTIVATIONS, activation, "convex activation")
         self.input_layers = nn.ModuleList(nn.Linear(dim, width) for _ in range(depth))
+        with torch.no_grad():
+            for layer in self.input_layers:
+                layer.weight.mul_(feature_scale)
+                layer.bias.mul_(feature_scale)
         # raw parameters of the non-negative hidden-to-hidden weights, softplus(raw) ~ 1/width
         init = float(np.log(np.expm1(1.0 / width)))
         self.hidden_raw = nn.ParameterList(
             nn.Parameter(init + 0.1 * torch.randn(width, width)) for _ in range(depth - 1)
         )
-        self.output_raw = nn.Parameter(init + 0.1 * torch.randn(width))
+        # output weights ~ 1/(width feature_scale): the ridges' curvature grows with the scale,
+        # the network's initial Hessian should not (it starts near its quadratic skip)
+        out = float(np.log(np.expm1(1.0 / (width * feature_scale))))
+        self.output_raw = nn.Parameter(out + 0.1 * torch.randn(width))
         self.affine = nn.Linear(dim, 1)
         # convex quadratic skip 0.5 |A s|^2 (PSD for any A)
         self.quadratic = nn.Parameter(torch.eye(dim))
@@ -142,7 +165,9 @@ class FFNN(_Normalized):
             raise ValueError(f"width and depth must be >= 1, got {width}, {depth}")
         self.activation = _pick(ACTIVATIONS, activation, "activation")
         sizes = [dim] + [width] * depth
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
         self.output = nn.Linear(width, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

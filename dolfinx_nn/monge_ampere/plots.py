@@ -39,7 +39,8 @@ def plot_solution_and_error(
     title: str = "",
     n: int = 121,
 ) -> pathlib.Path:
-    """Three panels: network solution, exact solution, pointwise error; returns the PNG path.
+    """Network solution, exact solution and pointwise error (without an exact solution: the
+    network and its residual); returns the PNG path.
 
     Only call on one rank (the network is replicated).
     """
@@ -48,17 +49,27 @@ def plot_solution_and_error(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from dolfinx_nn.monge_ampere.hessian import hessians
+
     ss, tt, points = _plane_points(domain, n)
     param = next(net.parameters())
-    with torch.no_grad():
-        x = torch.as_tensor(points, dtype=param.dtype, device=param.device)
-        approx = net(x).cpu().numpy()
-        exact = case.u_torch(x, [float(c) for c in domain.center]).cpu().numpy()
+    center = [float(c) for c in domain.center]
+    x = torch.as_tensor(points, dtype=param.dtype, device=param.device)
     mask = ~_inside(domain, points)
-    panels: Sequence[tuple[str, np.ndarray]] = (
-        ("network", approx), ("exact", exact), ("|error|", np.abs(approx - exact)),
-    )
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), constrained_layout=True)
+    if case.has_exact:
+        with torch.no_grad():
+            approx = net(x).cpu().numpy()
+            exact = case.u_torch(x, center).cpu().numpy()
+        panels: Sequence[tuple[str, np.ndarray]] = (
+            ("network", approx), ("exact", exact), ("|error|", np.abs(approx - exact)),
+        )
+    else:  # no exact solution: the network and its residual |det D^2 u - f|
+        values, hess = hessians(net, x, create_graph=False)
+        residual = (torch.linalg.det(hess) - case.f_torch(x, center)).abs()
+        panels = (("network", values.cpu().numpy()),
+                  ("|det D^2 u - f|", residual.cpu().numpy()))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4),
+                             constrained_layout=True)
     for ax, (label, values) in zip(axes, panels, strict=True):
         grid = np.ma.masked_array(values, mask).reshape(ss.shape)
         im = ax.pcolormesh(ss, tt, grid, shading="auto", cmap="viridis")

@@ -6,7 +6,9 @@ Run (any number of ranks; rank 0 writes)::
 
 It writes ``DIR/tables.md`` (Markdown tables), ``DIR/report.json`` (all numbers) and one
 ``DIR/monge_ampere_<case>_<domain>_<d>d_<ansatz>.png`` per network run.  ``--parts`` selects the
-comparison of all cases, the ICNN against d, and the FEM convergence study.  Step counts are
+comparison of all cases, the ICNN against d, the FEM convergence study of every case (mesh
+sequencing, 4 -> 32 cells per edge) and the ICNN with its *default* settings on the ball and
+the cube over ``--seeds`` seeds (``--default-dims``).  Step counts of the first two parts are
 options, so that a quick run (``--adam-steps 50 --lbfgs-steps 10``) checks the pipeline.
 """
 
@@ -37,21 +39,22 @@ COMPARISON: tuple[tuple[str, int, float], ...] = (
     ("smooth", 3, 0.0),
 )
 #: parts of the report
-PARTS = ("comparison", "dimensions", "fem-convergence")
+PARTS = ("comparison", "dimensions", "fem-convergence", "defaults")
 #: FEM mesh resolution (cells per edge) per dimension
 FEM_RESOLUTION = {2: 16, 3: 6}
 
 
 def _fem_row(case_name: str, dim: int, noise: float, comm: MPI.Comm) -> dict:
     from dolfinx_nn.meshes import create_mesh
-    from dolfinx_nn.monge_ampere.fem import solve_fem
+    from dolfinx_nn.monge_ampere.fem import sequence_resolutions, solve_fem_sequence
 
-    mesh = create_mesh(comm, {2: "square", 3: "cube"}[dim], FEM_RESOLUTION[dim])
+    meshes = (create_mesh(comm, {2: "square", 3: "cube"}[dim], n)
+              for n in sequence_resolutions(FEM_RESOLUTION[dim]))
     try:
-        res = solve_fem(get_case(case_name), mesh, center=[0.5] * dim, noise=noise)
+        res = solve_fem_sequence(get_case(case_name), meshes, center=[0.5] * dim, noise=noise)
     except SolverError as e:
-        return {"status": f"Newton failed: {e.reason_name}"}
-    return {"status": "ok", **res.summary()}
+        return {"status": f"failed: {e.reason_name}"}
+    return {**res[-1].summary(), "status": "ok"}
 
 
 def _network_row(case_name, domain, noise, ansatz, config: NetworkConfig, out, comm) -> dict:
@@ -105,35 +108,91 @@ def dimension_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def fem_convergence(comm: MPI.Comm) -> list[dict]:
-    """FEM errors of the smooth case under uniform refinement, with observed rates."""
+#: FEM convergence study: (case, d, cells per edge), each mesh started from the previous one
+FEM_STUDY: tuple[tuple[str, int, tuple[int, ...]], ...] = (
+    ("smooth", 2, (4, 8, 16, 32)),
+    ("brenner", 2, (4, 8, 16, 32)),
+    ("degenerate", 2, (4, 8, 16, 32)),
+    ("singular", 2, (4, 8, 16, 32)),
+    ("smooth", 3, (2, 4, 8)),
+)
+
+
+def fem_convergence(comm: MPI.Comm, study=FEM_STUDY) -> list[dict]:
+    """FEM errors of every case under uniform refinement (mesh sequencing), with rates."""
     from dolfinx_nn.meshes import create_mesh
-    from dolfinx_nn.monge_ampere.fem import solve_fem
+    from dolfinx_nn.monge_ampere.fem import FEMSolveError, solve_fem_sequence
 
     rows = []
-    for dim, resolutions in ((2, (4, 8, 16, 32)), (3, (2, 4, 6))):
+    for case_name, dim, resolutions in study:
+        meshes = (create_mesh(comm, {2: "square", 3: "cube"}[dim], n) for n in resolutions)
+        try:
+            results = solve_fem_sequence(get_case(case_name), meshes, center=[0.5] * dim)
+            failure = None
+        except FEMSolveError as err:
+            results, failure = err.results, str(err)
         prev = None
-        for n in resolutions:
-            mesh = create_mesh(comm, {2: "square", 3: "cube"}[dim], n)
-            res = solve_fem(get_case("smooth"), mesh, center=[0.5] * dim).summary()
-            row = {"dim": dim, "resolution": n, **res}
+        for n, res in zip(resolutions, results, strict=False):
+            row = {"case": case_name, "dim": dim, "resolution": n, **res.summary()}
             if prev is not None:
-                ratio = np.log(prev["h"] / res["h"])
-                row["l2_rate"] = np.log(prev["rel_l2_error"] / res["rel_l2_error"]) / ratio
-                row["h1_rate"] = np.log(prev["h1_error"] / res["h1_error"]) / ratio
+                ratio = np.log(prev["h"] / row["h"])
+                row["l2_rate"] = np.log(prev["rel_l2_error"] / row["rel_l2_error"]) / ratio
+                row["h1_rate"] = np.log(prev["h1_error"] / row["h1_error"]) / ratio
             rows.append(row)
-            prev = res
+            prev = row
+            print0(f"fem {case_name} d={dim} n={n}: L2 {row['rel_l2_error']:.2e}, "
+                   f"H1 {row['h1_error']:.2e}, {row['strategy']}")
+        if failure is not None:
+            rows.append({"case": case_name, "dim": dim,
+                         "resolution": resolutions[len(results)], "status": failure})
     return rows
+
+
+def icnn_defaults(comm: MPI.Comm, dims: Sequence[int], seeds: int) -> list[dict]:
+    """The ICNN with the default :class:`NetworkConfig` (no tuning), smooth case, on the unit
+    ball and the unit cube, per dimension and seed."""
+    rows = []
+    for dim in dims:
+        for domain in (Ball(dim), Box(dim)):
+            for seed in range(seeds):
+                res = solve_network(get_case("smooth"), domain, NetworkConfig(seed=seed), comm)
+                rows.append({"dim": dim, "domain": domain.name, "seed": seed, **res.summary()})
+                print0(f"defaults: {domain.name} d={dim} seed {seed}: "
+                       f"{res.rel_l2_error:.2e} ({res.wall_time_s:.0f} s)")
+    return rows
+
+
+def defaults_table(rows: Sequence[dict]) -> str:
+    """Markdown: median, min and max relative L2 error over seeds, per domain and d."""
+    lines = ["| domain | d | seeds | rel. L2 error: median | min | max | training steps "
+             "(median) | time [s] (median) |", "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["domain"], r["dim"]), []).append(r)
+    for (domain, dim), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        err = np.array([r["rel_l2_error"] for r in rs])
+        steps = np.median([r["training_steps"] for r in rs])
+        wall = np.median([r["wall_time_s"] for r in rs])
+        lines.append(f"| {domain} | {dim} | {len(rs)} | {np.median(err):.2e} | {err.min():.2e} "
+                     f"| {err.max():.2e} | {steps:.0f} | {wall:.0f} |")
+    return "\n".join(lines)
 
 
 def convergence_table(rows: Sequence[dict]) -> str:
     """Markdown: FEM errors and rates under refinement."""
-    lines = ["| d | cells/edge | dofs | Newton its | rel. L2 error | rate | H1 error | rate "
-             "| time [s] |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | d | cells/edge | dofs | strategy | Newton solves (its) | rel. L2 error "
+             "| rate | H1 error | rate | min eig. D^2 u_h | time [s] |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['dim']} | {r['resolution']} | {r['dofs']} | {r['newton_iterations']} "
+        if r.get("status", "converged") != "converged":
+            lines.append(f"| {r['case']} | {r['dim']} | {r['resolution']} | | failed: "
+                         f"{r['status']} | | | | | | | |")
+            continue
+        lines.append(f"| {r['case']} | {r['dim']} | {r['resolution']} | {r['dofs']} "
+                     f"| {r['strategy']} | {r['newton_solves']} ({r['newton_iterations']}) "
                      f"| {_fmt(r, 'rel_l2_error')} | {_fmt(r, 'l2_rate', '.2f')} "
                      f"| {_fmt(r, 'h1_error')} | {_fmt(r, 'h1_rate', '.2f')} "
+                     f"| {_fmt(r, 'min_hessian_eigenvalue_relative', '.1e')} "
                      f"| {_fmt(r, 'wall_time_s', '.2f')} |")
     return "\n".join(lines)
 
@@ -149,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3, 4, 5, 6])
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the 'defaults' part")
+    parser.add_argument("--default-dims", type=int, nargs="+", default=[2, 3, 4],
+                        help="dimensions of the 'defaults' part")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     comm = MPI.COMM_WORLD
@@ -175,12 +237,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_json(out / "dimensions.json", dims, comm)  # partial results survive
         text += ("## ICNN, smooth case on the unit ball, growing d\n\n"
                  + dimension_table(dims) + "\n\n")
+    defaults = []
+    if "defaults" in args.parts:
+        defaults = icnn_defaults(comm, args.default_dims, args.seeds)
+        text += ("## ICNN with its default settings (smooth case)\n\n"
+                 + defaults_table(defaults) + "\n\n")
     if "fem-convergence" in args.parts:
         conv = fem_convergence(comm)
-        text += "## FEM reference, smooth case, refinement\n\n" + convergence_table(conv) + "\n"
+        text += "## FEM reference under refinement\n\n" + convergence_table(conv) + "\n"
     write_json(out / "report.json", {"config": vars(config), "ranks": comm.size,
                                      "comparison": rows, "dimensions": dims,
-                                     "fem_convergence": conv}, comm)
+                                     "fem_convergence": conv, "defaults": defaults}, comm)
     if comm.rank == 0:
         pathlib.Path(out / "tables.md").write_text(text)
         print(text)
