@@ -254,7 +254,7 @@ def _read_xdmf(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
     gdim = _distributed_geometric_dimension(comm, x, dolfinx.cpp.mesh.cell_dim(cell_type))
     element = basix.ufl.element("Lagrange", cell_type.name, degree, basix.LagrangeVariant.unset,
                                 shape=(gdim,))
-    mesh = dolfinx.mesh.create_mesh(comm, cells, ufl.Mesh(element), x[:, :gdim])
+    mesh = _distribute(comm, cells, element, x[:, :gdim])
     mesh.name = name
     return _untagged(mesh)
 
@@ -279,6 +279,20 @@ def _read_vtkhdf(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
     if gdim < 3:
         mesh = dolfinx.io.vtkhdf.read_mesh(comm, str(path), gdim=gdim)
     return _untagged(mesh)
+
+
+def _distribute(comm: MPI.Comm, cells: np.ndarray, element, x: np.ndarray) -> dolfinx.mesh.Mesh:
+    """``dolfinx.mesh.create_mesh`` with the ghosting of DOLFINx's own readers (shared facet).
+
+    Without ghost cells a 1D mesh split over ranks reports the vertex between two ranks as an
+    exterior facet on one of them (``exterior_facet_indices``): the boundary gains a point
+    inside the domain.  ``XDMFFile.read_mesh`` and the built-in meshes ghost one layer of
+    cells across every shared facet, and so do the readers here.
+    """
+    partitioner = None
+    if comm.size > 1:
+        partitioner = dolfinx.mesh.create_cell_partitioner(dolfinx.mesh.GhostMode.shared_facet, 2)
+    return dolfinx.mesh.create_mesh(comm, cells, ufl.Mesh(element), x, partitioner=partitioner)
 
 
 def _untagged(mesh: dolfinx.mesh.Mesh) -> MeshData:
@@ -526,7 +540,7 @@ def _read_on_root(
     element = basix.ufl.element(
         "Lagrange", cell_name, degree, basix.LagrangeVariant.equispaced, shape=(gdim,)
     )
-    return _untagged(dolfinx.mesh.create_mesh(comm, cells, ufl.Mesh(element), points))
+    return _untagged(_distribute(comm, cells, element, points))
 
 
 def _read_meshio(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
@@ -632,14 +646,30 @@ def create_mesh_data(
     return _READERS.get(suffix, _read_meshio)(comm, path, verbose)
 
 
+#: MPI tag of the exchange that finds the ranks holding a facet (``index_to_dest_ranks``).
+_FACET_RANKS_TAG = 7301
+
+
 def boundary_facets(mesh: dolfinx.mesh.Mesh) -> np.ndarray:
     """Local indices of the exterior facets (dimension tdim - 1) this rank owns.
+
+    ``dolfinx.mesh.exterior_facet_indices`` counts the cells of a facet on this rank; on a mesh
+    without ghost cells a 1D facet (a vertex) between two ranks then looks exterior to the rank
+    that owns it (DOLFINx 0.11, e.g. ``vtkhdf.read_mesh`` on 2 ranks: the boundary of
+    ``[0, 2]`` was ``{0, 1, 2}``).  When no rank has ghost cells, a facet that another rank
+    also holds lies between two cells and is dropped.
 
     Collective.
     """
     tdim = mesh.topology.dim
     mesh.topology.create_connectivity(tdim - 1, tdim)
-    return dolfinx.mesh.exterior_facet_indices(mesh.topology)
+    exterior = dolfinx.mesh.exterior_facet_indices(mesh.topology)
+    ghost_cells = mesh.comm.allreduce(mesh.topology.index_map(tdim).num_ghosts, op=MPI.SUM)
+    if mesh.comm.size > 1 and ghost_cells == 0:
+        shared = mesh.topology.index_map(tdim - 1).index_to_dest_ranks(_FACET_RANKS_TAG)
+        keep = np.array([len(shared.links(f)) == 0 for f in exterior], dtype=bool)
+        exterior = exterior[keep] if len(exterior) else exterior
+    return exterior
 
 
 def boundary_dofs(V: dolfinx.fem.FunctionSpace) -> np.ndarray:

@@ -210,6 +210,19 @@ def test_dolfinx_written_meshes_keep_their_dimension(comm, tmp_path, dim, writer
     assert volume(mesh) == pytest.approx(2.0**dim, abs=1e-12)
     cells = comm.allreduce(mesh.topology.index_map(dim).size_local)
     assert cells == comm.allreduce(original.topology.index_map(dim).size_local)
+    # the boundary too: no facet between two ranks counts as exterior
+    assert comm.allreduce(len(boundary_facets(mesh))) == comm.allreduce(
+        len(boundary_facets(original)))
+
+
+@pytest.mark.parametrize("ghost_mode", [dolfinx.mesh.GhostMode.none,
+                                        dolfinx.mesh.GhostMode.shared_facet])
+def test_boundary_of_an_interval_is_its_two_ends(comm, ghost_mode):
+    """Without ghost cells DOLFINx calls the vertex between two ranks exterior; we do not."""
+    mesh = dolfinx.mesh.create_interval(comm, 9, [0.0, 2.0], ghost_mode=ghost_mode)
+    facets = boundary_facets(mesh)
+    ends = np.concatenate(comm.allgather(dolfinx.mesh.compute_midpoints(mesh, 0, facets)[:, 0]))
+    assert sorted(ends) == pytest.approx([0.0, 2.0], abs=1e-14)
 
 
 def test_one_dimensional_xdmf_mesh_in_millimetres(comm, tmp_path):
