@@ -67,6 +67,15 @@ def test_scales_follow_the_units(adam_runs):
 
 
 def test_relative_errors_do_not_depend_on_the_unit_of_length(adam_runs):
+    """The bar "L = 1e-3, 1, 1e3 within a factor 1.5", where it survives another CPU.
+
+    The three Adam runs are one run in three unit systems: they differ by round-off only, and
+    Adam (no line search, no branch on loss values) keeps that difference near 1e-5 of the
+    error after 300 steps (1 and 2 ranks), five orders below the factor 1.5.  After 1000
+    L-BFGS steps the error of one run is a random variable (seed to seed 5e-5 to 1.2e-3 for
+    every L, docs/ansatz.md), so a factor 1.5 on single runs, or on medians of a few, would
+    fail by chance; the documented table shows the same distribution for the three lengths.
+    """
     errors = [adam_runs[length][1] for length in LENGTHS]
     g_error = adam_runs[1.0][2]
     assert max(errors) <= 1.5 * min(errors)
