@@ -9,11 +9,12 @@ in L2, H1 and max norm are measured by DOLFINx quadrature of degree 8 (network: 
 refinement of the base mesh whose quadrature points do not outnumber the points its training
 evaluated).  Rank 0 prints every phase with its elapsed time.
 
-How long the defaults take: on a 2D mesh of 2600 triangles (an ellipse with two holes), 2 ranks
-of a shared 2-core machine: FEM 18 s, fits of G and D 16 s, 1000 L-BFGS steps of N 70 s, error
-measurement 9 s, plots and ParaView files 38 s; 2 min 40 s in all (an upper bound: the machine
-was busy with other jobs).  Training time grows with --points and --lbfgs-steps, not with the
-mesh; the FEM part with the mesh (--levels).
+How long the defaults take: on a 2D gmsh mesh of 2590 triangles (an ellipse with two holes,
+docs/ansatz.md), 2 ranks of a 2-core machine that other jobs kept busy (load average 5): FEM
+16 s, fits of G and D 20 s, 1000 L-BFGS steps of N 67 s, error measurement 30 s, plots and
+ParaView files 19 s; 2 min 40 s in all (an upper bound), 63 s of CPU time per rank.  Training
+time grows with --points and --lbfgs-steps, not with the mesh; the FEM part grows with the
+mesh (--levels), the error measurement too but never beyond the points training evaluated.
 
 Writes to DIR (--out; results.json first, then the plots and the ParaView file):
   results.json   fem: [{degree, level, dofs, l2_error, h1_error, max_error, wall_time_s, rates}],
@@ -55,9 +56,11 @@ from dolfinx_nn.cli import about_option, add_output_arguments, formula, formula_
 from dolfinx_nn.output import OutputError, file_sha256, prepare_output_dir, print0
 from dolfinx_nn.training import TrainingConfig
 
-#: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
-RUN_TIME = ("compare has no default problem (--exact is required); the first example takes "
-            "about 50 s of CPU time per rank on 2 ranks (wall time on an idle machine)")
+#: Measured with ``time`` on a 2-core machine shared with other jobs (load average 5).
+RUN_TIME = ("compare has no default problem (--exact is required); with every other option at "
+            "its default, a 2D mesh of 2590 triangles takes 2 min 40 s on 2 ranks under load "
+            "(63 s of CPU time per rank): FEM 16 s, fits 20 s, training 67 s, errors 30 s, "
+            "plots 19 s; rank 0 prints every phase as it starts and ends")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
