@@ -10,7 +10,7 @@ One training run is no evidence: L-BFGS on a non-convex loss amplifies round-off
 another rank count) into another trajectory, and the error of one run moves by tens of percent.
 The claim is therefore a statistic over initial-weight seeds (:func:`summarize`: medians,
 quartiles and extremes per depth, and the per-seed ratio deep / shallow).  Run
-``python -m dolfinx_nn.ansatz.depth --seeds 20 --out depth.json`` for the table of
+``python -m dolfinx_nn.ansatz.depth --seeds 16 --out depth.json`` for the table of
 ``docs/ansatz.md``.
 """
 
