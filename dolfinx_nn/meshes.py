@@ -230,7 +230,11 @@ def _read_msh(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
 
 
 def _read_xdmf(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
-    """Read the grid called "mesh" of an XDMF file, or else its first grid."""
+    """Read the grid called "mesh" of an XDMF file, or else its first grid.
+
+    XDMF stores 1D geometry as "XY" (DOLFINx pads the coordinates to two), so the geometric
+    dimension is taken from the coordinates (:func:`_geometric_dimension`), not from the file.
+    """
     name = None
     if comm.rank == 0:
         try:
@@ -242,7 +246,53 @@ def _read_xdmf(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
     if isinstance(name, Exception):
         raise name
     with dolfinx.io.XDMFFile(comm, str(path), "r") as xdmf:
-        return _untagged(xdmf.read_mesh(name=name))
+        cell_type, degree = xdmf.read_cell_type(name)
+        cells = xdmf.read_topology_data(name)
+        if _is_serendipity(cell_type, cells.shape[1]):  # keep DOLFINx's special element
+            return _untagged(xdmf.read_mesh(name=name))
+        x = xdmf.read_geometry_data(name)
+    gdim = _distributed_geometric_dimension(comm, x, dolfinx.cpp.mesh.cell_dim(cell_type))
+    element = basix.ufl.element("Lagrange", cell_type.name, degree, basix.LagrangeVariant.unset,
+                                shape=(gdim,))
+    mesh = _distribute(comm, cells, element, x[:, :gdim])
+    mesh.name = name
+    return _untagged(mesh)
+
+
+def _is_serendipity(cell_type: dolfinx.mesh.CellType, nodes: int) -> bool:
+    return (cell_type, nodes) in ((dolfinx.mesh.CellType.quadrilateral, 8),
+                                  (dolfinx.mesh.CellType.hexahedron, 20))
+
+
+def _read_vtkhdf(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
+    """Read a VTKHDF file (:func:`dolfinx.io.vtkhdf.write_mesh`) with its true dimension.
+
+    VTKHDF always stores three coordinates: the file is read once with three, and again with
+    the dimension of the coordinates (:func:`_geometric_dimension`) when that is smaller.
+    """
+    import dolfinx.io.vtkhdf
+
+    mesh = dolfinx.io.vtkhdf.read_mesh(comm, str(path), gdim=3)
+    num_nodes = mesh.geometry.index_map().size_local
+    gdim = _distributed_geometric_dimension(comm, mesh.geometry.x[:num_nodes],
+                                            mesh.topology.dim)
+    if gdim < 3:
+        mesh = dolfinx.io.vtkhdf.read_mesh(comm, str(path), gdim=gdim)
+    return _untagged(mesh)
+
+
+def _distribute(comm: MPI.Comm, cells: np.ndarray, element, x: np.ndarray) -> dolfinx.mesh.Mesh:
+    """``dolfinx.mesh.create_mesh`` with the ghosting of DOLFINx's own readers (shared facet).
+
+    Without ghost cells a 1D mesh split over ranks reports the vertex between two ranks as an
+    exterior facet on one of them (``exterior_facet_indices``): the boundary gains a point
+    inside the domain.  ``XDMFFile.read_mesh`` and the built-in meshes ghost one layer of
+    cells across every shared facet, and so do the readers here.
+    """
+    partitioner = None
+    if comm.size > 1:
+        partitioner = dolfinx.mesh.create_cell_partitioner(dolfinx.mesh.GhostMode.shared_facet, 2)
+    return dolfinx.mesh.create_mesh(comm, cells, ufl.Mesh(element), x, partitioner=partitioner)
 
 
 def _untagged(mesh: dolfinx.mesh.Mesh) -> MeshData:
@@ -266,10 +316,75 @@ _TDIM = {"interval": 1, "triangle": 2, "quadrilateral": 2, "tetrahedron": 3, "he
 
 
 def _geometric_dimension(points: np.ndarray, tdim: int) -> int:
-    """Smallest gdim >= tdim such that all coordinates beyond it vanish."""
-    extent = max(float(np.ptp(points, axis=0).max(initial=0.0)), 1.0)
-    used = [j for j in range(points.shape[1]) if np.abs(points[:, j]).max() > 1e-12 * extent]
+    """Smallest gdim >= tdim such that all coordinates beyond it vanish.
+
+    A coordinate vanishes when it is below 1e-12 of the mesh's extent everywhere, so the
+    rule does not depend on the unit of length.
+    """
+    return _dimension_from_columns(np.abs(points).max(axis=0, initial=0.0),
+                                   np.ptp(points, axis=0) if len(points) else
+                                   np.zeros(points.shape[1]), tdim)
+
+
+def _dimension_from_columns(largest: np.ndarray, extent: np.ndarray, tdim: int) -> int:
+    """:func:`_geometric_dimension` from per-column ``max |x|`` and ``max x - min x``."""
+    size = float(extent.max(initial=0.0))
+    used = [j for j in range(len(largest)) if largest[j] > 1e-12 * size]
     return max([tdim] + [j + 1 for j in used])
+
+
+def _distributed_geometric_dimension(comm: MPI.Comm, points: np.ndarray, tdim: int) -> int:
+    """:func:`_geometric_dimension` of the rows of ``points`` held by all ranks (collective)."""
+    cols = points.shape[1]
+    local = np.concatenate([np.abs(points).max(axis=0, initial=0.0),
+                            points.max(axis=0, initial=-np.inf),
+                            -points.min(axis=0, initial=np.inf)])
+    stats = np.empty_like(local)
+    comm.Allreduce(local, stats, op=MPI.MAX)
+    largest, upper, lower = stats[:cols], stats[cols:2 * cols], -stats[2 * cols:]
+    return _dimension_from_columns(largest, np.where(upper >= lower, upper - lower, 0.0), tdim)
+
+
+def _cell_block_topology(
+    path: pathlib.Path, points: np.ndarray, blocks: list[tuple[str, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray, str, int]:
+    """Keep the highest-dimensional cells; DOLFINx node order, used nodes only, true gdim.
+
+    Args:
+        path: the file (for messages).
+        points: node coordinates ``(n, 3)``.
+        blocks: ``(DOLFINx cell name, cells (m, nodes) in VTK node order)`` per block.
+
+    Returns:
+        ``(cells, points, cell name, coordinate degree)``.
+    """
+    if not blocks:
+        raise ValueError(f"{path} has no supported cells; supported: {sorted(_TDIM)}")
+    tdim = max(_TDIM[name] for name, _ in blocks)
+    kinds = {(name, cells.shape[1]) for name, cells in blocks if _TDIM[name] == tdim}
+    if len(kinds) > 1:
+        raise ValueError(f"{path} mixes cell types {sorted(kinds)}; one cell type is supported")
+    ((cell_name, nodes),) = kinds
+    cells = np.concatenate([c for name, c in blocks if _TDIM[name] == tdim]).astype(np.int64)
+    degree = _lagrange_degree(path, cell_name, nodes)
+    perm = dolfinx.io.utils.cell_perm_vtk(dolfinx.mesh.to_type(cell_name), nodes)
+    cells = cells[:, perm]
+    used, cells = np.unique(cells, return_inverse=True)  # drop nodes no cell refers to
+    points = np.asarray(points, dtype=np.float64)[used]
+    points = points[:, : _geometric_dimension(points, tdim)]
+    return cells.reshape(-1, nodes), points, cell_name, degree
+
+
+def _lagrange_degree(path: pathlib.Path, cell_name: str, nodes: int) -> int:
+    """Degree of the Lagrange cell with ``nodes`` nodes."""
+    count = {"interval": lambda d: d + 1, "triangle": lambda d: (d + 1) * (d + 2) // 2,
+             "quadrilateral": lambda d: (d + 1) ** 2,
+             "tetrahedron": lambda d: (d + 1) * (d + 2) * (d + 3) // 6,
+             "hexahedron": lambda d: (d + 1) ** 3}[cell_name]
+    for degree in range(1, 11):
+        if count(degree) == nodes:
+            return degree
+    raise ValueError(f"{path}: a {cell_name} with {nodes} nodes is no Lagrange cell")
 
 
 def _meshio_topology(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, str, int]:
@@ -280,34 +395,137 @@ def _meshio_topology(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, str, i
         data = meshio.read(path)
     except Exception as exc:
         raise ValueError(f"meshio could not read {path}: {exc}") from exc
-    blocks = [b for b in data.cells if b.type in _MESHIO_CELLS]
+    blocks = [(_MESHIO_CELLS[b.type][0], b.data) for b in data.cells if b.type in _MESHIO_CELLS]
     if not blocks:
         found = sorted({b.type for b in data.cells})
         raise ValueError(
             f"{path} has no supported cells (found {found}); supported: {sorted(_MESHIO_CELLS)}"
         )
-    tdim = max(_TDIM[_MESHIO_CELLS[b.type][0]] for b in blocks)
-    types = {b.type for b in blocks if _TDIM[_MESHIO_CELLS[b.type][0]] == tdim}
-    if len(types) > 1:
-        raise ValueError(f"{path} mixes cell types {sorted(types)}; one cell type is supported")
-    (ctype,) = types
-    cells = np.concatenate([b.data for b in blocks if b.type == ctype]).astype(np.int64)
-    cell_name, degree = _MESHIO_CELLS[ctype]
-    perm = dolfinx.io.utils.cell_perm_vtk(dolfinx.mesh.to_type(cell_name), cells.shape[1])
-    cells = cells[:, perm]
-    used, cells = np.unique(cells, return_inverse=True)  # drop nodes no cell refers to
-    points = np.asarray(data.points, dtype=np.float64)[used]
-    points = points[:, : _geometric_dimension(points, tdim)]
-    return cells.reshape(-1, len(perm)), points, cell_name, degree
+    return _cell_block_topology(path, data.points, blocks)
 
 
-def _read_meshio(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
+#: VTK cell type -> DOLFINx cell: linear, quadratic and arbitrary-order Lagrange cells.
+_VTK_CELLS: dict[int, str] = {
+    3: "interval", 21: "interval", 68: "interval",
+    5: "triangle", 22: "triangle", 69: "triangle",
+    9: "quadrilateral", 28: "quadrilateral", 70: "quadrilateral",
+    10: "tetrahedron", 24: "tetrahedron", 71: "tetrahedron",
+    12: "hexahedron", 29: "hexahedron", 72: "hexahedron",
+}
+
+
+class _NotAscii(ValueError):
+    """A VTK XML file whose arrays are binary: left to meshio."""
+
+
+def _vtk_pieces(path: pathlib.Path) -> list[pathlib.Path]:
+    """The ``.vtu`` pieces of a ``.pvd`` (its first data set), ``.pvtu`` or ``.vtu`` file."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise ValueError(f"{path} is not a valid VTK XML file: {exc}") from exc
+    kind = root.get("type")
+    if kind == "Collection":
+        sets = list(root.iter("DataSet"))
+        if not sets:
+            raise ValueError(f"{path} lists no data set")
+        return _vtk_pieces(path.parent / sets[0].get("file", ""))
+    if kind == "PUnstructuredGrid":
+        return [path.parent / piece.get("Source", "") for piece in root.iter("Piece")]
+    if kind == "UnstructuredGrid":
+        return [path]
+    raise ValueError(f"{path} holds a VTK {kind!r}; an unstructured grid is needed")
+
+
+def _vtk_array(parent: ET.Element | None, path: pathlib.Path, name: str | None, dtype):
+    """The ascii ``DataArray`` called ``name`` (the first one if None) below ``parent``."""
+    if parent is None:
+        return None
+    for array in parent.iter("DataArray"):
+        if name is None or array.get("Name") == name:
+            if array.get("format", "ascii") != "ascii":
+                raise _NotAscii(f"{path}: binary arrays")
+            return np.array((array.text or "").split(), dtype=dtype)
+    return None
+
+
+def _vtk_piece(path: pathlib.Path):
+    """Points ``(n, 3)``, original point ids (or None) and cell blocks of one ``.vtu`` piece.
+
+    Ghost cells (``vtkGhostType``, as DOLFINx's ``VTKFile`` writes under MPI) are dropped.
+    """
+    try:
+        piece = ET.parse(path).getroot().find("UnstructuredGrid/Piece")
+    except (ET.ParseError, OSError) as exc:
+        raise ValueError(f"cannot read the VTK piece {path}: {exc}") from exc
+    if piece is None:
+        raise ValueError(f"{path} holds no unstructured grid piece")
+    points = _vtk_array(piece.find("Points"), path, None, np.float64)
+    cells = piece.find("Cells")
+    connectivity = _vtk_array(cells, path, "connectivity", np.int64)
+    offsets = _vtk_array(cells, path, "offsets", np.int64)
+    types = _vtk_array(cells, path, "types", np.int64)
+    if points is None or connectivity is None or offsets is None or types is None:
+        raise ValueError(f"{path} lacks points, connectivity, offsets or types")
+    ghost = _vtk_array(piece.find("CellData"), path, "vtkGhostType", np.int64)
+    ids = _vtk_array(piece.find("PointData"), path, "vtkOriginalPointIds", np.int64)
+    points = points.reshape(-1, 3)
+    starts = np.concatenate([[0], offsets[:-1]])
+    keep = np.ones(len(types), bool) if ghost is None else (ghost & 1) == 0
+    blocks = []
+    for (vtk_type, size) in sorted({(int(t), int(n)) for t, n in
+                                    zip(types[keep], (offsets - starts)[keep], strict=True)}):
+        if vtk_type not in _VTK_CELLS:
+            continue
+        rows = keep & (types == vtk_type) & (offsets - starts == size)
+        index = starts[rows][:, None] + np.arange(size)[None, :]
+        blocks.append((_VTK_CELLS[vtk_type], connectivity[index]))
+    return points, ids, blocks
+
+
+def _vtk_topology(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, str, int]:
+    """Read a VTK XML unstructured grid in ascii, in one or several pieces.
+
+    This is what DOLFINx's ``VTKFile`` writes (``.pvd`` -> ``.pvtu`` -> one ``.vtu`` per rank,
+    with ghost cells and ``vtkOriginalPointIds``; meshio does not read its version 2.2).
+    Pieces are merged by original point id, or else by identical coordinates.
+    """
+    pieces = [_vtk_piece(piece) for piece in _vtk_pieces(path)]
+    with_ids = all(ids is not None for _, ids, _ in pieces)
+    all_points = np.concatenate([p for p, _, _ in pieces])
+    if with_ids:
+        keys = np.concatenate([ids for _, ids, _ in pieces])
+        unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    else:
+        _, first, inverse = np.unique(all_points, axis=0, return_index=True,
+                                      return_inverse=True)
+    inverse = inverse.reshape(-1)
+    blocks, shift = [], 0
+    for points, _, piece_blocks in pieces:
+        blocks += [(name, inverse[shift + cells]) for name, cells in piece_blocks]
+        shift += len(points)
+    return _cell_block_topology(path, all_points[first], blocks)
+
+
+def _vtu_topology(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, str, int]:
+    """A ``.vtu`` file: ascii VTK XML here (DOLFINx's own files), binary ones through meshio."""
+    try:
+        return _vtk_topology(path)
+    except _NotAscii:
+        return _meshio_topology(path)
+
+
+def _read_on_root(
+    comm: MPI.Comm, path: pathlib.Path, topology: Callable[[pathlib.Path], tuple]
+) -> MeshData:
+    """Read ``(cells, points, cell name, degree)`` on rank 0 and distribute the mesh."""
     result: tuple | Exception | None = None
     if comm.rank == 0:
         try:
-            result = _meshio_topology(path)
-        except ValueError as exc:
-            result = exc
+            result = topology(path)
+        except Exception as exc:  # raised on every rank below
+            result = exc if isinstance(exc, ValueError) else ValueError(
+                f"cannot read the mesh file {path}: {exc}")
     header = None
     if comm.rank == 0 and not isinstance(result, Exception):
         cells, points, cell_name, degree = result
@@ -322,15 +540,36 @@ def _read_meshio(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
     element = basix.ufl.element(
         "Lagrange", cell_name, degree, basix.LagrangeVariant.equispaced, shape=(gdim,)
     )
-    return _untagged(dolfinx.mesh.create_mesh(comm, cells, ufl.Mesh(element), points))
+    return _untagged(_distribute(comm, cells, element, points))
+
+
+def _read_meshio(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
+    return _read_on_root(comm, path, _meshio_topology)
+
+
+def _read_vtk(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
+    return _read_on_root(comm, path, _vtu_topology)
+
+
+def _read_bp(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
+    raise ValueError(
+        f"{path}: VTX (ADIOS2 .bp) files cannot be read back here (DOLFINx has no VTX "
+        "reader, and no ADIOS2 Python module is used); write the mesh with "
+        "dolfinx.io.XDMFFile, dolfinx.io.vtkhdf.write_mesh or dolfinx.io.VTKFile instead"
+    )
 
 
 #: file suffix -> reader; every other suffix goes through meshio.
 _READERS: dict[str, Callable[[MPI.Comm, pathlib.Path, bool], MeshData]] = {
     ".msh": _read_msh,
     ".xdmf": _read_xdmf,
+    ".vtkhdf": _read_vtkhdf,
+    ".vtu": _read_vtk,
+    ".pvtu": _read_vtk,
+    ".pvd": _read_vtk,
+    ".bp": _read_bp,
 }
-_MESHIO_SUFFIXES = (".vtu", ".vtk", ".med", ".inp", ".mesh", ".meshb", ".obj", ".off", ".ply",
+_MESHIO_SUFFIXES = (".vtk", ".med", ".inp", ".mesh", ".meshb", ".obj", ".off", ".ply",
                     ".stl", ".xml", ".e", ".exo", ".h5m", ".su2", ".ugrid", ".dat", ".f3grid",
                     ".bdf", ".nas", ".fem", ".avs", ".post", ".cgns", ".msh2", ".tec", ".wkt")
 
@@ -399,20 +638,38 @@ def create_mesh_data(
             f"unknown mesh {str(spec)!r}: use one of {sorted(MESH_KINDS)} or a mesh file with "
             f"suffix {sorted(_READERS)} or one that meshio reads, e.g. {list(_MESHIO_SUFFIXES[:4])}"
         )
+    if suffix == ".bp":
+        return _read_bp(comm, path, verbose)
     exists = comm.bcast(path.is_file() if comm.rank == 0 else None, root=0)
     if not exists:
         raise FileNotFoundError(f"mesh file {str(path)!r} does not exist")
     return _READERS.get(suffix, _read_meshio)(comm, path, verbose)
 
 
+#: MPI tag of the exchange that finds the ranks holding a facet (``index_to_dest_ranks``).
+_FACET_RANKS_TAG = 7301
+
+
 def boundary_facets(mesh: dolfinx.mesh.Mesh) -> np.ndarray:
     """Local indices of the exterior facets (dimension tdim - 1) this rank owns.
+
+    ``dolfinx.mesh.exterior_facet_indices`` counts the cells of a facet on this rank; on a mesh
+    without ghost cells a 1D facet (a vertex) between two ranks then looks exterior to the rank
+    that owns it (DOLFINx 0.11, e.g. ``vtkhdf.read_mesh`` on 2 ranks: the boundary of
+    ``[0, 2]`` was ``{0, 1, 2}``).  When no rank has ghost cells, a facet that another rank
+    also holds lies between two cells and is dropped.
 
     Collective.
     """
     tdim = mesh.topology.dim
     mesh.topology.create_connectivity(tdim - 1, tdim)
-    return dolfinx.mesh.exterior_facet_indices(mesh.topology)
+    exterior = dolfinx.mesh.exterior_facet_indices(mesh.topology)
+    ghost_cells = mesh.comm.allreduce(mesh.topology.index_map(tdim).num_ghosts, op=MPI.SUM)
+    if mesh.comm.size > 1 and ghost_cells == 0:
+        shared = mesh.topology.index_map(tdim - 1).index_to_dest_ranks(_FACET_RANKS_TAG)
+        keep = np.array([len(shared.links(f)) == 0 for f in exterior], dtype=bool)
+        exterior = exterior[keep] if len(exterior) else exterior
+    return exterior
 
 
 def boundary_dofs(V: dolfinx.fem.FunctionSpace) -> np.ndarray:

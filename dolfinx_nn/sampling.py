@@ -234,7 +234,9 @@ def sample_boundary(
     _check_request(mesh, n, rng, boundary=True)
     tdim, gdim = mesh.topology.dim, mesh.geometry.dim
     mesh.topology.create_connectivity(tdim - 1, tdim)
-    exterior = dolfinx.mesh.exterior_facet_indices(mesh.topology)
+    from dolfinx_nn.meshes import boundary_facets  # noqa: PLC0415 (meshes is heavier)
+
+    exterior = boundary_facets(mesh)
     try:
         facet_map = mesh.topology.index_map(tdim - 1)
         facets, error = _entity_indices(facets, exterior, facet_map, "facets"), None

@@ -9,16 +9,24 @@ import pytest
 import torch
 
 from dolfinx_nn.ansatz import DirichletAnsatz, Problem, feed_forward
-from dolfinx_nn.ansatz.fitted_fields import fit_boundary_extension, fit_distance
-from dolfinx_nn.meshes import bounding_box
+from dolfinx_nn.ansatz.fitted_fields import FIT_TOLERANCE as DEFAULT_FIT_TOLERANCE
+from dolfinx_nn.ansatz.fitted_fields import (
+    boundary_components,
+    feature_boxes,
+    fit_boundary_extension,
+    fit_distance,
+)
 from dolfinx_nn.ansatz.losses import StrongResidualLoss
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork, width_for_parameters
-from dolfinx_nn.meshes import create_mesh
+from dolfinx_nn.meshes import bounding_box, create_mesh
 from dolfinx_nn.sampling import rank_rng, sample_boundary, sample_interior
 
 EXACT = "sin(pi*x[0])*sin(pi*x[1]) + x[0]*x[1]"
-#: Tolerance of the boundary fits, relative to max |g| (G) and to max D (D).
-FIT_TOLERANCE = 1e-4
+#: Bound of the boundary misfit of the fits at points they have not seen, relative to max |g|
+#: (G) and to max D (D): the fits choose their boundary weight so that the misfit at held-out
+#: boundary points is at most fitted_fields.FIT_TOLERANCE (1e-3); other points may see a
+#: little more.
+FIT_TOLERANCE = 2 * DEFAULT_FIT_TOLERANCE
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +43,7 @@ def fitted():
 
 
 def test_ansatz_meets_dirichlet_data(fitted):
-    """On held-out boundary points |u - g| <= |G - g| + |D||N| stays below 1e-4 relative."""
+    """On held-out boundary points |u - g| <= |G - g| + |D||N| stays below 2e-3 relative."""
     mesh, problem, ansatz = fitted
     comm = mesh.comm
     xb = torch.from_numpy(sample_boundary(mesh, 3000, rank_rng(99, comm))[0])
@@ -51,6 +59,26 @@ def test_ansatz_meets_dirichlet_data(fitted):
     assert d_bnd / d_max < FIT_TOLERANCE
     assert u_err / gmax < FIT_TOLERANCE
     assert 0.5 < d_max < 1.5  # D approximates the normalised torsion function (max 1)
+    for field in (ansatz.extension, ansatz.distance):
+        report = field.fit_report
+        assert report["met"] and report["boundary_misfit"] <= DEFAULT_FIT_TOLERANCE
+
+
+def test_fits_get_features_around_holes(comm):
+    """The hole of the square with a hole is its own boundary component, with its features."""
+    mesh = create_mesh(comm, "square-with-hole", 6)
+    components = boundary_components(mesh)
+    assert len(components) == 2
+    (outer_lo, outer_hi), (hole_lo, hole_hi) = components
+    np.testing.assert_allclose(outer_lo, [0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(outer_hi, [1.0, 1.0], atol=1e-12)
+    # the hole's polygon lies inside its circle and touches it at its vertices
+    assert np.all(hole_lo >= 0.25 - 1e-12) and np.all(hole_hi <= 0.75 + 1e-12)
+    assert np.all(hole_hi - hole_lo > 0.4)
+    (lower, upper, count), = feature_boxes(mesh, 500)
+    assert count == 125
+    np.testing.assert_allclose(upper - lower, 2 * (hole_hi - hole_lo))
+    assert feature_boxes(create_mesh(comm, "square", 4), 500) == []
 
 
 def test_fits_identical_on_all_ranks(fitted):

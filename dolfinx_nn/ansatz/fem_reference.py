@@ -18,9 +18,9 @@ import dolfinx.fem.petsc
 import numpy as np
 import ufl
 
+from dolfinx_nn import petsc_problems
 from dolfinx_nn.ansatz.pdes import Problem
 from dolfinx_nn.meshes import boundary_dofs
-from dolfinx_nn import petsc_problems
 
 #: Mesh Peclet number above which ``stabilization="auto"`` switches SUPG on.
 SUPG_PECLET = 1.0

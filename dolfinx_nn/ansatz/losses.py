@@ -25,20 +25,25 @@ from dolfinx_nn.parallel import global_sum
 class StrongResidualLoss:
     """Mean squared strong residual over collocation points held by the ranks.
 
-    ``loss = sum_ranks sum_i r(x_i)^2 / n_global``: with the same global point set the value
-    is the same on any number of ranks (up to round-off in the sum).
+    ``loss = sum_ranks sum_i (r(x_i) / scale)^2 / n_global``: with the same global point set the
+    value is the same on any number of ranks (up to round-off in the sum).  ``scale`` makes the
+    loss dimensionless (:mod:`~dolfinx_nn.ansatz.scaling`: the residual scale ``S``).
 
     Args:
         problem: the PDE.
         ansatz: the trainable field, maps ``(n, input_dim)`` to ``(n,)``.
         points: this rank's collocation points ``(n_local, input_dim)``.
         comm: communicator of the ranks that share the points.
+        scale: the residual scale (unit of the source ``f``); 1 leaves the loss in the
+            user's units.
     """
 
     def __init__(
         self, problem: Problem, ansatz: torch.nn.Module, points: np.ndarray | torch.Tensor,
-        comm: MPI.Comm = MPI.COMM_WORLD,
+        comm: MPI.Comm = MPI.COMM_WORLD, scale: float = 1.0,
     ) -> None:
+        if not (np.isfinite(scale) and scale > 0.0):
+            raise ValueError(f"scale must be a positive number, got {scale!r}")
         x = torch.as_tensor(np.asarray(points, dtype=np.float64))
         if x.ndim != 2 or x.shape[1] != problem.input_dim:
             raise ValueError(
@@ -47,6 +52,7 @@ class StrongResidualLoss:
         if not torch.isfinite(x).all():
             raise ValueError("collocation points contain NaN or Inf")
         self.problem, self.ansatz, self.comm = problem, ansatz, comm
+        self.scale = float(scale)
         self.points = x
         self.source = problem.source_torch(x).detach()
         self.fixed = (
@@ -65,7 +71,7 @@ class StrongResidualLoss:
         return self.problem.apply(self.points, grad, lap) - self.source
 
     def __call__(self) -> torch.Tensor:
-        r = self.residual()
+        r = self.residual() / self.scale
         return global_sum((r**2).sum(), self.comm) / self.total
 
 
@@ -96,11 +102,16 @@ class RitzLoss:
         ansatz: the trainable field.
         mesh: the mesh whose cells carry the quadrature.
         degree: quadrature degree.
+        scale: the energy is divided by it (:attr:`~dolfinx_nn.ansatz.scaling.Scales.energy`
+            makes it dimensionless); 1 leaves it in the user's units.
     """
 
     def __init__(
-        self, problem: Problem, ansatz: torch.nn.Module, mesh: dolfinx.mesh.Mesh, degree: int = 6
+        self, problem: Problem, ansatz: torch.nn.Module, mesh: dolfinx.mesh.Mesh, degree: int = 6,
+        scale: float = 1.0,
     ) -> None:
+        if not (np.isfinite(scale) and scale > 0.0):
+            raise ValueError(f"scale must be a positive number, got {scale!r}")
         if problem.pde != "poisson":
             raise ValueError(
                 f"the Ritz energy needs a symmetric problem: pde must be 'poisson', got "
@@ -117,7 +128,7 @@ class RitzLoss:
         f = problem.source_ufl(x)
         grad_sq = sum(w[i] ** 2 for i in range(1, gdim + 1))
         dx = ufl.dx(metadata={"quadrature_degree": degree, "quadrature_rule": "default"})
-        energy = (0.5 * problem.diffusion * grad_sq - f * w[0]) * dx
+        energy = (0.5 * problem.diffusion * grad_sq - f * w[0]) / float(scale) * dx
         self.functional = fem_functional(energy, controls=[w])
 
     def __call__(self) -> torch.Tensor:

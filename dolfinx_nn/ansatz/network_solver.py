@@ -13,6 +13,7 @@ import torch
 
 from dolfinx_nn.ansatz.ansatz import DirichletAnsatz
 from dolfinx_nn.ansatz.fitted_fields import (
+    FIT_TOLERANCE,
     fit_boundary_extension,
     fit_distance,
     fit_space_time_extension,
@@ -21,6 +22,7 @@ from dolfinx_nn.ansatz.fitted_fields import (
 from dolfinx_nn.ansatz.losses import RitzLoss, StrongResidualLoss
 from dolfinx_nn.ansatz.networks import feed_forward
 from dolfinx_nn.ansatz.pdes import Problem
+from dolfinx_nn.ansatz.scaling import Scales, problem_scales
 from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.sampling import rank_rng, sample_interior
 from dolfinx_nn.training import History, TrainingConfig, train
@@ -47,6 +49,8 @@ class NetworkConfig:
             and of the Ritz energy).
         fit_features: random features of the ``G`` and ``D`` fits.
         fit_boundary_points: boundary points of the ``G`` and ``D`` fits.
+        fit_tolerance: largest relative boundary misfit of the ``G`` and ``D`` fits, which
+            decides how closely they meet the data (:mod:`~.fitted_fields`).
         distance_scale: frequency scale of the features of ``D`` (None: the default of
             :func:`~dolfinx_nn.ansatz.fitted_fields.fit_distance` for the dimension).
         training: the Adam -> L-BFGS settings.
@@ -61,9 +65,10 @@ class NetworkConfig:
     quadrature_degree: int = 4
     fit_features: int = 500
     fit_boundary_points: int = 4000
+    fit_tolerance: float = FIT_TOLERANCE
     distance_scale: float | None = None
     training: TrainingConfig = field(
-        default_factory=lambda: TrainingConfig(adam_steps=0, lbfgs_steps=500)
+        default_factory=lambda: TrainingConfig(adam_steps=0, lbfgs_steps=1000)
     )
     seed: int = 0
 
@@ -81,19 +86,22 @@ class NetworkConfig:
                 f"fit_features and fit_boundary_points must be positive, got "
                 f"{self.fit_features} and {self.fit_boundary_points}"
             )
+        if not (np.isfinite(self.fit_tolerance) and self.fit_tolerance > 0.0):
+            raise ValueError(f"fit_tolerance must be a positive number, got {self.fit_tolerance!r}")
         if self.distance_scale is not None and not self.distance_scale > 0.0:
             raise ValueError(f"distance_scale must be positive, got {self.distance_scale!r}")
 
 
 @dataclass
 class NetworkSolution:
-    """A trained ansatz and what it cost."""
+    """A trained ansatz, the scales it was trained in and what it cost."""
 
     ansatz: DirichletAnsatz
     parameters: int
     history: History
     fit_time_s: float
     train_time_s: float
+    scales: Scales
 
     @property
     def wall_time_s(self) -> float:
@@ -127,57 +135,80 @@ class _SpaceTimeDistance(torch.nn.Module):
         return self.spatial(x[:, :-1]) * x[:, -1] / self.final_time
 
 
+@dataclass(frozen=True)
+class FixedFields:
+    """The fitted ``G`` and ``D`` of a problem and its scales (:mod:`~.scaling`)."""
+
+    extension: torch.nn.Module
+    distance: torch.nn.Module
+    scales: Scales
+
+
 def fit_fixed_fields(
     problem: Problem, mesh: dolfinx.mesh.Mesh, config: NetworkConfig
-) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """Fit ``G`` and ``D`` on the mesh (collective); returns ``(extension, distance)``."""
+) -> FixedFields:
+    """Fit ``G`` and ``D`` on the mesh and measure the problem's scales (collective)."""
     fit_args = {"features": config.fit_features, "boundary_points": config.fit_boundary_points}
-    distance: torch.nn.Module = fit_distance(mesh, scale=config.distance_scale, **fit_args)
+    spatial = fit_distance(mesh, scale=config.distance_scale, tolerance=config.fit_tolerance,
+                           **fit_args)
+    distance: torch.nn.Module = spatial
     if problem.time_dependent:
         extension = fit_space_time_extension(mesh, problem.exact_numpy, problem.final_time,
                                              **fit_args)
-        distance = _SpaceTimeDistance(distance, problem.final_time)
+        distance = _SpaceTimeDistance(spatial, problem.final_time)
     else:
-        extension = fit_boundary_extension(mesh, problem.exact_numpy, **fit_args)
-    return extension, distance
+        extension = fit_boundary_extension(mesh, problem.exact_numpy,
+                                           tolerance=config.fit_tolerance, **fit_args)
+    scales = problem_scales(problem, mesh, extension, spatial.length_scale)
+    return FixedFields(extension, distance, scales)
 
 
 def new_network(
-    problem: Problem, mesh: dolfinx.mesh.Mesh, width: int, depth: int, seed: int
+    problem: Problem, mesh: dolfinx.mesh.Mesh, width: int, depth: int, seed: int,
+    output_scale: float | None = None,
 ) -> torch.nn.Sequential:
-    """A freshly initialised ``N`` (seeded, identical on every rank) on the mesh's box."""
+    """A freshly initialised ``N`` (seeded, identical on every rank) on the mesh's box.
+
+    ``output_scale``: the solution scale ``U`` of :mod:`~dolfinx_nn.ansatz.scaling` (the
+    output of the dimensionless network is multiplied by it).
+    """
     lower, upper = bounding_box(mesh)
     if problem.time_dependent:
         lower, upper = np.append(lower, 0.0), np.append(upper, problem.final_time)
     torch.manual_seed(seed)
-    return feed_forward(problem.input_dim, width, depth, box=(lower, upper))
+    return feed_forward(problem.input_dim, width, depth, box=(lower, upper),
+                        output_scale=output_scale)
 
 
 def build_ansatz(
     problem: Problem, mesh: dolfinx.mesh.Mesh, config: NetworkConfig
-) -> DirichletAnsatz:
+) -> tuple[DirichletAnsatz, Scales]:
     """Fit ``G`` and ``D`` on the mesh and attach a fresh network ``N`` (collective)."""
-    extension, distance = fit_fixed_fields(problem, mesh, config)
-    network = new_network(problem, mesh, config.width, config.depth, config.seed)
-    return DirichletAnsatz(extension, distance, network)
+    fixed = fit_fixed_fields(problem, mesh, config)
+    network = new_network(problem, mesh, config.width, config.depth, config.seed,
+                          fixed.scales.solution)
+    return DirichletAnsatz(fixed.extension, fixed.distance, network), fixed.scales
 
 
 def make_loss(
     problem: Problem, mesh: dolfinx.mesh.Mesh, ansatz: DirichletAnsatz, config: NetworkConfig,
-    points: np.ndarray | None = None,
+    scales: Scales, points: np.ndarray | None = None,
 ) -> RitzLoss | StrongResidualLoss:
-    """The training loss of ``config.loss`` (``points``: collocation points to reuse)."""
+    """The dimensionless training loss of ``config.loss`` (``points``: collocation points to
+    reuse)."""
     if config.loss == "ritz":
-        return RitzLoss(problem, ansatz, mesh, degree=config.quadrature_degree)
+        return RitzLoss(problem, ansatz, mesh, degree=config.quadrature_degree,
+                        scale=scales.energy)
     if points is None:
         points = collocation_points(problem, mesh, config)
-    return StrongResidualLoss(problem, ansatz, points, mesh.comm)
+    return StrongResidualLoss(problem, ansatz, points, mesh.comm, scale=scales.residual)
 
 
 def solve_network(
     problem: Problem, mesh: dolfinx.mesh.Mesh, config: NetworkConfig,
     *, checkpoint: str | None = None, desc: str = "network",
-    callback=None, state: dict | None = None, problem_record: dict | None = None,
+    callback=None, state: dict | None = None, on_fitted=None,
+    problem_record: dict | None = None,
 ) -> NetworkSolution:
     """Fit ``G`` and ``D``, then train ``N`` with :func:`~dolfinx_nn.training.train`.
 
@@ -191,23 +222,26 @@ def solve_network(
             returning True stops training).
         state: if given, ``state["ansatz"]`` is set to the ansatz before training starts
             (for callbacks that evaluate it).
+        on_fitted: called as ``on_fitted(ansatz)`` once ``G`` and ``D`` are fitted (progress).
         problem_record: stored in the checkpoint; resuming with another is refused
             (``problem`` of :func:`~dolfinx_nn.training.train`).
     """
     comm = mesh.comm
     comm.Barrier()
     start = time.perf_counter()
-    ansatz = build_ansatz(problem, mesh, config)
+    ansatz, scales = build_ansatz(problem, mesh, config)
     if state is not None:
         state["ansatz"] = ansatz
     comm.Barrier()
     fit_time = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
+    if on_fitted is not None:
+        on_fitted(ansatz)
     start = time.perf_counter()
-    loss = make_loss(problem, mesh, ansatz, config)
+    loss = make_loss(problem, mesh, ansatz, config, scales)
     history = train(loss, ansatz.network, config.training, comm=comm, checkpoint=checkpoint,
                     resume="auto" if checkpoint else False, desc=desc, callback=callback,
                     problem=problem_record)
     comm.Barrier()
     train_time = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
     parameters = sum(p.numel() for p in ansatz.network.parameters())
-    return NetworkSolution(ansatz, parameters, history, fit_time, train_time)
+    return NetworkSolution(ansatz, parameters, history, fit_time, train_time, scales)

@@ -40,12 +40,26 @@ class BoxScaling(torch.nn.Module):
         return (x - self.centre) / self.half_width
 
 
+class OutputScaling(torch.nn.Module):
+    """Multiplication by a fixed scale: a dimensionless network output in the user's units."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        if not (np.isfinite(scale) and scale > 0.0):
+            raise ValueError(f"the output scale must be a positive number, got {scale!r}")
+        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
 def feed_forward(
     in_dim: int,
     width: int,
     depth: int,
     *,
     box: tuple[Sequence[float], Sequence[float]] | None = None,
+    output_scale: float | None = None,
     activation: str = "tanh",
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
@@ -57,6 +71,7 @@ def feed_forward(
         width: neurons per hidden layer.
         depth: number of hidden layers (>= 1).
         box: optional bounding box ``(lower, upper)`` of the inputs, mapped onto ``[-1, 1]^d``.
+        output_scale: optional factor of the output (:class:`OutputScaling`, not trained).
         activation: one of :data:`ACTIVATIONS`.
         dtype: parameter dtype (float64 for tight derivative checks).
         device: where the parameters live.
@@ -70,6 +85,8 @@ def feed_forward(
         layers += [torch.nn.Linear(n, width), act()]
         n = width
     layers.append(torch.nn.Linear(n, 1))
+    if output_scale is not None:
+        layers.append(OutputScaling(output_scale))
     return torch.nn.Sequential(*layers).to(device=device, dtype=dtype)
 
 
@@ -92,12 +109,17 @@ class RandomFeatureNetwork(torch.nn.Module):
     ``W`` standard normal and ``b`` uniform in ``[-1, 1]``; its weights are drawn from a
     generator seeded identically on every rank.  Only the output layer is fitted.
 
+    ``extra_boxes`` adds groups of features of the same kind on other boxes, e.g. around the
+    small holes of a domain: features scaled to the whole domain vary too slowly to vanish on a
+    small hole without large cancelling coefficients, features scaled to the hole do not.
+
     Args:
         in_dim: number of inputs.
-        features: number of hidden neurons.
+        features: number of hidden neurons on ``box``.
         box: bounding box ``(lower, upper)`` of the inputs.
         scale: frequency scale of the features.
         seed: seed of the hidden weights.
+        extra_boxes: ``(lower, upper, features)`` of further groups (seeds ``seed + 1000 k``).
     """
 
     def __init__(
@@ -108,33 +130,87 @@ class RandomFeatureNetwork(torch.nn.Module):
         *,
         scale: float = 3.0,
         seed: int = 0,
+        extra_boxes: Sequence[tuple[Sequence[float], Sequence[float], int]] = (),
     ) -> None:
         super().__init__()
-        if features < 1:
-            raise ValueError(f"features must be >= 1, got {features}")
-        gen = torch.Generator().manual_seed(seed)
-        self.scaling = BoxScaling(*box)
-        weight = scale * torch.randn(in_dim, features, generator=gen, dtype=torch.float64)
-        bias = scale * (2.0 * torch.rand(features, generator=gen, dtype=torch.float64) - 1.0)
-        self.register_buffer("weight", weight)
-        self.register_buffer("bias", bias)
-        self.register_buffer("coefficients", torch.zeros(features + 1, dtype=torch.float64))
+        groups = [(box[0], box[1], features)] + [tuple(b) for b in extra_boxes]
+        if any(count < 1 for _, _, count in groups):
+            raise ValueError(f"features must be >= 1, got {[c for _, _, c in groups]}")
+        self.scalings = torch.nn.ModuleList()
+        self.groups = len(groups)
+        for k, (lower, upper, count) in enumerate(groups):
+            gen = torch.Generator().manual_seed(seed + 1000 * k)
+            self.scalings.append(BoxScaling(lower, upper))
+            weight = scale * torch.randn(in_dim, count, generator=gen, dtype=torch.float64)
+            bias = scale * (2.0 * torch.rand(count, generator=gen, dtype=torch.float64) - 1.0)
+            self.register_buffer(f"weight{k}", weight)
+            self.register_buffer(f"bias{k}", bias)
+        total = sum(count for _, _, count in groups)
+        self.register_buffer("coefficients", torch.zeros(total + 1, dtype=torch.float64))
+
+    @property
+    def scaling(self) -> BoxScaling:
+        """The box map of the first group (the whole input box)."""
+        return self.scalings[0]
+
+    def _group(self, k: int) -> tuple[BoxScaling, torch.Tensor, torch.Tensor]:
+        return self.scalings[k], getattr(self, f"weight{k}"), getattr(self, f"bias{k}")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden features and a constant column, shape ``(n, features + 1)``."""
-        h = torch.tanh(self.scaling(x) @ self.weight + self.bias)
-        return torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
+        hs = []
+        for k in range(self.groups):
+            scaling, weight, bias = self._group(k)
+            hs.append(torch.tanh(scaling(x) @ weight + bias))
+        return torch.cat(hs + [torch.ones_like(x[:, :1])], dim=1)
 
     def laplacian_features(self, x: torch.Tensor, spatial_dim: int | None = None) -> torch.Tensor:
         """Laplacians of the features (over the first ``spatial_dim`` inputs), analytically."""
-        h = torch.tanh(self.scaling(x) @ self.weight + self.bias)
         dims = x.shape[1] if spatial_dim is None else spatial_dim
-        w = self.weight[:dims] / self.scaling.half_width[:dims, None]
-        lap = -2.0 * h * (1.0 - h**2) * (w**2).sum(dim=0)
-        return torch.cat([lap, torch.zeros_like(lap[:, :1])], dim=1)
+        laps = []
+        for k in range(self.groups):
+            scaling, weight, bias = self._group(k)
+            h = torch.tanh(scaling(x) @ weight + bias)
+            w = weight[:dims] / scaling.half_width[:dims, None]
+            laps.append(-2.0 * h * (1.0 - h**2) * (w**2).sum(dim=0))
+        return torch.cat(laps + [torch.zeros_like(x[:, :1])], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x) @ self.coefficients
+
+    @torch.no_grad()
+    def factor(self, rows: torch.Tensor, y: torch.Tensor, comm: MPI.Comm) -> torch.Tensor:
+        """Triangular factor ``R`` of ``[rows | y]`` over all ranks (``R^T R = A^T A``).
+
+        Each rank reduces its rows by QR; the stacked factors are reduced once more, so the
+        factor (and every least-squares solution built from it) does not depend on the
+        partition beyond round-off.  Collective.
+        """
+        a = torch.cat([rows, y[:, None]], dim=1)
+        r = torch.linalg.qr(a, mode="r").R if a.shape[0] else a
+        stacked = torch.from_numpy(np.concatenate(comm.allgather(r.numpy())))
+        return torch.linalg.qr(stacked, mode="r").R
+
+    @torch.no_grad()
+    def solve_factors(
+        self, factors: Sequence[torch.Tensor], weights: Sequence[float], ridge: float = 1e-10
+    ) -> None:
+        """Set the coefficients to ``argmin sum_b w_b^2 ||A_b c - y_b||^2 + penalty``.
+
+        ``factors`` are :meth:`factor` results of the blocks ``[A_b | y_b]``; the Tikhonov
+        penalty ``ridge * sqrt(sum_b w_b^2) * ||c||^2`` is that of :meth:`fit`.  Identical on
+        every rank.
+        """
+        stacked = torch.cat([w * f for f, w in zip(factors, weights, strict=True)])
+        scale = float(np.sqrt(sum(w**2 for w in weights)))
+        n = stacked.shape[1] - 1
+        penalty = torch.zeros(n, n + 1, dtype=stacked.dtype)
+        penalty[:, :-1] = np.sqrt(ridge * scale) * torch.eye(n, dtype=stacked.dtype)
+        stacked = torch.cat([stacked, penalty])
+        solution = torch.linalg.lstsq(
+            stacked[:, :-1], stacked[:, -1:], driver="gelsd", rcond=1e-13
+        ).solution
+        self.coefficients.copy_(solution[:, 0])
 
     @torch.no_grad()
     def fit(
