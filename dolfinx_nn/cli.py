@@ -59,6 +59,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 #: Seconds a failed rank waits for the others to report before it aborts the whole run
 #: (they are then stuck in a collective call that the failed rank will never join).
 AGREE_TIMEOUT_S = 10.0
+#: Seconds a failed rank waits after printing its error before it aborts the run.
+ABORT_GRACE_S = 1.0
 
 #: Exit status of a failed run (argument errors exit with 2, Ctrl-C with 130).
 FAILED = 1
@@ -288,6 +290,9 @@ def _agree(prog: str, error: BaseException | None, code: int, debug: bool, guard
             if time.monotonic() > deadline:
                 print(f"{prog}: error on rank {comm.rank}: {message} (the other ranks did "
                       "not stop with it; aborting the run)", file=sys.stderr, flush=True)
+                # MPI_Abort ends the launcher's forwarding of output too: give it time to
+                # pass the line on first (without this pause the line was lost 2 runs in 3).
+                time.sleep(ABORT_GRACE_S)
                 comm.Abort(FAILED)
             time.sleep(0.01)
     messages = guard.gather(message, root=0)
