@@ -42,46 +42,25 @@ def _observe(values: torch.Tensor, obs: PointObservation, transpose: bool) -> to
 
 
 class _Observe(torch.autograd.Function):
-    """``y = B u``: linear, so its backward ``B^T g`` is again a differentiable op (second
-    derivatives of losses through an observation have no term of their own), and its forward
-    mode is ``B du``."""
+    """``y = B u`` (or ``B^T u`` with ``transpose``): linear, so its backward is the same op
+    with the transpose flipped, again differentiable (second derivatives of losses through an
+    observation have no term of their own), and its forward mode is the op itself."""
 
     @staticmethod
-    def forward(u: torch.Tensor, obs: PointObservation) -> torch.Tensor:
-        return _observe(u, obs, transpose=False)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.obs = inputs[1]
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return _ObserveTranspose.apply(grad, ctx.obs), None
-
-    @staticmethod
-    def jvp(ctx, du: torch.Tensor, _):
-        return _Observe.apply(du, ctx.obs)  # an op again: torch.func unwraps its input
-
-
-class _ObserveTranspose(torch.autograd.Function):
-    """``B^T g`` (the backward pass of :class:`_Observe`), with backward ``B`` and forward
-    mode ``B^T dg``."""
-
-    @staticmethod
-    def forward(g: torch.Tensor, obs: PointObservation) -> torch.Tensor:
-        return _observe(g, obs, transpose=True)
+    def forward(values: torch.Tensor, obs: PointObservation, transpose: bool) -> torch.Tensor:
+        return _observe(values, obs, transpose)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        ctx.obs = inputs[1]
+        ctx.obs, ctx.transpose = inputs[1], inputs[2]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return _Observe.apply(grad, ctx.obs), None
+        return _Observe.apply(grad, ctx.obs, not ctx.transpose), None, None
 
     @staticmethod
-    def jvp(ctx, dg: torch.Tensor, _):
-        return _ObserveTranspose.apply(dg, ctx.obs)
+    def jvp(ctx, d_values: torch.Tensor, _obs, _transpose):
+        return _Observe.apply(d_values, ctx.obs, ctx.transpose)  # an op: torch.func unwraps
 
 
 def _raise_collectively(comm: MPI.Comm, error: str | None) -> None:
@@ -374,7 +353,7 @@ class PointObservation:
         """
         if not isinstance(u, torch.Tensor):
             raise TypeError(f"u must be a torch.Tensor of owned dofs, got {type(u).__name__}")
-        y = _Observe.apply(u.reshape(-1), self)
+        y = _Observe.apply(u.reshape(-1), self, False)
         return y.reshape((self.num_local_points, *self.value_shape))
 
     def evaluate(self, u: dolfinx.fem.Function) -> np.ndarray:
