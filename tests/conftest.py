@@ -14,7 +14,6 @@ import torch
 
 from dolfinx_nn.petsc_problems import collect_garbage
 
-
 # Meshes and function spaces made during a test, kept until its teardown.  Under MPI, petsc4py
 # does not destroy a dropped object but puts it in PETSc's garbage of the object's communicator
 # (destroying is collective), and only PETSc.garbage_cleanup(comm) on that communicator frees
