@@ -91,8 +91,7 @@ def main(n: int = 24, adam_steps: int = 100, lbfgs_steps: int = 20, seed: int = 
     q_true = fem.Function(V)
     q_true.interpolate(true_coefficient)
     u_data = fem.Function(V, name="u_data")
-    n_owned = V.dofmap.index_map.size_local
-    solve(torch.from_numpy(q_true.x.array[:n_owned].copy()))  # leaves the solution in u
+    solve(dnn.to_torch(q_true))  # leaves the solution in u
     u_data.x.array[:] = u.x.array
     scale = 1.0 / float(comm.allreduce(fem.assemble_scalar(fem.form(u_data**2 * ufl.dx))))
     misfit = dnn.fem_functional(0.5 * scale * (u - u_data) ** 2 * ufl.dx, controls=[u])

@@ -104,9 +104,8 @@ def main(
     shape.interpolate(lambda x: np.sin(np.pi * x[0]) * np.sin(np.pi * x[1]))
     ramp = fem.Function(V)
     ramp.interpolate(lambda x: x[0])
-    owned = V.dofmap.index_map.size_local  # tensors hold the owned dofs of the rank
-    shape_t = torch.from_numpy(shape.x.array[:owned].copy())
-    ramp_t = torch.from_numpy(ramp.x.array[:owned].copy())
+    shape_t = dnn.to_torch(shape)  # tensors hold the owned dofs of the rank
+    ramp_t = dnn.to_torch(ramp)
 
     def controls(loading: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = loading

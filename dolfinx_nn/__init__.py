@@ -17,13 +17,15 @@ The bridge:
   adjoint solve).
 
 Tensors exchanged with DOLFINx hold the *owned* dofs of the rank (block size flattened);
-ghosts are handled inside.
+ghosts are handled inside. :func:`to_torch` and :func:`from_torch` move values between a
+``dolfinx.fem.Function`` and such a tensor.
 """
 
 from dolfinx_nn._environment import check_environment
 
 check_environment()
 
+from dolfinx_nn.conversion import from_torch, to_torch  # noqa: E402
 from dolfinx_nn.errors import GradientAccuracyError, SolverError  # noqa: E402
 from dolfinx_nn.fem_functional import FEMFunctional, fem_functional  # noqa: E402
 from dolfinx_nn.fem_operator import FEMOperator, fem_operator  # noqa: E402
@@ -49,10 +51,12 @@ __all__ = [
     "derivative",
     "fem_functional",
     "fem_operator",
+    "from_torch",
     "global_sum",
     "raise_on_all_ranks",
     "replicated",
     "second_order_taylor_test",
     "sync_gradients",
     "taylor_test",
+    "to_torch",
 ]

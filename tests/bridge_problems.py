@@ -92,7 +92,7 @@ class PoissonCoefficient:
         if boundary_term:
             M += 0.1 * q * u * ufl.ds + 0.1 * q**2 * ufl.ds
         self.J = dnn.fem_functional(M, controls=[u, q])
-        self.f_t = dnn._dofs.owned_tensor(f)
+        self.f_t = dnn.to_torch(f)
 
     def loss(self, params=None, f_t=None) -> torch.Tensor:
         q_t = self.qn(params)

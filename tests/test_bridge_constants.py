@@ -16,7 +16,7 @@ import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn._dofs import owned_tensor
+from dolfinx_nn.conversion import to_torch
 
 COMM = MPI.COMM_WORLD
 
@@ -67,7 +67,7 @@ def test_vector_constant_nonlinear_problem(setting):
          - f * v) * ufl.dx
     solve = dnn.fem_operator(F, u, controls=[b, f], bcs=[bc], petsc_options_prefix="const_b_")
     assert not solve.linear
-    f_t = owned_tensor(f)
+    f_t = to_torch(f)
 
     def J(m):
         return dnn.global_sum((solve(m[0], m[1]) ** 3).sum(), COMM)
@@ -85,7 +85,7 @@ def test_constant_in_functional_and_sync_gradients(setting):
     c_t = torch.nn.Parameter(torch.tensor([0.5, 2.0], dtype=torch.float64))
     holder = torch.nn.Module()
     holder.c = c_t
-    value = J(c_t, owned_tensor(f))
+    value = J(c_t, to_torch(f))
     value.backward()
     dnn.sync_gradients(holder, COMM)
     integral_f = COMM.allreduce(fem.assemble_scalar(fem.form(f * ufl.dx)), op=MPI.SUM)

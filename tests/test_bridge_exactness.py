@@ -28,7 +28,7 @@ from bridge_problems import (
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn._dofs import owned_tensor
+from dolfinx_nn.conversion import to_torch
 
 COMM = MPI.COMM_WORLD
 
@@ -65,11 +65,11 @@ def test_overlapping_conditions_gradient_of_overridden_data_is_zero():
     bcs = [fem.dirichletbc(g0, D), fem.dirichletbc(g1, D)]
     solve = dnn.fem_operator(F, u, controls=[g0, g1], bcs=bcs, petsc_options_prefix="ovl_")
     J = dnn.fem_functional(u**2 * ufl.dx, controls=[u])
-    t0, t1 = owned_tensor(g0).requires_grad_(True), owned_tensor(g1).requires_grad_(True)
+    t0, t1 = to_torch(g0).requires_grad_(True), to_torch(g1).requires_grad_(True)
     J(solve(t0, t1)).backward()
     assert float(t0.grad.abs().max()) == 0.0 if t0.numel() else True
     assert COMM.allreduce(float(t1.grad.abs().sum()), op=MPI.SUM) > 0.1
-    m = [owned_tensor(g0), owned_tensor(g1)]
+    m = [to_torch(g0), to_torch(g1)]
     dm = [rank_direction(m[0].numel(), 1), rank_direction(m[1].numel(), 2)]
     ad, fd = directional_derivatives(lambda m: J(solve(*m)), m, dm, COMM)
     assert_matches_fd(ad, fd, 1.0)
@@ -96,7 +96,7 @@ def inflow_problem(comm, n=12):
 def test_inflow_control_with_walls_after_it():
     """The corner dofs belong to the walls: their gradient is 0, as finite differences say."""
     V, g, solve, J = inflow_problem(COMM)
-    g_t = owned_tensor(g).requires_grad_(True)
+    g_t = to_torch(g).requires_grad_(True)
     J(solve(g_t)).backward()
     xy = V.tabulate_dof_coordinates()[: g_t.numel()]
     corners = np.isclose(xy[:, 0], 0.0) & (np.isclose(xy[:, 1], 0.0) | np.isclose(xy[:, 1], 1.0))
@@ -105,7 +105,7 @@ def test_inflow_control_with_walls_after_it():
     inflow = np.isclose(xy[:, 0], 0.0) & ~corners
     assert COMM.allreduce(int((g_t.grad.numpy()[inflow] != 0).sum()), op=MPI.SUM) == 11
     dm = rank_direction(g_t.numel(), 3)
-    ad, fd = directional_derivatives(lambda m: J(solve(m[0])), [owned_tensor(g)], [dm], COMM)
+    ad, fd = directional_derivatives(lambda m: J(solve(m[0])), [to_torch(g)], [dm], COMM)
     assert_matches_fd(ad, fd, 1.0)
 
 
@@ -113,7 +113,7 @@ def test_inflow_gradient_same_on_one_and_all_ranks():
     """The gradient as a function (by dof coordinates) is the same on 1 and N ranks."""
     def gradient_at_points(comm):
         V, g, solve, J = inflow_problem(comm)
-        g_t = owned_tensor(g).requires_grad_(True)
+        g_t = to_torch(g).requires_grad_(True)
         J(solve(g_t)).backward()
         xy = np.round(V.tabulate_dof_coordinates()[: g_t.numel(), :2], 12) + 0.0
         rows = np.column_stack([xy, g_t.grad.numpy()])
@@ -186,7 +186,7 @@ def test_taylor_hood_inflow_profile_on_a_subspace():
     ]
     solve = dnn.fem_operator(F, w, controls=[g], bcs=bcs, petsc_options_prefix="th_")
     J = dnn.fem_functional((ufl.inner(u, u) + p**2) * ufl.dx, controls=[w])
-    g0 = owned_tensor(g)
+    g0 = to_torch(g)
     ad, fd = directional_derivatives(lambda m: J(solve(m[0])), [g0],
                                      [rank_direction(g0.numel(), 4)], COMM)
     assert_matches_fd(ad, fd, 1.0)
@@ -215,7 +215,7 @@ INEXACT_NEWTON = {"ksp_type": "gmres", "pc_type": "jacobi", "ksp_rtol": 0.3}
 
 def test_inexact_newton_forward_still_gives_the_exact_gradient():
     q, solve, J = nonlinear_poisson("inexact_", INEXACT_NEWTON)
-    q0 = owned_tensor(q)
+    q0 = to_torch(q)
     ad, fd = directional_derivatives(lambda m: J(solve(m[0])), [q0],
                                      [rank_direction(q0.numel(), 5)], COMM)
     assert_matches_fd(ad, fd, 1.0)
@@ -228,7 +228,7 @@ def test_inaccurate_adjoint_is_refused_with_its_residual():
     """preonly with a Jacobi 'solve' reports success; its true residual gives it away."""
     options = {**INEXACT_NEWTON, "adjoint_ksp_type": "preonly"}
     q, solve, J = nonlinear_poisson("badadj_", options, n=8)
-    q_t = owned_tensor(q).requires_grad_(True)
+    q_t = to_torch(q).requires_grad_(True)
     with pytest.raises(dnn.GradientAccuracyError, match=r"true relative residual of \d\.\d+e"):
         J(solve(q_t)).backward()
 
@@ -236,7 +236,7 @@ def test_inaccurate_adjoint_is_refused_with_its_residual():
 def test_adjoint_tolerance_set_by_the_user_warns_instead():
     options = {**INEXACT_NEWTON, "adjoint_ksp_rtol": 0.5}
     q, solve, J = nonlinear_poisson("looseadj_", options, n=8)
-    q_t = owned_tensor(q).requires_grad_(True)
+    q_t = to_torch(q).requires_grad_(True)
     with pytest.warns(RuntimeWarning, match="true relative residual"):
         J(solve(q_t)).backward()
 
@@ -251,7 +251,7 @@ def test_loose_linear_forward_solve_warns():
                              petsc_options={"ksp_type": "cg", "pc_type": "jacobi",
                                             "ksp_rtol": 1e-2})
     with pytest.warns(RuntimeWarning, match="ksp_rtol for exact gradients"):
-        solve(owned_tensor(f))
+        solve(to_torch(f))
 
 
 # -- 3. Second derivatives are refused, not returned wrong ------------------------------------
@@ -272,7 +272,7 @@ def small_poisson(prefix):
 def test_third_derivative_through_the_solve_raises():
     """Second derivatives are exact (tests/test_bridge_second_order.py); a third one refuses."""
     q, solve, J = small_poisson("dbl_")
-    q_t = owned_tensor(q).requires_grad_(True)
+    q_t = to_torch(q).requires_grad_(True)
     (g,) = torch.autograd.grad(J(solve(q_t), q_t), q_t, create_graph=True)
     (hg,) = torch.autograd.grad((g * g).sum(), q_t, create_graph=True)
     with pytest.raises(RuntimeError, match="third derivatives through fem_(operator|functional)"):
@@ -282,19 +282,19 @@ def test_third_derivative_through_the_solve_raises():
 def test_double_backward_with_a_neural_operator_raises():
     """A NeuralOperator has no second derivatives in the form: refused, in both modes."""
     f, _, solve, J = operator_problem("opdbl_", Law(), listed=False)
-    f_t = owned_tensor(f).requires_grad_(True)
+    f_t = to_torch(f).requires_grad_(True)
     (g,) = torch.autograd.grad(J(solve(f_t)), f_t, create_graph=True)
     with pytest.raises(RuntimeError, match="second derivatives through fem_operator are not "
                                            "supported when its form contains an operator"):
         torch.autograd.grad((g * g).sum(), f_t)
     with pytest.raises(RuntimeError, match="second derivatives through fem_operator"):
-        torch.func.jvp(lambda x: J(solve(x)), (owned_tensor(f),), (torch.ones_like(f_t),))
+        torch.func.jvp(lambda x: J(solve(x)), (to_torch(f),), (torch.ones_like(f_t),))
 
 
 def test_create_graph_first_order_gradient_unchanged():
     """create_graph=True for another reason: the first-order gradient is the same."""
     q, solve, J = small_poisson("cg1_")
-    q_t = owned_tensor(q).requires_grad_(True)
+    q_t = to_torch(q).requires_grad_(True)
     (plain,) = torch.autograd.grad(J(solve(q_t), q_t), q_t)
     (graphed,) = torch.autograd.grad(J(solve(q_t), q_t), q_t, create_graph=True)
     assert graphed.requires_grad
@@ -370,18 +370,18 @@ def test_training_loop_adds_a_replicated_regularizer_once():
 @pytest.mark.timeout(60)
 def test_wrong_length_on_one_rank_only_raises_everywhere():
     q, solve, J = small_poisson("len1_")
-    q_t = owned_tensor(q)
+    q_t = to_torch(q)
     if COMM.rank == COMM.size - 1:
         q_t = torch.cat([q_t, torch.zeros(1, dtype=torch.float64)])
     with pytest.raises(ValueError, match="values .* owned dofs|raised on rank"):
         solve(q_t)
-    solve(owned_tensor(q))  # and the operator still works
+    solve(to_torch(q))  # and the operator still works
 
 
 @pytest.mark.timeout(60)
 def test_wrong_type_on_one_rank_only_raises_everywhere():
     q, solve, J = small_poisson("type1_")
-    q_t = owned_tensor(q)
+    q_t = to_torch(q)
     bad = q_t.numpy() if COMM.rank == 0 else q_t
     with pytest.raises(TypeError, match="must be a torch.Tensor"):
         solve(bad)
@@ -434,12 +434,12 @@ def test_operator_found_in_the_form_without_being_listed():
     f, k, found, J1 = operator_problem("opfound_", Law(), listed=False)
     _, _, listed, J2 = operator_problem("oplisted_", Law(), listed=True)
     assert found.operators == [k] and not found.linear
-    f_t = owned_tensor(f).requires_grad_(True)
+    f_t = to_torch(f).requires_grad_(True)
     u1 = found(f_t)
-    u2 = listed(owned_tensor(f))
+    u2 = listed(to_torch(f))
     assert float((u1 - u2).abs().max()) < 1e-12 if u1.numel() else True
     params = {n: p.detach().clone() for n, p in k.net.named_parameters()}
-    m = [owned_tensor(f), params["c"]]
+    m = [to_torch(f), params["c"]]
     dm = [rank_direction(m[0].numel(), 7), torch.tensor([0.3, -0.2], dtype=torch.float64)]
     ad, fd = directional_derivatives(
         lambda m: J1(found(m[0], operator_inputs=[[m[1]]])), m, dm, COMM)
@@ -452,7 +452,7 @@ def test_operator_in_a_functional():
     u = solve.u
     M = dnn.fem_functional(k * u**2 * k.measure, controls=[u])
     assert M.operators == [k]
-    u0 = solve(owned_tensor(f)).detach()
+    u0 = solve(to_torch(f)).detach()
     c0 = k.net.c.detach().clone()
     m = [u0, c0]
     dm = [rank_direction(u0.numel(), 8), torch.tensor([0.2, 0.4], dtype=torch.float64)]
@@ -464,7 +464,7 @@ def test_derivative_includes_the_operator_term():
     """dnn.derivative(M, u) is ufl.derivative plus dM/dk dk/du, as the functional's gradient."""
     f, k, solve, _ = operator_problem("opderiv_", Law(), listed=False)
     u = solve.u
-    u_t = solve(owned_tensor(f)).detach().requires_grad_(True)
+    u_t = solve(to_torch(f)).detach().requires_grad_(True)
     M = k * u**2 * k.measure
     dnn.fem_functional(M, controls=[u])(u_t).backward()
     k.update(derivatives=True)
@@ -485,7 +485,7 @@ def test_exception_inside_the_network_surfaces_as_itself_on_every_rank():
     f, k, solve, _ = operator_problem("opfail_", Law(fail=RuntimeError("no CUDA driver")),
                                       listed=False)
     with pytest.raises(RuntimeError, match="no CUDA driver"):
-        solve(owned_tensor(f))
+        solve(to_torch(f))
 
 
 def test_neural_operator_device_checked_when_built():
@@ -518,7 +518,7 @@ def test_options_database_beats_defaults():
                                  symmetric=True)
         assert solve.solver.getType() == "cg" and solve.solver.getPC().getType() == "jacobi"
         assert solve.solver.getTolerances()[0] == pytest.approx(1e-13)
-        f_t = owned_tensor(f).requires_grad_(True)
+        f_t = to_torch(f).requires_grad_(True)
         (solve(f_t) ** 2).sum().backward()
         adjoint = solve._adjoint_ksp
         assert adjoint is not None and adjoint.getPC().getType() == "sor"
@@ -537,7 +537,7 @@ def test_dict_options_beat_defaults_and_leave_no_trace():
     bc = fem.dirichletbc(0.0, dofs_on(V, lambda x: np.full(x.shape[1], True)), V)
     solve = dnn.fem_operator(F, u, controls=[f], bcs=[bc], petsc_options_prefix="dict8_",
                              petsc_options={"ksp_type": "gmres", "pc_type": "jacobi"})
-    solve(owned_tensor(f))  # options are tidied once the solver is set up
+    solve(to_torch(f))  # options are tidied once the solver is set up
     assert solve.solver.getType() == "gmres"
     assert solve.solver.getTolerances()[0] == pytest.approx(1e-10)  # the Krylov default
     assert not any(k.startswith("dict8_") for k in PETSc.Options().getAll())
@@ -609,7 +609,7 @@ def test_taylor_test_pairs_dict_entries_by_key():
 def test_operator_recovers_after_a_failed_factorization():
     """A zero coefficient fails the factorization; the next valid call solves (no raw error)."""
     q, _, _ = small_poisson("recover_")
-    q_t = owned_tensor(q)
+    q_t = to_torch(q)
     zero = torch.zeros_like(q_t)
     V = q.function_space
     u, v = fem.Function(V), ufl.TestFunction(V)
@@ -638,11 +638,11 @@ def test_piecewise_linear_residual_is_solved_as_nonlinear():
     bc = fem.dirichletbc(0.0, dofs_on(V, lambda x: np.full(x.shape[1], True)), V)
     solve = dnn.fem_operator(F, u, controls=[f], bcs=[bc], petsc_options_prefix="maxv_")
     assert not solve.linear
-    u_t = solve(owned_tensor(f))
+    u_t = solve(to_torch(f))
     top = COMM.allreduce(float(u_t.max()) if u_t.numel() else 0.0, op=MPI.MAX)
     assert 0.009 < top < 0.0105  # plain Newton's 0.00977; the linear reading gave 0.073
     J = dnn.fem_functional(u**2 * ufl.dx, controls=[u])
-    f0 = owned_tensor(f)
+    f0 = to_torch(f)
     ad, fd = directional_derivatives(lambda m: J(solve(m[0])), [f0],
                                      [rank_direction(f0.numel(), 11)], COMM)
     assert_matches_fd(ad, fd, 1.0)
@@ -663,7 +663,7 @@ def test_time_constant_changed_in_place_during_the_loop():
     J = dnn.fem_functional(u**2 * ufl.dx, controls=[u])
 
     def loss(m):
-        u_t = torch.zeros(owned_tensor(u).numel(), dtype=torch.float64)
+        u_t = torch.zeros(to_torch(u).numel(), dtype=torch.float64)
         for step in range(1, 11):
             t.value = step * dt
             u_t = solve(u_t, m[0])
@@ -689,7 +689,7 @@ def test_data_changed_per_sample_in_a_functional():
             total = total + J(m[0])
         return total
 
-    q0 = torch.ones(owned_tensor(q).numel(), dtype=torch.float64)
+    q0 = torch.ones(to_torch(q).numel(), dtype=torch.float64)
     ad, fd = directional_derivatives(loss, [q0], [rank_direction(q0.numel(), 12)], COMM)
     assert_matches_fd(ad, fd, 1.0)
 
@@ -716,14 +716,14 @@ def test_symmetry_is_that_of_each_forward_pass():
         w.value[:] = (0.0, 0.0)
         return first + J(solve(m[0]))
 
-    f0 = torch.ones(owned_tensor(f).numel(), dtype=torch.float64)
+    f0 = torch.ones(to_torch(f).numel(), dtype=torch.float64)
     ad, fd = directional_derivatives(loss, [f0], [rank_direction(f0.numel(), 13)], COMM)
     assert_matches_fd(ad, fd, 1.0)
 
 
 def test_wrong_symmetric_flag_is_caught_by_the_adjoint_check():
     f, _, solve, J = advection("wrongsym_", (20.0, 5.0), symmetric=True)
-    f_t = torch.ones(owned_tensor(f).numel(), dtype=torch.float64, requires_grad=True)
+    f_t = torch.ones(to_torch(f).numel(), dtype=torch.float64, requires_grad=True)
     with pytest.raises(dnn.GradientAccuracyError, match="declared symmetric"):
         J(solve(f_t)).backward()
 
@@ -741,8 +741,8 @@ def test_high_contrast_coefficient_passes_with_a_direct_solver():
     bc = fem.dirichletbc(0.0, dofs_on(V, lambda x: np.isclose(x[0], 0.0)), V)
     solve = dnn.fem_operator(F, u, controls=[kappa, f], bcs=[bc], petsc_options_prefix="hc_")
     J = dnn.fem_functional(u**2 * ufl.dx, controls=[u])
-    f_t = owned_tensor(f).requires_grad_(True)
-    J(solve(owned_tensor(kappa), f_t)).backward()
+    f_t = to_torch(f).requires_grad_(True)
+    J(solve(to_torch(kappa), f_t)).backward()
     assert solve.adjoint_backward_error < 1e-14
 
 
@@ -768,12 +768,12 @@ def test_operand_checks_constants_and_nested_operators():
 def test_snes_types_that_do_not_solve_are_refused_and_loose_stops_warn():
     q, solve, J = nonlinear_poisson("loose_", {"snes_rtol": 1e-3}, n=8)
     with pytest.warns(RuntimeWarning, match="Newton solve .* stopped"):
-        solve(owned_tensor(q))
+        solve(to_torch(q))
     with pytest.raises(ValueError, match="snes_type 'ksponly' does one linear solve"):
         nonlinear_poisson("kspo_", {"snes_type": "ksponly"}, n=4)
     q, qn_solve, _ = nonlinear_poisson("qn_", {"snes_type": "qn"}, n=8)
     plain = nonlinear_poisson("newt_", None, n=8)[1]
-    a, b = qn_solve(owned_tensor(q)), plain(owned_tensor(q))
+    a, b = qn_solve(to_torch(q)), plain(to_torch(q))
     assert float((a - b).abs().max() if a.numel() else 0.0) < 1e-8
 
 
@@ -784,7 +784,7 @@ def test_options_dictionary_beats_the_database_like_dolfinx():
     try:
         f, _, solve, _ = advection("dvd_", (1.0, 0.0), options={"ksp_type": "preonly",
                                                                   "pc_type": "lu"})
-        solve(owned_tensor(f))
+        solve(to_torch(f))
         assert solve.solver.getType() == "preonly" and solve.options.direct
         assert opts.getString("dvd_ksp_type") == "gmres"  # the database value is put back
     finally:
@@ -797,7 +797,7 @@ def test_adjoint_preconditioner_alone_gets_a_krylov_method():
     opts["asor_adjoint_pc_type"] = "sor"
     try:
         f, _, solve, J = advection("asor_", (3.0, 1.0))
-        f0 = torch.ones(owned_tensor(f).numel(), dtype=torch.float64)
+        f0 = torch.ones(to_torch(f).numel(), dtype=torch.float64)
         ad, fd = directional_derivatives(lambda m: J(solve(m[0])), [f0],
                                          [rank_direction(f0.numel(), 14)], COMM)
         assert_matches_fd(ad, fd, 1.0)
@@ -819,8 +819,8 @@ def test_exception_in_the_first_jacobian_surfaces_and_the_operator_recovers():
 
     f, k, solve, _ = operator_problem("jacfail_", Failing(), listed=False)
     with pytest.raises(RuntimeError, match="no CUDA driver"):
-        solve(owned_tensor(f))
-    u_t = solve(owned_tensor(f))
+        solve(to_torch(f))
+    u_t = solve(to_torch(f))
     assert solve.iterations <= 10
     assert COMM.allreduce(float(u_t.abs().max()) if u_t.numel() else 0.0, op=MPI.MAX) > 0.05
 
@@ -839,7 +839,7 @@ def test_global_sum_refuses_a_graph_on_some_ranks_only():
 @pytest.mark.timeout(60)
 def test_inputs_detached_on_one_rank_still_backward_everywhere():
     q, solve, J = small_poisson("detached1_")
-    q_t = owned_tensor(q).requires_grad_(True)
+    q_t = to_torch(q).requires_grad_(True)
     detached = COMM.size > 1 and COMM.rank == COMM.size - 1
     given = q_t.detach() if detached else q_t
     J(solve(given), given).backward()  # every rank runs the collective backward pass
@@ -886,7 +886,7 @@ def test_a_dropped_nonlinear_operator_is_freed():
     bc = fem.dirichletbc(0.0, dofs_on(V, lambda x: np.isclose(x[0], 0.0)), V)
     solve = dnn.fem_operator(F, u, controls=[f], bcs=[bc], petsc_options_prefix="freed_")
     assert not solve.linear
-    solve(owned_tensor(f) + 1.0)
+    solve(to_torch(f) + 1.0)
     ref = weakref.ref(solve)
     del solve
     gc.collect()

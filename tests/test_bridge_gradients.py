@@ -192,7 +192,7 @@ def test_taylor_dirichlet_data_control(nonlinear):
     rng = np.random.default_rng(comm.rank)
     g0 = torch.from_numpy(0.3 * rng.standard_normal(n))
     dg = torch.from_numpy(rng.standard_normal(n))
-    q_t = dnn._dofs.owned_tensor(q)
+    q_t = dnn.to_torch(q)
     assert_rate_two(dnn.taylor_test(lambda gt: J(solve(gt, q_t)), g0, dg, comm=comm))
     # The solution takes the data on the boundary dofs.
     dofs = bc.dof_indices()[0][: bc.dof_indices()[1]]

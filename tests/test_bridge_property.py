@@ -30,7 +30,7 @@ from bridge_problems import assert_matches_fd, directional_derivatives, mlp, qua
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn._dofs import owned_tensor
+from dolfinx_nn.conversion import to_torch
 
 COMM = MPI.COMM_WORLD
 CASES = 100
@@ -136,7 +136,7 @@ class Scalar:
     def draw(self, rng, source):
         """Control values, a direction, and the loss as a function of the list of tensors."""
         local = np.random.default_rng(rng.integers(2**31) + COMM.rank)
-        n_q, n_f = owned_tensor(self.q).numel(), owned_tensor(self.f).numel()
+        n_q, n_f = to_torch(self.q).numel(), to_torch(self.f).numel()
         q0 = torch.from_numpy(0.5 + local.random(n_q))
         f0 = torch.from_numpy(1.0 + local.standard_normal(n_f))
         c0 = torch.tensor(float(0.5 + rng.random()), dtype=torch.float64)  # the same everywhere
@@ -216,7 +216,7 @@ class Stokes:
 
     def draw(self, rng, source):
         local = np.random.default_rng(rng.integers(2**31) + COMM.rank)
-        n = owned_tensor(self.g).numel()
+        n = to_torch(self.g).numel()
         m = [torch.from_numpy(local.standard_normal(n)),
              torch.tensor(float(0.5 + rng.random()), dtype=torch.float64)]
         dm = [torch.from_numpy(local.standard_normal(n)),

@@ -18,7 +18,7 @@ from bridge_problems import assert_matches_fd, directional_derivatives, dofs_on,
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn._dofs import owned_tensor
+from dolfinx_nn.conversion import to_torch
 
 COMM = MPI.COMM_WORLD
 PETSc.Log.begin()
@@ -91,7 +91,7 @@ def test_heat_loop_of_50_steps_one_factorization_exact_gradient():
 def test_batch_of_eight_loadings_equals_eight_calls():
     heat = Heat(COMM, prefix="batch_")
     local = np.random.default_rng(COMM.rank)
-    n = owned_tensor(heat.f).numel()
+    n = to_torch(heat.f).numel()
     F = torch.from_numpy(local.standard_normal((8, n))).requires_grad_(True)
     u0 = torch.from_numpy(local.standard_normal(n)).requires_grad_(True)
     W = torch.from_numpy(local.standard_normal((8, n)))
@@ -119,7 +119,7 @@ def test_batch_of_eight_loadings_equals_eight_calls():
 
 def test_vmap_over_the_sources_is_the_batch():
     heat = Heat(COMM, n=8, prefix="vmap_")
-    n = owned_tensor(heat.f).numel()
+    n = to_torch(heat.f).numel()
     local = np.random.default_rng(10 + COMM.rank)
     F = torch.from_numpy(local.standard_normal((4, n)))
     u0 = torch.zeros(n, dtype=torch.float64)
@@ -143,7 +143,7 @@ def test_vmap_over_network_parameters_of_an_operator_is_refused():
     solve = dnn.fem_operator(F, u, controls=[f], bcs=[bc], petsc_options_prefix="vmapop_")
     W = torch.stack([net.weight.detach()] * 3)
     with pytest.raises(ValueError, match="batch dimension 0"):
-        torch.func.vmap(lambda w: solve(owned_tensor(f), operator_inputs=[[w, net.bias]]))(W)
+        torch.func.vmap(lambda w: solve(to_torch(f), operator_inputs=[[w, net.bias]]))(W)
 
 
 def advection_diffusion(prefix, options=None):
@@ -164,13 +164,13 @@ def advection_diffusion(prefix, options=None):
 
 def test_nonsymmetric_adjoint_solves_with_the_forward_factors():
     qn, f, solve, J = advection_diffusion("adtr_")
-    f_t = owned_tensor(f).requires_grad_(True)
+    f_t = to_torch(f).requires_grad_(True)
     before = factorizations()
     J(solve(qn(), f_t)).backward()
     assert solve.symmetric is False and solve._adjoint_A is None  # no transposed matrix
     assert factorizations() - before == 1
     assert solve.adjoint_residual < 1e-12
-    m = [owned_tensor(f)]
+    m = [to_torch(f)]
     dm = [torch.from_numpy(np.random.default_rng(COMM.rank).standard_normal(m[0].numel()))]
     q_t = qn().detach()
     ad, fd = directional_derivatives(lambda ms: J(solve(q_t, ms[0])), m, dm, COMM)
@@ -198,14 +198,14 @@ def test_iterative_solver_with_algebraic_multigrid_taylor_rate_two(ksp):
     options = {"ksp_type": ksp, "pc_type": "gamg"}
     if ksp == "cg":
         qn, f, solve, J = poisson_network_coefficient(f"gamg_{ksp}_", options)
-        f_t = owned_tensor(f)
+        f_t = to_torch(f)
 
         def loss(params):
             q_t = qn(params)
             return J(solve(q_t, f_t), q_t)
     else:
         qn, f, solve, J = advection_diffusion(f"gamg_{ksp}_", options)
-        f_t = owned_tensor(f)
+        f_t = to_torch(f)
 
         def loss(params):
             return J(solve(qn(params), f_t))
@@ -236,7 +236,7 @@ def test_changed_coefficient_of_the_matrix_is_seen():
                               constant_jacobian=True)
     always = dnn.fem_operator(F, u, controls=[f], bcs=[bc], petsc_options_prefix="always_",
                               constant_jacobian=False)
-    f_t = owned_tensor(f)
+    f_t = to_torch(f)
     u1 = auto(f_t)
     frozen(f_t)
     for _ in range(3):

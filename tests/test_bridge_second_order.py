@@ -21,7 +21,7 @@ from bridge_problems import dofs_on, mlp
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn._dofs import owned_tensor
+from dolfinx_nn.conversion import to_torch
 from dolfinx_nn.point_evaluation import PointObservation
 
 COMM = MPI.COMM_WORLD
@@ -75,11 +75,11 @@ class Problem:
         for fn, expr in ((self.q, lambda x: 0.5 + x[0] * x[1]),
                          (self.f, lambda x: 1.0 + x[0] + 0.5 * x[1])):
             fn.interpolate(expr)
-            values.append(owned_tensor(fn))
+            values.append(to_torch(fn))
         values.append(torch.tensor(1.3, dtype=torch.float64))
         if isinstance(self.g, fem.Function):
             self.g.interpolate(lambda x: 0.2 + 0.3 * x[1] ** 2)
-            values.append(owned_tensor(self.g))
+            values.append(to_torch(self.g))
         else:
             values.append(torch.tensor(0.25, dtype=torch.float64))
         return values
@@ -91,12 +91,12 @@ class Problem:
                      lambda x: x[1] - x[0] ** 2):
             w = fem.Function(self.V)
             w.interpolate(expr)
-            out.append(owned_tensor(w))
+            out.append(to_torch(w))
         out.append(torch.tensor(-0.6, dtype=torch.float64))
         if isinstance(self.g, fem.Function):
             w = fem.Function(self.V)
             w.interpolate(lambda x: np.cos(2 * x[1]))
-            out.append(owned_tensor(w))
+            out.append(to_torch(w))
         else:
             out.append(torch.tensor(0.4, dtype=torch.float64))
         return out

@@ -19,7 +19,7 @@ import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn._dofs import owned_tensor
+from dolfinx_nn.conversion import to_torch
 from dolfinx_nn.fem_functional import fem_functional
 from dolfinx_nn.hessian import GaussNewtonHessian, ReducedHessian
 from dolfinx_nn.inverse.laplace import low_rank_posterior
@@ -49,7 +49,7 @@ def test_hessian_as_petsc_mat_and_scipy_operator():
     J = fem_functional((u - 0.1) ** 2 * ufl.dx + c**2 * u**2 * ufl.dx + f**2 * u * ufl.dx,
                        controls=[u, c, f])
     f.interpolate(lambda x: 1 + x[0])
-    m = [owned_tensor(f), torch.tensor(2.0, dtype=torch.float64)]
+    m = [to_torch(f), torch.tensor(2.0, dtype=torch.float64)]
     H = ReducedHessian(lambda ms: J(solve(ms[0]), ms[1], ms[0]), m, comm=COMM,
                        replicated=[False, True])
     dense = H.dense()
@@ -83,7 +83,7 @@ def test_low_rank_posterior_variance_matches_the_dense_one():
     B = dolfinx.fem.petsc.assemble_matrix(
         fem.form(1e-2 * (ufl.inner(ufl.grad(p), ufl.grad(w)) + p * w) * ufl.dx))
     B.assemble()
-    H = GaussNewtonHessian(lambda ms: solve(ms[0]), misfit, [owned_tensor(f)], comm=COMM)
+    H = GaussNewtonHessian(lambda ms: solve(ms[0]), misfit, [to_torch(f)], comm=COMM)
     A = H.petsc_mat()
     posterior = low_rank_posterior(A, B)
     n = B.getSize()[0]

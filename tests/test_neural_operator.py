@@ -17,7 +17,7 @@ import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn._dofs import owned_tensor
+from dolfinx_nn.conversion import to_torch
 from dolfinx_nn.quadrature import quadrature_space
 
 COMM = MPI.COMM_WORLD
@@ -126,7 +126,7 @@ class Diffusion:
 def test_same_solution_and_newton_steps_as_ufl_law():
     plain = Diffusion(None, "op_ufl_")
     network = Diffusion(Polynomial(), "op_net_")
-    f_t = owned_tensor(plain.f)
+    f_t = to_torch(plain.f)
     u_plain, u_net = plain.solve(f_t), network.solve(f_t)
     assert COMM.allreduce(float(u_plain.abs().max()), op=MPI.MAX) > 0.5
     assert max_diff(u_plain, u_net) < 1e-10
@@ -144,7 +144,7 @@ def test_same_solution_and_newton_steps_as_ufl_law():
 
 def test_taylor_network_parameters_and_source():
     p = Diffusion(mlp(1, 1), "op_taylor_")
-    f_t = owned_tensor(p.f)
+    f_t = to_torch(p.f)
     net = p.k.net
     params = {k: v.detach().clone() for k, v in net.named_parameters()}
     dp = same_on_all_ranks({k: torch.randn_like(v) for k, v in params.items()})
@@ -161,7 +161,7 @@ def test_parameter_gradient_lands_in_net_and_sums_over_ranks():
     """loss.backward() fills net.parameters() .grad; after sync_gradients it is the full one."""
     p = Diffusion(mlp(1, 1), "op_grad_")
     net = p.k.net
-    f_t = owned_tensor(p.f)
+    f_t = to_torch(p.f)
     p.J(p.solve(f_t)).backward()
     dnn.sync_gradients(net, COMM)
     g = torch.cat([q.grad.reshape(-1) for q in net.parameters()])
@@ -188,7 +188,7 @@ def test_vector_flux_of_gradient():
     f = source(V, 10.0)
     v = ufl.TestFunction(V)
     bc = zero_bc(V)
-    f_t = owned_tensor(f)
+    f_t = to_torch(f)
     u0 = fem.Function(V)
     g0 = ufl.grad(u0)
     dx = ufl.Measure("dx", domain=msh, metadata={"quadrature_degree": 2})
@@ -240,7 +240,7 @@ def test_several_operators_and_operands():
     msh = unit_square(8)
     V = fem.functionspace(msh, ("Lagrange", 1))
     f = source(V, 10.0)
-    f_t = owned_tensor(f)
+    f_t = to_torch(f)
     v = ufl.TestFunction(V)
     bc = zero_bc(V)
     dx = ufl.Measure("dx", domain=msh, metadata={"quadrature_degree": 2})
@@ -334,7 +334,7 @@ def _one_cell_gradient(comm: MPI.Comm) -> tuple[float, np.ndarray]:
     F = k * ufl.inner(ufl.grad(u), ufl.grad(v)) * k.measure - f * v * k.measure
     solve = dnn.fem_operator(F, u, controls=[f], bcs=[fem.dirichletbc(0.0, left, V)],
                              operators=[k], petsc_options_prefix=f"one_cell{comm.size}_")
-    J = dnn.global_sum((solve(owned_tensor(f)) ** 2).sum(), comm)
+    J = dnn.global_sum((solve(to_torch(f)) ** 2).sum(), comm)
     J.backward()
     dnn.sync_gradients(net, comm)
     return float(J.detach()), net[0].weight.grad.numpy().copy()

@@ -11,7 +11,7 @@ import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn._dofs import owned_tensor
+from dolfinx_nn.conversion import to_torch
 from dolfinx_nn.quadrature import quadrature_space
 
 COMM = MPI.COMM_WORLD
@@ -85,7 +85,7 @@ def test_nan_at_quadrature_point_names_the_cell(setting):
     # u = 0 at the first iterate: every point of every rank is bad, so each rank names a cell.
     with pytest.raises(ValueError, match=r"the network output of 'k' is NaN/Inf at (\d+) quadr"
                        r"ature point\(s\); first on rank \d+ in cell \d+") as info:
-        solve(owned_tensor(f))
+        solve(to_torch(f))
     total = int(str(info.value).split(" at ")[1].split()[0])
     assert total == COMM.allreduce(k.layout.num_points)
 
@@ -117,9 +117,9 @@ def test_wrong_number_of_operator_inputs(setting):
     F = (1 + k**2) * ufl.inner(ufl.grad(u), ufl.grad(v)) * k.measure - f * v * k.measure
     solve = dnn.fem_operator(F, u, controls=[f], operators=[k], petsc_options_prefix="nin_")
     with pytest.raises(ValueError, match="one entry per operator"):
-        solve(owned_tensor(f), operator_inputs=[None, None])
+        solve(to_torch(f), operator_inputs=[None, None])
     with pytest.raises(ValueError, match=r"expected 2 parameter tensors for 'k'"):
-        solve(owned_tensor(f), operator_inputs=[[torch.zeros(1, 1)]])
+        solve(to_torch(f), operator_inputs=[[torch.zeros(1, 1)]])
 
 
 def test_wrong_output_shape_raises_on_ranks_without_cells():

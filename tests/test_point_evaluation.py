@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import dolfinx_nn as dnn
 from dolfinx_nn.meshes import create_mesh
 from dolfinx_nn.point_evaluation import PointObservation
 
@@ -34,11 +35,6 @@ def polynomial(degree: int, gdim: int, bs: int):
 def random_points(comm: MPI.Comm, m: int, gdim: int, seed: int = 0) -> np.ndarray:
     """The same random points on every rank."""
     return comm.bcast(np.random.default_rng(seed).random((m, gdim)), root=0)
-
-
-def owned_dofs(u: dolfinx.fem.Function) -> torch.Tensor:
-    imap, bs = u.function_space.dofmap.index_map, u.function_space.dofmap.index_map_bs
-    return torch.tensor(u.x.array[: imap.size_local * bs])
 
 
 CASES = [
@@ -65,7 +61,7 @@ def test_values_match_exact_polynomial_and_eval(comm, kind, resolution, element)
     obs = PointObservation(V, points)
     expected_shape = (obs.num_local_points, *(int(s) for s in V.element.value_shape))
 
-    values = obs(owned_dofs(u))
+    values = obs(dnn.to_torch(u))
     assert values.shape == expected_shape and values.dtype == torch.float64
     exact = f(points[obs.local_indices].T).T.reshape(expected_shape)
     np.testing.assert_allclose(values.numpy(), exact, atol=1e-12, rtol=0)
@@ -99,7 +95,7 @@ def test_tensor_product_cells(comm, cell):
     points = random_points(comm, 30, gdim)
     obs = PointObservation(V, points)
     exact = f(points[obs.local_indices].T)
-    np.testing.assert_allclose(obs(owned_dofs(u)).numpy(), exact, atol=1e-12)
+    np.testing.assert_allclose(obs(dnn.to_torch(u)).numpy(), exact, atol=1e-12)
     assert comm.allreduce(obs.num_local_points) == 30
 
 

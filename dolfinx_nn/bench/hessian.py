@@ -44,6 +44,7 @@ from dolfinx import fem, mesh
 import dolfinx_nn as dnn
 from dolfinx_nn.bench.bridge import NEWTON, SOLVER, _setup
 from dolfinx_nn.bench.timing import median_wall_time
+from dolfinx_nn.conversion import to_torch
 from dolfinx_nn.hessian import ReducedHessian
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 
@@ -75,12 +76,11 @@ def _ours(msh: mesh.Mesh, nonlinear: bool, repeats: int) -> dict:
                              petsc_options_prefix="hb_nl_" if nonlinear else "hb_lin_",
                              warm_start=nonlinear)
     J = dnn.fem_functional(M, controls=[u])
-    n = V.dofmap.index_map.size_local
     q.interpolate(_coefficient)
-    q_t = torch.from_numpy(q.x.array[:n].copy())
+    q_t = to_torch(q)
     dq = fem.Function(V)
     dq.interpolate(_direction)
-    dq_t = torch.from_numpy(dq.x.array[:n].copy())
+    dq_t = to_torch(dq)
 
     def loss(ms):
         return J(solve(ms[0]))

@@ -32,8 +32,8 @@ import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn._dofs import owned_tensor
 from dolfinx_nn.bench.timing import median_wall_time
+from dolfinx_nn.conversion import to_torch
 from dolfinx_nn.meshes import boundary_dofs
 from dolfinx_nn.output import print0, write_json
 from dolfinx_nn.quadrature import quadrature_space
@@ -97,7 +97,7 @@ def _case(msh: mesh.Mesh, width: int | None, repeats: int) -> dict[str, float]:
         "residual_s": median_wall_time(residual, comm, repeats),
         "jacobian_s": median_wall_time(jacobian, comm, repeats),
     }
-    f_t = owned_tensor(f)
+    f_t = to_torch(f)
     times["newton_solve_s"] = median_wall_time(lambda: solve(f_t), comm, max(1, repeats // 2))
     times["newton_iterations"] = solve.iterations
     times["quadrature_points"] = comm.allreduce(operators[0].layout.num_points) if operators else 0

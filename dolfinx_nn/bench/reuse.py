@@ -49,8 +49,8 @@ import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn._dofs import owned_tensor
 from dolfinx_nn.bench.timing import median_wall_time
+from dolfinx_nn.conversion import to_torch
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 
 CASES = ("heat", "batch", "advection", "gamg")
@@ -125,7 +125,7 @@ def heat(comm: MPI.Comm, dofs: float, steps: int, repeats: int, peer: bool) -> d
                              petsc_options_prefix="bench_heat_")
     every = dnn.fem_operator(F, u, controls=[u_prev, f], bcs=[bc], petsc_options=LU,
                              petsc_options_prefix="bench_heat_every_", constant_jacobian=False)
-    f0 = owned_tensor(f)
+    f0 = to_torch(f)
     J = dnn.fem_functional(u**2 * ufl.dx, controls=[u])
     state: dict = {}
 
@@ -217,7 +217,7 @@ def batch(comm: MPI.Comm, dofs: float, size: int, repeats: int) -> dict:
                              petsc_options_prefix="bench_batch_")
     every = dnn.fem_operator(F, u, controls=[f], bcs=[bc], petsc_options=LU,
                              petsc_options_prefix="bench_batch_every_", constant_jacobian=False)
-    n = owned_tensor(f).numel()
+    n = to_torch(f).numel()
     rng = np.random.default_rng(comm.rank)
     sources = torch.from_numpy(rng.standard_normal((size, n)))
     weights = torch.from_numpy(rng.standard_normal((size, n)))
