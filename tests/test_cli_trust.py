@@ -19,7 +19,7 @@ from mpi4py import MPI
 
 import pytest
 
-import dolfinx_nn.training
+import dolfinx_nn.training.checkpoint
 from dolfinx_nn.cli import main
 from dolfinx_nn.output import LOCK_NAME, claim_output_dir
 
@@ -98,14 +98,14 @@ def test_a_failing_checkpoint_write_keeps_the_result_and_ends_every_rank(
     During training every rank stops with the reason.  At the end of training the finished
     result is written first and the failure reported after it.  No temporary file is left.
     """
-    real = dolfinx_nn.training.atomic_write
+    real = dolfinx_nn.training.checkpoint.atomic_write
 
     def full_disk(path, data):
         if str(path).endswith(".ckpt"):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, data)
 
-    monkeypatch.setattr(dolfinx_nn.training, "atomic_write", full_disk)
+    monkeypatch.setattr(dolfinx_nn.training.checkpoint, "atomic_write", full_disk)
     during = shared_dir / "during"
     assert main([*INVERSE, "--checkpoint-every", "2", "--out", str(during)]) == 1
     err = capsys.readouterr().err
@@ -264,7 +264,7 @@ def test_two_ranks_end_within_seconds_on_output_faults(tmp_path):
                                           os.environ.get("PYTHONPATH", "")])}
     run = f"{MPIEXEC} -n 2 {sys.executable} -m dolfinx_nn.cli " + " ".join(INVERSE)
     full_disk = (
-        "import errno, sys, dolfinx_nn.training as t\n"
+        "import errno, sys, dolfinx_nn.training.checkpoint as t\n"
         "def full(path, data):\n"
         "    raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
         "t.atomic_write = full\n"

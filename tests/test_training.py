@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dolfinx_nn.parallel import global_sum
+from dolfinx_nn.parallel import global_sum, sync_gradients
 from dolfinx_nn.training import History, TrainingConfig, train
 
 DTYPE = torch.float64
@@ -279,6 +279,16 @@ def test_config_and_argument_errors(comm):
         TrainingConfig(adam_lr=float("nan"))
     with pytest.raises(ValueError, match="TrainingConfig.patience"):
         TrainingConfig(patience=0)
+    with pytest.raises(ValueError, match=r"unknown optimizer phase 'rmsprop'; choose one of: "
+                                         r"adam, lbfgs, sgd"):
+        TrainingConfig(phases=("adam", "rmsprop"))
+    with pytest.raises(ValueError, match=r"sgd_steps is 5 but 'sgd' is not in"):
+        TrainingConfig(sgd_steps=5)
+    with pytest.raises(ValueError, match="TrainingConfig.phases must be a tuple of distinct"):
+        TrainingConfig(phases=("adam", "adam"))
+    with pytest.raises(ValueError, match="TrainingConfig.sgd_momentum"):
+        TrainingConfig(sgd_momentum=1.0)
+
     w = torch.ones(1, dtype=DTYPE, requires_grad=True)
     with pytest.raises(TypeError, match="list of tensors"):
         train(lambda: (w**2).sum(), w, comm=comm)
@@ -338,12 +348,12 @@ def test_a_failing_checkpoint_write_ends_every_rank_and_keeps_the_result(
     import errno
 
     import dolfinx_nn.output
-    import dolfinx_nn.training
+    import dolfinx_nn.training.checkpoint
 
     def full_disk(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(dolfinx_nn.training, "atomic_write", full_disk)
+    monkeypatch.setattr(dolfinx_nn.training.checkpoint, "atomic_write", full_disk)
     w = torch.ones(2, dtype=DTYPE, requires_grad=True)
     path = shared_dir / "full.pt"
     every = TrainingConfig(adam_steps=6, lbfgs_steps=0, checkpoint_every=2)
@@ -363,3 +373,77 @@ def test_a_failing_checkpoint_write_ends_every_rank_and_keeps_the_result(
     with pytest.raises(dolfinx_nn.output.OutputError, match="cannot write the checkpoint"):
         train(lambda: (w**2).sum(), [w], every, comm=comm, checkpoint=blocked / "c.pt")
     assert not list(shared_dir.rglob("*.tmp"))
+
+
+def test_sgd_phase_and_phases_in_order(comm, shared_dir):
+    """The SGD phase takes the steps of ``torch.optim.SGD`` on the summed gradient, bitwise;
+    phases run in the configured order and resume across it."""
+    x, y, _ = regression_data(32)
+    cfg = TrainingConfig(adam_steps=0, lbfgs_steps=0, sgd_steps=25, sgd_lr=0.05,
+                         sgd_momentum=0.5, phases=("sgd",))
+    model = torch.nn.Linear(3, 1).to(DTYPE)
+    start = [p.detach().clone() for p in model.parameters()]
+    history = train(lambda: mse(model, x, y, comm), model, cfg, comm=comm, desc=None)
+
+    by_hand = torch.nn.Linear(3, 1).to(DTYPE)
+    with torch.no_grad():
+        for p, s in zip(by_hand.parameters(), start, strict=True):
+            p.copy_(s)
+    optimizer = torch.optim.SGD(by_hand.parameters(), lr=0.05, momentum=0.5)
+    losses = []
+    for _ in range(25):
+        optimizer.zero_grad()
+        loss = mse(by_hand, x, y, comm)
+        loss.backward()
+        sync_gradients(by_hand, comm)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert history.phases == ["sgd"] * 25 and history.stopped_because == "completed"
+    assert history.losses == losses
+    for p, q in zip(model.parameters(), by_hand.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert history.losses[-1] < 0.05 * history.losses[0]
+
+    # SGD, then L-BFGS, then Adam; a run stopped in the SGD phase resumes bitwise, also from
+    # a checkpoint written before the configuration had an SGD phase or a phase order.
+    cfg = TrainingConfig(sgd_steps=4, sgd_lr=0.05, lbfgs_steps=3, adam_steps=2, adam_lr=0.01,
+                         phases=("sgd", "lbfgs", "adam"))
+    assert [cfg.phase_of(s) for s in range(9)] == ["sgd"] * 4 + ["lbfgs"] * 3 + ["adam"] * 2
+    def linear() -> torch.nn.Module:
+        torch.manual_seed(5)
+        return torch.nn.Linear(3, 1).to(DTYPE)
+
+    model = linear()
+    full = train(lambda: mse(model, x, y, comm), model, cfg, comm=comm, desc=None)
+    assert full.phases == ["sgd"] * 4 + ["lbfgs"] * 3 + ["adam"] * 2
+
+    path = shared_dir / "order.pt"
+    stopped = linear()
+    part = train(lambda: mse(stopped, x, y, comm), stopped, cfg, comm=comm, desc=None,
+                 checkpoint=path, callback=lambda step, loss: step == 2)
+    assert part.stopped_because == "callback" and part.losses == full.losses[:2]
+    resumed = torch.nn.Linear(3, 1).to(DTYPE)
+    history = train(lambda: mse(resumed, x, y, comm), resumed, cfg, comm=comm, desc=None,
+                    checkpoint=path, resume=True)
+    assert history.losses == full.losses and history.phases == full.phases
+    for p, q in zip(resumed.parameters(), model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+    # a checkpoint written before the SGD phase and the phase order existed
+    old = TrainingConfig(adam_steps=3, lbfgs_steps=0)
+    w = torch.ones(2, dtype=DTYPE, requires_grad=True)
+    train(lambda: (w**2).sum(), [w], old, comm=comm, checkpoint=path, desc=None)
+    comm.Barrier()
+    if comm.rank == 0:
+        payload = torch.load(path, weights_only=True)
+        for name in ("sgd_steps", "sgd_lr", "sgd_momentum", "phases"):
+            del payload["config"][name]
+        torch.save(payload, path)
+    comm.Barrier()
+    longer = TrainingConfig(adam_steps=3, lbfgs_steps=2)
+    extended = train(lambda: (w**2).sum(), [w], longer, comm=comm, checkpoint=path,
+                     resume=True, desc=None)
+    assert extended.phases == ["adam"] * 3 + ["lbfgs"] * 2
+    with pytest.raises(ValueError, match=r"TrainingConfig.phases is \('lbfgs', 'adam'\)"):
+        reordered = TrainingConfig(adam_steps=3, lbfgs_steps=2, phases=("lbfgs", "adam"))
+        train(lambda: (w**2).sum(), [w], reordered, comm=comm, checkpoint=path, resume=True)
