@@ -287,7 +287,7 @@ def test_config_and_argument_errors(comm):
     with pytest.raises(ValueError, match="TrainingConfig.phases must be a tuple of distinct"):
         TrainingConfig(phases=("adam", "adam"))
     with pytest.raises(ValueError, match="TrainingConfig.sgd_momentum"):
-        TrainingConfig(sgd_momentum=1.0)
+        TrainingConfig(sgd_momentum=-0.5)
 
     w = torch.ones(1, dtype=DTYPE, requires_grad=True)
     with pytest.raises(TypeError, match="list of tensors"):

@@ -1,7 +1,9 @@
 """Plain mini-batch SGD on a fixed batch sequence, recording the parameter trajectory.
 
 The deep-limit theorem compares SGD runs of different depths step by step, so the batches and
-the step size are inputs, and every iterate is kept.
+the step size are inputs, and every iterate is kept.  The steps are the SGD phase of the
+shared :func:`~dolfinx_nn.training.train` (its per-step callback picks the next batch and
+records the iterate).
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mpi4py import MPI
+
 import torch
 from torch import nn
 
 from dolfinx_nn.deep_limit.classifier import parameter_vector
+from dolfinx_nn.training import TrainingConfig, train
 
 
 @dataclass
@@ -62,22 +67,34 @@ def run_sgd(
         batches: one index tensor per step.
         lr: step size.
         record: keep every iterate (else only the first and last).
+
+    Raises:
+        ValueError: ``lr`` is not positive.
+        FloatingPointError: the loss or its gradient is not finite (naming the step).
     """
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     iterates = [parameter_vector(model)]
-    losses = []
-    for idx in batches:
-        optimizer.zero_grad()
+    done = [0]  # steps taken: the index of the next batch
+    dtypes: list[torch.dtype] = []
+
+    def batch_loss() -> torch.Tensor:
+        idx = batches[done[0]]
         loss = bce_loss(model, x[idx], y[idx])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"SGD loss became {loss.item()} at step {len(losses)}")
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.detach())
+        dtypes[:] = [loss.dtype]
+        return loss
+
+    def after_step(steps: int, loss: float) -> None:
+        done[0] = steps
         if record:
             iterates.append(parameter_vector(model))
+
+    config = TrainingConfig(adam_steps=0, lbfgs_steps=0, sgd_steps=len(batches), sgd_lr=lr,
+                            phases=("sgd",), seed=None)
+    # every rank runs the same replicated SGD: no gradient sum, no progress display
+    history = train(batch_loss, model, config, comm=MPI.COMM_SELF, desc=None,
+                    callback=after_step)
     if not record:
         iterates.append(parameter_vector(model))
-    return SGDRun(torch.stack(iterates), torch.stack(losses))
+    losses = torch.tensor(history.losses, dtype=dtypes[0] if dtypes else torch.float64)
+    return SGDRun(torch.stack(iterates), losses)

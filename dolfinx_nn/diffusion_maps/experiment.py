@@ -38,8 +38,7 @@ from dolfinx_nn.diffusion_maps.recorder import (
     load_trajectory,
     project_columns,
 )
-from dolfinx_nn.output import progress
-from dolfinx_nn.parallel import sync_gradients
+from dolfinx_nn.training import TrainingConfig, train
 
 
 @dataclass(frozen=True)
@@ -77,30 +76,30 @@ class ExperimentConfig:
 def train_and_record(
     problem: TrainingProblem, cfg: ExperimentConfig, directory: pathlib.Path, comm: MPI.Comm
 ) -> list[float]:
-    """Plain SGD (optionally with momentum) on the mini-batch loss, recording the parameters."""
-    optimizer = torch.optim.SGD(problem.module.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    """Plain SGD (optionally with momentum) on the mini-batch loss, recording the parameters.
+
+    The SGD phase of the shared :func:`~dolfinx_nn.training.train`; its per-step callback
+    records the iterate.  A distributed problem's gradient is the rank's share, summed over
+    ``comm``; otherwise every rank runs the whole (replicated) problem alone.
+
+    Returns:
+        The mini-batch loss of each step, before its update.
+    """
     generator = torch.Generator().manual_seed(cfg.seed + 1)
-    losses = []
+    training = TrainingConfig(adam_steps=0, lbfgs_steps=0, sgd_steps=cfg.steps, sgd_lr=cfg.lr,
+                              sgd_momentum=cfg.momentum, phases=("sgd",), seed=None)
     with TrajectoryRecorder(
         problem.module, directory, every=cfg.every, projection_dim=cfg.projection_dim,
         seed=cfg.seed, comm=comm,
     ) as recorder:
         recorder.record(0)
-        for step in progress(range(1, cfg.steps + 1), comm=comm, desc=f"SGD {problem.name}"):
-            optimizer.zero_grad()
-            loss = problem.batch_loss(generator)
-            value = float(loss.detach())
-            if not np.isfinite(value):
-                raise FloatingPointError(
-                    f"loss is {value} at step {step}: lower the learning rate (lr={cfg.lr})"
-                )
-            loss.backward()
-            if problem.distributed:
-                sync_gradients(problem.module, comm)
-            optimizer.step()
-            losses.append(value)
-            recorder.record(step)
-    return losses
+        history = train(
+            lambda: problem.batch_loss(generator), problem.module, training,
+            comm=comm if problem.distributed else MPI.COMM_SELF,
+            desc=f"SGD {problem.name}" if comm.rank == 0 else None,
+            callback=lambda step, loss: recorder.record(step),
+        )
+    return history.losses
 
 
 def alignment(X: np.ndarray, psi: np.ndarray, V: np.ndarray) -> dict:

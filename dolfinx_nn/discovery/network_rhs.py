@@ -1,20 +1,24 @@
 """A network right-hand side ``u_t = F(u, grad u, D^2 u)`` when no linear library fits.
 
 ``F`` is a small fully connected network of the *base factors* (``u`` and its derivatives
-up to the library's order), trained by Adam on the surrogate's features in normalised
-variables.  Its relative residual, compared with that of the sparse linear model, tells
-whether the library misses something.  The fit is cheap and runs identically on every rank.
+up to the library's order), trained by Adam (the shared :func:`~dolfinx_nn.training.train`)
+on the surrogate's features in normalised variables.  Its relative residual, compared with
+that of the sparse linear model, tells whether the library misses something.  The fit is
+cheap and runs identically on every rank.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from mpi4py import MPI
+
 import numpy as np
 import torch
 
 from dolfinx_nn.discovery.library import Term, base_factors, term_name
 from dolfinx_nn.discovery.surrogate import SurrogateBase, term_features
+from dolfinx_nn.training import TrainingConfig, train
 
 __all__ = ["NetworkRHS", "fit_network_rhs"]
 
@@ -58,6 +62,10 @@ def fit_network_rhs(
 
     Returns:
         The trained network and its relative error on the 20 % test points.
+
+    Raises:
+        ValueError: ``steps`` or ``width`` below 1.
+        FloatingPointError: the training loss or its gradient is not finite.
     """
     if steps < 1 or width < 1:
         raise ValueError(f"need steps >= 1 and width >= 1, got {steps}, {width}")
@@ -75,12 +83,10 @@ def fit_network_rhs(
     z = torch.as_tensor(theta / scale)
     y = torch.as_tensor(v_tau)
     train_idx = torch.as_tensor(np.flatnonzero(~test))
-    optimizer = torch.optim.Adam(net.parameters(), lr=learning_rate)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = torch.mean((net(z[train_idx])[:, 0] - y[train_idx]) ** 2)
-        loss.backward()
-        optimizer.step()
+    config = TrainingConfig(adam_steps=steps, adam_lr=learning_rate, lbfgs_steps=0, seed=None)
+    # the fit is replicated: every rank trains alone, silently
+    train(lambda: torch.mean((net(z[train_idx])[:, 0] - y[train_idx]) ** 2), net, config,
+          comm=MPI.COMM_SELF, desc=None)
     with torch.no_grad():
         pred = net(z)[:, 0].numpy()
     err = float(np.linalg.norm(pred[test] - v_tau[test]) / (np.linalg.norm(v_tau[test]) or 1.0))

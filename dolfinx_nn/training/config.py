@@ -107,7 +107,7 @@ class TrainingConfig:
             v = getattr(self, name)
             check(name, _is_real(v) and math.isfinite(v) and v > 0, "a finite float > 0")
         mom = self.sgd_momentum
-        check("sgd_momentum", _is_real(mom) and 0 <= mom < 1, "a float in [0, 1)")
+        check("sgd_momentum", _is_real(mom) and math.isfinite(mom) and mom >= 0, "a float >= 0")
         tol = self.tolerance
         check("tolerance", tol is None or (_is_real(tol) and tol >= 0), "None or a float >= 0")
         pat = self.patience
