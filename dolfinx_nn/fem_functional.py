@@ -34,7 +34,7 @@ from dolfinx_nn._forms import (
 )
 from dolfinx_nn._functional_second_order import differentiable_gradient, functional_tangent
 from dolfinx_nn._reuse import Values
-from dolfinx_nn.parallel import raise_on_all_ranks, recording_anchor
+from dolfinx_nn.parallel import agree_any, raise_on_all_ranks, recording_anchor
 
 
 @dataclass
@@ -252,9 +252,7 @@ class _FEMAssemble(torch.autograd.Function):
 
 def agreed_needs(ctx) -> list[bool]:
     """Which inputs of an assembly need a gradient, agreed over the ranks."""
-    flags = np.asarray(ctx.needs_input_grad[2 : 2 + len(ctx.meta)], dtype=np.int32)
-    ctx.functional.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
-    return [bool(x) for x in flags]
+    return agree_any(ctx.needs_input_grad[2 : 2 + len(ctx.meta)], ctx.functional.comm)
 
 
 def scaled_gradients(
