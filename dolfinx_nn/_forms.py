@@ -23,6 +23,7 @@ from ufl.algorithms import expand_derivatives
 from ufl.algorithms.map_integrands import map_integrands
 
 from dolfinx_nn._dofs import assign_owned, ghost_add, owned_size, tensor_to_numpy
+from dolfinx_nn.petsc_problems import PetscOwner
 
 Control = dolfinx.fem.Function | dolfinx.fem.Constant
 
@@ -166,7 +167,7 @@ def assemble_owned(form: dolfinx.fem.Form | None, n: int) -> np.ndarray:
     return values
 
 
-class DerivativeMatrix:
+class DerivativeMatrix(PetscOwner):
     """``dF/dc`` as an assembled matrix, for a control whose derivative form is constant.
 
     The gradient of a Function control is ``-(dF/dc)^T lambda``, the vector assembly of the
@@ -202,6 +203,7 @@ class DerivativeMatrix:
 
     def transpose_action(self, lam: PETSc.Vec) -> np.ndarray:
         """Owned entries of ``dF/dc[.; lam]`` (collective)."""
+        self._require_alive()
         if self._matrix is None:
             self._matrix = dolfinx.fem.petsc.create_matrix(self._form)
             self._out = self._matrix.createVecLeft()
@@ -213,8 +215,5 @@ class DerivativeMatrix:
         self._matrix.mult(lam, self._out)
         return self._out.array_r[: self._n].copy()
 
-    def destroy(self) -> None:
-        for obj in (self._matrix, self._out):
-            if obj is not None:
-                obj.destroy()
-        self._matrix = self._out = None
+    def _owned_petsc(self) -> tuple[PETSc.Mat | None, PETSc.Vec | None]:
+        return self._matrix, self._out

@@ -64,6 +64,8 @@ from dolfinx_nn._second_order import (
     set_direction,
     total_derivative,
 )
+from dolfinx_nn.parallel import agree_any
+from dolfinx_nn.petsc_problems import PetscOwner
 
 
 @dataclass
@@ -118,7 +120,7 @@ def _combine(parts: list[np.ndarray], batched: bool, meta: tuple) -> torch.Tenso
     return torch.from_numpy(value).reshape(shape).to(device=device, dtype=dtype)
 
 
-class OperatorSecondOrder:
+class OperatorSecondOrder(PetscOwner):
     """The forms, directions and solves of the second-order passes of one operator.
 
     Built (and its forms compiled) on the first second-order pass; collective.
@@ -167,11 +169,8 @@ class OperatorSecondOrder:
         self._tangent_ksp: PETSc.KSP | None = None
         self._tangent_inputs: FormInputs | None = None
 
-    def destroy(self) -> None:
-        for obj in (self._rhs, self._sol, self._tangent_A, self._tangent_ksp):
-            if obj is not None:
-                obj.destroy()
-        self._tangent_A = self._tangent_ksp = None
+    def _owned_petsc(self) -> tuple[PETSc.Object | None, ...]:
+        return self._rhs, self._sol, self._tangent_A, self._tangent_ksp
 
     # -- directions -----------------------------------------------------------------------
     def _set_directions(self, deltas: Sequence[np.ndarray | None]) -> None:
@@ -278,6 +277,7 @@ class OperatorSecondOrder:
 
 
 def _forms(op: Any) -> OperatorSecondOrder:
+    op._require_alive()
     if op._second_order is None:
         op._second_order = OperatorSecondOrder(op)
     return op._second_order
@@ -286,15 +286,6 @@ def _forms(op: Any) -> OperatorSecondOrder:
 def _refuse_operators(op: Any) -> None:
     if op.operators:
         raise refusal("fem_operator", "operator")
-
-
-def _agree(op: Any, flags: Sequence[bool]) -> list[bool]:
-    """Per-input flags agreed over the ranks (they decide which collective assemblies run)."""
-    values = np.asarray(flags, dtype=np.int32)
-    from mpi4py import MPI
-
-    op.comm.Allreduce(MPI.IN_PLACE, values, op=MPI.MAX)
-    return [bool(x) for x in values]
 
 
 def _controls_per_member(
@@ -327,7 +318,7 @@ class _Adjoint(torch.autograd.Function):
     def backward(ctx, *cotangents: torch.Tensor | None):
         p: SolvePass = ctx.p
         _refuse_operators(p.op)
-        needs = _agree(p.op, ctx.needs_input_grad[1:])
+        needs = agree_any(ctx.needs_input_grad[1:], p.op.comm)
         return (None, *_AdjointVjp.apply(p, ctx.adjoints, needs, *cotangents))
 
     @staticmethod

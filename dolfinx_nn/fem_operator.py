@@ -68,6 +68,7 @@ from dolfinx_nn._forms import (
     gradient_form,
     is_empty,
 )
+from dolfinx_nn._operator_second_order import differentiable_backward, tangent_linear
 from dolfinx_nn._options import (
     ADJOINT_PREFIX,
     ADJOINT_TOLERANCES,
@@ -76,11 +77,15 @@ from dolfinx_nn._options import (
     set_options,
     solver_options,
 )
-from dolfinx_nn._operator_second_order import differentiable_backward, tangent_linear
 from dolfinx_nn._reuse import FormInputs, Values
 from dolfinx_nn.errors import GradientAccuracyError, SolverError
-from dolfinx_nn.parallel import raise_on_all_ranks, recording_anchor
-from dolfinx_nn.petsc_problems import LinearProblem, NonlinearProblem, collect_garbage
+from dolfinx_nn.parallel import agree_any, raise_on_all_ranks, recording_anchor
+from dolfinx_nn.petsc_problems import (
+    LinearProblem,
+    NonlinearProblem,
+    PetscOwner,
+    collect_garbage,
+)
 
 #: An adjoint solve whose normwise backward error ``|A^T lam - b| / (|A^T| |lam| + |b|)``
 #: (infinity norms, ``A`` the forward Jacobian) exceeds this is not accurate enough for a
@@ -134,12 +139,16 @@ class _State:
     context: list[np.ndarray] | None = None
 
 
-class FEMOperator:
+class FEMOperator(PetscOwner):
     """Solve ``F(u; controls) = 0`` for ``u`` as a differentiable map of the controls.
 
     Use :func:`fem_operator` to build one.  Calling it with one tensor per control (the owned
     dofs, in the order of ``controls``) returns the owned dofs of ``u`` as a float64 tensor and
     leaves the solution in ``u`` (ghosts updated).
+
+    Its PETSc objects follow the package's rule (:mod:`dolfinx_nn.petsc_problems`):
+    ``destroy()`` (or a ``with`` block) frees them collectively, the garbage collector never
+    does, and a destroyed operator refuses every use (solve, gradient, ``solver``).
 
     Attributes:
         linear: whether ``F`` is linear in ``u`` (KSP) or not (SNES).
@@ -274,7 +283,6 @@ class FEMOperator:
             self._problem = NonlinearProblem(
                 F, u, bcs=self.bcs, J=J, petsc_options_prefix=self.prefix, **compile_opts,
             )
-        self.solver = self._problem.solver
         if near_nullspace is not None:
             self._problem.A.setNearNullSpace(near_nullspace)
         # Set here rather than by DOLFINx, whose clean-up leaves the options in the database.
@@ -382,28 +390,22 @@ class FEMOperator:
         """Whether the adjoint reuses the forward operator (``None``: not yet determined)."""
         return self._symmetric
 
-    def destroy(self) -> None:
-        """Free the PETSc objects of the operator now (collective on its communicator).
+    @property
+    def solver(self) -> PETSc.KSP | PETSc.SNES:
+        """The forward solver: a KSP (linear problems) or a SNES; refused after destroy()."""
+        self._require_alive()
+        return self._problem.solver
 
-        Without it, the objects are freed collectively when the operator is garbage and any
-        operator of the same communicator runs its next forward pass (see
-        :mod:`dolfinx_nn.petsc_problems`): ``__del__`` never destroys, since Python may run it
-        at different moments on different ranks.  The operator cannot be used afterwards.
+    def _owned_petsc(self) -> list[Any]:
+        """What :meth:`destroy` frees (collective; see :mod:`dolfinx_nn.petsc_problems`).
+
+        Without ``destroy()``, the objects are freed collectively when the operator is garbage
+        and any operator of the same communicator runs its next forward pass.
         """
         problem = self._problem
-        objects = (self._adjoint_ksp, self._adjoint_A, self._adjoint_rhs, self._adjoint_sol,
-                   problem.solver, problem.A, problem.b, problem.x, problem.P_mat)
-        for obj in objects:
-            if obj is not None:
-                obj.destroy()
-        for matrix in self._gradient_matrices:
-            if matrix is not None:
-                matrix.destroy()
-        if self._second_order is not None:
-            self._second_order.destroy()
-            self._second_order = None
-        self._adjoint_ksp = self._adjoint_A = None
-        self.solver = None
+        return [self._adjoint_ksp, self._adjoint_A, self._adjoint_rhs, self._adjoint_sol,
+                problem.solver, problem.A, problem.b, problem.x, problem.P_mat,
+                *self._gradient_matrices, self._second_order]
 
     # -- SNES callbacks -----------------------------------------------------------------------
     def _install_hooks(self) -> None:
@@ -527,8 +529,7 @@ class FEMOperator:
         return values
 
     def _forward(self, tensors: Sequence[torch.Tensor]) -> _State:
-        if self.solver is None:
-            raise RuntimeError("this operator was destroyed (FEMOperator.destroy()).")
+        self._require_alive()
         values = self._control_values(tensors)
         collect_garbage(self.comm)  # a collective point: free what other operators dropped
         self._set_controls(values)
@@ -1008,10 +1009,7 @@ def _check_operators(
 def agreed_needs(ctx) -> list[bool]:
     """Which inputs of a solve need a gradient, agreed over the ranks (it decides which
     collective assemblies run)."""
-    flags = np.asarray(ctx.needs_input_grad[2 : 2 + ctx.n_controls + ctx.n_inputs],
-                       dtype=np.int32)
-    ctx.op.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
-    return [bool(x) for x in flags]
+    return agree_any(ctx.needs_input_grad[2 : 2 + ctx.n_controls + ctx.n_inputs], ctx.op.comm)
 
 
 def adjoint_gradients(
@@ -1031,6 +1029,7 @@ def adjoint_gradients(
         One gradient (or ``None``) per control and operator input, shaped like the inputs.
     """
     op: FEMOperator = ctx.op
+    op._require_alive()
     n = ctx.n_controls
     members = [None] if ctx.size is None else list(range(ctx.size))
     per_member = []
