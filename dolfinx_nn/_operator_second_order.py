@@ -57,6 +57,7 @@ from dolfinx_nn._forms import assemble_gradient, assemble_owned, control_size, g
 from dolfinx_nn._options import ADJOINT_PREFIX, _is_direct, set_options
 from dolfinx_nn._reuse import FormInputs
 from dolfinx_nn._second_order import (
+    RefusingFunction,
     as_numpy,
     compile_form,
     direction_of,
@@ -181,8 +182,7 @@ class OperatorSecondOrder(PetscOwner):
     def _lift(self, deltas: Sequence[np.ndarray | None]) -> np.ndarray:
         """``E delta``: the Dirichlet controls' directions on the owned dofs they win."""
         xi = np.zeros(self.n)
-        for c, src, scratch, delta in zip(self.op.controls, self.op._dirichlet, self._scratch,
-                                          deltas, strict=True):
+        for src, scratch, delta in zip(self.op._dirichlet, self._scratch, deltas, strict=True):
             if src is None or delta is None:
                 continue
             if scratch is not None:
@@ -328,8 +328,10 @@ class _Adjoint(torch.autograd.Function):
         return _AdjointJvp.apply(p, ctx.adjoints, *tangents[1:])
 
 
-class _AdjointVjp(torch.autograd.Function):
+class _AdjointVjp(RefusingFunction):
     """Reverse mode of :class:`_Adjoint`: the tangent-linear solve and ``r``, ``s``."""
+
+    what = "fem_operator"
 
     @staticmethod
     def forward(p: SolvePass, adjoints: list[np.ndarray], needs: list[bool],
@@ -360,21 +362,11 @@ class _AdjointVjp(torch.autograd.Function):
         out += [None] * (len(needs) - 2 - n)  # operator inputs: refused before
         return tuple(out)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
 
-    @staticmethod
-    def backward(ctx, *grads):
-        raise refusal("fem_operator", "third")
-
-    @staticmethod
-    def jvp(ctx, *tangents):
-        raise refusal("fem_operator", "third")
-
-
-class _AdjointJvp(torch.autograd.Function):
+class _AdjointJvp(RefusingFunction):
     """Forward mode of :class:`_Adjoint`: ``dg = backward(dgbar - r) - s``."""
+
+    what = "fem_operator"
 
     @staticmethod
     def forward(p: SolvePass, adjoints: list[np.ndarray], d_gbar: torch.Tensor | None,
@@ -407,21 +399,11 @@ class _AdjointJvp(torch.autograd.Function):
         out += [None] * (len(p.needs) - n)
         return tuple(out)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
 
-    @staticmethod
-    def backward(ctx, *grads):
-        raise refusal("fem_operator", "third")
-
-    @staticmethod
-    def jvp(ctx, *tangents):
-        raise refusal("fem_operator", "third")
-
-
-class _Tangent(torch.autograd.Function):
+class _Tangent(RefusingFunction):
     """Forward mode of the solve: the tangent-linear solve, one per batch member."""
+
+    what, reverse = "fem_operator", "reverse-over-forward"
 
     @staticmethod
     def forward(p: SolvePass, n: int, *tensors: torch.Tensor | None) -> torch.Tensor:
@@ -436,18 +418,6 @@ class _Tangent(torch.autograd.Function):
         if p.size is None:
             return torch.from_numpy(parts[0])
         return torch.from_numpy(np.stack(parts))
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
-
-    @staticmethod
-    def backward(ctx, *grads):
-        raise refusal("fem_operator", "reverse-over-forward")
-
-    @staticmethod
-    def jvp(ctx, *tangents):
-        raise refusal("fem_operator", "third")
 
 
 # -- entry points from _FEMSolve ------------------------------------------------------------

@@ -64,9 +64,10 @@ from dolfinx_nn._forms import (
     check_controls,
     control_name,
     control_size,
-    control_to_numpy,
+    control_values,
     gradient_form,
     is_empty,
+    prepare_call,
 )
 from dolfinx_nn._operator_second_order import differentiable_backward, tangent_linear
 from dolfinx_nn._options import (
@@ -79,7 +80,7 @@ from dolfinx_nn._options import (
 )
 from dolfinx_nn._reuse import FormInputs, Values
 from dolfinx_nn.errors import GradientAccuracyError, SolverError
-from dolfinx_nn.parallel import agree_any, raise_on_all_ranks, recording_anchor
+from dolfinx_nn.parallel import agree_any, raise_on_all_ranks
 from dolfinx_nn.petsc_problems import (
     LinearProblem,
     NonlinearProblem,
@@ -360,29 +361,8 @@ class FEMOperator(PetscOwner):
                 ``NeuralOperator``: its parameters, e.g. ``list(params.values())``) or ``None``
                 for its own; the result is differentiable in them too.
         """
-        error: Exception | None = None
-        if len(controls) != len(self.controls):
-            error = ValueError(
-                f"expected {len(self.controls)} control tensor(s) (one per control, in order), "
-                f"got {len(controls)}."
-            )
-        elif operator_inputs is not None and len(operator_inputs) != len(self.operators):
-            error = ValueError(
-                f"operator_inputs must hold one entry per operator ({len(self.operators)}), "
-                f"got {len(operator_inputs)}."
-            )
-        raise_on_all_ranks(error, self.comm)
-        if operator_inputs is None:
-            operator_inputs = [None] * len(self.operators)
-        try:
-            for op, inputs in zip(self.operators, operator_inputs, strict=True):
-                op.set_inputs(inputs)
-        except (TypeError, ValueError) as e:
-            error = e
-        raise_on_all_ranks(error, self.comm)
-        flat = [t for op in self.operators for t in op.inputs()]
+        flat, anchor = prepare_call(self, controls, operator_inputs)
         self._n_inputs = len(flat)
-        anchor = recording_anchor([*controls, *flat], self.comm)
         return _FEMSolve.apply(self, len(controls), *controls, *flat, *anchor)
 
     @property
@@ -515,18 +495,7 @@ class FEMOperator(PetscOwner):
 
     def _control_values(self, tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
         """The controls' tensors as float64 arrays, checked on every rank together."""
-        values: list[np.ndarray] = []
-        error: Exception | None = None
-        try:
-            for i, (c, t) in enumerate(zip(self.controls, tensors, strict=True)):
-                values.append(control_to_numpy(c, t, f"control {i} ({control_name(c)})",
-                                               self.comm.rank))
-        except (TypeError, ValueError) as e:
-            error = e
-        raise_on_all_ranks(error, self.comm)
-        for i, (c, x) in enumerate(zip(self.controls, values, strict=True)):
-            check_finite(x, self.comm, f"control {i} ({control_name(c)})")
-        return values
+        return control_values(self.controls, tensors, self.comm)
 
     def _forward(self, tensors: Sequence[torch.Tensor]) -> _State:
         self._require_alive()
@@ -1131,23 +1100,11 @@ class _FEMSolve(torch.autograd.Function):
         return _FEMSolve.apply(op, n_controls, *moved), 0
 
 
-def fem_operator(
-    F: ufl.Form,
-    u: dolfinx.fem.Function,
-    *,
-    controls: Sequence[Control],
-    bcs: Sequence[dolfinx.fem.DirichletBC] = (),
-    petsc_options: dict[str, object] | None = None,
-    petsc_options_prefix: str,
-    symmetric: bool | None = None,
-    warm_start: bool = False,
-    form_compiler_options: dict | None = None,
-    jit_options: dict | None = None,
-    operators: Sequence[Any] = (),
-    constant_jacobian: bool | None = None,
-    near_nullspace: PETSc.NullSpace | None = None,
-) -> FEMOperator:
+def fem_operator(F: ufl.Form, u: dolfinx.fem.Function, **options: Any) -> FEMOperator:
     """Make the solve of ``F(u; controls) = 0`` a differentiable torch operation.
+
+    The keyword arguments are those of :class:`FEMOperator` (keyword-only; ``controls`` and
+    ``petsc_options_prefix`` are required).
 
     Args:
         F: residual form, linear in its TestFunction; linear or nonlinear in ``u``.
@@ -1213,9 +1170,4 @@ def fem_operator(
             an exact gradient (the message gives its true residual).
         RuntimeError: in a second backward pass through the solve (second derivatives).
     """
-    return FEMOperator(
-        F, u, controls=controls, bcs=bcs, petsc_options=petsc_options,
-        petsc_options_prefix=petsc_options_prefix, symmetric=symmetric, warm_start=warm_start,
-        form_compiler_options=form_compiler_options, jit_options=jit_options,
-        operators=operators, constant_jacobian=constant_jacobian, near_nullspace=near_nullspace,
-    )
+    return FEMOperator(F, u, **options)
