@@ -86,6 +86,8 @@ from dolfinx_nn.petsc_problems import (
     NonlinearProblem,
     PetscOwner,
     collect_garbage,
+    norm,
+    petsc_comm,
 )
 
 #: An adjoint solve whose normwise backward error ``|A^T lam - b| / (|A^T| |lam| + |b|)``
@@ -119,11 +121,11 @@ def _solve_accuracy(
     r = b.duplicate()
     (A.multTranspose if transpose else A.mult)(x, r)
     r.axpy(-1.0, b)
-    b_norm = b.norm()
-    relative = r.norm() / b_norm if b_norm > 0 else r.norm()
-    a_norm = A.norm(PETSc.NormType.NORM_1 if transpose else Inf)
-    scale = a_norm * x.norm(Inf) + b.norm(Inf)
-    backward = r.norm(Inf) / scale if scale > 0 else 0.0
+    b_norm, r_norm = norm(b), norm(r)
+    relative = r_norm / b_norm if b_norm > 0 else r_norm
+    a_norm = norm(A, PETSc.NormType.NORM_1 if transpose else Inf)
+    scale = a_norm * norm(x, Inf) + norm(b, Inf)
+    backward = norm(r, Inf) / scale if scale > 0 else 0.0
     r.destroy()
     return float(relative), float(backward)
 
@@ -667,7 +669,7 @@ class FEMOperator(PetscOwner):
 
     @staticmethod
     def _is_symmetric(A: PETSc.Mat) -> bool:
-        scale = A.norm(PETSc.NormType.INFINITY)
+        scale = norm(A, PETSc.NormType.INFINITY)
         return bool(A.isSymmetric(1e-12 * max(scale, 1.0)))
 
     # -- backward -----------------------------------------------------------------------------
@@ -735,7 +737,7 @@ class FEMOperator(PetscOwner):
 
     def _own_adjoint_ksp(self) -> PETSc.KSP:
         if self._adjoint_ksp is None:
-            self._adjoint_ksp = PETSc.KSP().create(self.comm)
+            self._adjoint_ksp = PETSc.KSP().create(petsc_comm(self.comm))
             self._pushed.append(set_options(
                 self._adjoint_ksp, f"{self.prefix}{ADJOINT_PREFIX}", self.options.adjoint))
         return self._adjoint_ksp

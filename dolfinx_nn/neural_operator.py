@@ -237,7 +237,7 @@ class NeuralOperator(dolfinx.fem.Function):
         self._check_finite(X, X, "an operand")
         x = torch.from_numpy(X).to(self.net_device, self.net_dtype)
         params = self._params()
-        error: ValueError | None = None
+        error: Exception | None = None
         try:
             with torch.no_grad():
                 if derivatives:

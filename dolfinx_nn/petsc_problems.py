@@ -25,14 +25,22 @@ rule 1, so the package uses the subclasses below.  A ``PETSc.Mat`` handed to the
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol, Self
+from typing import Protocol, Self, cast
 
 from mpi4py import MPI
 from petsc4py import PETSc
 
 import dolfinx.fem.petsc
 
-__all__ = ["LinearProblem", "NonlinearProblem", "PetscOwner", "collect_garbage"]
+__all__ = [
+    "LinearProblem",
+    "NonlinearProblem",
+    "PetscOwner",
+    "collect_garbage",
+    "converged_reason",
+    "norm",
+    "petsc_comm",
+]
 
 
 class _Destroyable(Protocol):
@@ -101,4 +109,24 @@ class NonlinearProblem(dolfinx.fem.petsc.NonlinearProblem):
 
 def collect_garbage(comm: MPI.Comm = MPI.COMM_WORLD) -> None:
     """Destroy, collectively, the parallel PETSc objects Python has dropped on ``comm``."""
-    PETSc.garbage_cleanup(comm)
+    PETSc.garbage_cleanup(petsc_comm(comm))
+
+
+# petsc4py's stubs type enum members as ``int`` but parameters as the enum classes, a norm as
+# ``float | tuple`` (a tuple only for NORM_1_AND_2) and communicators as ``PETSc.Comm`` only
+# (petsc4py takes mpi4py's): the helpers below give the package's uses their real types.
+
+
+def petsc_comm(comm: MPI.Comm) -> PETSc.Comm:
+    """``comm`` as petsc4py's stubs spell a communicator (petsc4py accepts mpi4py's)."""
+    return cast(PETSc.Comm, comm)
+
+
+def norm(obj: PETSc.Vec | PETSc.Mat, kind: int = PETSc.NormType.NORM_2) -> float:
+    """The norm of a vector or matrix (``kind``: a ``PETSc.NormType`` other than NORM_1_AND_2)."""
+    return float(cast(float, obj.norm(cast(PETSc.NormType, kind))))
+
+
+def converged_reason(solver: PETSc.KSP | PETSc.SNES) -> int:
+    """The solver's converged reason as an int (negative: diverged)."""
+    return cast(int, solver.getConvergedReason())
