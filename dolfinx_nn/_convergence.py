@@ -28,6 +28,8 @@ from petsc4py import PETSc
 
 import numpy as np
 
+from dolfinx_nn.petsc_problems import norm
+
 #: Safety factor of the round-off bound.
 FLOOR_FACTOR = 10.0
 #: A step that does not bring the residual below this fraction of its smallest value so far
@@ -63,7 +65,7 @@ class RoundoffAwareTest:
             self._target = fnorm * rtol
             self._smallest = fnorm
         if math.isnan(fnorm) or math.isinf(fnorm):
-            return R.DIVERGED_FNORM_NAN
+            return R.DIVERGED_FUNCTION_NANORINF
         if fnorm < atol:
             return R.CONVERGED_FNORM_ABS
         if it == 0:
@@ -93,9 +95,9 @@ class RoundoffAwareTest:
         A = snes.getJacobian()[0]
         x = snes.getSolution()
         try:
-            a_norm = A.norm(PETSc.NormType.INFINITY)
+            a_norm = norm(A, PETSc.NormType.INFINITY)
         except PETSc.Error:  # a matrix-free Jacobian: no floor
             return 0.0
         n = x.getSize()
         eps = float(np.finfo(np.float64).eps)
-        return FLOOR_FACTOR * math.sqrt(n) * eps * a_norm * x.norm(PETSc.NormType.INFINITY)
+        return FLOOR_FACTOR * math.sqrt(n) * eps * a_norm * norm(x, PETSc.NormType.INFINITY)

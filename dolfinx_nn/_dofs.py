@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from mpi4py import MPI
 from petsc4py import PETSc
 
@@ -76,9 +78,11 @@ def vec_owned_tensor(vec: PETSc.Vec) -> torch.Tensor:
 
 def ghost_add(vec: PETSc.Vec) -> None:
     """Accumulate ghost contributions into owners (after assembly)."""
-    vec.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+    vec.ghostUpdate(addv=cast(PETSc.InsertMode, PETSc.InsertMode.ADD),  # stub: members int
+                    mode=cast(PETSc.ScatterMode, PETSc.ScatterMode.REVERSE))
 
 
 def ghost_insert(vec: PETSc.Vec) -> None:
     """Copy owned values to ghosts (after a solve)."""
-    vec.ghostUpdate(addv=PETSc.InsertMode.INSERT, mode=PETSc.ScatterMode.FORWARD)
+    vec.ghostUpdate(addv=cast(PETSc.InsertMode, PETSc.InsertMode.INSERT),
+                    mode=cast(PETSc.ScatterMode, PETSc.ScatterMode.FORWARD))

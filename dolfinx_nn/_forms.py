@@ -10,6 +10,7 @@ gradient of a network parameter: :func:`dolfinx_nn.sync_gradients` or a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from mpi4py import MPI
 from petsc4py import PETSc
@@ -22,7 +23,9 @@ import ufl
 from ufl.algorithms import expand_derivatives
 from ufl.algorithms.map_integrands import map_integrands
 
-from dolfinx_nn._dofs import assign_owned, ghost_add, owned_size, tensor_to_numpy
+from dolfinx_nn._dofs import assign_owned, check_finite, ghost_add, owned_size, tensor_to_numpy
+from dolfinx_nn.parallel import raise_on_all_ranks, recording_anchor
+from dolfinx_nn.petsc_problems import PetscOwner
 
 Control = dolfinx.fem.Function | dolfinx.fem.Constant
 
@@ -54,6 +57,28 @@ def control_to_numpy(c: Control, t: torch.Tensor, what: str, rank: int) -> np.nd
                                ) if t.dim() <= 1 else _constant_values(t, what)
     bs = c.function_space.dofmap.index_map_bs
     return tensor_to_numpy(t, control_size(c), what, block_size=bs, rank=rank)
+
+
+def control_values(
+    controls: Sequence[Control], tensors: Sequence[torch.Tensor], comm: MPI.Comm
+) -> list[np.ndarray]:
+    """The control tensors as float64 arrays (owned dofs or a Constant's value), checked.
+
+    Raises:
+        TypeError, ValueError: on every rank, for a tensor of the wrong type or size, or one
+            holding NaN/Inf.
+    """
+    values: list[np.ndarray] = []
+    error: Exception | None = None
+    try:
+        for i, (c, t) in enumerate(zip(controls, tensors, strict=True)):
+            values.append(control_to_numpy(c, t, f"control {i} ({control_name(c)})", comm.rank))
+    except (TypeError, ValueError) as e:
+        error = e
+    raise_on_all_ranks(error, comm)
+    for i, (c, x) in enumerate(zip(controls, values, strict=True)):
+        check_finite(x, comm, f"control {i} ({control_name(c)})")
+    return values
 
 
 def _constant_values(t: torch.Tensor, what: str) -> np.ndarray:
@@ -111,6 +136,52 @@ def check_controls(
     return controls
 
 
+def prepare_call(
+    bridge_op: Any,
+    controls: Sequence[torch.Tensor],
+    operator_inputs: Sequence[Sequence[torch.Tensor] | None] | None,
+    where: str = "",
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The checks and set-up of a call of a bridge op (collective).
+
+    Checks the number of control tensors and of operator inputs (on every rank), hands each
+    operator of the unknown its inputs and returns the operators' tensors and the op's
+    recording anchor (:func:`dolfinx_nn.parallel.recording_anchor`).
+
+    Args:
+        bridge_op: a ``FEMOperator`` or ``FEMFunctional`` (``controls``, ``operators``,
+            ``comm``).
+        controls: the call's control tensors.
+        operator_inputs: the call's ``operator_inputs``.
+        where: where the operators are, for the message (e.g. ``" in M"``).
+
+    Raises:
+        ValueError: on every rank, for a wrong count or an operator's refused inputs.
+    """
+    expected, operators = len(bridge_op.controls), bridge_op.operators
+    error: Exception | None = None
+    if len(controls) != expected:
+        error = ValueError(
+            f"expected {expected} control tensor(s) (one per control, in order), "
+            f"got {len(controls)}."
+        )
+    elif operator_inputs is not None and len(operator_inputs) != len(operators):
+        error = ValueError(
+            f"operator_inputs must hold one entry per operator{where} ({len(operators)}), "
+            f"got {len(operator_inputs)}."
+        )
+    raise_on_all_ranks(error, bridge_op.comm)
+    try:
+        for op, inputs in zip(operators, operator_inputs or [None] * len(operators),
+                              strict=True):
+            op.set_inputs(inputs)
+    except (TypeError, ValueError) as e:
+        error = e
+    raise_on_all_ranks(error, bridge_op.comm)
+    flat = [t for op in operators for t in op.inputs()]
+    return flat, recording_anchor([*controls, *flat], bridge_op.comm)
+
+
 def is_empty(form: ufl.Form) -> bool:
     """True if ``form`` vanishes identically after expanding derivatives."""
     return expand_derivatives(form).empty()
@@ -166,7 +237,7 @@ def assemble_owned(form: dolfinx.fem.Form | None, n: int) -> np.ndarray:
     return values
 
 
-class DerivativeMatrix:
+class DerivativeMatrix(PetscOwner):
     """``dF/dc`` as an assembled matrix, for a control whose derivative form is constant.
 
     The gradient of a Function control is ``-(dF/dc)^T lambda``, the vector assembly of the
@@ -202,6 +273,7 @@ class DerivativeMatrix:
 
     def transpose_action(self, lam: PETSc.Vec) -> np.ndarray:
         """Owned entries of ``dF/dc[.; lam]`` (collective)."""
+        self._require_alive()
         if self._matrix is None:
             self._matrix = dolfinx.fem.petsc.create_matrix(self._form)
             self._out = self._matrix.createVecLeft()
@@ -213,8 +285,5 @@ class DerivativeMatrix:
         self._matrix.mult(lam, self._out)
         return self._out.array_r[: self._n].copy()
 
-    def destroy(self) -> None:
-        for obj in (self._matrix, self._out):
-            if obj is not None:
-                obj.destroy()
-        self._matrix = self._out = None
+    def _owned_petsc(self) -> tuple[PETSc.Mat | None, PETSc.Vec | None]:
+        return self._matrix, self._out

@@ -27,6 +27,7 @@ import torch
 
 from dolfinx_nn._forms import assemble_gradient, gradient_form
 from dolfinx_nn._second_order import (
+    RefusingFunction,
     as_numpy,
     direction_of,
     refusal,
@@ -148,7 +149,9 @@ class _Gradient(torch.autograd.Function):
         return _GradientJvp.apply(p, ctx.gradients, ctx.scale, *tangents[1:])
 
 
-class _GradientVjp(torch.autograd.Function):
+class _GradientVjp(RefusingFunction):
+    what = "fem_functional"
+
     @staticmethod
     def forward(p: AssemblyPass, gradients: list[np.ndarray | None], scale: float,
                 scale_meta: tuple, needs: list[bool], *cotangents: torch.Tensor | None):
@@ -168,24 +171,13 @@ class _GradientVjp(torch.autograd.Function):
                 for x, meta in zip(h, p.meta, strict=True)]
         return tuple(out)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
 
-    @staticmethod
-    def backward(ctx, *grads):
-        raise refusal("fem_functional", "third")
+class _GradientJvp(RefusingFunction):
+    what = "fem_functional"
 
-    @staticmethod
-    def jvp(ctx, *tangents):
-        raise refusal("fem_functional", "third")
-
-
-class _GradientJvp(torch.autograd.Function):
     @staticmethod
     def forward(p: AssemblyPass, gradients: list[np.ndarray | None], scale: float,
                 d_scale: torch.Tensor | None, *d_tensors: torch.Tensor | None):
-        functional = p.functional
         ds = 0.0 if d_scale is None else float(d_scale.detach())
         h = _hessian_action_at(p, [_flat(t) for t in d_tensors], p.needs)
         out: list[torch.Tensor | None] = []
@@ -193,21 +185,11 @@ class _GradientJvp(torch.autograd.Function):
             out.append(None if g is None else _shaped(ds * g + scale * x, meta))
         return tuple(out)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
 
-    @staticmethod
-    def backward(ctx, *grads):
-        raise refusal("fem_functional", "third")
-
-    @staticmethod
-    def jvp(ctx, *tangents):
-        raise refusal("fem_functional", "third")
-
-
-class _Tangent(torch.autograd.Function):
+class _Tangent(RefusingFunction):
     """Forward mode of the assembly: ``dJ = sum_j <dM/dc_j, dc_j>`` over all ranks."""
+
+    what, reverse = "fem_functional", "reverse-over-forward"
 
     @staticmethod
     def forward(p: AssemblyPass, n: int, *tensors: torch.Tensor | None) -> torch.Tensor:
@@ -220,18 +202,6 @@ class _Tangent(torch.autograd.Function):
         local = sum(float(g.numpy().reshape(-1) @ _flat(t))
                     for g, t in zip(grads, d_tensors, strict=True) if g is not None)
         return torch.tensor(functional.comm.allreduce(local, op=MPI.SUM), dtype=torch.float64)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
-
-    @staticmethod
-    def backward(ctx, *grads):
-        raise refusal("fem_functional", "reverse-over-forward")
-
-    @staticmethod
-    def jvp(ctx, *tangents):
-        raise refusal("fem_functional", "third")
 
 
 # -- entry points from _FEMAssemble ---------------------------------------------------------

@@ -57,6 +57,7 @@ from dolfinx_nn._forms import assemble_gradient, assemble_owned, control_size, g
 from dolfinx_nn._options import ADJOINT_PREFIX, _is_direct, set_options
 from dolfinx_nn._reuse import FormInputs
 from dolfinx_nn._second_order import (
+    RefusingFunction,
     as_numpy,
     compile_form,
     direction_of,
@@ -64,6 +65,8 @@ from dolfinx_nn._second_order import (
     set_direction,
     total_derivative,
 )
+from dolfinx_nn.parallel import agree_any
+from dolfinx_nn.petsc_problems import PetscOwner
 
 
 @dataclass
@@ -118,7 +121,7 @@ def _combine(parts: list[np.ndarray], batched: bool, meta: tuple) -> torch.Tenso
     return torch.from_numpy(value).reshape(shape).to(device=device, dtype=dtype)
 
 
-class OperatorSecondOrder:
+class OperatorSecondOrder(PetscOwner):
     """The forms, directions and solves of the second-order passes of one operator.
 
     Built (and its forms compiled) on the first second-order pass; collective.
@@ -167,11 +170,8 @@ class OperatorSecondOrder:
         self._tangent_ksp: PETSc.KSP | None = None
         self._tangent_inputs: FormInputs | None = None
 
-    def destroy(self) -> None:
-        for obj in (self._rhs, self._sol, self._tangent_A, self._tangent_ksp):
-            if obj is not None:
-                obj.destroy()
-        self._tangent_A = self._tangent_ksp = None
+    def _owned_petsc(self) -> tuple[PETSc.Object | None, ...]:
+        return self._rhs, self._sol, self._tangent_A, self._tangent_ksp
 
     # -- directions -----------------------------------------------------------------------
     def _set_directions(self, deltas: Sequence[np.ndarray | None]) -> None:
@@ -182,8 +182,7 @@ class OperatorSecondOrder:
     def _lift(self, deltas: Sequence[np.ndarray | None]) -> np.ndarray:
         """``E delta``: the Dirichlet controls' directions on the owned dofs they win."""
         xi = np.zeros(self.n)
-        for c, src, scratch, delta in zip(self.op.controls, self.op._dirichlet, self._scratch,
-                                          deltas, strict=True):
+        for src, scratch, delta in zip(self.op._dirichlet, self._scratch, deltas, strict=True):
             if src is None or delta is None:
                 continue
             if scratch is not None:
@@ -278,6 +277,7 @@ class OperatorSecondOrder:
 
 
 def _forms(op: Any) -> OperatorSecondOrder:
+    op._require_alive()
     if op._second_order is None:
         op._second_order = OperatorSecondOrder(op)
     return op._second_order
@@ -286,15 +286,6 @@ def _forms(op: Any) -> OperatorSecondOrder:
 def _refuse_operators(op: Any) -> None:
     if op.operators:
         raise refusal("fem_operator", "operator")
-
-
-def _agree(op: Any, flags: Sequence[bool]) -> list[bool]:
-    """Per-input flags agreed over the ranks (they decide which collective assemblies run)."""
-    values = np.asarray(flags, dtype=np.int32)
-    from mpi4py import MPI
-
-    op.comm.Allreduce(MPI.IN_PLACE, values, op=MPI.MAX)
-    return [bool(x) for x in values]
 
 
 def _controls_per_member(
@@ -327,7 +318,7 @@ class _Adjoint(torch.autograd.Function):
     def backward(ctx, *cotangents: torch.Tensor | None):
         p: SolvePass = ctx.p
         _refuse_operators(p.op)
-        needs = _agree(p.op, ctx.needs_input_grad[1:])
+        needs = agree_any(ctx.needs_input_grad[1:], p.op.comm)
         return (None, *_AdjointVjp.apply(p, ctx.adjoints, needs, *cotangents))
 
     @staticmethod
@@ -337,8 +328,10 @@ class _Adjoint(torch.autograd.Function):
         return _AdjointJvp.apply(p, ctx.adjoints, *tangents[1:])
 
 
-class _AdjointVjp(torch.autograd.Function):
+class _AdjointVjp(RefusingFunction):
     """Reverse mode of :class:`_Adjoint`: the tangent-linear solve and ``r``, ``s``."""
+
+    what = "fem_operator"
 
     @staticmethod
     def forward(p: SolvePass, adjoints: list[np.ndarray], needs: list[bool],
@@ -369,21 +362,11 @@ class _AdjointVjp(torch.autograd.Function):
         out += [None] * (len(needs) - 2 - n)  # operator inputs: refused before
         return tuple(out)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
 
-    @staticmethod
-    def backward(ctx, *grads):
-        raise refusal("fem_operator", "third")
-
-    @staticmethod
-    def jvp(ctx, *tangents):
-        raise refusal("fem_operator", "third")
-
-
-class _AdjointJvp(torch.autograd.Function):
+class _AdjointJvp(RefusingFunction):
     """Forward mode of :class:`_Adjoint`: ``dg = backward(dgbar - r) - s``."""
+
+    what = "fem_operator"
 
     @staticmethod
     def forward(p: SolvePass, adjoints: list[np.ndarray], d_gbar: torch.Tensor | None,
@@ -416,21 +399,11 @@ class _AdjointJvp(torch.autograd.Function):
         out += [None] * (len(p.needs) - n)
         return tuple(out)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
 
-    @staticmethod
-    def backward(ctx, *grads):
-        raise refusal("fem_operator", "third")
-
-    @staticmethod
-    def jvp(ctx, *tangents):
-        raise refusal("fem_operator", "third")
-
-
-class _Tangent(torch.autograd.Function):
+class _Tangent(RefusingFunction):
     """Forward mode of the solve: the tangent-linear solve, one per batch member."""
+
+    what, reverse = "fem_operator", "reverse-over-forward"
 
     @staticmethod
     def forward(p: SolvePass, n: int, *tensors: torch.Tensor | None) -> torch.Tensor:
@@ -445,18 +418,6 @@ class _Tangent(torch.autograd.Function):
         if p.size is None:
             return torch.from_numpy(parts[0])
         return torch.from_numpy(np.stack(parts))
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
-
-    @staticmethod
-    def backward(ctx, *grads):
-        raise refusal("fem_operator", "reverse-over-forward")
-
-    @staticmethod
-    def jvp(ctx, *tangents):
-        raise refusal("fem_operator", "third")
 
 
 # -- entry points from _FEMSolve ------------------------------------------------------------

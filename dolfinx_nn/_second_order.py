@@ -61,6 +61,41 @@ def refusal(what: str, reason: str = "operator") -> RuntimeError:
     return RuntimeError(REASONS[reason].format(what=what))
 
 
+class RefusingFunction(torch.autograd.Function):
+    """Base of a second-order op of the bridge whose own derivatives are not supported.
+
+    A subclass names the op (``what``) and defines ``forward`` only (inputs in the signature,
+    as for ``setup_context``); its backward pass raises :func:`refusal` ``(what, reverse)``
+    and its forward mode ``(what, "third")``, on every rank alike.  Example::
+
+        class _Tangent(RefusingFunction):
+            what, reverse = "fem_operator", "reverse-over-forward"
+
+            @staticmethod
+            def forward(p, n, *tensors): ...
+    """
+
+    what: str = ""
+    reverse: str = "third"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        what, reverse = cls.what, cls.reverse
+
+        def setup_context(ctx: object, inputs: object, output: object) -> None:
+            pass
+
+        def backward(ctx: object, *grads: object) -> None:
+            raise refusal(what, reverse)
+
+        def jvp(ctx: object, *tangents: object) -> None:
+            raise refusal(what, "third")
+
+        cls.setup_context = staticmethod(setup_context)  # type: ignore[method-assign,assignment]  # torch declares them as plain staticmethods of Function
+        cls.backward = staticmethod(backward)  # type: ignore[method-assign,assignment]
+        cls.jvp = staticmethod(jvp)  # type: ignore[method-assign,assignment]
+
+
 def direction_of(control: Control) -> Control:
     """A Function on the control's space, or a Constant of its shape, holding zeros."""
     if isinstance(control, dolfinx.fem.Constant):

@@ -308,65 +308,35 @@ def _reduce(binary: Callable[[Any, Any], Any]) -> Callable[..., Any]:
     return apply
 
 
-def _numpy_backend() -> _Backend:
-    functions = {
-        "sin": np.sin,
-        "cos": np.cos,
-        "tan": np.tan,
-        "asin": np.arcsin,
-        "acos": np.arccos,
-        "atan": np.arctan,
-        "atan2": np.arctan2,
-        "sinh": np.sinh,
-        "cosh": np.cosh,
-        "tanh": np.tanh,
-        "exp": np.exp,
-        "log": np.log,
-        "sqrt": np.sqrt,
-        "abs": np.abs,
-        "sign": np.sign,
-        "min": np.minimum,
-        "max": np.maximum,
-        "where": np.where,
-    }
+#: Functions numpy and torch both name as the expression does.
+_SAME_NAME = ("sin", "cos", "tan", "sinh", "cosh", "tanh", "exp", "log", "sqrt", "abs", "sign",
+              "where")
+#: Functions numpy and torch both name differently: expression name -> their name.
+_RENAMED = {"asin": "arcsin", "acos": "arccos", "atan": "arctan", "atan2": "arctan2",
+            "min": "minimum", "max": "maximum"}
+
+
+def _array_backend(library: Any, number: Callable[[float], Any]) -> _Backend:
+    """The backend of an array library with numpy's names (numpy, torch)."""
+    names = {name: name for name in _SAME_NAME} | _RENAMED
+    functions = {name: getattr(library, attr) for name, attr in names.items()}
     logic = {
-        "and": _reduce(np.logical_and),
-        "or": _reduce(np.logical_or),
-        "not": np.logical_not,
+        "and": _reduce(library.logical_and),
+        "or": _reduce(library.logical_or),
+        "not": library.logical_not,
     }
-    return _Backend(np.float64, functions, _PY_COMPARE, logic)
+    return _Backend(number, functions, _PY_COMPARE, logic)
+
+
+def _numpy_backend() -> _Backend:
+    return _array_backend(np, np.float64)
 
 
 def _torch_backend(like: torch.Tensor) -> _Backend:
     def number(v: float) -> torch.Tensor:
         return torch.tensor(v, dtype=like.dtype, device=like.device)
 
-    functions = {
-        "sin": torch.sin,
-        "cos": torch.cos,
-        "tan": torch.tan,
-        "asin": torch.asin,
-        "acos": torch.acos,
-        "atan": torch.atan,
-        "atan2": torch.atan2,
-        "sinh": torch.sinh,
-        "cosh": torch.cosh,
-        "tanh": torch.tanh,
-        "exp": torch.exp,
-        "log": torch.log,
-        "sqrt": torch.sqrt,
-        "abs": torch.abs,
-        "sign": torch.sign,
-        "min": torch.minimum,
-        "max": torch.maximum,
-        "where": torch.where,
-    }
-    logic = {
-        "and": _reduce(torch.logical_and),
-        "or": _reduce(torch.logical_or),
-        "not": torch.logical_not,
-    }
-    return _Backend(number, functions, _PY_COMPARE, logic)
+    return _array_backend(torch, number)
 
 
 def _ufl_backend() -> _Backend:

@@ -20,21 +20,21 @@ import numpy as np
 import torch
 import ufl
 
-from dolfinx_nn._dofs import check_finite, owned_size
+from dolfinx_nn._dofs import owned_size
 from dolfinx_nn._forms import (
     Control,
     assemble_gradient,
     assemble_owned,
     assign_control,
     check_controls,
-    control_name,
     control_size,
-    control_to_numpy,
+    control_values,
     gradient_form,
+    prepare_call,
 )
 from dolfinx_nn._functional_second_order import differentiable_gradient, functional_tangent
 from dolfinx_nn._reuse import Values
-from dolfinx_nn.parallel import raise_on_all_ranks, recording_anchor
+from dolfinx_nn.parallel import agree_any
 
 
 @dataclass
@@ -124,29 +124,8 @@ class FEMFunctional:
             operator_inputs: per operator found in ``M``, the tensors it evaluates with (for a
                 ``NeuralOperator``: its parameters) or ``None`` for its own.
         """
-        error: Exception | None = None
-        if len(controls) != len(self.controls):
-            error = ValueError(
-                f"expected {len(self.controls)} control tensor(s) (one per control, in order), "
-                f"got {len(controls)}."
-            )
-        elif operator_inputs is not None and len(operator_inputs) != len(self.operators):
-            error = ValueError(
-                f"operator_inputs must hold one entry per operator in M "
-                f"({len(self.operators)}), got {len(operator_inputs)}."
-            )
-        raise_on_all_ranks(error, self.comm)
-        if operator_inputs is None:
-            operator_inputs = [None] * len(self.operators)
-        try:
-            for op, inputs in zip(self.operators, operator_inputs, strict=True):
-                op.set_inputs(inputs)
-        except (TypeError, ValueError) as e:
-            error = e
-        raise_on_all_ranks(error, self.comm)
-        flat = [t for op in self.operators for t in op.inputs()]
+        flat, anchor = prepare_call(self, controls, operator_inputs, " in M")
         self._n_tensors = len(controls) + len(flat)
-        anchor = recording_anchor([*controls, *flat], self.comm)
         return _FEMAssemble.apply(self, len(controls), *controls, *flat, *anchor)
 
     def _set(self, state: _State, derivatives: bool) -> None:
@@ -158,17 +137,7 @@ class FEMFunctional:
             op.update(derivatives)
 
     def _forward(self, tensors: Sequence[torch.Tensor]) -> tuple[float, _State]:
-        values: list[np.ndarray] = []
-        error: Exception | None = None
-        try:
-            for i, (c, t) in enumerate(zip(self.controls, tensors, strict=True)):
-                values.append(control_to_numpy(c, t, f"control {i} ({control_name(c)})",
-                                               self.comm.rank))
-        except (TypeError, ValueError) as e:
-            error = e
-        raise_on_all_ranks(error, self.comm)
-        for i, (c, x) in enumerate(zip(self.controls, values, strict=True)):
-            check_finite(x, self.comm, f"control {i} ({control_name(c)})")
+        values = control_values(self.controls, tensors, self.comm)
         state = _State(values, [list(op.inputs()) for op in self.operators],
                        self._context.record())
         self._set(state, derivatives=False)
@@ -252,9 +221,7 @@ class _FEMAssemble(torch.autograd.Function):
 
 def agreed_needs(ctx) -> list[bool]:
     """Which inputs of an assembly need a gradient, agreed over the ranks."""
-    flags = np.asarray(ctx.needs_input_grad[2 : 2 + len(ctx.meta)], dtype=np.int32)
-    ctx.functional.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
-    return [bool(x) for x in flags]
+    return agree_any(ctx.needs_input_grad[2 : 2 + len(ctx.meta)], ctx.functional.comm)
 
 
 def scaled_gradients(

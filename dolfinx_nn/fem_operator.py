@@ -64,10 +64,12 @@ from dolfinx_nn._forms import (
     check_controls,
     control_name,
     control_size,
-    control_to_numpy,
+    control_values,
     gradient_form,
     is_empty,
+    prepare_call,
 )
+from dolfinx_nn._operator_second_order import differentiable_backward, tangent_linear
 from dolfinx_nn._options import (
     ADJOINT_PREFIX,
     ADJOINT_TOLERANCES,
@@ -76,11 +78,17 @@ from dolfinx_nn._options import (
     set_options,
     solver_options,
 )
-from dolfinx_nn._operator_second_order import differentiable_backward, tangent_linear
 from dolfinx_nn._reuse import FormInputs, Values
 from dolfinx_nn.errors import GradientAccuracyError, SolverError
-from dolfinx_nn.parallel import raise_on_all_ranks, recording_anchor
-from dolfinx_nn.petsc_problems import LinearProblem, NonlinearProblem, collect_garbage
+from dolfinx_nn.parallel import agree_any, raise_on_all_ranks
+from dolfinx_nn.petsc_problems import (
+    LinearProblem,
+    NonlinearProblem,
+    PetscOwner,
+    collect_garbage,
+    norm,
+    petsc_comm,
+)
 
 #: An adjoint solve whose normwise backward error ``|A^T lam - b| / (|A^T| |lam| + |b|)``
 #: (infinity norms, ``A`` the forward Jacobian) exceeds this is not accurate enough for a
@@ -113,11 +121,11 @@ def _solve_accuracy(
     r = b.duplicate()
     (A.multTranspose if transpose else A.mult)(x, r)
     r.axpy(-1.0, b)
-    b_norm = b.norm()
-    relative = r.norm() / b_norm if b_norm > 0 else r.norm()
-    a_norm = A.norm(PETSc.NormType.NORM_1 if transpose else Inf)
-    scale = a_norm * x.norm(Inf) + b.norm(Inf)
-    backward = r.norm(Inf) / scale if scale > 0 else 0.0
+    b_norm, r_norm = norm(b), norm(r)
+    relative = r_norm / b_norm if b_norm > 0 else r_norm
+    a_norm = norm(A, PETSc.NormType.NORM_1 if transpose else Inf)
+    scale = a_norm * norm(x, Inf) + norm(b, Inf)
+    backward = norm(r, Inf) / scale if scale > 0 else 0.0
     r.destroy()
     return float(relative), float(backward)
 
@@ -134,12 +142,16 @@ class _State:
     context: list[np.ndarray] | None = None
 
 
-class FEMOperator:
+class FEMOperator(PetscOwner):
     """Solve ``F(u; controls) = 0`` for ``u`` as a differentiable map of the controls.
 
     Use :func:`fem_operator` to build one.  Calling it with one tensor per control (the owned
     dofs, in the order of ``controls``) returns the owned dofs of ``u`` as a float64 tensor and
     leaves the solution in ``u`` (ghosts updated).
+
+    Its PETSc objects follow the package's rule (:mod:`dolfinx_nn.petsc_problems`):
+    ``destroy()`` (or a ``with`` block) frees them collectively, the garbage collector never
+    does, and a destroyed operator refuses every use (solve, gradient, ``solver``).
 
     Attributes:
         linear: whether ``F`` is linear in ``u`` (KSP) or not (SNES).
@@ -274,7 +286,6 @@ class FEMOperator:
             self._problem = NonlinearProblem(
                 F, u, bcs=self.bcs, J=J, petsc_options_prefix=self.prefix, **compile_opts,
             )
-        self.solver = self._problem.solver
         if near_nullspace is not None:
             self._problem.A.setNearNullSpace(near_nullspace)
         # Set here rather than by DOLFINx, whose clean-up leaves the options in the database.
@@ -352,29 +363,8 @@ class FEMOperator:
                 ``NeuralOperator``: its parameters, e.g. ``list(params.values())``) or ``None``
                 for its own; the result is differentiable in them too.
         """
-        error: Exception | None = None
-        if len(controls) != len(self.controls):
-            error = ValueError(
-                f"expected {len(self.controls)} control tensor(s) (one per control, in order), "
-                f"got {len(controls)}."
-            )
-        elif operator_inputs is not None and len(operator_inputs) != len(self.operators):
-            error = ValueError(
-                f"operator_inputs must hold one entry per operator ({len(self.operators)}), "
-                f"got {len(operator_inputs)}."
-            )
-        raise_on_all_ranks(error, self.comm)
-        if operator_inputs is None:
-            operator_inputs = [None] * len(self.operators)
-        try:
-            for op, inputs in zip(self.operators, operator_inputs, strict=True):
-                op.set_inputs(inputs)
-        except (TypeError, ValueError) as e:
-            error = e
-        raise_on_all_ranks(error, self.comm)
-        flat = [t for op in self.operators for t in op.inputs()]
+        flat, anchor = prepare_call(self, controls, operator_inputs)
         self._n_inputs = len(flat)
-        anchor = recording_anchor([*controls, *flat], self.comm)
         return _FEMSolve.apply(self, len(controls), *controls, *flat, *anchor)
 
     @property
@@ -382,28 +372,22 @@ class FEMOperator:
         """Whether the adjoint reuses the forward operator (``None``: not yet determined)."""
         return self._symmetric
 
-    def destroy(self) -> None:
-        """Free the PETSc objects of the operator now (collective on its communicator).
+    @property
+    def solver(self) -> PETSc.KSP | PETSc.SNES:
+        """The forward solver: a KSP (linear problems) or a SNES; refused after destroy()."""
+        self._require_alive()
+        return self._problem.solver
 
-        Without it, the objects are freed collectively when the operator is garbage and any
-        operator of the same communicator runs its next forward pass (see
-        :mod:`dolfinx_nn.petsc_problems`): ``__del__`` never destroys, since Python may run it
-        at different moments on different ranks.  The operator cannot be used afterwards.
+    def _owned_petsc(self) -> list[Any]:
+        """What :meth:`destroy` frees (collective; see :mod:`dolfinx_nn.petsc_problems`).
+
+        Without ``destroy()``, the objects are freed collectively when the operator is garbage
+        and any operator of the same communicator runs its next forward pass.
         """
         problem = self._problem
-        objects = (self._adjoint_ksp, self._adjoint_A, self._adjoint_rhs, self._adjoint_sol,
-                   problem.solver, problem.A, problem.b, problem.x, problem.P_mat)
-        for obj in objects:
-            if obj is not None:
-                obj.destroy()
-        for matrix in self._gradient_matrices:
-            if matrix is not None:
-                matrix.destroy()
-        if self._second_order is not None:
-            self._second_order.destroy()
-            self._second_order = None
-        self._adjoint_ksp = self._adjoint_A = None
-        self.solver = None
+        return [self._adjoint_ksp, self._adjoint_A, self._adjoint_rhs, self._adjoint_sol,
+                problem.solver, problem.A, problem.b, problem.x, problem.P_mat,
+                *self._gradient_matrices, self._second_order]
 
     # -- SNES callbacks -----------------------------------------------------------------------
     def _install_hooks(self) -> None:
@@ -513,22 +497,10 @@ class FEMOperator:
 
     def _control_values(self, tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
         """The controls' tensors as float64 arrays, checked on every rank together."""
-        values: list[np.ndarray] = []
-        error: Exception | None = None
-        try:
-            for i, (c, t) in enumerate(zip(self.controls, tensors, strict=True)):
-                values.append(control_to_numpy(c, t, f"control {i} ({control_name(c)})",
-                                               self.comm.rank))
-        except (TypeError, ValueError) as e:
-            error = e
-        raise_on_all_ranks(error, self.comm)
-        for i, (c, x) in enumerate(zip(self.controls, values, strict=True)):
-            check_finite(x, self.comm, f"control {i} ({control_name(c)})")
-        return values
+        return control_values(self.controls, tensors, self.comm)
 
     def _forward(self, tensors: Sequence[torch.Tensor]) -> _State:
-        if self.solver is None:
-            raise RuntimeError("this operator was destroyed (FEMOperator.destroy()).")
+        self._require_alive()
         values = self._control_values(tensors)
         collect_garbage(self.comm)  # a collective point: free what other operators dropped
         self._set_controls(values)
@@ -697,7 +669,7 @@ class FEMOperator:
 
     @staticmethod
     def _is_symmetric(A: PETSc.Mat) -> bool:
-        scale = A.norm(PETSc.NormType.INFINITY)
+        scale = norm(A, PETSc.NormType.INFINITY)
         return bool(A.isSymmetric(1e-12 * max(scale, 1.0)))
 
     # -- backward -----------------------------------------------------------------------------
@@ -765,7 +737,7 @@ class FEMOperator:
 
     def _own_adjoint_ksp(self) -> PETSc.KSP:
         if self._adjoint_ksp is None:
-            self._adjoint_ksp = PETSc.KSP().create(self.comm)
+            self._adjoint_ksp = PETSc.KSP().create(petsc_comm(self.comm))
             self._pushed.append(set_options(
                 self._adjoint_ksp, f"{self.prefix}{ADJOINT_PREFIX}", self.options.adjoint))
         return self._adjoint_ksp
@@ -1008,10 +980,7 @@ def _check_operators(
 def agreed_needs(ctx) -> list[bool]:
     """Which inputs of a solve need a gradient, agreed over the ranks (it decides which
     collective assemblies run)."""
-    flags = np.asarray(ctx.needs_input_grad[2 : 2 + ctx.n_controls + ctx.n_inputs],
-                       dtype=np.int32)
-    ctx.op.comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
-    return [bool(x) for x in flags]
+    return agree_any(ctx.needs_input_grad[2 : 2 + ctx.n_controls + ctx.n_inputs], ctx.op.comm)
 
 
 def adjoint_gradients(
@@ -1031,6 +1000,7 @@ def adjoint_gradients(
         One gradient (or ``None``) per control and operator input, shaped like the inputs.
     """
     op: FEMOperator = ctx.op
+    op._require_alive()
     n = ctx.n_controls
     members = [None] if ctx.size is None else list(range(ctx.size))
     per_member = []
@@ -1132,23 +1102,11 @@ class _FEMSolve(torch.autograd.Function):
         return _FEMSolve.apply(op, n_controls, *moved), 0
 
 
-def fem_operator(
-    F: ufl.Form,
-    u: dolfinx.fem.Function,
-    *,
-    controls: Sequence[Control],
-    bcs: Sequence[dolfinx.fem.DirichletBC] = (),
-    petsc_options: dict[str, object] | None = None,
-    petsc_options_prefix: str,
-    symmetric: bool | None = None,
-    warm_start: bool = False,
-    form_compiler_options: dict | None = None,
-    jit_options: dict | None = None,
-    operators: Sequence[Any] = (),
-    constant_jacobian: bool | None = None,
-    near_nullspace: PETSc.NullSpace | None = None,
-) -> FEMOperator:
+def fem_operator(F: ufl.Form, u: dolfinx.fem.Function, **options: Any) -> FEMOperator:
     """Make the solve of ``F(u; controls) = 0`` a differentiable torch operation.
+
+    The keyword arguments are those of :class:`FEMOperator` (keyword-only; ``controls`` and
+    ``petsc_options_prefix`` are required).
 
     Args:
         F: residual form, linear in its TestFunction; linear or nonlinear in ``u``.
@@ -1214,9 +1172,4 @@ def fem_operator(
             an exact gradient (the message gives its true residual).
         RuntimeError: in a second backward pass through the solve (second derivatives).
     """
-    return FEMOperator(
-        F, u, controls=controls, bcs=bcs, petsc_options=petsc_options,
-        petsc_options_prefix=petsc_options_prefix, symmetric=symmetric, warm_start=warm_start,
-        form_compiler_options=form_compiler_options, jit_options=jit_options,
-        operators=operators, constant_jacobian=constant_jacobian, near_nullspace=near_nullspace,
-    )
+    return FEMOperator(F, u, **options)

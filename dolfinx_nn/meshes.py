@@ -46,6 +46,8 @@ import numpy as np
 import ufl
 from dolfinx.io.gmsh import MeshData, PhysicalGroup
 
+from dolfinx_nn.parallel import raise_on_all_ranks
+
 __all__ = [
     "HOLE_CENTER",
     "HOLE_RADIUS",
@@ -138,9 +140,7 @@ def _on_root(comm: MPI.Comm, build: Callable[[], None]) -> None:
             build()
         except Exception as exc:  # raised collectively below
             error = exc if isinstance(exc, ValueError) else RuntimeError(f"gmsh failed: {exc}")
-    error = comm.bcast(error, root=0)
-    if error is not None:
-        raise error
+    raise_on_all_ranks(error, comm)
 
 
 def _box_with_hole(comm: MPI.Comm, resolution: int, verbose: bool, dim: int) -> MeshData:
@@ -235,16 +235,15 @@ def _read_xdmf(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
     XDMF stores 1D geometry as "XY" (DOLFINx pads the coordinates to two), so the geometric
     dimension is taken from the coordinates (:func:`_geometric_dimension`), not from the file.
     """
-    name = None
+    name, error = None, None
     if comm.rank == 0:
         try:
             grids = [g.get("Name") for g in ET.parse(path).getroot().iter("Grid")]
             name = "mesh" if "mesh" in grids or not grids else grids[0]
         except ET.ParseError as exc:
-            name = ValueError(f"{path} is not a valid XDMF file: {exc}")
+            error = ValueError(f"{path} is not a valid XDMF file: {exc}")
+    raise_on_all_ranks(error, comm)
     name = comm.bcast(name, root=0)
-    if isinstance(name, Exception):
-        raise name
     with dolfinx.io.XDMFFile(comm, str(path), "r") as xdmf:
         cell_type, degree = xdmf.read_cell_type(name)
         cells = xdmf.read_topology_data(name)
@@ -519,21 +518,17 @@ def _read_on_root(
     comm: MPI.Comm, path: pathlib.Path, topology: Callable[[pathlib.Path], tuple]
 ) -> MeshData:
     """Read ``(cells, points, cell name, degree)`` on rank 0 and distribute the mesh."""
-    result: tuple | Exception | None = None
+    error: Exception | None = None
+    header = None
     if comm.rank == 0:
         try:
-            result = topology(path)
+            cells, points, cell_name, degree = topology(path)
+            header = (cells.shape[1], points.shape[1], cell_name, degree)
         except Exception as exc:  # raised on every rank below
-            result = exc if isinstance(exc, ValueError) else ValueError(
+            error = exc if isinstance(exc, ValueError) else ValueError(
                 f"cannot read the mesh file {path}: {exc}")
-    header = None
-    if comm.rank == 0 and not isinstance(result, Exception):
-        cells, points, cell_name, degree = result
-        header = (cells.shape[1], points.shape[1], cell_name, degree)
-    header = comm.bcast(result if isinstance(result, Exception) else header, root=0)
-    if isinstance(header, Exception):
-        raise header
-    nodes, gdim, cell_name, degree = header
+    raise_on_all_ranks(error, comm)
+    nodes, gdim, cell_name, degree = comm.bcast(header, root=0)
     if comm.rank != 0:
         cells = np.empty((0, nodes), dtype=np.int64)
         points = np.empty((0, gdim), dtype=np.float64)

@@ -209,19 +209,18 @@ class NeuralOperator(dolfinx.fem.Function):
         bad = ~np.isfinite(values).all(axis=tuple(range(1, values.ndim)))  # per point
         comm = self.layout.comm
         total = comm.allreduce(int(bad.sum()))
-        if total:
-            if bad.any():
-                p = int(np.flatnonzero(bad)[0])
-                where = (
-                    f" first on rank {comm.rank} in cell {self.layout.cell_of_point(p)} (local "
-                    f"index), quadrature point {p % self.layout.points_per_cell}, operand values "
-                    f"{X[p].tolist()}"
-                )
-            else:
-                where = ""
-            raise ValueError(
-                f"{what} of {self.name!r} is NaN/Inf at {total} quadrature point(s);{where}."
+        if not total:
+            return
+        error = None
+        if bad.any():
+            p = int(np.flatnonzero(bad)[0])
+            error = ValueError(
+                f"{what} of {self.name!r} is NaN/Inf at {total} quadrature point(s); first on "
+                f"rank {comm.rank} in cell {self.layout.cell_of_point(p)} (local index), "
+                f"quadrature point {p % self.layout.points_per_cell}, operand values "
+                f"{X[p].tolist()}."
             )
+        raise_on_all_ranks(error, comm)
 
     def update(self, derivatives: bool = False) -> None:
         """Evaluate the network (and, if asked, its derivatives) at the current operands."""
@@ -238,7 +237,7 @@ class NeuralOperator(dolfinx.fem.Function):
         self._check_finite(X, X, "an operand")
         x = torch.from_numpy(X).to(self.net_device, self.net_dtype)
         params = self._params()
-        error: ValueError | None = None
+        error: Exception | None = None
         try:
             with torch.no_grad():
                 if derivatives:

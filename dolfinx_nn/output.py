@@ -34,6 +34,8 @@ from mpi4py import MPI
 
 import numpy as np
 
+from dolfinx_nn.parallel import raise_on_all_ranks
+
 #: Name of the lock file a running command keeps in its output folder.
 LOCK_NAME = ".dolfinx-nn.lock"
 
@@ -88,11 +90,8 @@ def on_root[T](action: Callable[[], T], what: str, comm: MPI.Comm = MPI.COMM_WOR
         try:
             result = action()
         except Exception as exc:
-            error = f"{what}: {describe_error(exc)}"
-    if comm.size > 1:
-        error = comm.bcast(error, root=0)
-    if error is not None:
-        raise OutputError(error)
+            error = OutputError(f"{what}: {describe_error(exc)}")
+    raise_on_all_ranks(error, comm)
     return result
 
 
@@ -108,11 +107,8 @@ def collective_output(what: str, comm: MPI.Comm = MPI.COMM_WORLD) -> Iterator[No
     try:
         yield
     except Exception as exc:
-        error = f"{what}: {describe_error(exc)}"
-    errors = comm.allgather(error) if comm.size > 1 else [error]
-    first = next((e for e in errors if e is not None), None)
-    if first is not None:
-        raise OutputError(first)
+        error = OutputError(f"{what}: {describe_error(exc)}")
+    raise_on_all_ranks(error, comm)
 
 
 def atomic_write(path: str | pathlib.Path, data: bytes) -> None:

@@ -20,7 +20,8 @@ bad input never leaves the other ranks waiting in a collective call.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Sequence
 
 from mpi4py import MPI
 
@@ -128,29 +129,59 @@ def replicated(value: torch.Tensor, comm: MPI.Comm = MPI.COMM_WORLD) -> torch.Te
 def raise_on_all_ranks(error: BaseException | None, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
     """Raise on every rank of ``comm`` if any rank holds an error (collective).
 
-    Checks of rank-local data (a tensor's length, a network's output on the rank's points)
-    can fail on some ranks only; raising there alone would leave the others waiting in the
-    next collective call.  Every rank calls this with its own result (``None`` if fine).  A
-    rank with an error raises it; the others raise an exception of the same built-in type
-    (``RuntimeError`` for other types) whose message is the first failing rank's, with its
-    number.
+    The one rule of the package for checks of rank-local data (a tensor's length, a
+    network's output on the rank's points, a file read on rank 0): they can fail on some
+    ranks only, and raising there alone would leave the others waiting in the next collective
+    call.  Every rank calls this with its own result (``None`` if fine).  A rank with an error
+    raises it; the others raise an exception of the same type (a built-in or a
+    ``dolfinx_nn`` exception that takes a message; ``RuntimeError`` otherwise) whose message
+    is the first failing rank's, with its number.  Costs one ``allreduce`` when no rank fails.
 
     Args:
         error: this rank's error, or ``None``.
         comm: the communicator whose ranks must agree.
     """
+    if comm.size == 1:
+        if error is not None:
+            raise error
+        return
     if not comm.allreduce(error is not None, op=MPI.LOR):
         return
-    report = None if error is None else (type(error).__name__, str(error))
+    report = None if error is None else (
+        type(error).__module__, type(error).__qualname__, str(error))
     reports = comm.allgather(report)
     if error is not None:
         raise error
     rank = next(r for r, rep in enumerate(reports) if rep is not None)
-    name, message = reports[rank]
-    kind = getattr(builtins, name, None)
-    if not (isinstance(kind, type) and issubclass(kind, Exception)):
-        kind = RuntimeError
-    raise kind(f"{message} [raised on rank {rank}]")
+    module, name, message = reports[rank]
+    raise _same_kind(module, name, f"{message} [raised on rank {rank}]")
+
+
+def _same_kind(module: str, name: str, message: str) -> Exception:
+    """An exception of the named type with ``message`` (``RuntimeError`` if none fits)."""
+    kind: object = None
+    if module == "builtins":
+        kind = getattr(builtins, name, None)
+    elif module.split(".")[0] == "dolfinx_nn" and "." not in name:
+        kind = getattr(sys.modules.get(module), name, None)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        try:
+            return kind(message)
+        except TypeError:  # a constructor that takes more than a message
+            pass
+    return RuntimeError(message)
+
+
+def agree_any(flags: Sequence[bool], comm: MPI.Comm) -> list[bool]:
+    """Per-entry logical OR of ``flags`` over the ranks of ``comm`` (collective).
+
+    For flags that decide which collective operations run (which inputs of a bridge op need
+    a gradient): every rank must run the same ones.
+    """
+    values = np.asarray(flags, dtype=np.int32)
+    if comm.size > 1:
+        comm.Allreduce(MPI.IN_PLACE, values, op=MPI.MAX)
+    return [bool(x) for x in values]
 
 
 def recording_anchor(tensors: Iterable[object], comm: MPI.Comm) -> list[torch.Tensor]:

@@ -1,7 +1,9 @@
 """Point observations of finite element functions as a differentiable PyTorch operation.
 
-``PointObservation(V, points)`` locates the points in the mesh, assigns each one to exactly one
-rank (the lowest rank owning a cell that contains it) and builds the observation matrix ``B``
+``PointObservation(V, points)`` locates the points in the mesh and assigns each one to exactly
+one rank with DOLFINx's ``dolfinx.geometry.determine_point_ownership`` (the lowest rank owning
+a cell that contains it; with ``padding``, a point just outside goes to the rank of its nearest
+cell), and builds the observation matrix ``B``
 (PETSc AIJ; rows: this rank's points times the components, columns: the global dofs of ``V``)
 from the element's basis functions at the points.  Applying it to a tensor of owned dofs is one
 ``MatMult``; its backward pass is one ``MatMultTranspose``.  PETSc moves off-rank dof values, so
@@ -14,6 +16,10 @@ Example::
     loss = global_sum(((y - data[obs.local_indices]) ** 2).sum(), comm)
 
 Supported spaces: Lagrange and DG (any degree, scalar, vector or tensor-valued) on any mesh.
+
+The matrix and work vectors follow the package's PETSc rule (:mod:`dolfinx_nn.petsc_problems`):
+``obs.destroy()`` or ``with PointObservation(...) as obs:`` frees them collectively, the
+garbage collector never does, and a destroyed observation refuses use.
 """
 
 from __future__ import annotations
@@ -29,9 +35,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from dolfinx_nn.parallel import raise_on_all_ranks
+from dolfinx_nn.petsc_problems import PetscOwner
+
 __all__ = ["PointObservation"]
 
 _MAX_LISTED = 5  # points listed in the out-of-mesh error
+#: A point whose squared distance to its cell is below this lies in the cell (the tolerance of
+#: DOLFINx's point ownership, ``determine_point_ownership``).
+_INSIDE_SQUARED = 10 * np.finfo(np.float64).eps
 
 
 def _observe(values: torch.Tensor, obs: PointObservation, transpose: bool) -> torch.Tensor:
@@ -63,16 +75,6 @@ class _Observe(torch.autograd.Function):
         return _Observe.apply(d_values, ctx.obs, ctx.transpose)  # an op: torch.func unwraps
 
 
-def _raise_collectively(comm: MPI.Comm, error: str | None) -> None:
-    """Raise ``ValueError`` on every rank if any rank has an error (before collective calls)."""
-    if comm.size > 1 and not comm.allreduce(error is not None, op=MPI.LOR):
-        return
-    errors = comm.allgather(error) if comm.size > 1 else [error]
-    for rank, message in enumerate(errors):
-        if message is not None:
-            raise ValueError(message if comm.size == 1 else f"on rank {rank}: {message}")
-
-
 def _as_points(points: npt.ArrayLike, gdim: int) -> np.ndarray:
     points = np.asarray(points, dtype=np.float64)
     if points.ndim == 1 and gdim == 1:
@@ -85,6 +87,12 @@ def _as_points(points: npt.ArrayLike, gdim: int) -> np.ndarray:
     return points
 
 
+def _padded(points: np.ndarray) -> np.ndarray:
+    out = np.zeros((points.shape[0], 3))
+    out[:, : points.shape[1]] = points
+    return out
+
+
 def _is_affine_simplex(mesh: dolfinx.mesh.Mesh) -> bool:
     cell = mesh.topology.cell_type
     num_vertices = dolfinx.cpp.mesh.cell_num_vertices(cell)
@@ -93,20 +101,19 @@ def _is_affine_simplex(mesh: dolfinx.mesh.Mesh) -> bool:
     return simplex and affine and mesh.geometry.dim == mesh.topology.dim
 
 
-def _padded(points: np.ndarray) -> np.ndarray:
-    out = np.zeros((points.shape[0], 3))
-    out[:, : points.shape[1]] = points
-    return out
-
-
-def _owned_cells(mesh: dolfinx.mesh.Mesh) -> np.ndarray:
-    return np.arange(mesh.topology.index_map(mesh.topology.dim).size_local, dtype=np.int32)
-
-
 def _pull_back(mesh: dolfinx.mesh.Mesh, points: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Reference coordinates of points in given cells, one ``cmap.pull_back`` per cell."""
-    cmap, x = mesh.geometry.cmaps[0], mesh.geometry.x[:, : mesh.geometry.dim]
-    dofmap = mesh.geometry.dofmaps[0]
+    """Reference coordinates ``(m, tdim)`` of ``points`` (also outside) in the given cells.
+
+    Affine simplices: ``X = J^{-1} (x - x_0)``, vectorised; other cells (quadrilaterals,
+    hexahedra, curved or manifold cells): one ``cmap.pull_back`` per cell.
+    """
+    gdim = mesh.geometry.dim
+    x, dofmap = mesh.geometry.x[:, :gdim], mesh.geometry.dofmaps[0]
+    if _is_affine_simplex(mesh):
+        vertices = x[dofmap[cells]]  # (m, tdim + 1, gdim)
+        jacobian = np.swapaxes(vertices[:, 1:] - vertices[:, :1], 1, 2)  # (m, gdim, tdim)
+        return np.linalg.solve(jacobian, (points - vertices[:, 0])[..., None])[..., 0]
+    cmap = mesh.geometry.cmaps[0]
     X = np.zeros((points.shape[0], mesh.topology.dim))
     order = np.argsort(cells, kind="stable")
     unique, starts = np.unique(cells[order], return_index=True)
@@ -115,63 +122,56 @@ def _pull_back(mesh: dolfinx.mesh.Mesh, points: np.ndarray, cells: np.ndarray) -
     return X
 
 
-def _cells_containing(
-    mesh: dolfinx.mesh.Mesh, points: np.ndarray
+def _locate(
+    mesh: dolfinx.mesh.Mesh, points: np.ndarray, mine: slice, padding: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """First owned cell containing each point (-1: none) and the reference coordinates.
+    """The global indices of the points this rank owns and their cells (collective).
 
-    Bounding-box candidates come from DOLFINx's tree.  For affine simplices the exact test is
-    vectorised (barycentric coordinates >= -1e-12); other cells (quadrilaterals, hexahedra,
-    curved or manifold cells) use DOLFINx's GJK test and ``cmap.pull_back``.
+    Ownership is DOLFINx's ``dolfinx.geometry.determine_point_ownership`` over the owned cells
+    (bounding boxes padded by ``padding``): a point inside the mesh belongs to the lowest rank
+    with a cell containing it (GJK, squared distance below ``10 eps``); a point outside every
+    cell to the rank of its nearest cell, which is accepted when at most ``padding`` away.
+
+    Args:
+        mesh: the mesh.
+        points: all points ``(num_points, gdim)``, the same on every rank.
+        mine: the rows of ``points`` this rank hands to DOLFINx (the ranks' slices partition
+            the rows, in rank order).
+        padding: the largest accepted distance to the mesh.
+
+    Raises:
+        ValueError: on every rank, listing points farther than ``padding`` from the mesh.
     """
-    tdim, gdim = mesh.topology.dim, mesh.geometry.dim
-    padded = _padded(points)
-    tree = dolfinx.geometry.bb_tree(mesh, tdim, entities=_owned_cells(mesh))
-    candidates = dolfinx.geometry.compute_collisions_points(tree, padded)
-    cells = np.full(points.shape[0], -1, dtype=np.int32)
-    X = np.zeros((points.shape[0], tdim))
-    if not _is_affine_simplex(mesh):
-        colliding = dolfinx.geometry.compute_colliding_cells(mesh, candidates, padded)
-        found = np.diff(colliding.offsets) > 0
-        cells[found] = colliding.array[colliding.offsets[:-1][found]]
-        X[found] = _pull_back(mesh, points[found], cells[found])
-        return cells, X
-    x = mesh.geometry.x[:, :gdim]
-    nodes = mesh.geometry.dofmaps[0]
-    pair_point = np.repeat(np.arange(points.shape[0]), np.diff(candidates.offsets))
-    pair_cell = candidates.array
-    for chunk in np.array_split(np.arange(pair_cell.size), max(1, pair_cell.size // 200_000)):
-        vertices = x[nodes[pair_cell[chunk]]]  # (pairs, tdim + 1, gdim)
-        jacobian = np.swapaxes(vertices[:, 1:] - vertices[:, :1], 1, 2)  # (pairs, gdim, gdim)
-        offset = points[pair_point[chunk]] - vertices[:, 0]
-        Xc = np.linalg.solve(jacobian, offset[..., None])[..., 0]
-        inside = (Xc >= -1e-12).all(axis=1) & (Xc.sum(axis=1) <= 1.0 + 1e-12)
-        hits = chunk[inside]
-        hit_points, first = np.unique(pair_point[hits], return_index=True)  # first candidate
-        new = cells[hit_points] < 0
-        cells[hit_points[new]] = pair_cell[hits[first[new]]]
-        X[hit_points[new]] = Xc[inside][first[new]]
-    return cells, X
+    comm, tdim = mesh.comm, mesh.topology.dim
+    owned_cells = np.arange(mesh.topology.index_map(tdim).size_local, dtype=np.int32)
+    data = dolfinx.geometry.determine_point_ownership(
+        mesh, _padded(points[mine]), padding, owned_cells)
+    owner = np.concatenate(comm.allgather(np.asarray(data.src_owner, dtype=np.int32)))
+    indices = np.flatnonzero(owner == comm.rank)
+    # DOLFINx returns a rank's points grouped by sending rank (``dest_owner``, sorted) in the
+    # sender's order: with contiguous slices in rank order, increasing global indices.
+    cells = np.asarray(data.dest_cells, dtype=np.int32)
+    received = np.asarray(data.dest_points).reshape(-1, 3)[:, : points.shape[1]]
+    error = None
+    if not np.array_equal(received, points[indices]):
+        error = RuntimeError("dolfinx.geometry.determine_point_ownership returned the points "
+                             "in an unexpected order")
+    raise_on_all_ranks(error, comm)
+    squared = dolfinx.geometry.squared_distance(mesh, tdim, cells, _padded(points[indices]))
+    distance = np.zeros(owner.size)
+    distance[indices] = np.where(squared < _INSIDE_SQUARED, 0.0, np.sqrt(squared))
+    comm.Allreduce(MPI.IN_PLACE, distance, op=MPI.MAX)
+    missing = np.flatnonzero((owner < 0) | (distance > padding))
+    if missing.size:
+        listed = ", ".join(f"#{i} {points[i].tolist()}" for i in missing[:_MAX_LISTED])
+        more = f" and {missing.size - _MAX_LISTED} more" if missing.size > _MAX_LISTED else ""
+        raise ValueError(
+            f"{missing.size} point(s) outside the mesh (padding {padding}): {listed}{more}"
+        )
+    return indices, cells
 
 
-def _nearest_cells(
-    mesh: dolfinx.mesh.Mesh, points: np.ndarray, which: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nearest owned cell of ``points[which]``, reference coordinates and distance."""
-    tdim = mesh.topology.dim
-    owned = _owned_cells(mesh)
-    if which.size == 0 or owned.size == 0:
-        return (np.zeros(which.size, np.int32), np.zeros((which.size, tdim)),
-                np.full(which.size, np.inf))
-    padded = _padded(points[which])
-    tree = dolfinx.geometry.bb_tree(mesh, tdim, entities=owned)
-    midpoints = dolfinx.geometry.create_midpoint_tree(mesh, tdim, owned)
-    near = dolfinx.geometry.compute_closest_entity(tree, midpoints, mesh, padded)
-    distance = np.sqrt(dolfinx.geometry.squared_distance(mesh, tdim, near, padded))
-    return near, _pull_back(mesh, points[which], near), distance
-
-
-class PointObservation:
+class PointObservation(PetscOwner):
     """Values of functions in ``V`` at given points, as a torch op and on numpy data.
 
     Args:
@@ -209,27 +209,32 @@ class PointObservation:
         self._comm = mesh.comm
         self._check_element(V)
         self._bs = V.dofmap.index_map_bs
+        self._num_owned_dofs = V.dofmap.index_map.size_local * self._bs
         self.value_shape: tuple[int, ...] = tuple(int(s) for s in V.element.value_shape)
+        error: ValueError | None = None
+        local = np.empty((0, mesh.geometry.dim))
         try:
-            local, error = _as_points(points, mesh.geometry.dim), None
+            local = _as_points(points, mesh.geometry.dim)
         except ValueError as exc:
-            local, error = None, str(exc)
+            error = exc
         if distributed:  # ranks pass different points: fail together
-            _raise_collectively(self._comm, error)
+            raise_on_all_ranks(error, self._comm)
         elif error is not None:
-            raise ValueError(error)
-        if distributed:
-            all_points = np.concatenate(self._comm.allgather(local), axis=0)
-        else:
-            all_points = local
-        self.num_points = int(all_points.shape[0])
+            raise error
         if not padding >= 0.0:
             raise ValueError(f"padding must be a non-negative distance, got {padding}")
-        cells, X = self._locate(mesh, all_points, float(padding))
-        self.local_indices = np.flatnonzero(cells >= 0)
+        if distributed:
+            pieces = self._comm.allgather(local)
+            all_points = np.concatenate(pieces, axis=0)
+            offsets = np.cumsum([0] + [len(p) for p in pieces])
+        else:
+            all_points = local
+            offsets = np.arange(self._comm.size + 1) * len(local) // self._comm.size
+        self.num_points = int(all_points.shape[0])
+        mine = slice(offsets[self._comm.rank], offsets[self._comm.rank + 1])
+        self.local_indices, self.cells = _locate(mesh, all_points, mine, float(padding))
         self.points = all_points[self.local_indices]
-        self.cells = cells[self.local_indices]
-        self._reference = X[self.local_indices]
+        self._reference = _pull_back(mesh, self.points, self.cells)
         self.matrix = self._assemble(V)
         self._x, self._y = self.matrix.createVecs()
 
@@ -264,33 +269,6 @@ class PointObservation:
             raise ValueError(
                 f"PointObservation supports Lagrange and DG spaces, got {V.ufl_element()}"
             )
-
-    def _locate(
-        self, mesh: dolfinx.mesh.Mesh, points: np.ndarray, padding: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Owning cell (-1 where another rank owns the point) and reference coordinates."""
-        comm, rank = self._comm, self._comm.rank
-        cells, X = _cells_containing(mesh, points)
-        key = np.where(cells >= 0, 0.0, np.inf)
-        if padding > 0.0:
-            near, X_near, distance = _nearest_cells(mesh, points, np.flatnonzero(cells < 0))
-            close = distance <= padding
-            outside = np.flatnonzero(cells < 0)[close]
-            cells[outside], X[outside], key[outside] = near[close], X_near[close], distance[close]
-        best = np.empty_like(key)
-        comm.Allreduce(key, best, op=MPI.MIN)
-        missing = np.flatnonzero(np.isinf(best))
-        if missing.size:
-            listed = ", ".join(f"#{i} {points[i].tolist()}" for i in missing[:_MAX_LISTED])
-            more = f" and {missing.size - _MAX_LISTED} more" if missing.size > _MAX_LISTED else ""
-            raise ValueError(
-                f"{missing.size} point(s) outside the mesh (padding {padding}): {listed}{more}"
-            )
-        mine = np.where((cells >= 0) & (key == best), rank, comm.size).astype(np.int32)
-        owner = np.empty_like(mine)
-        comm.Allreduce(mine, owner, op=MPI.MIN)
-        cells[owner != rank] = -1
-        return cells, X
 
     def _assemble(self, V: dolfinx.fem.FunctionSpace) -> PETSc.Mat:
         bs = self._bs
@@ -333,14 +311,16 @@ class PointObservation:
         return flat.reshape((self.num_local_points, *self.value_shape))
 
     def _apply(self, array: np.ndarray, *, transpose: bool) -> np.ndarray:
+        self._require_alive()
         src, dst = (self._y, self._x) if transpose else (self._x, self._y)
         error = None
         if array.shape != (src.getLocalSize(),):
             what = "values at the owned points" if transpose else "owned dofs of V"
-            error = f"expected {src.getLocalSize()} {what} (flattened), got shape {array.shape}"
+            error = ValueError(
+                f"expected {src.getLocalSize()} {what} (flattened), got shape {array.shape}")
         elif not np.isfinite(array).all():
-            error = "input holds NaN or inf values; refusing to pass them to PETSc"
-        _raise_collectively(self._comm, error)  # the product below is collective
+            error = ValueError("input holds NaN or inf values; refusing to pass them to PETSc")
+        raise_on_all_ranks(error, self._comm)  # the product below is collective
         src.array[:] = array
         (self.matrix.multTranspose if transpose else self.matrix.mult)(src, dst)
         return dst.array.copy()
@@ -358,7 +338,7 @@ class PointObservation:
 
     def evaluate(self, u: dolfinx.fem.Function) -> np.ndarray:
         """Values of a DOLFINx Function (in V's layout) at the owned points, as numpy."""
-        owned = self._x.getLocalSize()
+        owned = self._num_owned_dofs
         return self._shape(self._apply(u.x.array[:owned].copy(), transpose=False))
 
     def transpose(self, values: npt.ArrayLike) -> np.ndarray:
@@ -400,23 +380,5 @@ class PointObservation:
             raise ValueError(f"data must have {self.num_points} rows, got {data.shape[0]}")
         return data[self.local_indices]
 
-    # ----------------------------------------------------------------------- clean-up
-
-    def destroy(self) -> None:
-        """Free the PETSc matrix and work vectors (collective)."""
-        for name in ("matrix", "_x", "_y"):
-            obj = self.__dict__.pop(name, None)
-            if obj is not None:
-                obj.destroy()
-
-    def __enter__(self) -> PointObservation:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.destroy()
-
-    def __del__(self) -> None:
-        try:
-            self.destroy()
-        except Exception:  # interpreter shutdown: PETSc may be gone already
-            pass
+    def _owned_petsc(self) -> tuple[PETSc.Mat, PETSc.Vec, PETSc.Vec]:
+        return self.matrix, self._x, self._y

@@ -32,6 +32,8 @@ import dolfinx.cpp
 import dolfinx.mesh
 import numpy as np
 
+from dolfinx_nn.parallel import raise_on_all_ranks
+
 __all__ = ["global_shares", "rank_rng", "sample_boundary", "sample_interior"]
 
 #: How a (facet or cell) of a given type splits into simplices: local vertex indices.
@@ -98,14 +100,6 @@ def _check_request(
             "sampling supports affine (degree-1) geometry only; this mesh has "
             f"{geometry.dofmaps[0].shape[1]} geometry nodes per {mesh.topology.cell_type.name} cell"
         )
-
-
-def _raise_collectively(comm: MPI.Comm, error: Exception | None) -> None:
-    """Raise the first rank's error on every rank (each rank's data may differ)."""
-    errors = comm.allgather(error) if comm.size > 1 else [error]
-    for error in errors:
-        if error is not None:
-            raise error
 
 
 def _entity_indices(
@@ -185,7 +179,7 @@ def sample_interior(
         cells, error = _entity_indices(cells, owned, cell_map, "cells"), None
     except (TypeError, ValueError) as exc:
         error = exc
-    _raise_collectively(mesh.comm, error)
+    raise_on_all_ranks(error, mesh.comm)
     simplices, _ = _split(mesh.geometry.dofmaps[0][cells], mesh.topology.cell_type.name)
     vertices = mesh.geometry.x[simplices][:, :, :gdim]
     measures = _simplex_measure(vertices)
@@ -242,7 +236,7 @@ def sample_boundary(
         facets, error = _entity_indices(facets, exterior, facet_map, "facets"), None
     except (TypeError, ValueError) as exc:
         error = exc
-    _raise_collectively(mesh.comm, error)
+    raise_on_all_ranks(error, mesh.comm)
     facet_nodes = dolfinx.mesh.entities_to_geometry(mesh, tdim - 1, facets)
     simplices, owner = _split(facet_nodes, _FACET_TYPE[mesh.topology.cell_type.name])
     x = mesh.geometry.x[:, :gdim]

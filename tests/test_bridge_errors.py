@@ -137,3 +137,28 @@ def test_taylor_test_checks_shapes():
                             torch.full((3,), 0.5, dtype=torch.float64))
     assert all(abs(r - 2) < 0.1 for r in rates)
     np.testing.assert_equal(len(rates), 3)
+
+
+def test_destroyed_operator_refuses_use():
+    # the PETSc rule (dolfinx_nn.petsc_problems): destroy() frees collectively, may be
+    # repeated, and leaves nothing usable that points at a destroyed PETSc object
+    p = PoissonCoefficient(MPI.COMM_WORLD, n=4, prefix="destroyed_")
+    q_t = p.qn().detach().requires_grad_(True)
+    u_t = p.solve(q_t, p.f_t)
+    assert float(u_t.detach().abs().sum()) > 0.0
+    p.solve.destroy()
+    p.solve.destroy()
+    assert p.solve.destroyed
+    with pytest.raises(RuntimeError, match=r"FEMOperator was destroyed.*create a new"):
+        p.solve(q_t, p.f_t)
+    with pytest.raises(RuntimeError, match="FEMOperator was destroyed"):
+        p.solve.solver.getType()
+    with pytest.raises(RuntimeError, match="FEMOperator was destroyed"):  # the backward pass
+        p.J(u_t, q_t).backward()
+
+
+def test_operator_as_context_manager():
+    p = PoissonCoefficient(MPI.COMM_WORLD, n=4, prefix="with_")
+    with p.solve as solve:
+        u_t = solve(p.qn().detach(), p.f_t)
+    assert solve.destroyed and u_t.shape == (p.V.dofmap.index_map.size_local,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import weakref
 
 from mpi4py import MPI
@@ -286,3 +287,25 @@ def test_network_fit_to_point_data_taylor(comm):
     directions = {k: torch.randn_like(v) for k, v in params.items()}
     rates = taylor_test(misfit, params, directions, comm=comm)
     assert min(rates) > 1.9
+
+
+def test_destroy_rule(comm):
+    # destroy() frees the PETSc objects (collective) and the observation then refuses use;
+    # the garbage collector never destroys them: a matrix still referenced stays usable
+    mesh = create_mesh(comm, "square", 2)
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    u = torch.ones(V.dofmap.index_map.size_local, dtype=torch.float64)
+    with PointObservation(V, np.full((3, 2), 0.25)) as obs:
+        np.testing.assert_allclose(obs(u).numpy(), np.ones(obs.num_local_points), atol=1e-14)
+    assert obs.destroyed
+    obs.destroy()
+    with pytest.raises(RuntimeError, match="PointObservation was destroyed"):
+        obs(u)
+    with pytest.raises(RuntimeError, match="PointObservation was destroyed"):
+        obs.transpose(np.ones(obs.num_local_points))
+    kept = PointObservation(V, np.full((3, 2), 0.25))
+    matrix = kept.matrix
+    del kept
+    gc.collect()
+    assert matrix.getSize() == (3, V.dofmap.index_map.size_global)
+    matrix.destroy()
