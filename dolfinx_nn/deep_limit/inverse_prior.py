@@ -4,7 +4,7 @@ The coefficient of ``-div(q grad u) = f`` is ``q(x) = q_min + softplus(r(F(L(s(x
 ``s`` the map of the bounding box onto ``[-1, 1]^gdim``, ``L`` a linear lift to ``R^d``, ``F``
 the depth-``N`` constant-weight ResNet (or its neural-ODE limit) and ``r`` a linear readout.
 Every depth starts from the same weights and takes the same number of full-batch Adam steps
-on the data misfit of :mod:`dolfinx_nn.inverse`; the recovered coefficients ``q_N`` should
+on the data misfit of :mod:`dolfinx_nn.models`; the recovered coefficients ``q_N`` should
 converge to the ODE prior's ``q_ODE`` at first order in ``1/N``.
 """
 
@@ -24,8 +24,8 @@ from torch import nn
 from dolfinx_nn.deep_limit.blocks import dense_block
 from dolfinx_nn.deep_limit.classifier import ODE, make_flow
 from dolfinx_nn.deep_limit.rates import fitted_order, successive_ratios
-from dolfinx_nn.inverse import ProblemSpec, build_problem
 from dolfinx_nn.meshes import bounding_box
+from dolfinx_nn.models import ProblemSpec, build_problem
 from dolfinx_nn.neural_function import NeuralFunction
 from dolfinx_nn.training import TrainingConfig, train
 
