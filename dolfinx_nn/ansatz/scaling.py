@@ -123,7 +123,7 @@ def problem_scales(
     if len(xt):
         g, grad, lap = derivatives(extension, xt, problem.gdim, create_graph=False)
         f = problem.source_torch(xt).numpy()
-        r0 = problem.apply(xt, grad, lap).numpy() - f
+        r0 = problem.apply(xt, g, grad, lap).numpy() - f
         g = g.numpy()
         speed = np.zeros(len(xt))
         t = xt[:, problem.gdim] if problem.time_dependent else None
