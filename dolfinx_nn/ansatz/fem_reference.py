@@ -136,7 +136,9 @@ def solve_fem(
         problem_ = petsc_problems.LinearProblem(
             a, L, bcs=[bc], petsc_options_prefix="ansatz_fem_", petsc_options=options
         )
-        uh = problem_.solve()
+        solved = problem_.solve()
+        assert isinstance(solved, dolfinx.fem.Function)  # one form, one solution
+        uh = solved
         final_time = None
     else:
         uh = _crank_nicolson(problem, mesh, V, bc, u_bc, exact_expr, t_const, operator, supg,

@@ -68,6 +68,7 @@ class StrongResidualLoss:
         """Strong residual at this rank's points."""
         if self.fixed is None:
             return self.problem.residual(self.ansatz, self.points, self.source)
+        assert isinstance(self.ansatz, DirichletAnsatz)  # fixed derivatives come from one
         u, grad, lap = self.ansatz.derivatives_at(self.fixed)
         return self.problem.apply(self.points, u, grad, lap) - self.source
 

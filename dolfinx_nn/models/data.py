@@ -212,6 +212,7 @@ def synthetic_point_data(
     with PointObservation(reference.u.function_space, points) as evaluation:
         owned_values = evaluation.evaluate(reference.u).reshape(-1)
         exact = evaluation.gather(owned_values, root=None)
+    assert exact is not None  # root=None: every rank holds all values
     noisy, sigma = noisy_values(exact, points, noise, seed, MPI.COMM_SELF)
     observation = ScatteredObservation(model.u, points, noisy)
     observation.noise_norm = sigma * np.sqrt(points.shape[0]) / observation.data_norm

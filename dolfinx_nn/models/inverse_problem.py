@@ -21,6 +21,8 @@ import ufl
 from dolfinx_nn.expressions import ParsedExpression, parse_expression
 from dolfinx_nn.meshes import create_mesh
 from dolfinx_nn.models.data import (
+    FieldData,
+    PointData,
     read_point_data,
     reference_solution,
     synthetic_field_data,
@@ -222,6 +224,7 @@ def build_problem(
     reference = reference_solution(mesh, coefficient, source, boundary,
                                    refinements=spec.refinements, degree=spec.degree + 1,
                                    solver=solver)
+    data: PointData | FieldData
     if spec.observe == "points":
         data = synthetic_point_data(model, reference, num_points=spec.num_points,
                                     noise=spec.noise, seed=spec.seed)
