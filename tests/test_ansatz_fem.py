@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from mpi4py import MPI
 
+import basix
 import numpy as np
 import pytest
 import torch
 import ufl
+from dolfinx import fem, la
 
-from dolfinx_nn.ansatz import Problem
+from dolfinx_nn.ansatz import PDES, Problem, get_pde
 from dolfinx_nn.ansatz.compare import observed_rates, refine
 from dolfinx_nn.ansatz.errors import fem_errors
 from dolfinx_nn.ansatz.fem_reference import solve_fem
 from dolfinx_nn.ansatz.fitted_fields import quadrature_points
-from dolfinx_nn.meshes import create_mesh
+from dolfinx_nn.meshes import boundary_dofs, create_mesh
 
 EXACT = "sin(2*x[0] + 0.5)*cos(3*x[1]) + x[0]*x[1]"
 
@@ -60,11 +62,52 @@ def test_heat_advection_crank_nicolson_converges():
     assert np.log2(errors[0] / errors[1]) > 1.85
 
 
-def test_sources_agree_between_ufl_and_torch():
-    """f from UFL derivatives and from torch autograd agree at quadrature points."""
-    problem = Problem.from_text("advection-diffusion", EXACT, 2, diffusion=0.3,
-                                advection="x[1], -x[0]")
+def _registered_problem(name: str) -> Problem:
+    """A manufactured problem for the registered equation ``name``."""
+    equation = get_pde(name)
+    exact = EXACT + (" + exp(-t)*x[0]*x[1]" if equation.time_dependent else "")
+    advection = "x[1], -x[0]" if equation.needs_advection else None
+    return Problem.from_text(name, exact, 2, diffusion=0.3, advection=advection, final_time=0.5)
+
+
+def test_every_registered_pde_is_consistent():
+    """For every registered PDE: the manufactured source (UFL) makes the weak residual of the
+    exact solution vanish to quadrature accuracy (``u_t`` added for time-dependent equations),
+    and f from UFL derivatives and from torch autograd agree at quadrature points.
+
+    All PDEs share one vector-valued form and one expression (two JIT compilations in all).
+    """
     mesh = create_mesh(MPI.COMM_WORLD, "square", 3)
-    x, _, (f_ufl,) = quadrature_points(mesh, 3, [problem.source_ufl(ufl.SpatialCoordinate(mesh))])
-    f_torch = problem.source_torch(torch.from_numpy(x)).numpy()
-    assert np.allclose(f_torch, f_ufl, rtol=1e-12, atol=1e-12)
+    problems = [_registered_problem(name) for name in PDES]
+    x, t = ufl.SpatialCoordinate(mesh), fem.Constant(mesh, 0.3)
+    W = fem.functionspace(mesh, ("Lagrange", 2, (2 * len(problems),)))
+    w = ufl.TestFunction(W)
+    form, sources = 0, []
+    for k, problem in enumerate(problems):  # component 2k: weak residual, 2k+1: load vector
+        f, v = problem.source_ufl(x, t), w[2 * k]
+        form += problem.equation.weak_form(problem, problem.exact_ufl(x, t), v, x, t)
+        form += (f * (w[2 * k + 1] - v)) * ufl.dx
+        if problem.time_dependent:
+            tv = ufl.variable(t)
+            form += ufl.diff(problem.exact.ufl(x, tv), tv) * v * ufl.dx
+        sources.append(f)
+    form = ufl.Form([i.reconstruct(metadata={"quadrature_degree": 12}) for i in form.integrals()])
+    vec = fem.assemble_vector(fem.form(form))
+    vec.scatter_reverse(la.InsertMode.add)
+    values = vec.array.reshape(-1, W.dofmap.index_map_bs)[: W.dofmap.index_map.size_local].copy()
+    boundary = boundary_dofs(W)
+    values[boundary[boundary < len(values)]] = 0.0
+    norms = np.sqrt(mesh.comm.allreduce((values**2).sum(axis=0), op=MPI.SUM))
+    for k, problem in enumerate(problems):
+        assert norms[2 * k] < 1e-9 * norms[2 * k + 1], problem.pde
+
+    points, _, _ = quadrature_points(mesh, 3)
+    cells = np.arange(mesh.topology.index_map(2).size_local, dtype=np.int32)
+    rule, _ = basix.make_quadrature(mesh.basix_cell(), 3)
+    f_ufl = fem.Expression(ufl.as_vector(sources), rule).eval(mesh, cells).reshape(-1, len(sources))
+    for k, problem in enumerate(problems):
+        inputs = points
+        if problem.time_dependent:
+            inputs = np.column_stack([points, np.full(len(points), 0.3)])
+        f_torch = problem.source_torch(torch.from_numpy(inputs)).numpy()
+        assert np.allclose(f_torch, f_ufl[:, k], rtol=1e-12, atol=1e-12), problem.pde

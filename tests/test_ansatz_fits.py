@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from mpi4py import MPI
 
 import numpy as np
 import pytest
 import torch
 
-from dolfinx_nn.ansatz import DirichletAnsatz, Problem, feed_forward
+from dolfinx_nn.ansatz import PDES, DirichletAnsatz, Problem, feed_forward, get_pde
 from dolfinx_nn.ansatz.fitted_fields import FIT_TOLERANCE as DEFAULT_FIT_TOLERANCE
 from dolfinx_nn.ansatz.fitted_fields import (
     boundary_components,
@@ -16,7 +18,7 @@ from dolfinx_nn.ansatz.fitted_fields import (
     fit_boundary_extension,
     fit_distance,
 )
-from dolfinx_nn.ansatz.losses import StrongResidualLoss
+from dolfinx_nn.ansatz.losses import RitzLoss, StrongResidualLoss
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork, width_for_parameters
 from dolfinx_nn.meshes import bounding_box, create_mesh
 from dolfinx_nn.sampling import rank_rng, sample_boundary, sample_interior
@@ -135,6 +137,11 @@ def test_bad_input_is_refused():
         Problem.from_text("advection-diffusion", "x[0]", 2, advection="1")
     with pytest.raises(ValueError, match="choose one of"):
         Problem.from_text("laplace", "x[0]", 2)
+    with pytest.raises(ValueError, match=re.escape(f"choose one of {sorted(PDES)}")):
+        get_pde("laplace")
+    with pytest.raises(ValueError, match=re.escape("pde must be one of ['poisson']")):
+        RitzLoss(Problem.from_text("advection-diffusion", "x[0]", 2, advection="1, 0"),
+                 lambda x: x[:, 0], None)
     with pytest.raises(ValueError, match="uses t"):
         Problem.from_text("poisson", "t*x[0]", 2)
     with pytest.raises(ValueError, match="diffusion must be a positive"):

@@ -9,7 +9,7 @@ import pathlib
 from mpi4py import MPI
 
 from dolfinx_nn.bench import operator
-from dolfinx_nn.bench.timing import median_wall_time
+from dolfinx_nn.timing import median_wall_time
 
 COMM = MPI.COMM_WORLD
 

@@ -20,9 +20,9 @@ from dolfinx_nn.inverse import (
     build_problem,
 )
 from dolfinx_nn.inverse.cli import _formula, add_arguments, configs_from_args, run
-from dolfinx_nn.inverse.data import read_point_data
 from dolfinx_nn.meshes import bounding_box
-from dolfinx_nn.inverse.noise import standard_normal_at
+from dolfinx_nn.models.data import read_point_data
+from dolfinx_nn.models.noise import standard_normal_at
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -24,8 +24,8 @@ from dolfinx_nn.fem_functional import fem_functional
 from dolfinx_nn.hessian import GaussNewtonHessian, ReducedHessian
 from dolfinx_nn.inverse.laplace import low_rank_posterior
 from dolfinx_nn.inverse.newton import minimize_lbfgs, minimize_newton_cg
-from dolfinx_nn.inverse.problem import ProblemSpec, build_problem
 from dolfinx_nn.inverse.tikhonov import REGULARIZATIONS, _GlobalCoefficient
+from dolfinx_nn.models.inverse_problem import ProblemSpec, build_problem
 
 COMM = MPI.COMM_WORLD
 

@@ -10,7 +10,9 @@ Modules:
 - :mod:`~dolfinx_nn.ansatz.networks`: feed-forward and random-feature networks;
 - :mod:`~dolfinx_nn.ansatz.fitted_fields`: fitting ``G`` and ``D`` on the mesh;
 - :mod:`~dolfinx_nn.ansatz.ansatz`: the ansatz and its autograd derivatives;
-- :mod:`~dolfinx_nn.ansatz.pdes`: Poisson, advection-diffusion and heat-advection problems;
+- :mod:`~dolfinx_nn.ansatz.equations`: the registry of PDEs (Poisson, advection-diffusion,
+  heat-advection), one class each: operator, weak form, properties;
+- :mod:`~dolfinx_nn.ansatz.pdes`: a PDE with a manufactured solution (source, data);
 - :mod:`~dolfinx_nn.ansatz.losses`: strong-form residual and Ritz energy losses;
 - :mod:`~dolfinx_nn.ansatz.fem_reference`: the DOLFINx solver on the same problem;
 - :mod:`~dolfinx_nn.ansatz.errors`: L2, H1 and max errors by DOLFINx quadrature;
@@ -24,11 +26,13 @@ Modules:
 from __future__ import annotations
 
 from dolfinx_nn.ansatz.ansatz import DirichletAnsatz, derivatives
+from dolfinx_nn.ansatz.equations import PDE, PDES, get_pde
 from dolfinx_nn.ansatz.fitted_fields import fit_boundary_extension, fit_distance
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork, feed_forward, width_for_parameters
-from dolfinx_nn.ansatz.pdes import PDES, Problem
+from dolfinx_nn.ansatz.pdes import Problem
 
 __all__ = [
+    "PDE",
     "PDES",
     "DirichletAnsatz",
     "Problem",
@@ -37,5 +41,6 @@ __all__ = [
     "feed_forward",
     "fit_boundary_extension",
     "fit_distance",
+    "get_pde",
     "width_for_parameters",
 ]

@@ -48,10 +48,11 @@ import pathlib
 from mpi4py import MPI
 
 from dolfinx_nn.ansatz.compare import CompareConfig, check_mesh, compare, torch_threads
+from dolfinx_nn.ansatz.equations import PDES
 from dolfinx_nn.ansatz.fem_reference import STABILIZATIONS
 from dolfinx_nn.ansatz.fitted_fields import FIT_TOLERANCE
 from dolfinx_nn.ansatz.network_solver import COLLOCATION, LOSSES, NetworkConfig
-from dolfinx_nn.ansatz.pdes import PDES, Problem
+from dolfinx_nn.ansatz.pdes import Problem
 from dolfinx_nn.cli import about_option, add_output_arguments, formula, formula_list, mesh_spec
 from dolfinx_nn.output import OutputError, file_sha256, prepare_output_dir, print0
 from dolfinx_nn.training import TrainingConfig

@@ -1,6 +1,8 @@
 """The mesh solver on the same problem: Lagrange FEM (P1, P2, ...), SUPG when advection dominates.
 
-Stationary problems are one linear solve; heat-advection uses Crank-Nicolson with
+The bilinear form is the equation's :meth:`~dolfinx_nn.ansatz.equations.PDE.weak_form` and the
+SUPG residual its strong operator. Stationary problems are one linear solve; time-dependent
+ones (heat-advection) use Crank-Nicolson with
 ``ceil(T / h)`` steps (second order in time, matching P1/P2 for smooth solutions at the mesh
 sizes used here).  Dirichlet data, initial value and source come from the exact solution (UFL).
 """
@@ -119,11 +121,7 @@ def solve_fem(
     bc = dolfinx.fem.dirichletbc(u_bc, bdofs)
 
     def operator(w, t):
-        b = problem.advection_ufl(x, t)
-        form = k * ufl.inner(ufl.grad(w), ufl.grad(v)) * ufl.dx
-        if b is not None:
-            form += ufl.dot(b, ufl.grad(w)) * v * ufl.dx
-        return form
+        return problem.equation.weak_form(problem, w, v, x, t)
 
     if not problem.time_dependent:
         f = problem.source_ufl(x)
@@ -132,13 +130,15 @@ def solve_fem(
         b = problem.advection_ufl(x)
         if supg:
             tau = _supg_tau(b, h, k)
-            strong = -k * ufl.div(ufl.grad(u)) + ufl.dot(b, ufl.grad(u))
+            strong = problem.equation.operator_ufl(problem, u, x, None)
             a += tau * strong * ufl.dot(b, ufl.grad(v)) * ufl.dx
             L += tau * f * ufl.dot(b, ufl.grad(v)) * ufl.dx
         problem_ = petsc_problems.LinearProblem(
             a, L, bcs=[bc], petsc_options_prefix="ansatz_fem_", petsc_options=options
         )
-        uh = problem_.solve()
+        solved = problem_.solve()
+        assert isinstance(solved, dolfinx.fem.Function)  # one form, one solution
+        uh = solved
         final_time = None
     else:
         uh = _crank_nicolson(problem, mesh, V, bc, u_bc, exact_expr, t_const, operator, supg,

@@ -16,6 +16,7 @@ import torch
 import ufl
 
 from dolfinx_nn.ansatz.ansatz import DirichletAnsatz
+from dolfinx_nn.ansatz.equations import PDES
 from dolfinx_nn.ansatz.pdes import Problem
 from dolfinx_nn.fem_functional import fem_functional
 from dolfinx_nn.neural_function import NeuralFunction
@@ -67,8 +68,9 @@ class StrongResidualLoss:
         """Strong residual at this rank's points."""
         if self.fixed is None:
             return self.problem.residual(self.ansatz, self.points, self.source)
-        _, grad, lap = self.ansatz.derivatives_at(self.fixed)
-        return self.problem.apply(self.points, grad, lap) - self.source
+        assert isinstance(self.ansatz, DirichletAnsatz)  # fixed derivatives come from one
+        u, grad, lap = self.ansatz.derivatives_at(self.fixed)
+        return self.problem.apply(self.points, u, grad, lap) - self.source
 
     def __call__(self) -> torch.Tensor:
         r = self.residual() / self.scale
@@ -90,7 +92,10 @@ class _ValueAndGradient(torch.nn.Module):
 
 
 class RitzLoss:
-    """Ritz energy ``int k/2 |grad u|^2 - f u dx`` by DOLFINx quadrature (Poisson only).
+    """Ritz energy ``int e(u, grad u, f) dx`` by DOLFINx quadrature (symmetric equations only).
+
+    ``e`` is the equation's :meth:`~dolfinx_nn.ansatz.equations.PDE.energy_density`; for
+    Poisson ``k/2 |grad u|^2 - f u``.
 
     The ansatz and its gradient are evaluated at the quadrature points through a
     :class:`~dolfinx_nn.NeuralFunction` on a basix quadrature space, and the energy is
@@ -98,7 +103,7 @@ class RitzLoss:
     assembly.  The minimiser over the ansatz class is the Galerkin (Ritz) solution.
 
     Args:
-        problem: a ``poisson`` problem.
+        problem: a problem whose equation is symmetric (``poisson``).
         ansatz: the trainable field.
         mesh: the mesh whose cells carry the quadrature.
         degree: quadrature degree.
@@ -112,10 +117,12 @@ class RitzLoss:
     ) -> None:
         if not (np.isfinite(scale) and scale > 0.0):
             raise ValueError(f"scale must be a positive number, got {scale!r}")
-        if problem.pde != "poisson":
+        equation = problem.equation
+        if not equation.symmetric:
+            symmetric = sorted(name for name, pde in PDES.items() if pde.symmetric)
             raise ValueError(
-                f"the Ritz energy needs a symmetric problem: pde must be 'poisson', got "
-                f"{problem.pde!r}; use the strong residual loss instead"
+                f"the Ritz energy needs a symmetric problem: pde must be one of {symmetric}, "
+                f"got {problem.pde!r}; use the strong residual loss instead"
             )
         gdim = mesh.geometry.dim
         element = basix.ufl.quadrature_element(
@@ -126,9 +133,9 @@ class RitzLoss:
         w = self.field.function
         x = ufl.SpatialCoordinate(mesh)
         f = problem.source_ufl(x)
-        grad_sq = sum(w[i] ** 2 for i in range(1, gdim + 1))
+        density = equation.energy_density(problem, w[0], [w[i] for i in range(1, gdim + 1)], f)
         dx = ufl.dx(metadata={"quadrature_degree": degree, "quadrature_rule": "default"})
-        energy = (0.5 * problem.diffusion * grad_sq - f * w[0]) / float(scale) * dx
+        energy = density / float(scale) * dx
         self.functional = fem_functional(energy, controls=[w])
 
     def __call__(self) -> torch.Tensor:

@@ -1,15 +1,9 @@
-"""The PDEs, each with a manufactured solution: strong operator in torch and UFL.
+"""A problem: one of the registered PDEs with a manufactured solution and its data.
 
-=====================  ===================================================  =================
-name                   equation                                             inputs
-=====================  ===================================================  =================
-poisson                ``-k lap u = f``                                     ``x``
-advection-diffusion    ``-k lap u + b . grad u = f``                        ``x``
-heat-advection         ``u_t - k lap u + b . grad u = f`` on ``(0, T]``     ``(x, t)``
-=====================  ===================================================  =================
-
-The source ``f``, the Dirichlet data and (for heat-advection) the initial value come from the
-exact solution: symbolically by UFL derivatives for FEM and by torch autograd for the network.
+The equations themselves (operator, weak form, properties) are the classes of
+:mod:`~dolfinx_nn.ansatz.equations`. The source ``f``, the Dirichlet data and (for
+time-dependent equations) the initial value come from the exact solution: symbolically by UFL
+derivatives for FEM and by torch autograd for the network.
 """
 
 from __future__ import annotations
@@ -21,14 +15,8 @@ import torch
 import ufl
 
 from dolfinx_nn.ansatz.ansatz import derivatives
+from dolfinx_nn.ansatz.equations import PDE, get_pde
 from dolfinx_nn.expressions import ParsedExpression, parse_expression
-
-#: PDE name -> (needs an advection field, time dependent, description).
-PDES: dict[str, tuple[bool, bool, str]] = {
-    "poisson": (False, False, "-k lap u = f"),
-    "advection-diffusion": (True, False, "-k lap u + b . grad u = f"),
-    "heat-advection": (True, True, "u_t - k lap u + b . grad u = f, t in (0, T]"),
-}
 
 
 @dataclass(frozen=True)
@@ -36,7 +24,7 @@ class Problem:
     """A PDE with a manufactured solution on a ``gdim``-dimensional domain.
 
     Attributes:
-        pde: one of :data:`PDES`.
+        pde: the name of a registered equation (:data:`~dolfinx_nn.ansatz.equations.PDES`).
         exact: exact solution (uses ``t`` only for time-dependent PDEs).
         gdim: space dimension.
         diffusion: diffusion coefficient ``k > 0``.
@@ -52,9 +40,8 @@ class Problem:
     final_time: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.pde not in PDES:
-            raise ValueError(f"unknown pde {self.pde!r}; choose one of {sorted(PDES)}")
-        needs_b, timed, _ = PDES[self.pde]
+        equation = get_pde(self.pde)
+        needs_b, timed = equation.needs_advection, equation.time_dependent
         if not self.diffusion > 0.0 or not np.isfinite(self.diffusion):
             raise ValueError(f"diffusion must be a positive number, got {self.diffusion!r}")
         if needs_b and len(self.advection) != self.gdim:
@@ -83,8 +70,14 @@ class Problem:
         return cls(pde, parse_expression(exact), gdim, diffusion, fields, final_time)
 
     @property
+    def equation(self) -> PDE:
+        """The registered equation named :attr:`pde`."""
+        return get_pde(self.pde)
+
+    @property
     def time_dependent(self) -> bool:
-        return PDES[self.pde][1]
+        """Whether the equation is ``u_t + L u = f`` (inputs ``(x, t)``)."""
+        return self.equation.time_dependent
 
     @property
     def input_dim(self) -> int:
@@ -104,17 +97,15 @@ class Problem:
 
     def operator(self, fn, x: torch.Tensor, *, create_graph: bool = True) -> torch.Tensor:
         """The differential operator applied to ``fn`` at inputs ``x``, by autograd."""
-        _, grad, lap = derivatives(fn, x, self.gdim, create_graph=create_graph)
-        return self.apply(x, grad, lap)
+        u, grad, lap = derivatives(fn, x, self.gdim, create_graph=create_graph)
+        return self.apply(x, u, grad, lap)
 
-    def apply(self, x: torch.Tensor, grad: torch.Tensor, lap: torch.Tensor) -> torch.Tensor:
-        """The operator from a field's gradient (all inputs) and spatial Laplacian at ``x``."""
-        out = -self.diffusion * lap
-        if self.advection:
-            xs = x[:, : self.gdim]
-            t = x[:, self.gdim] if self.time_dependent else None
-            for i, b in enumerate(self.advection):
-                out = out + b.torch(xs, t) * grad[:, i]
+    def apply(
+        self, x: torch.Tensor, u: torch.Tensor, grad: torch.Tensor, lap: torch.Tensor
+    ) -> torch.Tensor:
+        """The operator from a field's value, gradient (all inputs) and spatial Laplacian at
+        ``x``: ``L u``, plus ``u_t`` (the last gradient component) if time-dependent."""
+        out = self.equation.operator(self, x, u, grad, lap)
         if self.time_dependent:
             out = out + grad[:, self.gdim]
         return out
@@ -143,11 +134,7 @@ class Problem:
 
     def source_ufl(self, x: ufl.SpatialCoordinate, t=None):
         """``f`` by UFL differentiation of the exact solution."""
-        u = self.exact_ufl(x, t)
-        f = -self.diffusion * ufl.div(ufl.grad(u))
-        b = self.advection_ufl(x, t)
-        if b is not None:
-            f = f + ufl.dot(b, ufl.grad(u))
+        f = self.equation.operator_ufl(self, self.exact_ufl(x, t), x, t)
         if self.time_dependent:
             tv = ufl.variable(t)
             f = f + ufl.diff(self.exact.ufl(x, tv), tv)
@@ -157,7 +144,7 @@ class Problem:
         """JSON-friendly summary."""
         return {
             "pde": self.pde,
-            "equation": PDES[self.pde][2],
+            "equation": self.equation.formula,
             "exact": self.exact.text,
             "diffusion": self.diffusion,
             "advection": [b.text for b in self.advection],

@@ -39,8 +39,8 @@ import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn.bench.timing import median_wall_time
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.timing import median_wall_time
 
 SOLVER = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
 NEWTON = {"snes_type": "newtonls", "snes_linesearch_type": "basic", "snes_rtol": 1e-10,
@@ -249,7 +249,8 @@ def _print_row(r: dict) -> None:
     if peer:
         line += (
             f" | FE fwd+grad {r['fe_forward_gradient_s']:.3f}s vs dolfinx-adjoint "
-            f"{peer['forward_gradient_s']:.3f}s (x{peer['speedup_forward_gradient']:.2f}), grad rel diff "
+            f"{peer['forward_gradient_s']:.3f}s (x{peer['speedup_forward_gradient']:.2f}), "
+            "grad rel diff "
             f"{peer['gradient_rel_difference']:.1e}"
         )
     print0(line)

@@ -43,10 +43,10 @@ from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
 from dolfinx_nn.bench.bridge import NEWTON, SOLVER, _setup
-from dolfinx_nn.bench.timing import median_wall_time
 from dolfinx_nn.conversion import to_torch
 from dolfinx_nn.hessian import ReducedHessian
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.timing import median_wall_time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

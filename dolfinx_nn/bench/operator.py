@@ -32,11 +32,11 @@ import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn.bench.timing import median_wall_time
 from dolfinx_nn.conversion import to_torch
 from dolfinx_nn.meshes import boundary_dofs
 from dolfinx_nn.output import print0, write_json
 from dolfinx_nn.quadrature import quadrature_space
+from dolfinx_nn.timing import median_wall_time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -49,9 +49,9 @@ import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn.bench.timing import median_wall_time
 from dolfinx_nn.conversion import to_torch
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.timing import median_wall_time
 
 CASES = ("heat", "batch", "advection", "gamg")
 LU = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}

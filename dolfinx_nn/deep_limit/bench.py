@@ -29,8 +29,8 @@ from dolfinx_nn.deep_limit.annulus import annulus
 from dolfinx_nn.deep_limit.blocks import dense_block
 from dolfinx_nn.deep_limit.neural_ode import NeuralODE
 from dolfinx_nn.deep_limit.resnet import ConstantWeightResNet
-from dolfinx_nn.bench.timing import median_wall_time
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.timing import median_wall_time
 
 DEPTHS = (1, 4, 16, 64, 256)
 

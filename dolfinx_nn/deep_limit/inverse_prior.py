@@ -4,7 +4,7 @@ The coefficient of ``-div(q grad u) = f`` is ``q(x) = q_min + softplus(r(F(L(s(x
 ``s`` the map of the bounding box onto ``[-1, 1]^gdim``, ``L`` a linear lift to ``R^d``, ``F``
 the depth-``N`` constant-weight ResNet (or its neural-ODE limit) and ``r`` a linear readout.
 Every depth starts from the same weights and takes the same number of full-batch Adam steps
-on the data misfit of :mod:`dolfinx_nn.inverse`; the recovered coefficients ``q_N`` should
+on the data misfit of :mod:`dolfinx_nn.models`; the recovered coefficients ``q_N`` should
 converge to the ODE prior's ``q_ODE`` at first order in ``1/N``.
 """
 
@@ -14,6 +14,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 from mpi4py import MPI
 
@@ -24,8 +25,8 @@ from torch import nn
 from dolfinx_nn.deep_limit.blocks import dense_block
 from dolfinx_nn.deep_limit.classifier import ODE, make_flow
 from dolfinx_nn.deep_limit.rates import fitted_order, successive_ratios
-from dolfinx_nn.inverse import ProblemSpec, build_problem
 from dolfinx_nn.meshes import bounding_box
+from dolfinx_nn.models import InverseProblem, ProblemSpec, build_problem
 from dolfinx_nn.neural_function import NeuralFunction
 from dolfinx_nn.training import TrainingConfig, train
 
@@ -40,6 +41,9 @@ class FlowCoefficient(nn.Module):
         readout: linear map ``R^d -> R``.
         q_min: positive floor of the coefficient.
     """
+
+    centre: torch.Tensor
+    half_width: torch.Tensor
 
     def __init__(self, low, high, lift: nn.Linear, flow: nn.Module, readout: nn.Linear,
                  q_min: float = 0.05) -> None:
@@ -93,6 +97,11 @@ def _template(config: InverseConfig, gdim: int) -> tuple[nn.Linear, nn.Module, n
     return lift, block, readout
 
 
+def _misfit(problem: InverseProblem, q: NeuralFunction) -> torch.Tensor:
+    """The data misfit of the coefficient ``q`` (the training loss)."""
+    return problem.loss(q())
+
+
 def _global_norm(v: torch.Tensor, comm: MPI.Comm) -> float:
     return math.sqrt(comm.allreduce(float(v.square().sum()), op=MPI.SUM))
 
@@ -121,7 +130,7 @@ def inverse_prior(config: InverseConfig, comm: MPI.Comm = MPI.COMM_WORLD) -> dic
         net = FlowCoefficient(low, high, copy.deepcopy(lift), flow, copy.deepcopy(readout),
                               config.q_min)
         q = NeuralFunction(net, Q, name=f"q_{label}")
-        history = train(lambda q=q: problem.loss(q()), net, training, comm=comm,
+        history = train(partial(_misfit, problem, q), net, training, comm=comm,
                         desc=f"prior N={label}")
         with torch.no_grad():
             coefficients[label] = q().detach().clone()
@@ -130,7 +139,7 @@ def inverse_prior(config: InverseConfig, comm: MPI.Comm = MPI.COMM_WORLD) -> dic
         functions[label] = q.function
         del history
     q_ode = coefficients[ODE]
-    depths = labels[:-1]
+    depths = [int(n) for n in config.depths]
     distance = [_global_norm(coefficients[n] - q_ode, comm) / _global_norm(q_ode, comm)
                 for n in depths]
     gap = [abs(misfits[n] - misfits[ODE]) / misfits[ODE] for n in depths]

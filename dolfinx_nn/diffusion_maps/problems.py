@@ -142,18 +142,19 @@ def inverse(
     import dolfinx
 
     from dolfinx_nn import NeuralFunction
+    from dolfinx_nn.conversion import from_torch
     from dolfinx_nn.expressions import parse_expression
-    from dolfinx_nn.inverse.model import PoissonModel
     from dolfinx_nn.inverse.network_prior import CoefficientNetwork
-    from dolfinx_nn.inverse.observations import FieldObservation, region_indicator, set_owned
     from dolfinx_nn.meshes import bounding_box, create_mesh
+    from dolfinx_nn.models.observations import FieldObservation, region_indicator
+    from dolfinx_nn.models.poisson import PoissonModel
 
     torch.manual_seed(seed)
     mesh = create_mesh(comm, "square", resolution)
     model = PoissonModel(mesh, parse_expression("1"), parse_expression("0"))
     q_true = model.interpolate_coefficient(parse_expression(coefficient))
     data = dolfinx.fem.Function(model.V, name="data")
-    set_owned(data, model.solve(q_true).detach().numpy())
+    from_torch(model.solve(q_true).detach(), data)
     observation = FieldObservation(model.u, data, region_indicator(mesh, None))
     low, high = bounding_box(mesh)
     net = CoefficientNetwork(low, high, width=width, depth=2)
@@ -182,7 +183,7 @@ def inverse(
         with torch.no_grad():
             model.solve(qn())
         q_ref = dolfinx.fem.Function(model.Q, name="q_true")
-        set_owned(q_ref, q_true.numpy())
+        from_torch(q_true, q_ref)
         return [qn.function, q_ref, model.u, data]
 
     return TrainingProblem(

@@ -6,9 +6,11 @@ of the data misfit with respect to the weights one FEM adjoint solve followed by
 backpropagation.  The classical baseline, a P1 coefficient with Tikhonov regularisation chosen
 by the discrepancy principle, is solved on the same data with the same adjoint gradient.
 
-Modules: :mod:`.model` (forward model), :mod:`.noise` and :mod:`.data` (synthetic and file
-measurements), :mod:`.observations` (misfits), :mod:`.problem` (the problem from a spec),
-:mod:`.network_prior`, :mod:`.tikhonov`, :mod:`.plots`, :mod:`.cli` and :mod:`.bench`.
+The problem itself (forward model, observations, synthetic and file data, the problem from a
+spec) is shared with other modules and lives in :mod:`dolfinx_nn.models`; ``ProblemSpec``,
+``InverseProblem`` and ``build_problem`` are re-exported here. Modules: :mod:`.network_prior`,
+:mod:`.tikhonov`, :mod:`.laplace`, :mod:`.posterior`, :mod:`.newton`, :mod:`.experiment`,
+:mod:`.plots`, :mod:`.cli` and :mod:`.bench`.
 
 Example::
 
@@ -24,9 +26,9 @@ from dolfinx_nn.inverse.network_prior import (
     NetworkConfig,
     fit_network_prior,
 )
-from dolfinx_nn.inverse.problem import InverseProblem, ProblemSpec, build_problem
 from dolfinx_nn.inverse.result import PriorResult
 from dolfinx_nn.inverse.tikhonov import TikhonovConfig, fit_tikhonov
+from dolfinx_nn.models.inverse_problem import InverseProblem, ProblemSpec, build_problem
 
 __all__ = [
     "CoefficientNetwork",

@@ -28,10 +28,10 @@ from mpi4py import MPI
 import numpy as np
 import torch
 
-from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.inverse.network_prior import CoefficientNetwork
-from dolfinx_nn.inverse.model import SOLVERS
-from dolfinx_nn.inverse.problem import InverseProblem, ProblemSpec, build_problem
+from dolfinx_nn.meshes import bounding_box
+from dolfinx_nn.models.inverse_problem import InverseProblem, ProblemSpec, build_problem
+from dolfinx_nn.models.poisson import SOLVERS
 from dolfinx_nn.neural_function import NeuralFunction
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 from dolfinx_nn.parallel import sync_gradients
@@ -71,7 +71,7 @@ def time_iterations(problem: InverseProblem, width: int, iterations: int, warmup
     net = CoefficientNetwork(*bounding_box(problem.model.mesh), width=width)
     q = NeuralFunction(net, problem.model.Q)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    samples = {part: [] for part in PARTS}
+    samples: dict[str, list[float]] = {part: [] for part in PARTS}
     for it in range(warmup + iterations):
         comm.Barrier()
         stamps = [time.perf_counter()]

@@ -59,15 +59,15 @@ from dolfinx_nn.inverse.experiment import (
     summary_table,
     sweep_table,
 )
-from dolfinx_nn.inverse.model import SOLVERS
 from dolfinx_nn.inverse.network_prior import DEFAULT_TRAINING, NetworkConfig
-from dolfinx_nn.inverse.problem import OBSERVE_CHOICES, ProblemSpec
 from dolfinx_nn.inverse.tikhonov import (
     DEFAULT_ALPHAS,
     OPTIMIZERS,
     REGULARIZATIONS,
     TikhonovConfig,
 )
+from dolfinx_nn.models.inverse_problem import OBSERVE_CHOICES, ProblemSpec
+from dolfinx_nn.models.poisson import SOLVERS
 from dolfinx_nn.output import print0, write_json
 
 

@@ -29,20 +29,24 @@ from mpi4py import MPI
 import dolfinx
 import torch
 
-from dolfinx_nn._dofs import assign_owned
+from dolfinx_nn.conversion import from_torch
 from dolfinx_nn.inverse.network_prior import (
     DEFAULT_TRAINING as NETWORK_TRAINING,
+)
+from dolfinx_nn.inverse.network_prior import (
     NetworkConfig,
     fit_network_prior,
 )
 from dolfinx_nn.inverse.plots import plot_noise_sweep, plot_run
-from dolfinx_nn.inverse.problem import InverseProblem, ProblemSpec, build_problem
 from dolfinx_nn.inverse.result import PriorResult
 from dolfinx_nn.inverse.tikhonov import (
     DEFAULT_TRAINING as TIKHONOV_TRAINING,
+)
+from dolfinx_nn.inverse.tikhonov import (
     TikhonovConfig,
     fit_tikhonov,
 )
+from dolfinx_nn.models.inverse_problem import InverseProblem, ProblemSpec, build_problem
 from dolfinx_nn.output import (
     OutputError,
     file_sha256,
@@ -76,7 +80,7 @@ class ExperimentConfig:
         device: torch device of the network.
         extra_files: also write the plot and the ParaView files.
         solver: LU solver of the forward problems (see
-            :func:`dolfinx_nn.inverse.model.solver_options`).
+            :func:`dolfinx_nn.models.poisson.solver_options`).
     """
 
     priors: tuple[str, ...] = ("network", "tikhonov")
@@ -148,17 +152,13 @@ def _fit(name: str, problem: InverseProblem, config: ExperimentConfig, checkpoin
 
 
 def _coefficient_function(problem: InverseProblem, values: torch.Tensor, name: str):
-    f = dolfinx.fem.Function(problem.model.Q, name=name)
-    assign_owned(f, values.detach().numpy())
-    return f
+    return from_torch(values, dolfinx.fem.Function(problem.model.Q, name=name))
 
 
 def _state_function(problem: InverseProblem, values: torch.Tensor, name: str):
     with torch.no_grad():
         u = problem.model.solve(values)
-    f = dolfinx.fem.Function(problem.model.V, name=name)
-    assign_owned(f, u.numpy())
-    return f
+    return from_torch(u, dolfinx.fem.Function(problem.model.V, name=name))
 
 
 def write_outputs(

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dolfinx_nn.meshes import bounding_box
-from dolfinx_nn.inverse.problem import InverseProblem
 from dolfinx_nn.inverse.result import PriorResult
+from dolfinx_nn.meshes import bounding_box
+from dolfinx_nn.models.inverse_problem import InverseProblem
 from dolfinx_nn.neural_function import NeuralFunction
 from dolfinx_nn.training import TrainingConfig, train
 

@@ -48,13 +48,13 @@ import scipy.sparse.linalg
 import torch
 import ufl
 
-from dolfinx_nn._dofs import assign_owned
+from dolfinx_nn.conversion import from_torch
 from dolfinx_nn.hessian import GaussNewtonHessian
 from dolfinx_nn.inverse.laplace import EIGENVALUE_THRESHOLD, INITIAL_RANK, low_rank_posterior
-from dolfinx_nn.inverse.observations import FieldObservation
-from dolfinx_nn.inverse.problem import InverseProblem
 from dolfinx_nn.inverse.result import PriorResult
 from dolfinx_nn.meshes import bounding_box
+from dolfinx_nn.models.inverse_problem import InverseProblem
+from dolfinx_nn.models.observations import FieldObservation
 from dolfinx_nn.output import write_json
 
 
@@ -290,8 +290,8 @@ def write_posterior(
     for name, p in posteriors.items():
         mean = dolfinx.fem.Function(Q, name=f"q_{name}")
         std = dolfinx.fem.Function(Q, name=f"q_std_{name}")
-        assign_owned(mean, p.mean)
-        assign_owned(std, p.std)
+        from_torch(torch.from_numpy(p.mean), mean)
+        from_torch(torch.from_numpy(p.std), std)
         fields += [mean, std]
     with dolfinx.io.VTXWriter(comm, folder / "posterior.bp", fields) as vtx:
         vtx.write(0.0)

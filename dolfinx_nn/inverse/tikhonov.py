@@ -8,9 +8,9 @@ minimise
 
 with L-BFGS on the same adjoint gradient as the network prior (or, with
 ``optimizer="newton-cg"``, by trust-region Newton-CG on exact Hessian-vector products,
-:mod:`.newton`), with positivity built in through ``q = q_min + softplus(m)``.  ``alpha`` is then chosen by Morozov's discrepancy
-principle: the largest ``alpha`` whose relative residual is at most ``tau`` times the relative
-noise level (the smallest ``alpha`` for exact data).
+:mod:`.newton`), with positivity built in through ``q = q_min + softplus(m)``.  ``alpha`` is
+then chosen by Morozov's discrepancy principle: the largest ``alpha`` whose relative residual
+is at most ``tau`` times the relative noise level (the smallest ``alpha`` for exact data).
 
 Under MPI the optimisation variable ``m`` is the *global* dof vector, replicated on every rank
 (each rank reads its owned slice, the training loop sums the gradient shares), so L-BFGS's inner
@@ -33,8 +33,8 @@ import ufl
 
 from dolfinx_nn.fem_functional import fem_functional
 from dolfinx_nn.inverse.newton import newton_history
-from dolfinx_nn.inverse.problem import InverseProblem
 from dolfinx_nn.inverse.result import PriorResult
+from dolfinx_nn.models.inverse_problem import InverseProblem
 from dolfinx_nn.training import TrainingConfig, train
 
 

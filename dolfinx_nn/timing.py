@@ -1,4 +1,4 @@
-"""Wall-clock timing shared by the benchmarks."""
+"""Wall-clock timing of (collective) calls, shared by the benchmarks of every module."""
 
 from __future__ import annotations
 

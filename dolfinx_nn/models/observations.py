@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import ufl
 
-from dolfinx_nn._dofs import assign_owned, owned_size
+from dolfinx_nn.conversion import num_owned
 from dolfinx_nn.expressions import ParsedExpression
 from dolfinx_nn.fem_functional import fem_functional
 
@@ -39,7 +39,7 @@ def region_indicator(
         chi.x.array[:] = 1.0
         return chi
     chi.interpolate(lambda x: (region.numpy(x) > 0.0).astype(np.float64))
-    observed = mesh.comm.allreduce(float(chi.x.array[: owned_size(W)].sum()), op=MPI.SUM)
+    observed = mesh.comm.allreduce(float(chi.x.array[: num_owned(W)].sum()), op=MPI.SUM)
     if observed == 0:
         raise ValueError(f"the observed region {region.text!r} > 0 contains no cell of the mesh.")
     return chi
@@ -101,12 +101,6 @@ def expected_noise_norm(
     diagonal.destroy()
     M.destroy()
     return float(sigma * np.sqrt(trace))
-
-
-def set_owned(f: dolfinx.fem.Function, values: np.ndarray) -> dolfinx.fem.Function:
-    """Write owned values into ``f`` (ghosts updated) and return it."""
-    assign_owned(f, np.asarray(values, dtype=np.float64))
-    return f
 
 
 class ScatteredObservation:

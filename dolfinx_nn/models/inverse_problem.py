@@ -19,15 +19,17 @@ import torch
 import ufl
 
 from dolfinx_nn.expressions import ParsedExpression, parse_expression
-from dolfinx_nn.inverse.data import (
+from dolfinx_nn.meshes import create_mesh
+from dolfinx_nn.models.data import (
+    FieldData,
+    PointData,
     read_point_data,
     reference_solution,
     synthetic_field_data,
     synthetic_point_data,
 )
-from dolfinx_nn.inverse.model import PoissonModel
-from dolfinx_nn.inverse.observations import ScatteredObservation, region_indicator
-from dolfinx_nn.meshes import create_mesh
+from dolfinx_nn.models.observations import ScatteredObservation, region_indicator
+from dolfinx_nn.models.poisson import PoissonModel
 
 #: Default mesh of each dimension.
 MESHES_BY_DIM: dict[int, str] = {1: "interval", 2: "square", 3: "cube"}
@@ -197,7 +199,7 @@ def build_problem(
     """Mesh, forward model and (synthetic or file) data for ``spec`` (collective).
 
     ``solver`` is the LU solver of every forward solve (see
-    :func:`dolfinx_nn.inverse.model.solver_options`).
+    :func:`dolfinx_nn.models.poisson.solver_options`).
     """
     mesh = create_mesh(comm, spec.mesh_name, spec.resolution)
     gdim = mesh.geometry.dim
@@ -222,6 +224,7 @@ def build_problem(
     reference = reference_solution(mesh, coefficient, source, boundary,
                                    refinements=spec.refinements, degree=spec.degree + 1,
                                    solver=solver)
+    data: PointData | FieldData
     if spec.observe == "points":
         data = synthetic_point_data(model, reference, num_points=spec.num_points,
                                     noise=spec.noise, seed=spec.seed)

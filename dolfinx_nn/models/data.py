@@ -5,7 +5,7 @@ elements and the true coefficient interpolated in P2, then interpolated onto the
 mesh's state space (or evaluated at scattered points).  Gaussian noise of relative level
 ``delta`` is added: ``d_i = u_i + delta * rms(u) * xi_i`` with ``rms(u)`` the root mean square
 of the exact observed values and ``xi_i`` drawn by
-:func:`~dolfinx_nn.inverse.noise.standard_normal_at` from the coordinates of the measurement,
+:func:`~dolfinx_nn.models.noise.standard_normal_at` from the coordinates of the measurement,
 so the data do not depend on the number of ranks.
 """
 
@@ -21,17 +21,17 @@ import dolfinx.mesh
 import numpy as np
 import torch
 
+from dolfinx_nn.conversion import from_torch
 from dolfinx_nn.expressions import ParsedExpression
-from dolfinx_nn.inverse.model import PoissonModel
 from dolfinx_nn.meshes import bounding_box
-from dolfinx_nn.inverse.noise import standard_normal_at
-from dolfinx_nn.inverse.observations import (
-    ScatteredObservation,
+from dolfinx_nn.models.noise import standard_normal_at
+from dolfinx_nn.models.observations import (
     FieldObservation,
+    ScatteredObservation,
     expected_noise_norm,
     region_indicator,
-    set_owned,
 )
+from dolfinx_nn.models.poisson import PoissonModel
 
 
 @dataclass
@@ -71,7 +71,7 @@ def reference_solution(
         coefficient, source, boundary: formulas of ``q``, ``f`` and ``g``.
         refinements: number of uniform refinements (>= 1 avoids the inverse crime).
         degree: Lagrange degree of the reference state and coefficient.
-        solver: LU solver (see :func:`dolfinx_nn.inverse.model.solver_options`).
+        solver: LU solver (see :func:`dolfinx_nn.models.poisson.solver_options`).
     """
     if not isinstance(refinements, int) or refinements < 0:
         raise ValueError(f"refinements must be a non-negative integer, got {refinements!r}.")
@@ -141,7 +141,7 @@ def synthetic_field_data(
     noisy, sigma = noisy_values(values[observed], points[observed], noise, seed, model.comm)
     data_values = values.copy()
     data_values[observed] = noisy
-    data = set_owned(dolfinx.fem.Function(model.V, name="data"), data_values)
+    data = from_torch(torch.from_numpy(data_values), dolfinx.fem.Function(model.V, name="data"))
     observation = FieldObservation(model.u, data, indicator)
     observation.noise_norm = expected_noise_norm(model.V, indicator, sigma) / observation.data_norm
     return FieldData(observation, exact, indicator, sigma)
@@ -212,6 +212,7 @@ def synthetic_point_data(
     with PointObservation(reference.u.function_space, points) as evaluation:
         owned_values = evaluation.evaluate(reference.u).reshape(-1)
         exact = evaluation.gather(owned_values, root=None)
+    assert exact is not None  # root=None: every rank holds all values
     noisy, sigma = noisy_values(exact, points, noise, seed, MPI.COMM_SELF)
     observation = ScatteredObservation(model.u, points, noisy)
     observation.noise_norm = sigma * np.sqrt(points.shape[0]) / observation.data_norm

@@ -1,4 +1,4 @@
-"""The forward model of the inverse problem: ``-div(q grad u) = f`` with Dirichlet data.
+"""The Poisson coefficient model: ``-div(q grad u) = f`` with Dirichlet data.
 
 :class:`PoissonModel` discretises the equation with Lagrange elements and exposes the solve
 ``q -> u`` as a differentiable torch operation (:func:`dolfinx_nn.fem_operator`): the backward
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import ufl
 
-from dolfinx_nn._dofs import owned_size
+from dolfinx_nn.conversion import num_owned, to_torch
 from dolfinx_nn.expressions import ParsedExpression
 from dolfinx_nn.fem_operator import fem_operator
 from dolfinx_nn.meshes import boundary_facets
@@ -130,14 +130,14 @@ class PoissonModel:
             petsc_options_prefix=prefix, symmetric=True,
         )
         _LAZY_OPTIONS.extend(prefix + k for k in petsc_options if k.startswith("telescope_"))
-        self.num_owned_coefficient = owned_size(self.Q)
-        self.num_owned_state = owned_size(self.V)
+        self.num_owned_coefficient = num_owned(self.Q)
+        self.num_owned_state = num_owned(self.V)
 
     def interpolate_coefficient(self, expression: ParsedExpression) -> torch.Tensor:
         """Owned dofs of the coefficient space interpolating ``expression``."""
         q = dolfinx.fem.Function(self.Q)
         q.interpolate(expression.numpy)
-        return torch.from_numpy(q.x.array[: self.num_owned_coefficient].copy())
+        return to_torch(q)
 
     def coefficient_points(self) -> np.ndarray:
         """Coordinates ``(n_owned, gdim)`` of the owned coefficient dofs."""
