@@ -16,7 +16,7 @@ from mpi4py import MPI
 import numpy as np, torch
 import dolfinx_nn as dnn
 from test_bridge_second_order import Problem, COMM, hessian_vector, gradient, global_dot, rank_direction, mlp
-from dolfinx_nn._dofs import owned_tensor
+from dolfinx_nn.conversion import to_torch
 out = []
 for nl in (False, True):
     prob = Problem(COMM, nl); m = prob.point(); sd = prob.smooth_direction()
