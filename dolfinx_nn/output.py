@@ -107,6 +107,8 @@ def collective_output(what: str, comm: MPI.Comm = MPI.COMM_WORLD) -> Iterator[No
     error = None
     try:
         yield
+    except OutputError as exc:  # raised on every rank by a helper here; it names the file
+        error = str(exc)
     except Exception as exc:
         error = f"{what}: {describe_error(exc)}"
     errors = comm.allgather(error) if comm.size > 1 else [error]

@@ -39,10 +39,10 @@ from dolfinx_nn.meshes import create_mesh, mesh_size
 from dolfinx_nn.output import (
     check_writable,
     collective_output,
-    on_root,
     print0,
     write_json,
 )
+from dolfinx_nn.plotting import write_figure
 from dolfinx_nn.sampling import rank_rng, sample_boundary, sample_interior
 
 
@@ -301,8 +301,7 @@ def compare(
 
         phases("plots and ParaView files")
         write_json(out / "results.json", results, comm)
-        on_root(lambda: plots.error_plots(results, out / "errors.png", MPI.COMM_SELF),
-                f"cannot write {out / 'errors.png'}", comm)
+        write_figure(out / "errors.png", lambda: plots.errors_figure(results), comm, dpi=90)
         levels_fem = finest[max(finest)]
         with collective_output(f"cannot write {out / 'fields.png'}", comm):
             plots.field_plots(problem, _plot_solution(levels_fem), net.ansatz,
@@ -358,9 +357,3 @@ def _config_dict(config: CompareConfig) -> dict:
     data = asdict(config)
     data["network"]["training"] = config.network.training.as_dict()
     return data
-
-
-def torch_threads(threads: int | None) -> None:
-    """Limit torch's intra-op threads (one per rank is right under MPI)."""
-    if threads:
-        torch.set_num_threads(int(threads))

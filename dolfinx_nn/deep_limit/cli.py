@@ -29,16 +29,21 @@ import dataclasses
 import pathlib
 import shutil
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mpi4py import MPI
 
-from dolfinx_nn.cli import add_output_arguments
+from dolfinx_nn.cli_options import add_output_arguments, add_seed_argument
 from dolfinx_nn.deep_limit import plots
 from dolfinx_nn.deep_limit.annulus_study import AnnulusConfig, annulus_study
 from dolfinx_nn.deep_limit.blocks import ACTIVATIONS
 from dolfinx_nn.deep_limit.forward_convergence import ForwardConfig, forward_convergence
 from dolfinx_nn.deep_limit.sgd_convergence import SGDConfig, sgd_convergence
 from dolfinx_nn.output import prepare_output_dir, print0, write_json, write_on_root, write_vtx
+from dolfinx_nn.plotting import write_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
 RUN_TIME = ("the default run (--experiment forward, N up to 256) takes about 8 s of CPU time "
@@ -119,12 +124,12 @@ EXPERIMENTS: dict[str, Callable[[argparse.Namespace, MPI.Comm, pathlib.Path], di
     "inverse": run_inverse,
 }
 
-#: experiment -> its plot
-PLOTS: dict[str, Callable[[dict, pathlib.Path], None]] = {
-    "forward": plots.plot_forward,
-    "sgd": plots.plot_sgd,
-    "annulus": plots.plot_annulus,
-    "inverse": plots.plot_inverse,
+#: experiment -> its figure
+FIGURES: dict[str, Callable[[dict], Figure]] = {
+    "forward": plots.forward_figure,
+    "sgd": plots.sgd_figure,
+    "annulus": plots.annulus_figure,
+    "inverse": plots.inverse_figure,
 }
 
 #: (experiment, label, key of the per-N values, key of the fitted order)
@@ -178,7 +183,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="state dimension d of the annulus experiments (>= 2; default 3)")
     parser.add_argument("--activation", choices=list(ACTIVATIONS), default=None,
                         help="activation of the block (default relu; tanh for inverse)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data and weights")
+    add_seed_argument(parser, help="seed of data and weights")
     parser.add_argument("--seeds", type=_positive_int, default=3,
                         help="number of seeds of the annulus study (default 3)")
     parser.add_argument("--quick", action="store_true",
@@ -203,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         fields = results[name].pop("_fields", None)
         write_json(out / "results.json", results[name], comm)  # first: the numbers are kept
         plot = out / f"{name}.png"
-        write_on_root(plot, lambda path, name=name: PLOTS[name](results[name], path), comm)
+        write_figure(plot, lambda name=name: FIGURES[name](results[name]), comm, dpi=plots.DPI)
         if fields is not None:
             write_vtx(out / "coefficients.bp", fields, comm, engine="BP4")
         if args.images:

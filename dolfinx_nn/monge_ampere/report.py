@@ -21,13 +21,14 @@ from collections.abc import Sequence
 from mpi4py import MPI
 
 import numpy as np
-import torch
 
+from dolfinx_nn.cli_options import add_threads_argument, apply_options
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn.monge_ampere.cases import get_case
 from dolfinx_nn.monge_ampere.domains import Ball, Box
 from dolfinx_nn.monge_ampere.network_solver import NetworkConfig, solve_network
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.plotting import write_figure
 
 #: (case, d, noise) rows of the comparison table, all on the unit cube
 COMPARISON: tuple[tuple[str, int, float], ...] = (
@@ -58,16 +59,15 @@ def _fem_row(case_name: str, dim: int, noise: float, comm: MPI.Comm) -> dict:
 
 
 def _network_row(case_name, domain, noise, ansatz, config: NetworkConfig, out, comm) -> dict:
-    from dolfinx_nn.monge_ampere.plots import plot_solution_and_error
+    from dolfinx_nn.monge_ampere.plots import DPI, solution_figure
 
     cfg = NetworkConfig(**{**vars(config), "ansatz": ansatz, "noise": noise})
     case = get_case(case_name)
     res = solve_network(case, domain, cfg, comm)
-    if comm.rank == 0:
-        name = f"monge_ampere_{case_name}_{domain.name}_{domain.dim}d_{ansatz}"
-        name += "_noisy" if noise else ""
-        plot_solution_and_error(res.net, case, domain, out / f"{name}.png",
-                                f"{case_name}, d = {domain.dim}, {ansatz}")
+    name = f"monge_ampere_{case_name}_{domain.name}_{domain.dim}d_{ansatz}"
+    name += "_noisy" if noise else ""
+    write_figure(out / f"{name}.png", lambda: solution_figure(
+        res.net, case, domain, f"{case_name}, d = {domain.dim}, {ansatz}"), comm, dpi=DPI)
     return {"status": "ok", **res.summary()}
 
 
@@ -206,13 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n-interior", type=int, default=1000)
     parser.add_argument("--n-boundary", type=int, default=400)
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3, 4, 5, 6])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    add_threads_argument(parser)
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the 'defaults' part")
     parser.add_argument("--default-dims", type=int, nargs="+", default=[2, 3, 4],
                         help="dimensions of the 'defaults' part")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    apply_options(args)
     comm = MPI.COMM_WORLD
     out = prepare_output_dir(args.out, comm)
     config = NetworkConfig(adam_steps=args.adam_steps, lbfgs_steps=args.lbfgs_steps,
