@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import pathlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from mpi4py import MPI
 
@@ -36,7 +36,8 @@ __all__ = ["save_figure", "subplots", "write_figure"]
 
 def subplots(
     nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None,
-    squeeze: bool = True, layout: str | None = None, **subplot_kw: Any,
+    squeeze: bool = True, layout: Literal["constrained", "compressed", "tight"] | None = None,
+    **subplot_kw: Any,
 ) -> tuple[Figure, Any]:
     """A new figure and its axes, as :func:`matplotlib.pyplot.subplots` but without pyplot.
 
@@ -44,7 +45,7 @@ def subplots(
         nrows, ncols: grid of axes.
         figsize: (width, height) in inches (None: matplotlib's default).
         squeeze: as in pyplot: one axes for a 1x1 grid, a 1D array for one row or column.
-        layout: ``"constrained"``, ``"tight"`` or None.
+        layout: ``"constrained"``, ``"compressed"``, ``"tight"`` or None.
         subplot_kw: passed to each :meth:`~matplotlib.figure.Figure.add_subplot`.
 
     Returns:

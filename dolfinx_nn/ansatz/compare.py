@@ -100,8 +100,10 @@ class Phases:
     """Progress of a comparison on rank 0: each phase with its start and elapsed time."""
 
     def __init__(self, comm: MPI.Comm) -> None:
-        self.comm, self.start, self.times = comm, time.perf_counter(), {}
-        self._name, self._t0 = None, 0.0
+        self.comm, self.start = comm, time.perf_counter()
+        self.times: dict[str, float] = {}
+        self._name: str | None = None
+        self._t0 = 0.0
 
     def __call__(self, name: str, detail: str = "") -> None:
         """End the running phase and start ``name``."""
@@ -142,7 +144,8 @@ def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareCo
     Returns:
         ``(rows, solutions)``: ``solutions[degree]`` lists the solutions of every level.
     """
-    rows, finest = [], {}
+    rows: list[dict] = []
+    finest: dict[int, list[dolfinx.fem.Function]] = {}
     t = problem.final_time if problem.time_dependent else None
     for degree in config.degrees:
         # One untimed solve on the coarsest mesh compiles the forms (JIT) for this degree.

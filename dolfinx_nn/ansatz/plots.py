@@ -68,7 +68,7 @@ def field_plots(
     """
     x, fem, net, exact, per_cell = _cell_vertex_values(problem, uh, field)
     gathered = comm.gather((x, fem, net, exact), root=0)
-    write_figure(path, lambda: _fields_figure(problem, gathered, per_cell), comm, dpi=80)
+    write_figure(path, lambda: _fields_figure(problem, gathered or [], per_cell), comm, dpi=80)
 
 
 def _fields_figure(problem: Problem, gathered: list, per_cell: int) -> Figure:

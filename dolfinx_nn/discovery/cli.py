@@ -366,7 +366,8 @@ def _discover(args, comm, out, results) -> None:  # noqa: C901 - one stage after
     start = time.perf_counter()
     train_end = float(train.t[-1])
     boundary = window_surrogate(data, train_end, fit, comm)
-    models, owners = [], []
+    models: list = []
+    owners: list[str] = []
     for name, f in found.items():
         for model in _neighbours(f, args.candidates):
             if model and all(model != m for m in models):
@@ -384,7 +385,7 @@ def _discover(args, comm, out, results) -> None:  # noqa: C901 - one stage after
     scored = {
         n: r["rel_l2_error"] for n, r in finalists.items() if r["rel_l2_error"] is not None
     }
-    best = min(scored, key=scored.get) if scored else next(iter(found))
+    best = min(scored, key=scored.__getitem__) if scored else next(iter(found))
     chosen = found[best]
     results.update(equation=chosen.equation, coefficients=chosen.coefficients,
                    formulation=best, validation_rel_l2_error=finalists[best]["rel_l2_error"],

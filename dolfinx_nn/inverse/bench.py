@@ -72,7 +72,7 @@ def time_iterations(problem: InverseProblem, width: int, iterations: int, warmup
     net = CoefficientNetwork(*bounding_box(problem.model.mesh), width=width)
     q = NeuralFunction(net, problem.model.Q)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    samples = {part: [] for part in PARTS}
+    samples: dict[str, list[float]] = {part: [] for part in PARTS}
     for it in range(warmup + iterations):
         comm.Barrier()
         stamps = [time.perf_counter()]

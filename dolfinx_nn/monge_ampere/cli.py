@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+from typing import Any
 
 from mpi4py import MPI
 
@@ -170,7 +171,7 @@ def _write_paraview(path: pathlib.Path, net, case, fem_u, center, comm: MPI.Comm
             writer.write(0.0)
 
 
-def _run_fem(case, meshes, center, args) -> tuple[dict, object]:
+def _run_fem(case, meshes, center, args) -> tuple[dict, Any]:
     """FEM reference on the mesh sequence: (summary, solution) or (failure record, None)."""
     from dolfinx_nn.monge_ampere.fem import FEMSolveError, solve_fem_sequence
 

@@ -65,9 +65,9 @@ def solution_figure(
             ("network", approx), ("exact", exact), ("|error|", np.abs(approx - exact)),
         )
     else:  # no exact solution: the network and its residual |det D^2 u - f|
-        values, hess = hessians(net, x, create_graph=False)
+        u, hess = hessians(net, x, create_graph=False)
         residual = (torch.linalg.det(hess) - case.f_torch(x, center)).abs()
-        panels = (("network", values.cpu().numpy()),
+        panels = (("network", u.cpu().numpy()),
                   ("|det D^2 u - f|", residual.cpu().numpy()))
     fig, axes = subplots(1, len(panels), figsize=(4.4 * len(panels), 4),
                          layout="constrained")
