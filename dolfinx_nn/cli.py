@@ -14,23 +14,24 @@ What every command gets from here, under ``mpiexec`` too:
   printed once, not once per rank; argument errors are printed once too;
 - ``--help`` shows every default; ``dolfinx-nn --version``.
 
-Helpers for the modules' options: :func:`add_output_arguments`, :func:`formula`,
-:func:`formula_list`, :func:`mesh_spec`, :func:`existing_file`, :func:`about_option`.
+The options the commands share (``--out``, ``--overwrite``, ``--seed``, ``--threads``,
+``--device``), the option types (formulas, mesh files, ...) and their application (claiming
+the output folder, torch threads) live in :mod:`dolfinx_nn.cli_options`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import importlib.util
-import pathlib
 import sys
 import textwrap
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from dolfinx_nn.cli_options import _rank, apply_options, claim_output
 
 #: command -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -38,7 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("dolfinx_nn.ansatz.cli", "network ansatz u = G + D*N versus FEM on one problem"),
     "monge-ampere": ("dolfinx_nn.monge_ampere.cli", "Monge-Ampere Dirichlet problem (ICNN, FEM)"),
     "discover": ("dolfinx_nn.discovery.cli", "discover a PDE from scattered space-time data"),
-    "deep-limit": ("dolfinx_nn.deep_limit.cli", "constant-weight ResNets and their neural-ODE limit"),
+    "deep-limit": ("dolfinx_nn.deep_limit.cli",
+                   "constant-weight ResNets and their neural-ODE limit"),
     "diffmap": ("dolfinx_nn.diffusion_maps.cli", "diffusion maps of optimizer trajectories"),
 }
 
@@ -53,7 +55,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "diffmap": ("dolfinx_nn.diffusion_maps.bench", "diffusion maps vs peers, 1e4/1e5 points"),
     "deep-limit": ("dolfinx_nn.deep_limit.bench", "cost of constant-weight ResNets vs neural ODEs"),
     "reuse": ("dolfinx_nn.bench.reuse", "time loops, batches, transposed factors, multigrid"),
-    "hessian": ("dolfinx_nn.bench.hessian", "Hessian-vector products vs gradients and dolfinx-adjoint"),
+    "hessian": ("dolfinx_nn.bench.hessian",
+                "Hessian-vector products vs gradients and dolfinx-adjoint"),
 }
 
 #: Seconds a failed rank waits for the others to report before it aborts the whole run
@@ -65,117 +68,6 @@ ABORT_GRACE_S = 1.0
 #: Exit status of a failed run (argument errors exit with 2, Ctrl-C with 130).
 FAILED = 1
 INTERRUPTED = 130
-
-
-def _rank() -> int:
-    from mpi4py import MPI
-
-    return MPI.COMM_WORLD.rank
-
-
-def _bcast_root(value: Any) -> Any:
-    """Rank 0's ``value`` on every rank (argument checks must agree, or a rank hangs)."""
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD
-    return comm.bcast(value, root=0) if comm.size > 1 else value
-
-
-# --------------------------------------------------------------------------------------------
-# Option types and helpers for the commands
-# --------------------------------------------------------------------------------------------
-
-
-def formula(text: str) -> str:
-    """argparse type: a formula (x[0], x[1], x[2], t, pi, sin, where, ...), checked now."""
-    from dolfinx_nn.expressions import parse_expression
-
-    try:
-        parse_expression(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def formula_list(text: str) -> str:
-    """argparse type: comma-separated formulas (a vector field such as ``"1, 0.5"``)."""
-    parts = _split_top_level(text)
-    if not all(p.strip() for p in parts):
-        raise argparse.ArgumentTypeError(f"expected comma-separated formulas, got {text!r}")
-    for part in parts:
-        formula(part)
-    return text
-
-
-def _split_top_level(text: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for i, c in enumerate(text):
-        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(c, 0)
-        if c == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    return [*parts, text[start:]]
-
-
-def existing_file(text: str) -> str:
-    """argparse type: a file that exists (checked on rank 0, the same answer on every rank)."""
-    path = pathlib.Path(text)
-    problem = None
-    if _rank() == 0:
-        if not path.exists():
-            problem = f"no such file: {text!r}"
-        elif not path.is_file():
-            problem = f"{text!r} is not a file"
-    problem = _bcast_root(problem)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return text
-
-
-def mesh_spec(text: str) -> str:
-    """argparse type: a built-in mesh name or an existing mesh file of a known format."""
-    from dolfinx_nn import meshes
-
-    if text in meshes.MESH_KINDS:
-        return text
-    suffix = pathlib.Path(text).suffix.lower()
-    known = sorted(meshes._READERS) + list(meshes._MESHIO_SUFFIXES)
-    if suffix not in known:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a built-in mesh ({', '.join(sorted(meshes.MESH_KINDS))}) nor "
-            f"a mesh file ({', '.join(known[:6])}, ...)"
-        )
-    return existing_file(text)
-
-
-def add_output_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    """``--out DIR`` (default ``results/<command>``) and ``--overwrite``, the same everywhere."""
-    group = parser.add_argument_group("output")
-    group.add_argument(
-        "--out", default=f"results/{command.replace('-', '_')}", metavar="DIR",
-        help="output folder; if it holds an earlier run's results the run goes to DIR-2, "
-             "DIR-3, ... instead (default: %(default)s)",
-    )
-    group.add_argument("--overwrite", action="store_true",
-                       help="write into DIR even if it holds an earlier run's results")
-
-
-class OptionError(ValueError):
-    """A value given on the command line is wrong (the message names the option)."""
-
-
-@contextlib.contextmanager
-def about_option(option: str) -> Iterator[None]:
-    """Prefix a ``ValueError``/``OSError`` raised in the block with the option it concerns."""
-    try:
-        yield
-    except OptionError:
-        raise
-    except (ValueError, OSError) as exc:
-        from dolfinx_nn.output import describe_error
-
-        text = describe_error(exc)
-        raise OptionError(text if text.startswith(option) else f"{option}: {text}") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,15 +215,9 @@ def _run_module(prog: str, module_name: str, argv: Sequence[str], *, debug: bool
         args = parser.parse_args(list(argv))  # SystemExit(2) on every rank for bad options
         debug = debug or bool(getattr(args, "debug", False))
         try:
-            if claim_out and getattr(args, "out", None) is not None:
-                from dolfinx_nn.output import claim_output_dir
-
-                folder = claim_output_dir(
-                    args.out, comm, overwrite=bool(getattr(args, "overwrite", False)),
-                    resume=bool(getattr(args, "resume", False)), command=prog,
-                )
-                args.out = type(args.out)(folder.path) if isinstance(
-                    args.out, pathlib.PurePath) else str(folder.path)
+            if claim_out:
+                folder = claim_output(args, comm, prog)
+            apply_options(args)
             code = int(module.run(args) or 0)
         except (Exception, KeyboardInterrupt) as exc:
             error = exc

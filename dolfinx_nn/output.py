@@ -27,7 +27,7 @@ import pathlib
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
 from mpi4py import MPI
@@ -106,6 +106,8 @@ def collective_output(what: str, comm: MPI.Comm = MPI.COMM_WORLD) -> Iterator[No
     error = None
     try:
         yield
+    except OutputError as exc:  # raised on every rank by a helper here; it names the file
+        error = str(exc)
     except Exception as exc:
         error = OutputError(f"{what}: {describe_error(exc)}")
     raise_on_all_ranks(error, comm)
@@ -186,7 +188,8 @@ def _to_builtin(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | pathlib.Path, data: dict, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+def write_json(path: str | pathlib.Path, data: dict | list,
+               comm: MPI.Comm = MPI.COMM_WORLD) -> None:
     """Write ``data`` as indented JSON on rank 0, atomically (numpy/torch scalars converted).
 
     Raises:
@@ -198,6 +201,16 @@ def write_json(path: str | pathlib.Path, data: dict, comm: MPI.Comm = MPI.COMM_W
         atomic_write(path, (json.dumps(_to_builtin(data), indent=2) + "\n").encode())
 
     on_root(write, f"cannot write {path}", comm)
+
+
+def write_text(path: str | pathlib.Path, text: str, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+    """Write ``text`` (a table, a report) on rank 0, atomically.
+
+    Raises:
+        OutputError: on every rank, if the file cannot be written.
+    """
+    path = pathlib.Path(path)
+    on_root(lambda: atomic_write(path, text.encode()), f"cannot write {path}", comm)
 
 
 def write_on_root(
@@ -226,6 +239,44 @@ def write_vtx(
     with collective_output(f"cannot write {path}", comm):
         with dolfinx.io.VTXWriter(comm, path, functions, **kwargs) as writer:
             writer.write(time_value)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables of reports
+# --------------------------------------------------------------------------------------------
+
+
+def format_value(row: Mapping[str, Any], key: str, spec: str = ".2e", missing: str = "-") -> str:
+    """``row[key]`` formatted with ``spec``, or ``missing`` if the row has no such entry."""
+    value = row.get(key)
+    return missing if value is None else format(value, spec)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]],
+                   align: Sequence[str] | None = None) -> str:
+    """A Markdown table (no trailing newline).
+
+    Args:
+        header: the column titles.
+        rows: one sequence of cells per row (converted with ``str``; a short row is padded
+            with empty cells).
+        align: per column ``"l"`` or ``"r"`` (default: all left).
+
+    Raises:
+        ValueError: a row longer than the header, or ``align`` of another length.
+    """
+    align = align or ["l"] * len(header)
+    if len(align) != len(header):
+        raise ValueError(f"align has {len(align)} entries for {len(header)} columns")
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    for row in rows:
+        cells = [str(c) for c in row]
+        if len(cells) > len(header):
+            raise ValueError(f"a row has {len(cells)} cells for {len(header)} columns: {cells}")
+        cells += [""] * (len(header) - len(cells))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,6 +418,7 @@ def claim_output_dir(
     )
     if comm.size > 1:
         claimed = comm.bcast(claimed, root=0)
+    assert claimed is not None  # rank 0's claim, on every rank
     folder, created, token, note = claimed
     if note:
         print0(note, comm=comm)
@@ -400,7 +452,7 @@ class LineProgress:
                  initial: int = 0, desc: str = "", file=None, heartbeat: float = HEARTBEAT_S,
                  **_: Any) -> None:
         self.iterable = iterable
-        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+        if total is None and isinstance(iterable, Sized):
             total = len(iterable)
         self.total = total
         self.n = initial

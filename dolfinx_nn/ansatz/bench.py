@@ -25,11 +25,12 @@ import time
 
 from mpi4py import MPI
 
-from dolfinx_nn.ansatz.compare import refine, torch_threads
+from dolfinx_nn.ansatz.compare import refine
 from dolfinx_nn.ansatz.errors import fem_errors, network_errors
 from dolfinx_nn.ansatz.fem_reference import solve_fem
 from dolfinx_nn.ansatz.network_solver import NetworkConfig, solve_network
 from dolfinx_nn.ansatz.pdes import Problem
+from dolfinx_nn.cli_options import add_threads_argument
 from dolfinx_nn.meshes import create_mesh
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 from dolfinx_nn.training import TrainingConfig
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lbfgs-steps", type=int, default=1000, help="network step budget")
     parser.add_argument("--width", type=int, default=20)
     parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    add_threads_argument(parser)
     parser.add_argument("--out", default="results/bench", help="output folder")
 
 
@@ -116,7 +117,6 @@ def _network_times(problem: Problem, mesh, loss: str, args) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Run the selected cases and write BENCH_compare.json."""
     comm = MPI.COMM_WORLD
-    torch_threads(args.threads)
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in names if c not in CASES]
     if unknown:

@@ -47,13 +47,21 @@ import pathlib
 
 from mpi4py import MPI
 
-from dolfinx_nn.ansatz.compare import CompareConfig, check_mesh, compare, torch_threads
+from dolfinx_nn.ansatz.compare import CompareConfig, check_mesh, compare
 from dolfinx_nn.ansatz.equations import PDES
 from dolfinx_nn.ansatz.fem_reference import STABILIZATIONS
 from dolfinx_nn.ansatz.fitted_fields import FIT_TOLERANCE
 from dolfinx_nn.ansatz.network_solver import COLLOCATION, LOSSES, NetworkConfig
 from dolfinx_nn.ansatz.pdes import Problem
-from dolfinx_nn.cli import about_option, add_output_arguments, formula, formula_list, mesh_spec
+from dolfinx_nn.cli_options import (
+    about_option,
+    add_output_arguments,
+    add_seed_argument,
+    add_threads_argument,
+    formula,
+    formula_list,
+    mesh_spec,
+)
 from dolfinx_nn.output import OutputError, file_sha256, prepare_output_dir, print0
 from dolfinx_nn.training import TrainingConfig
 
@@ -94,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--adam-steps", type=int, default=0)
     n.add_argument("--adam-lr", type=float, default=1e-3)
     n.add_argument("--lbfgs-steps", type=int, default=1000)
-    n.add_argument("--seed", type=int, default=0)
+    add_seed_argument(n)
     n.add_argument("--fit-features", type=int, default=500,
                    help="random features of the G and D fits (default: 500)")
     n.add_argument("--fit-boundary-points", type=int, default=4000,
@@ -107,7 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--checkpoint", default=None,
                    help="training checkpoint file (continued if it exists and is of the same "
                         "problem)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    add_threads_argument(parser)
     add_output_arguments(parser, "compare")
 
 
@@ -141,7 +149,6 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
 def run(args: argparse.Namespace) -> int:
     """Run the comparison and write DIR."""
     comm = MPI.COMM_WORLD
-    torch_threads(args.threads)
     config = config_from_args(args)
     from dolfinx_nn.meshes import create_mesh
 

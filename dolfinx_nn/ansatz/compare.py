@@ -39,10 +39,10 @@ from dolfinx_nn.meshes import create_mesh, mesh_size
 from dolfinx_nn.output import (
     check_writable,
     collective_output,
-    on_root,
     print0,
     write_json,
 )
+from dolfinx_nn.plotting import write_figure
 from dolfinx_nn.sampling import rank_rng, sample_boundary, sample_interior
 
 
@@ -100,8 +100,10 @@ class Phases:
     """Progress of a comparison on rank 0: each phase with its start and elapsed time."""
 
     def __init__(self, comm: MPI.Comm) -> None:
-        self.comm, self.start, self.times = comm, time.perf_counter(), {}
-        self._name, self._t0 = None, 0.0
+        self.comm, self.start = comm, time.perf_counter()
+        self.times: dict[str, float] = {}
+        self._name: str | None = None
+        self._t0 = 0.0
 
     def __call__(self, name: str, detail: str = "") -> None:
         """End the running phase and start ``name``."""
@@ -142,7 +144,8 @@ def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareCo
     Returns:
         ``(rows, solutions)``: ``solutions[degree]`` lists the solutions of every level.
     """
-    rows, finest = [], {}
+    rows: list[dict] = []
+    finest: dict[int, list[dolfinx.fem.Function]] = {}
     t = problem.final_time if problem.time_dependent else None
     for degree in config.degrees:
         # One untimed solve on the coarsest mesh compiles the forms (JIT) for this degree.
@@ -301,8 +304,7 @@ def compare(
 
         phases("plots and ParaView files")
         write_json(out / "results.json", results, comm)
-        on_root(lambda: plots.error_plots(results, out / "errors.png", MPI.COMM_SELF),
-                f"cannot write {out / 'errors.png'}", comm)
+        write_figure(out / "errors.png", lambda: plots.errors_figure(results), comm, dpi=90)
         levels_fem = finest[max(finest)]
         with collective_output(f"cannot write {out / 'fields.png'}", comm):
             plots.field_plots(problem, _plot_solution(levels_fem), net.ansatz,
@@ -358,9 +360,3 @@ def _config_dict(config: CompareConfig) -> dict:
     data = asdict(config)
     data["network"]["training"] = config.network.training.as_dict()
     return data
-
-
-def torch_threads(threads: int | None) -> None:
-    """Limit torch's intra-op threads (one per rank is right under MPI)."""
-    if threads:
-        torch.set_num_threads(int(threads))

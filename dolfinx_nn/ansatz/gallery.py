@@ -158,20 +158,21 @@ def run(names: Sequence[str], out: pathlib.Path, comm: MPI.Comm = MPI.COMM_WORLD
 
 def table(rows: Sequence[dict]) -> str:
     """The markdown table of ``docs/ansatz.md``."""
-    lines = ["| geometry | triangles | network rel. L2 | boundary (rel. max) | FEM P2 (base "
-             "mesh) rel. L2 | network time [s] | whole run [s] |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    from dolfinx_nn.output import markdown_table
+
+    cells = []
     for r in rows:
         if r.get("error"):
-            lines.append(f"| {r['geometry']} | {r['cells']} | failed: {r['error']} | | | | "
-                         f"{r['wall_time_s']:.0f} |")
+            cells.append([r["geometry"], r["cells"], f"failed: {r['error']}", "", "", "",
+                          f"{r['wall_time_s']:.0f}"])
             continue
-        lines.append(
-            f"| {r['geometry']} | {r['cells']} | {r['network_relative_l2_error']:.2e} | "
-            f"{r['network_boundary_relative_max_error']:.1e} | "
-            f"{r['fem_p2_base_relative_l2_error']:.1e} | {r['network_time_s']:.0f} | "
-            f"{r['wall_time_s']:.0f} |")
-    return "\n".join(lines)
+        cells.append([r["geometry"], r["cells"], f"{r['network_relative_l2_error']:.2e}",
+                      f"{r['network_boundary_relative_max_error']:.1e}",
+                      f"{r['fem_p2_base_relative_l2_error']:.1e}", f"{r['network_time_s']:.0f}",
+                      f"{r['wall_time_s']:.0f}"])
+    return markdown_table(["geometry", "triangles", "network rel. L2", "boundary (rel. max)",
+                           "FEM P2 (base mesh) rel. L2", "network time [s]", "whole run [s]"],
+                          cells, align="lrrrrrr")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

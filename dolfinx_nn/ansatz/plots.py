@@ -1,8 +1,9 @@
-"""Figures (matplotlib, Agg, PNG) and ParaView output of a comparison."""
+"""Figures (written with :mod:`dolfinx_nn.plotting`) and ParaView output of a comparison."""
 
 from __future__ import annotations
 
 import pathlib
+from typing import TYPE_CHECKING
 
 from mpi4py import MPI
 
@@ -13,23 +14,15 @@ import torch
 
 from dolfinx_nn.ansatz.pdes import Problem
 from dolfinx_nn.neural_function import NeuralFunction
+from dolfinx_nn.plotting import subplots, write_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def error_plots(results: dict, path: pathlib.Path, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
-    """Relative L2 error against wall time and against unknowns (rank 0 writes)."""
-    if comm.rank != 0:
-        return
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+def errors_figure(results: dict) -> Figure:
+    """Relative L2 error against wall time and against unknowns (write it with ``dpi=90``)."""
+    fig, axes = subplots(1, 2, figsize=(9, 3.6))
     degrees = sorted({r["degree"] for r in results["fem"]})
     net = results["network"]
     for ax, key, label in ((axes[0], "wall_time_s", "wall time [s]"),
@@ -45,8 +38,7 @@ def error_plots(results: dict, path: pathlib.Path, comm: MPI.Comm = MPI.COMM_WOR
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return fig
 
 
 def _cell_vertex_values(problem: Problem, uh: dolfinx.fem.Function, field: torch.nn.Module):
@@ -76,8 +68,10 @@ def field_plots(
     """
     x, fem, net, exact, per_cell = _cell_vertex_values(problem, uh, field)
     gathered = comm.gather((x, fem, net, exact), root=0)
-    if comm.rank != 0:
-        return
+    write_figure(path, lambda: _fields_figure(problem, gathered or [], per_cell), comm, dpi=80)
+
+
+def _fields_figure(problem: Problem, gathered: list, per_cell: int) -> Figure:
     x, fem, net, exact = (np.concatenate(parts) for parts in zip(*gathered, strict=True))
     if problem.gdim == 3:
         mid = 0.5 * (x[:, 2].min() + x[:, 2].max())
@@ -85,8 +79,7 @@ def field_plots(
         x, fem, net, exact = x[near], fem[near], net[near], exact[near]
     if problem.gdim == 1:
         x = np.column_stack([x[:, 0], np.zeros(len(x))])
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    fig, axes = subplots(1, 4, figsize=(15, 3.4))
     panels = [(fem, "FEM"), (net, "network"), (np.abs(fem - exact), "|FEM - exact|"),
               (np.abs(net - exact), "|network - exact|")]
     triangles = np.arange(len(x)).reshape(-1, per_cell) if problem.gdim == 2 else None
@@ -99,8 +92,7 @@ def field_plots(
         ax.set_aspect("equal")
         fig.colorbar(art, ax=ax, shrink=0.8)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    return fig
 
 
 def write_paraview(

@@ -29,22 +29,24 @@ from __future__ import annotations
 import argparse
 import pathlib
 import resource
-import time
 
 from mpi4py import MPI
 
 import numpy as np
 import torch
-import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
+from dolfinx_nn.bench.peer import (
+    INSTALL_HINT,
+    NEWTON,
+    SOLVER,
+    peer_functional,
+    relative_difference,
+    setup_problem,
+)
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 from dolfinx_nn.timing import median_wall_time
-
-SOLVER = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
-NEWTON = {"snes_type": "newtonls", "snes_linesearch_type": "basic", "snes_rtol": 1e-10,
-          "snes_atol": 1e-12, "snes_stol": 0.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,28 +77,9 @@ def _peak_rss_mib(comm: MPI.Comm) -> float:
     return comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, op=MPI.SUM) / 1024
 
 
-def _setup(msh: mesh.Mesh, nonlinear: bool, function_type=fem.Function):
-    V = fem.functionspace(msh, ("Lagrange", 1))
-    q = function_type(V, name="q")
-    u = function_type(V, name="u")
-    v = ufl.TestFunction(V)
-    x = ufl.SpatialCoordinate(msh)
-    f = 10.0 * (1.0 + x[0] * x[1])
-    d = 0.1 * ufl.sin(ufl.pi * x[0])
-    k = q * (1 + u**2) if nonlinear else q
-    F = k * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - f * v * ufl.dx
-    if nonlinear:
-        F += u**3 * v * ufl.dx
-    facets = mesh.locate_entities_boundary(
-        msh, 1, lambda x: np.isclose(x[0], 0.0) | np.isclose(x[0], 1.0)
-    )
-    dofs = fem.locate_dofs_topological(V, 1, facets)
-    return V, q, u, v, F, (u - d) ** 2 * ufl.dx, dofs
-
-
 def _bridge_case(msh, nonlinear: bool, repeats: int) -> dict:
     comm = msh.comm
-    V, q, u, _, F, M, dofs = _setup(msh, nonlinear)
+    V, q, u, _, F, M, dofs = setup_problem(msh, nonlinear)
     bc = fem.dirichletbc(0.0, dofs, V)
     torch.manual_seed(0)
     net = _Net().double()
@@ -154,49 +137,23 @@ def _bridge_case(msh, nonlinear: bool, repeats: int) -> dict:
 
 
 def _peer_case(msh, nonlinear: bool, q_values: np.ndarray, repeats: int) -> dict | None:
-    try:
-        import dolfinx_adjoint as dxa
-        import pyadjoint
-    except ImportError:
-        return None
     comm = msh.comm
-    tape = pyadjoint.Tape()
-    pyadjoint.set_working_tape(tape)
-    V, q, u, v, F, M, dofs = _setup(msh, nonlinear, function_type=dxa.Function)
-    q.x.array[:] = q_values
-    g = dxa.Function(V)
-    bc = dxa.dirichletbc(g, dofs)
     prefix = "peer_nl_" if nonlinear else "peer_lin_"
-    if nonlinear:
-        problem = dxa.NonlinearProblem(F, u, bcs=[bc], petsc_options={**SOLVER, **NEWTON},
-                                       petsc_options_prefix=prefix,
-                                       adjoint_petsc_options=dict(SOLVER))
-    else:
-        a = ufl.lhs(ufl.replace(F, {u: ufl.TrialFunction(V)}))
-        L = ufl.rhs(ufl.replace(F, {u: ufl.TrialFunction(V)}))
-        problem = dxa.LinearProblem(a, L, u=u, bcs=[bc], petsc_options=dict(SOLVER),
-                                    petsc_options_prefix=prefix,
-                                    adjoint_petsc_options=dict(SOLVER))
-    t0 = time.perf_counter()
-    problem.solve()
-    j = dxa.assemble_scalar(M)
-    t_first = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
-    Jhat = pyadjoint.ReducedFunctional(j, pyadjoint.Control(q))
-    dJ = Jhat.derivative()  # warm-up (JIT of the adjoint forms)
-    t_fwd = median_wall_time(lambda: Jhat(q), comm, repeats)
+    with peer_functional(msh, nonlinear, q_values, prefix) as peer:
+        if peer is None:
+            return None
+        Jhat, q = peer.Jhat, peer.q
+        Jhat.derivative()  # warm-up (JIT of the adjoint forms)
+        t_fwd = median_wall_time(lambda: Jhat(q), comm, repeats)
 
-    def forward_and_gradient():
-        Jhat(q)
-        Jhat.derivative()
+        def forward_and_gradient():
+            Jhat(q)
+            Jhat.derivative()
 
-    t_grad = median_wall_time(forward_and_gradient, comm, repeats)
-    dJ = Jhat.derivative()
-    n = V.dofmap.index_map.size_local
-    gradient = dJ.x.array[:n].copy()
-    pyadjoint.set_working_tape(pyadjoint.Tape())
-    del tape
-    return {"forward_s": t_fwd, "forward_gradient_s": t_grad, "first_forward_s": t_first,
-            "gradient": gradient}
+        t_grad = median_wall_time(forward_and_gradient, comm, repeats)
+        gradient = peer.owned(Jhat.derivative())
+    return {"forward_s": t_fwd, "forward_gradient_s": t_grad,
+            "first_forward_s": peer.first_forward_s, "gradient": gradient}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -216,15 +173,12 @@ def run(args: argparse.Namespace) -> int:
             if not args.no_peer:
                 peer = _peer_case(msh, nonlinear, ours["q_values"], args.repeats)
                 if peer is None:
-                    print0("  dolfinx-adjoint not installed: pip install --no-deps "
-                           "dolfinx-adjoint fenicsx-compat && pip install pyadjoint-ad h5py")
+                    print0(f"  {INSTALL_HINT}")
                 else:
                     ours_g, peer_g = ours["state"]["dq"], peer.pop("gradient")
-                    diff = comm.allreduce(float(np.sum((ours_g - peer_g) ** 2)))
-                    ref = comm.allreduce(float(np.sum(peer_g**2)))
                     row["dolfinx_adjoint"] = {
                         **peer,
-                        "gradient_rel_difference": float(np.sqrt(diff / ref)),
+                        "gradient_rel_difference": relative_difference(ours_g, peer_g, comm),
                         "speedup_forward_gradient": peer["forward_gradient_s"]
                         / ours["fe_forward_gradient_s"],
                     }

@@ -42,7 +42,14 @@ import torch
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
-from dolfinx_nn.bench.bridge import NEWTON, SOLVER, _setup
+from dolfinx_nn.bench.peer import (
+    INSTALL_HINT,
+    NEWTON,
+    SOLVER,
+    peer_functional,
+    relative_difference,
+    setup_problem,
+)
 from dolfinx_nn.conversion import to_torch
 from dolfinx_nn.hessian import ReducedHessian
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
@@ -69,7 +76,7 @@ def _direction(x: np.ndarray) -> np.ndarray:
 
 
 def _ours(msh: mesh.Mesh, nonlinear: bool, repeats: int) -> dict:
-    V, q, u, _, F, M, dofs = _setup(msh, nonlinear)
+    V, q, u, _, F, M, dofs = setup_problem(msh, nonlinear)
     bc = fem.dirichletbc(0.0, dofs, V)
     options = {**SOLVER, **NEWTON} if nonlinear else dict(SOLVER)
     solve = dnn.fem_operator(F, u, controls=[q], bcs=[bc], petsc_options=options,
@@ -111,53 +118,30 @@ def _ours(msh: mesh.Mesh, nonlinear: bool, repeats: int) -> dict:
 
 
 def _peer(msh: mesh.Mesh, nonlinear: bool, q_values, dq_values, repeats: int) -> dict | None:
-    try:
-        import dolfinx_adjoint as dxa
-        import pyadjoint
-    except ImportError:
-        return None
-    import ufl
-
     comm = msh.comm
-    tape = pyadjoint.Tape()
-    pyadjoint.set_working_tape(tape)
-    V, q, u, _, F, M, dofs = _setup(msh, nonlinear, function_type=dxa.Function)
-    q.x.array[:] = q_values
-    bc = dxa.dirichletbc(dxa.Function(V), dofs)
     prefix = "hpeer_nl_" if nonlinear else "hpeer_lin_"
-    same = {"adjoint_petsc_options": dict(SOLVER), "tlm_petsc_options": dict(SOLVER)}
-    if nonlinear:
-        problem = dxa.NonlinearProblem(F, u, bcs=[bc], petsc_options={**SOLVER, **NEWTON},
-                                       petsc_options_prefix=prefix, **same)
-    else:
-        trial = ufl.TrialFunction(V)
-        problem = dxa.LinearProblem(ufl.lhs(ufl.replace(F, {u: trial})),
-                                    ufl.rhs(ufl.replace(F, {u: trial})), u=u, bcs=[bc],
-                                    petsc_options=dict(SOLVER), petsc_options_prefix=prefix,
-                                    **same)
-    problem.solve()
-    Jhat = pyadjoint.ReducedFunctional(dxa.assemble_scalar(M), pyadjoint.Control(q))
-    dq = dxa.Function(V)
-    dq.x.array[:] = dq_values
-    Jhat.derivative()
-    Jhat.hessian(dq)  # warm-up (JIT of the tangent-linear and second-order forms)
-
-    def gradient():
-        Jhat(q)
+    with peer_functional(msh, nonlinear, q_values, prefix, tangent_linear=True) as peer:
+        if peer is None:
+            return None
+        Jhat, q = peer.Jhat, peer.q
+        dq = peer.dxa.Function(peer.V)
+        dq.x.array[:] = dq_values
         Jhat.derivative()
+        Jhat.hessian(dq)  # warm-up (JIT of the tangent-linear and second-order forms)
 
-    def from_scratch():
-        Jhat(q)
-        Jhat.derivative()
-        return Jhat.hessian(dq)
+        def gradient():
+            Jhat(q)
+            Jhat.derivative()
 
-    t_grad = median_wall_time(gradient, comm, repeats)
-    t_scratch = median_wall_time(from_scratch, comm, repeats)
-    t_hvp = median_wall_time(lambda: Jhat.hessian(dq), comm, repeats)
-    n = V.dofmap.index_map.size_local
-    hvp = Jhat.hessian(dq).x.array[:n].copy()
-    pyadjoint.set_working_tape(pyadjoint.Tape())
-    del tape
+        def from_scratch():
+            Jhat(q)
+            Jhat.derivative()
+            return Jhat.hessian(dq)
+
+        t_grad = median_wall_time(gradient, comm, repeats)
+        t_scratch = median_wall_time(from_scratch, comm, repeats)
+        t_hvp = median_wall_time(lambda: Jhat.hessian(dq), comm, repeats)
+        hvp = peer.owned(Jhat.hessian(dq))
     return {"gradient_s": t_grad, "hvp_s": t_hvp, "hvp_from_scratch_s": t_scratch, "hvp": hvp}
 
 
@@ -178,19 +162,15 @@ def run(args: argparse.Namespace) -> int:
             peer = None if args.no_peer else _peer(msh, nonlinear, q_values, dq_values,
                                                    args.repeats)
             if peer is not None:
-                other = peer.pop("hvp")
-                diff = comm.allreduce(float(np.sum((hv - other) ** 2)), op=MPI.SUM)
-                ref = comm.allreduce(float(np.sum(other**2)), op=MPI.SUM)
                 row["dolfinx_adjoint"] = {
                     **peer,
-                    "hvp_rel_difference": float(np.sqrt(diff / ref)),
+                    "hvp_rel_difference": relative_difference(hv, peer.pop("hvp"), comm),
                     "speedup_hvp": peer["hvp_s"] / ours["hvp_s"],
                     "speedup_hvp_from_scratch": peer["hvp_from_scratch_s"]
                     / ours["hvp_from_scratch_s"],
                 }
             elif not args.no_peer:
-                print0("  dolfinx-adjoint not installed: pip install --no-deps "
-                       "dolfinx-adjoint fenicsx-compat && pip install pyadjoint-ad h5py")
+                print0(f"  {INSTALL_HINT}")
             rows.append(row)
             _print_row(row)
     out = pathlib.Path(args.out or f"BENCH_hessian_np{comm.size}.json")

@@ -32,6 +32,7 @@ import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
+from dolfinx_nn.cli_options import add_threads_argument
 from dolfinx_nn.conversion import to_torch
 from dolfinx_nn.meshes import boundary_dofs
 from dolfinx_nn.output import print0, write_json
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="approximate numbers of dofs (default: 1e5)")
     parser.add_argument("--width", type=int, default=16, help="hidden width of the MLP")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (median)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    add_threads_argument(parser)
     parser.add_argument("--out", default=None,
                         help="JSON file (default: BENCH_operator_np<ranks>.json)")
 
@@ -111,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
             f"--width, --repeats and --threads must be positive; got {args.width}, "
             f"{args.repeats}, {args.threads}."
         )
-    torch.set_num_threads(args.threads)
     rows = []
     for target in args.dofs:
         n = max(2, int(round(np.sqrt(target))) - 1)

@@ -26,19 +26,33 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import pathlib
 import shutil
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mpi4py import MPI
 
-from dolfinx_nn.cli import add_output_arguments
+from dolfinx_nn.cli_options import add_output_arguments, add_seed_argument
 from dolfinx_nn.deep_limit import plots
 from dolfinx_nn.deep_limit.annulus_study import AnnulusConfig, annulus_study
 from dolfinx_nn.deep_limit.blocks import ACTIVATIONS
 from dolfinx_nn.deep_limit.forward_convergence import ForwardConfig, forward_convergence
 from dolfinx_nn.deep_limit.sgd_convergence import SGDConfig, sgd_convergence
-from dolfinx_nn.output import prepare_output_dir, print0, write_json, write_on_root, write_vtx
+from dolfinx_nn.output import (
+    markdown_table,
+    prepare_output_dir,
+    print0,
+    write_json,
+    write_on_root,
+    write_text,
+    write_vtx,
+)
+from dolfinx_nn.plotting import write_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
 RUN_TIME = ("the default run (--experiment forward, N up to 256) takes about 8 s of CPU time "
@@ -119,12 +133,12 @@ EXPERIMENTS: dict[str, Callable[[argparse.Namespace, MPI.Comm, pathlib.Path], di
     "inverse": run_inverse,
 }
 
-#: experiment -> its plot
-PLOTS: dict[str, Callable[[dict, pathlib.Path], None]] = {
-    "forward": plots.plot_forward,
-    "sgd": plots.plot_sgd,
-    "annulus": plots.plot_annulus,
-    "inverse": plots.plot_inverse,
+#: experiment -> its figure
+FIGURES: dict[str, Callable[[dict], Figure]] = {
+    "forward": plots.forward_figure,
+    "sgd": plots.sgd_figure,
+    "annulus": plots.annulus_figure,
+    "inverse": plots.inverse_figure,
 }
 
 #: (experiment, label, key of the per-N values, key of the fitted order)
@@ -145,27 +159,27 @@ RATE_ROWS = (
 
 def rates_table(results: dict[str, dict]) -> str:
     """Markdown table of the observed orders (least-squares slopes) of all experiments."""
-    lines = ["| quantity | N range | value at smallest N | value at largest N | observed order |",
-             "|---|---|---|---|---|"]
+    cells = []
     for name, label, values, order in RATE_ROWS:
         if name not in results:
             continue
         r = results[name]
         depths = r["depths"]
-        lines.append(f"| {label} | {depths[0]}-{depths[-1]} | {r[values][0]:.3e} | "
-                     f"{r[values][-1]:.3e} | {r[order]:.3f} |")
-    return "\n".join(lines) + "\n"
+        cells.append([label, f"{depths[0]}-{depths[-1]}", f"{r[values][0]:.3e}",
+                      f"{r[values][-1]:.3e}", f"{r[order]:.3f}"])
+    return markdown_table(["quantity", "N range", "value at smallest N", "value at largest N",
+                           "observed order"], cells) + "\n"
 
 
 def annulus_table(result: dict) -> str:
     """Markdown table of test accuracy and loss (mean ± std over seeds) per depth."""
-    lines = ["| N | test accuracy | test loss |", "|---|---|---|"]
+    cells = []
     for label in result["labels"]:
         s = result["summary"][label]
         acc, loss = s["test_accuracy"], s["test_loss"]
-        lines.append(f"| {label} | {acc['mean']:.4f} ± {acc['std']:.4f} | "
-                     f"{loss['mean']:.4f} ± {loss['std']:.4f} |")
-    return "\n".join(lines) + "\n"
+        cells.append([label, f"{acc['mean']:.4f} ± {acc['std']:.4f}",
+                      f"{loss['mean']:.4f} ± {loss['std']:.4f}"])
+    return markdown_table(["N", "test accuracy", "test loss"], cells) + "\n"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,7 +192,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="state dimension d of the annulus experiments (>= 2; default 3)")
     parser.add_argument("--activation", choices=list(ACTIVATIONS), default=None,
                         help="activation of the block (default relu; tanh for inverse)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data and weights")
+    add_seed_argument(parser, help="seed of data and weights")
     parser.add_argument("--seeds", type=_positive_int, default=3,
                         help="number of seeds of the annulus study (default 3)")
     parser.add_argument("--quick", action="store_true",
@@ -187,6 +201,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also copy the plots to IMAGES/deep_limit_<experiment>.png "
                              "(e.g. docs/images)")
     add_output_arguments(parser, "deep-limit")
+
+
+def _copy_file(source: pathlib.Path, target: pathlib.Path) -> None:
+    """Copy ``source`` to ``target``, creating ``target``'s folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -203,17 +223,16 @@ def run(args: argparse.Namespace) -> int:
         fields = results[name].pop("_fields", None)
         write_json(out / "results.json", results[name], comm)  # first: the numbers are kept
         plot = out / f"{name}.png"
-        write_on_root(plot, lambda path, name=name: PLOTS[name](results[name], path), comm)
+        write_figure(plot, functools.partial(FIGURES[name], results[name]), comm, dpi=plots.DPI)
         if fields is not None:
             write_vtx(out / "coefficients.bp", fields, comm, engine="BP4")
         if args.images:
             images = pathlib.Path(args.images)
             target = images / f"deep_limit_{name}.png"
-            write_on_root(target, lambda path, plot=plot: (
-                path.parent.mkdir(parents=True, exist_ok=True), shutil.copyfile(plot, path)), comm)
+            write_on_root(target, functools.partial(_copy_file, plot), comm)
     table = rates_table(results)
     if "annulus" in results:
         table += "\nAnnulus set, test metrics over seeds:\n\n" + annulus_table(results["annulus"])
-    write_on_root(root / "rates.md", lambda path: path.write_text(table), comm)
+    write_text(root / "rates.md", table, comm)
     print0(table, comm=comm)
     return 0

@@ -1,14 +1,18 @@
-"""PNG plots of the deep-limit experiments (matplotlib, Agg backend)."""
+"""Figures of the deep-limit experiments (written with :mod:`dolfinx_nn.plotting`)."""
 
 from __future__ import annotations
 
-import pathlib
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from dolfinx_nn.plotting import subplots
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: Resolution of the written figures (dots per inch).
+DPI = 110
 
 
 def _slope_guide(ax, depths, errors, order: int, label: str) -> None:
@@ -17,10 +21,10 @@ def _slope_guide(ax, depths, errors, order: int, label: str) -> None:
     ax.loglog(n, e0, "k:", lw=1, label=label)
 
 
-def plot_forward(result: dict, path: pathlib.Path) -> None:
+def forward_figure(result: dict) -> Figure:
     """Output and gradient errors of the ResNet (and RK4) versus N."""
     depths = result["depths"]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = subplots(figsize=(5.5, 4))
     ax.loglog(depths, result["resnet_error"], "o-",
               label=f"ResNet output (order {result['resnet_order']:.2f})")
     ax.loglog(depths, result["resnet_gradient_error"], "s-",
@@ -34,14 +38,13 @@ def plot_forward(result: dict, path: pathlib.Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_sgd(result: dict, path: pathlib.Path) -> None:
+def sgd_figure(result: dict) -> Figure:
     """Trajectory distance and loss gap versus N, and loss curves."""
     depths = result["depths"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b) = subplots(1, 2, figsize=(10, 4))
     a.loglog(depths, result["trajectory_distance"], "o-",
              label=f"max_k |theta_N - theta_ODE| (order {result['trajectory_order']:.2f})")
     a.loglog(depths, result["loss_gap"], "s-",
@@ -61,16 +64,15 @@ def plot_sgd(result: dict, path: pathlib.Path) -> None:
     b.grid(True, which="both", alpha=0.3)
     b.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_annulus(result: dict, path: pathlib.Path) -> None:
+def annulus_figure(result: dict) -> Figure:
     """Test accuracy and loss (mean and std over seeds) versus N, ODE as a band."""
     labels = [lab for lab in result["labels"] if lab != "ode"]
     depths = [int(lab) for lab in labels]
     summary = result["summary"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = subplots(1, 2, figsize=(10, 4))
     for ax, key, title in zip(axes, ("test_accuracy", "test_loss"),
                               ("test accuracy", "test loss"), strict=True):
         mean = [summary[lab][key]["mean"] for lab in labels]
@@ -85,14 +87,13 @@ def plot_annulus(result: dict, path: pathlib.Path) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_inverse(result: dict, path: pathlib.Path) -> None:
+def inverse_figure(result: dict) -> Figure:
     """Distance of the recovered coefficient to the ODE-prior one versus N."""
     depths = result["depths"]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = subplots(figsize=(5.5, 4))
     ax.loglog(depths, result["coefficient_distance"], "o-",
               label=f"|q_N - q_ODE| / |q_ODE| (order {result['coefficient_order']:.2f})")
     ax.loglog(depths, result["misfit_gap"], "s-",
@@ -103,5 +104,4 @@ def plot_inverse(result: dict, path: pathlib.Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig

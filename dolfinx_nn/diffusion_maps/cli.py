@@ -37,12 +37,15 @@ import pathlib
 
 from mpi4py import MPI
 
-import torch
-
-from dolfinx_nn.cli import OptionError, add_output_arguments
+from dolfinx_nn.cli_options import (
+    OptionError,
+    add_output_arguments,
+    add_seed_argument,
+    add_threads_argument,
+)
 from dolfinx_nn.diffusion_maps.experiment import ExperimentConfig, run_experiment
 from dolfinx_nn.diffusion_maps.problems import PROBLEMS
-from dolfinx_nn.output import prepare_output_dir, print0, write_json, write_on_root, write_vtx
+from dolfinx_nn.output import prepare_output_dir, print0, write_json, write_vtx
 
 #: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.
 RUN_TIME = ("diffmap has no default experiment (--experiment is required); the first example "
@@ -79,11 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slq-probes", type=int, help="probe vectors of the SLQ density")
     parser.add_argument("--slq-steps", type=int, help="Lanczos steps per SLQ probe")
     parser.add_argument("--resolution", type=int, default=16, help="mesh cells per side (inverse)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--threads", type=int, default=1,
-        help="torch threads per rank (small networks run fastest on one; default 1)",
-    )
+    add_seed_argument(parser)
+    add_threads_argument(
+        parser, help="torch threads per rank (small networks run fastest on one; default 1)")
     add_output_arguments(parser, "diffmap")
 
 
@@ -134,9 +135,6 @@ def _write_fields(fields: list, path: pathlib.Path) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run one experiment and write its results."""
     comm = MPI.COMM_WORLD
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1; got {args.threads}")
-    torch.set_num_threads(args.threads)
     cfg = _config(args)
     out = prepare_output_dir(args.out, comm)
     kwargs = {"resolution": args.resolution} if args.experiment == "inverse" else {}
@@ -148,10 +146,11 @@ def run(args: argparse.Namespace) -> int:
     fields = problem.fields()
     if fields:
         _write_fields(fields, out / "inverse_fields.bp")
-    from dolfinx_nn.diffusion_maps.plots import plot_experiment
+    from dolfinx_nn.diffusion_maps.plots import DPI, experiment_figure
+    from dolfinx_nn.plotting import write_figure
 
-    write_on_root(out / f"diffmap_{args.experiment}.png",
-                  lambda path: plot_experiment(results, path), comm)
+    write_figure(out / f"diffmap_{args.experiment}.png", lambda: experiment_figure(results),
+                 comm, dpi=DPI)
     dm, h = results["diffusion_map"], results["hessian"]
     print0(
         f"final loss {results['final_loss']:.3e}; diffusion eigenvalues "

@@ -1,29 +1,33 @@
-"""Figures of a trajectory experiment (matplotlib, Agg backend, PNG)."""
+"""Figures of a trajectory experiment (written with :mod:`dolfinx_nn.plotting`)."""
 
 from __future__ import annotations
 
-import pathlib
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from dolfinx_nn.plotting import subplots
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: Resolution of the written figure (dots per inch).
+DPI = 90
 
 
-def plot_experiment(results: dict, path: str | pathlib.Path, dpi: int = 90) -> pathlib.Path:
+def experiment_figure(results: dict) -> Figure:
     """Four panels: embedding, diffusion eigenvalues, Hessian spectrum, alignment.
 
     Args:
         results: what :func:`~dolfinx_nn.diffusion_maps.experiment.run_experiment` returns.
-        path: PNG file to write.
-        dpi: resolution.
+
+    Returns:
+        The figure (write it with :func:`dolfinx_nn.plotting.write_figure`, ``dpi=DPI``).
     """
-    path = pathlib.Path(path)
     dmap, hess, align = results["diffusion_map"], results["hessian"], results["alignment"]
     coords = np.asarray(dmap["coordinates"])
     steps = np.asarray(dmap["steps"])
-    fig, ax = plt.subplots(2, 2, figsize=(10, 8))
+    fig, ax = subplots(2, 2, figsize=(10, 8))
     fig.suptitle(
         f"{results['experiment']}: {results['n_parameters']} parameters, "
         f"{results['recorded_points']} recorded SGD iterates, "
@@ -70,6 +74,4 @@ def plot_experiment(results: dict, path: str | pathlib.Path, dpi: int = 90) -> p
         fontsize=9,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return fig

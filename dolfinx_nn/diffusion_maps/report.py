@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import pathlib
 from collections.abc import Callable, Sequence
 
 from mpi4py import MPI
@@ -33,7 +32,7 @@ import scipy.stats
 from dolfinx_nn.diffusion_maps.diffusion_map import DiffusionMap
 from dolfinx_nn.diffusion_maps.dimension import kernel_sum_dimension, mle_dimension
 from dolfinx_nn.diffusion_maps.kernel import kernel_sum_curve, knn_squared_distances
-from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.output import markdown_table, prepare_output_dir, print0, write_json, write_text
 
 DELTAS = (1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2)
 
@@ -93,7 +92,7 @@ def _fmt(s: dict) -> str:
 
 def near_duplicates(seeds: int) -> list[dict]:
     """MLE dimension of the torus with copies, merged and not, per displacement."""
-    rows = []
+    rows: list[dict] = []
     clean = [mle_dimension(_torus(800, np.random.default_rng(s))) for s in range(seeds)]
     rows.append({"delta": 0.0, "merged": _stats(clean), "unmerged": _stats(clean)})
     for delta in DELTAS:
@@ -140,6 +139,7 @@ def bandwidth(seeds: int) -> list[dict]:
         }
         for name, Y in variants.items():
             dm = DiffusionMap(2).fit(Y)
+            assert dm.bandwidth_ is not None  # set by fit
             row = {"seed": seed, "variant": name, "epsilon": dm.epsilon_,
                    "spearman": abs(float(scipy.stats.spearmanr(dm.eigenvectors_[:1500, 0],
                                                                t).statistic)),
@@ -162,7 +162,7 @@ def _previous_kernel_sum(X: np.ndarray) -> float:
 
 def dimensions(seeds: int, n: int = 2000) -> list[dict]:
     """MLE, kernel-sum and the former kernel-sum reading on known manifolds."""
-    rows = []
+    rows: list[dict] = []
     for name, (sampler, truth) in MANIFOLDS.items():
         mle, ks, old = [], [], []
         for s in range(seeds):
@@ -182,33 +182,32 @@ def tables(dups: list[dict], roll: list[dict], dims: list[dict], seeds: int) -> 
     text = ""
     if dups:
         text += (f"### Near-duplicates: MLE dimension, torus + 400 copies (median [min, max] over "
-                 f"{seeds} seeds)\n\n| displacement | merged (default) | not merged |\n"
-                 "|---|---|---|\n")
-        for r in dups:
-            label = "no copies" if r["delta"] == 0 else f"{r['delta']:g}"
-            text += f"| {label} | {_fmt(r['merged'])} | {_fmt(r['unmerged'])} |\n"
-        text += "\n"
+                 f"{seeds} seeds)\n\n")
+        text += markdown_table(
+            ["displacement", "merged (default)", "not merged"],
+            [["no copies" if r["delta"] == 0 else f"{r['delta']:g}", _fmt(r["merged"]),
+              _fmt(r["unmerged"])] for r in dups]) + "\n\n"
     if roll:
-        text += ("### Automatic bandwidth on the noisy swiss roll (1500 points, noise 0.5)\n\n"
-                 "| seed | variant | epsilon | Spearman(psi_1, roll parameter) | bridge edges "
-                 "| merged rows | pydiffmap epsilon (ours) | pydiffmap Spearman |\n"
-                 "|---|---|---|---|---|---|---|---|\n")
+        text += "### Automatic bandwidth on the noisy swiss roll (1500 points, noise 0.5)\n\n"
+        cells = []
         for r in roll:
             peer = r.get("pydiffmap")
-            peer_cols = (f"{peer['epsilon_in_our_convention']:.3g} | {peer['spearman']:.4f}"
-                         if peer else "- | -")
             dup = r["bandwidth"]["duplicates"]
-            text += (f"| {r['seed']} | {r['variant']} | {r['epsilon']:.4g} | {r['spearman']:.4f} "
-                     f"| {r['bandwidth']['bridge_edges']} "
-                     f"| {dup['input_points'] - dup['distinct_points']} | {peer_cols} |\n")
-        text += "\n"
+            cells.append([r["seed"], r["variant"], f"{r['epsilon']:.4g}", f"{r['spearman']:.4f}",
+                          r["bandwidth"]["bridge_edges"],
+                          dup["input_points"] - dup["distinct_points"],
+                          f"{peer['epsilon_in_our_convention']:.3g}" if peer else "-",
+                          f"{peer['spearman']:.4f}" if peer else "-"])
+        text += markdown_table(
+            ["seed", "variant", "epsilon", "Spearman(psi_1, roll parameter)", "bridge edges",
+             "merged rows", "pydiffmap epsilon (ours)", "pydiffmap Spearman"], cells) + "\n\n"
     if dims:
         text += (f"### Intrinsic dimension, 2000 points (median [min, max] over {seeds} seeds)"
-                 "\n\n| manifold | d | MLE | kernel-sum | previous kernel-sum |\n"
-                 "|---|---|---|---|---|\n")
-        for r in dims:
-            text += (f"| {r['manifold']} | {r['dimension']} | {_fmt(r['mle'])} "
-                     f"| {_fmt(r['kernel_sum'])} | {_fmt(r['previous_kernel_sum'])} |\n")
+                 "\n\n")
+        text += markdown_table(
+            ["manifold", "d", "MLE", "kernel-sum", "previous kernel-sum"],
+            [[r["manifold"], r["dimension"], _fmt(r["mle"]), _fmt(r["kernel_sum"]),
+              _fmt(r["previous_kernel_sum"])] for r in dims]) + "\n"
     return text
 
 
@@ -230,10 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(out / "report.json", {"seeds": args.seeds, "near_duplicates": dups,
                                      "bandwidth": roll, "dimension": dims}, comm)
     text = tables(dups, roll, dims, args.seeds)
-    if comm.rank == 0:
-        pathlib.Path(out / "tables.md").write_text(text)
-        print(text)
-    comm.Barrier()
+    write_text(out / "tables.md", text, comm)
+    print0(text)
     return 0
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import time
+from typing import TYPE_CHECKING
 
 from mpi4py import MPI
 
@@ -49,10 +50,12 @@ import dolfinx
 import dolfinx.io
 import numpy as np
 
-from dolfinx_nn.cli import (
+from dolfinx_nn.cli_options import (
     OptionError,
     about_option,
+    add_device_argument,
     add_output_arguments,
+    add_seed_argument,
     existing_file,
     mesh_spec,
 )
@@ -74,6 +77,10 @@ from dolfinx_nn.output import (
     print0,
     write_json,
 )
+from dolfinx_nn.plotting import subplots, write_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FORMULATION_CHOICES = ("both", "strong", "weak")
 
@@ -155,8 +162,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="models per formulation re-simulated side by side: the selected one "
                         "and its neighbours on the Pareto front")
     parser.add_argument("--degree", type=int, default=2, help="Lagrange degree of simulations")
-    parser.add_argument("--device", default="cpu", help="torch device of the surrogate")
-    parser.add_argument("--seed", type=int, default=0)
+    add_device_argument(parser, default="cpu", help="torch device of the surrogate")
+    add_seed_argument(parser)
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -215,16 +222,12 @@ def _summary(found: Discovery) -> dict:
 
 
 def _plot(out: pathlib.Path, found: dict[str, Discovery], rows: list[dict], comm: MPI.Comm):
-    on_root(lambda: _draw(out, found, rows), f"cannot write the plots in {out}", comm)
+    write_figure(out / "pareto.png", lambda: _pareto_figure(found), comm, dpi=120)
+    write_figure(out / "validation.png", lambda: _validation_figure(rows), comm, dpi=120)
 
 
-def _draw(out: pathlib.Path, found: dict[str, Discovery], rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+def _pareto_figure(found: dict[str, Discovery]) -> Figure:
+    fig, ax = subplots(figsize=(5, 3.5))
     for name, f in found.items():
         front = f.pareto_front()
         ax.semilogy([r["complexity"] for r in front], [r["cv_error"] for r in front], "o-",
@@ -235,9 +238,11 @@ def _draw(out: pathlib.Path, found: dict[str, Discovery], rows: list[dict]) -> N
     ax.set_ylabel("relative cross-validation error")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "pareto.png", dpi=120)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    return fig
+
+
+def _validation_figure(rows: list[dict]) -> Figure:
+    fig, ax = subplots(figsize=(6, 4))
     for row in rows:
         if row["rel_l2_error"] is not None:
             ax.semilogy(row["snapshot_errors"], "o-", label=row["equation"][:60], lw=1)
@@ -246,8 +251,7 @@ def _draw(out: pathlib.Path, found: dict[str, Discovery], rows: list[dict]) -> N
     ax.set_title("DOLFINx re-simulation of the candidates", fontsize=9)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(out / "validation.png", dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def run(args: argparse.Namespace) -> int:
@@ -362,7 +366,8 @@ def _discover(args, comm, out, results) -> None:  # noqa: C901 - one stage after
     start = time.perf_counter()
     train_end = float(train.t[-1])
     boundary = window_surrogate(data, train_end, fit, comm)
-    models, owners = [], []
+    models: list = []
+    owners: list[str] = []
     for name, f in found.items():
         for model in _neighbours(f, args.candidates):
             if model and all(model != m for m in models):
@@ -380,7 +385,7 @@ def _discover(args, comm, out, results) -> None:  # noqa: C901 - one stage after
     scored = {
         n: r["rel_l2_error"] for n, r in finalists.items() if r["rel_l2_error"] is not None
     }
-    best = min(scored, key=scored.get) if scored else next(iter(found))
+    best = min(scored, key=scored.__getitem__) if scored else next(iter(found))
     chosen = found[best]
     results.update(equation=chosen.equation, coefficients=chosen.coefficients,
                    formulation=best, validation_rel_l2_error=finalists[best]["rel_l2_error"],

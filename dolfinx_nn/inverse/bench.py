@@ -28,6 +28,7 @@ from mpi4py import MPI
 import numpy as np
 import torch
 
+from dolfinx_nn.cli_options import add_threads_argument
 from dolfinx_nn.inverse.network_prior import CoefficientNetwork
 from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.models.inverse_problem import InverseProblem, ProblemSpec, build_problem
@@ -57,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     parser.add_argument("--width", type=int, default=32, help="network width")
     parser.add_argument("--out", default="results/bench", help="output folder")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    add_threads_argument(parser)
     parser.add_argument("--solver", choices=SOLVERS, default="parallel",
                         help="LU solver (dolfinx-nn inverse --help); 'parallel' measures the "
                              "scaling of distributed MUMPS, 'reproducible' the command's default")
@@ -107,7 +108,6 @@ def time_iterations(problem: InverseProblem, width: int, iterations: int, warmup
 def run(args: argparse.Namespace) -> int:
     """Time the iterations at each size and write the JSON files."""
     comm = MPI.COMM_WORLD
-    torch.set_num_threads(max(1, args.threads))
     out = prepare_output_dir(args.out, comm)
     rows = []
     for n in args.sizes:

@@ -42,14 +42,16 @@ import pathlib
 
 from mpi4py import MPI
 
-import torch
-
-from dolfinx_nn.cli import (
+from dolfinx_nn.cli_options import (
     OptionError,
+    add_device_argument,
     add_output_arguments,
+    add_seed_argument,
+    add_threads_argument,
     existing_file,
     formula,
     mesh_spec,
+    positive_int,
 )
 from dolfinx_nn.inverse.experiment import (
     PRIOR_CHOICES,
@@ -91,16 +93,6 @@ RUN_TIME = ("the default run (2D, 16 cells per side, both priors; the run of `ma
             "machine; 75 s wall on a 2-core machine with load average 15)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dolfinx-nn inverse``."""
     g = parser.add_argument_group("problem")
@@ -111,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="built-in mesh (interval, square, cube, square-with-hole, "
                         "cube-with-hole) or a mesh file (.msh, .xdmf, .vtu, ...) (default: by "
                         "--dim)")
-    g.add_argument("--resolution", type=_positive_int, default=16,
+    g.add_argument("--resolution", type=positive_int, default=16,
                    help="cells per unit length")
     g.add_argument("--degree", type=int, choices=(1, 2, 3), default=1,
                    help="Lagrange degree of the state on the inversion mesh")
@@ -130,11 +122,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="where u is measured")
     g.add_argument("--subdomain", type=_formula, default="where(x[0] <= 0.5, 1, 0)",
                    help="observed region {EXPR > 0} for --observe subdomain")
-    g.add_argument("--points", type=_positive_int, default=300,
+    g.add_argument("--points", type=positive_int, default=300,
                    help="number of random points for --observe points")
     g.add_argument("--data", type=existing_file, default=None, metavar="FILE",
                    help="read measurements (CSV x[,y[,z]],value or a meshio file)")
-    g.add_argument("--seed", type=int, default=0, help="seed of noise, points and network")
+    add_seed_argument(g, help="seed of noise, points and network")
     g.add_argument("--sweep-noise", type=_floats, default=None, metavar="L1,L2,...",
                    help="run one experiment per noise level and tabulate the errors")
     g = parser.add_argument_group("priors")
@@ -167,8 +159,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="continue the network prior from OUT/network.ckpt (same problem; more "
                         "steps allowed)")
     g.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
-    g.add_argument("--device", default=None, help="torch device of the network (e.g. cuda)")
-    g.add_argument("--threads", type=_positive_int, default=1, help="torch threads per MPI rank")
+    add_device_argument(g, help="torch device of the network (e.g. cuda)")
+    add_threads_argument(g, help="torch threads per MPI rank")
     add_output_arguments(parser, "inverse")
 
 
@@ -204,7 +196,6 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ProblemSpec, Experiment
 def run(args: argparse.Namespace) -> int:
     """Run the experiment (or the noise sweep) and print a summary table on rank 0."""
     comm = MPI.COMM_WORLD
-    torch.set_num_threads(max(1, args.threads))
     spec, config = configs_from_args(args)
     if args.resume:
         if args.sweep_noise is not None:

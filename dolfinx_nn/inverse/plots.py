@@ -1,4 +1,4 @@
-"""Figures of an inverse-problem run (matplotlib, Agg backend, PNG; drawn on rank 0).
+"""Figures of an inverse-problem run (PNG, drawn on rank 0; see :mod:`dolfinx_nn.plotting`).
 
 - :func:`plot_run`: the true and recovered coefficients (1D: curves; 2D: colour maps on the
   mesh; 3D: true vs recovered at the dofs) and the loss curves of each prior.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from mpi4py import MPI
 
@@ -16,7 +17,10 @@ import dolfinx
 import dolfinx.cpp
 import numpy as np
 
-from dolfinx_nn.output import on_root
+from dolfinx_nn.plotting import subplots, write_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def gather_cells(q: dolfinx.fem.Function) -> tuple[np.ndarray, np.ndarray] | None:
@@ -75,21 +79,17 @@ def plot_run(
         errors: prior -> relative L2 error of the coefficient (shown in the titles).
     """
     gathered = {name: gather_cells(f) for name, f in coefficients.items()}
-    on_root(lambda: _draw_run(path, gathered, histories, errors), f"cannot write {path}", comm)
+    write_figure(path, lambda: _draw_run(gathered, histories, errors), comm, dpi=80,
+                 bbox_inches="tight")
 
 
-def _draw_run(path, gathered, histories, errors) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _draw_run(gathered, histories, errors) -> Figure:
     names = list(gathered)
     gdim = next(iter(gathered.values()))[0].shape[2]
     all_values = np.concatenate([v[1].reshape(-1) for v in gathered.values()])
     vmin, vmax = float(all_values.min()), float(all_values.max())
     panels = len(names) + 1
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8), squeeze=False)
+    fig, axes = subplots(1, panels, figsize=(4.2 * panels, 3.8), squeeze=False)
     axes = axes[0]
     image = None
     for ax, name in zip(axes, names, strict=False):
@@ -114,8 +114,7 @@ def _draw_run(path, gathered, histories, errors) -> None:
     ax.set_ylabel("loss")
     ax.set_title("training loss")
     ax.legend()
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
+    return fig
 
 
 def plot_noise_sweep(
@@ -125,16 +124,11 @@ def plot_noise_sweep(
     comm: MPI.Comm = MPI.COMM_WORLD,
 ) -> None:
     """Coefficient error against noise level (rows: ``{"noise": ..., prior: error}``)."""
-    on_root(lambda: _draw_sweep(path, rows, priors), f"cannot write {path}", comm)
+    write_figure(path, lambda: _draw_sweep(rows, priors), comm, dpi=80, bbox_inches="tight")
 
 
-def _draw_sweep(path, rows, priors) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.8))
+def _draw_sweep(rows, priors) -> Figure:
+    fig, ax = subplots(figsize=(5, 3.8))
     noise = [100 * r["noise"] for r in rows]
     for prior in priors:
         ax.plot(noise, [100 * r[prior] for r in rows], "o-", label=prior)
@@ -142,5 +136,4 @@ def _draw_sweep(path, rows, priors) -> None:
     ax.set_ylabel("relative L2 error of q (%)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
+    return fig

@@ -35,7 +35,7 @@ import pathlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpi4py import MPI
 from petsc4py import PETSc
@@ -56,6 +56,10 @@ from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.models.inverse_problem import InverseProblem
 from dolfinx_nn.models.observations import FieldObservation
 from dolfinx_nn.output import write_json
+from dolfinx_nn.plotting import subplots, write_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -281,7 +285,7 @@ def write_posterior(
     comm: MPI.Comm, extra: Mapping[str, Any] | None = None,
 ) -> None:
     """``posterior.json``, ``posterior.png`` and ``posterior.bp`` (collective)."""
-    from dolfinx_nn.inverse.plots import _draw_field, gather_cells
+    from dolfinx_nn.inverse.plots import gather_cells
 
     write_json(folder / "posterior.json",
                {**(extra or {}), **{k: p.details for k, p in posteriors.items()}}, comm=comm)
@@ -296,15 +300,17 @@ def write_posterior(
     with dolfinx.io.VTXWriter(comm, folder / "posterior.bp", fields) as vtx:
         vtx.write(0.0)
     gathered = [gather_cells(f) for f in fields]
-    if comm.rank != 0 or not fields:
-        return
-    import matplotlib
+    if fields:
+        write_figure(folder / "posterior.png", lambda: _draw_posteriors(posteriors, gathered),
+                     comm, dpi=80, bbox_inches="tight")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _draw_posteriors(posteriors: Mapping[str, Posterior], gathered: list) -> Figure:
+    """Recovered coefficient and its posterior std per prior (rank 0, gathered cells)."""
+    from dolfinx_nn.inverse.plots import _draw_field
 
     rows = len(posteriors)
-    fig, axes = plt.subplots(rows, 2, figsize=(9, 3.8 * rows), squeeze=False)
+    fig, axes = subplots(rows, 2, figsize=(9, 3.8 * rows), squeeze=False)
     gdim = gathered[0][0].shape[2]
     for row, name in enumerate(posteriors):
         for col, label in enumerate(("recovered q", "posterior std of q")):
@@ -318,8 +324,7 @@ def write_posterior(
             else:
                 ax.hist(values.reshape(-1), bins=40)
                 ax.set_xlabel(label)
-    fig.savefig(folder / "posterior.png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
+    return fig
 
 
 def load_network(problem: InverseProblem, network, checkpoint: pathlib.Path):

@@ -27,6 +27,7 @@ from mpi4py import MPI
 import numpy as np
 import torch
 
+from dolfinx_nn.cli_options import add_threads_argument
 from dolfinx_nn.monge_ampere.cases import get_case
 from dolfinx_nn.monge_ampere.domains import Ball
 from dolfinx_nn.monge_ampere.network_solver import NetworkConfig, evaluate, solve_network
@@ -43,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-interior", type=int, default=1000)
     parser.add_argument("--check-every", type=int, default=10)
     parser.add_argument("--fem-resolutions", type=int, nargs="+", default=[2, 3, 4, 6, 8, 12])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    add_threads_argument(parser)
     parser.add_argument("--out", default=".", help="folder of BENCH_monge-ampere.json")
 
 
@@ -113,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark and write BENCH_monge-ampere.json."""
     if not 0 < args.target < 1:
         raise ValueError(f"--target must be in (0, 1), got {args.target}")
-    torch.set_num_threads(args.threads)
     comm = MPI.COMM_WORLD
     out = prepare_output_dir(args.out, comm)
     network = []

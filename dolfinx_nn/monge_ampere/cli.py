@@ -38,13 +38,22 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+from typing import Any
 
 from mpi4py import MPI
 
 import numpy as np
 import torch
 
-from dolfinx_nn.cli import OptionError, about_option, add_output_arguments, formula, mesh_spec
+from dolfinx_nn.cli_options import (
+    OptionError,
+    about_option,
+    add_device_argument,
+    add_output_arguments,
+    add_seed_argument,
+    formula,
+    mesh_spec,
+)
 from dolfinx_nn.monge_ampere.cases import CASES, formula_case, get_case
 from dolfinx_nn.monge_ampere.domains import SHAPES, MeshDomain, as_sequence, make_domain
 from dolfinx_nn.monge_ampere.network_solver import NetworkConfig, solve_network
@@ -52,7 +61,6 @@ from dolfinx_nn.monge_ampere.networks import ANSATZE
 from dolfinx_nn.output import (
     check_writable,
     collective_output,
-    on_root,
     prepare_output_dir,
     print0,
     write_json,
@@ -100,8 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--boundary-weight", type=float, default=defaults.boundary_weight)
     parser.add_argument("--convexity-weight", type=float, default=defaults.convexity_weight,
                         help="weight of the convexity penalty (ffnn only)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="torch device of the network")
+    add_seed_argument(parser)
+    add_device_argument(parser)
     add_output_arguments(parser, "monge-ampere")
 
 
@@ -163,7 +171,7 @@ def _write_paraview(path: pathlib.Path, net, case, fem_u, center, comm: MPI.Comm
             writer.write(0.0)
 
 
-def _run_fem(case, meshes, center, args) -> tuple[dict, object]:
+def _run_fem(case, meshes, center, args) -> tuple[dict, Any]:
     """FEM reference on the mesh sequence: (summary, solution) or (failure record, None)."""
     from dolfinx_nn.monge_ampere.fem import FEMSolveError, solve_fem_sequence
 
@@ -241,12 +249,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             print0("fem:", {k: v for k, v in fem.items() if k != "sequence"})
             _write_paraview(out / "solution.bp", result.net, case, final.u, center, comm)
-    from dolfinx_nn.monge_ampere.plots import plot_history, plot_solution_and_error
+    from dolfinx_nn.monge_ampere.plots import DPI, history_figure, solution_figure
+    from dolfinx_nn.plotting import write_figure
 
     title = f"{case.name}, d = {args.dim}, {args.ansatz}"
-    on_root(lambda: plot_solution_and_error(result.net, case, domain, out / "solution.png",
-                                            title), f"cannot write {out / 'solution.png'}", comm)
-    on_root(lambda: plot_history(result.history, out / "loss.png", title),
-            f"cannot write {out / 'loss.png'}", comm)
+    write_figure(out / "solution.png", lambda: solution_figure(result.net, case, domain, title),
+                 comm, dpi=DPI)
+    write_figure(out / "loss.png", lambda: history_figure(result.history, title), comm, dpi=DPI)
     print0(f"wrote {out / 'results.json'}")
     return status

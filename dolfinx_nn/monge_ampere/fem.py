@@ -106,6 +106,7 @@ class FEMSolveError(SolverError):
                  path: list[dict], tried: list[str], non_convex: list[str]):
         super().__init__("SNES", reason, reason_name, iterations, prefix)
         self.path = path
+        self.results: list[FEMResult] = []  # set by solve_fem_sequence: the meshes before
         done = [p["delta"] for p in path if p["converged"] and p["s"] == 1.0]
         self.smallest_delta = min(done) if done else None
         if non_convex and reason > 0:

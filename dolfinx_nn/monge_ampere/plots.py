@@ -1,4 +1,4 @@
-"""Plots of a Monge-Ampere solution and its error (matplotlib, Agg backend, PNG).
+"""Figures of a Monge-Ampere solution and its error (written with :mod:`dolfinx_nn.plotting`).
 
 In d > 2 dimensions the plots show the plane through the domain centre spanned by the first
 two coordinates.
@@ -6,13 +6,20 @@ two coordinates.
 
 from __future__ import annotations
 
-import pathlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from dolfinx_nn.monge_ampere.cases import Case
+from dolfinx_nn.plotting import subplots
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: Resolution of the written figures (dots per inch).
+DPI = 80
 
 
 def _plane_points(domain, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -31,24 +38,18 @@ def _inside(domain, points: np.ndarray) -> np.ndarray:
     return np.ones(len(points), dtype=bool)
 
 
-def plot_solution_and_error(
+def solution_figure(
     net: torch.nn.Module,
     case: Case,
     domain,
-    path: str | pathlib.Path,
     title: str = "",
     n: int = 121,
-) -> pathlib.Path:
+) -> Figure:
     """Network solution, exact solution and pointwise error (without an exact solution: the
-    network and its residual); returns the PNG path.
+    network and its residual) on an ``n x n`` grid of the plane.
 
-    Only call on one rank (the network is replicated).
+    Needs no other rank (the network is replicated).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from dolfinx_nn.monge_ampere.hessian import hessians
 
     ss, tt, points = _plane_points(domain, n)
@@ -64,12 +65,12 @@ def plot_solution_and_error(
             ("network", approx), ("exact", exact), ("|error|", np.abs(approx - exact)),
         )
     else:  # no exact solution: the network and its residual |det D^2 u - f|
-        values, hess = hessians(net, x, create_graph=False)
+        u, hess = hessians(net, x, create_graph=False)
         residual = (torch.linalg.det(hess) - case.f_torch(x, center)).abs()
-        panels = (("network", values.cpu().numpy()),
+        panels = (("network", u.cpu().numpy()),
                   ("|det D^2 u - f|", residual.cpu().numpy()))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4),
-                             constrained_layout=True)
+    fig, axes = subplots(1, len(panels), figsize=(4.4 * len(panels), 4),
+                         layout="constrained")
     for ax, (label, values) in zip(axes, panels, strict=True):
         grid = np.ma.masked_array(values, mask).reshape(ss.shape)
         im = ax.pcolormesh(ss, tt, grid, shading="auto", cmap="viridis")
@@ -80,23 +81,14 @@ def plot_solution_and_error(
         fig.colorbar(im, ax=ax, shrink=0.85)
     if title:
         fig.suptitle(title)
-    path = pathlib.Path(path)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def plot_history(history: Sequence[float], path: str | pathlib.Path, title: str = "") -> None:
+def history_figure(history: Sequence[float], title: str = "") -> Figure:
     """Training loss against step (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5), constrained_layout=True)
+    fig, ax = subplots(figsize=(5, 3.5), layout="constrained")
     ax.semilogy(np.arange(len(history)), history)
     ax.set_xlabel("step (Adam, then L-BFGS)")
     ax.set_ylabel("loss")
     ax.set_title(title)
-    fig.savefig(pathlib.Path(path), dpi=80)
-    plt.close(fig)
+    return fig

@@ -15,19 +15,26 @@ options, so that a quick run (``--adam-steps 50 --lbfgs-steps 10``) checks the p
 from __future__ import annotations
 
 import argparse
-import pathlib
 from collections.abc import Sequence
 
 from mpi4py import MPI
 
 import numpy as np
-import torch
 
+from dolfinx_nn.cli_options import add_threads_argument, apply_options
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn.monge_ampere.cases import get_case
 from dolfinx_nn.monge_ampere.domains import Ball, Box
 from dolfinx_nn.monge_ampere.network_solver import NetworkConfig, solve_network
-from dolfinx_nn.output import prepare_output_dir, print0, write_json
+from dolfinx_nn.output import (
+    format_value,
+    markdown_table,
+    prepare_output_dir,
+    print0,
+    write_json,
+    write_text,
+)
+from dolfinx_nn.plotting import write_figure
 
 #: (case, d, noise) rows of the comparison table, all on the unit cube
 COMPARISON: tuple[tuple[str, int, float], ...] = (
@@ -58,54 +65,41 @@ def _fem_row(case_name: str, dim: int, noise: float, comm: MPI.Comm) -> dict:
 
 
 def _network_row(case_name, domain, noise, ansatz, config: NetworkConfig, out, comm) -> dict:
-    from dolfinx_nn.monge_ampere.plots import plot_solution_and_error
+    from dolfinx_nn.monge_ampere.plots import DPI, solution_figure
 
     cfg = NetworkConfig(**{**vars(config), "ansatz": ansatz, "noise": noise})
     case = get_case(case_name)
     res = solve_network(case, domain, cfg, comm)
-    if comm.rank == 0:
-        name = f"monge_ampere_{case_name}_{domain.name}_{domain.dim}d_{ansatz}"
-        name += "_noisy" if noise else ""
-        plot_solution_and_error(res.net, case, domain, out / f"{name}.png",
-                                f"{case_name}, d = {domain.dim}, {ansatz}")
+    name = f"monge_ampere_{case_name}_{domain.name}_{domain.dim}d_{ansatz}"
+    name += "_noisy" if noise else ""
+    write_figure(out / f"{name}.png", lambda: solution_figure(
+        res.net, case, domain, f"{case_name}, d = {domain.dim}, {ansatz}"), comm, dpi=DPI)
     return {"status": "ok", **res.summary()}
-
-
-def _fmt(row: dict, key: str, spec: str = ".2e") -> str:
-    return format(row[key], spec) if key in row else "-"
 
 
 def comparison_table(rows: Sequence[dict]) -> str:
     """Markdown: one line per (case, d, noise, method)."""
-    lines = [
-        "| case | d | noise | method | rel. L2 error | max error | convexity violations "
-        "| time [s] | Newton its | dofs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    cells = []
     for r in rows:
-        viol = _fmt(r, "convexity_violation_fraction", ".4f")
+        base = [r["case"], r["dim"], r["noise"], r["method"]]
         if r["status"] != "ok":
-            lines.append(f"| {r['case']} | {r['dim']} | {r['noise']} | {r['method']} | "
-                         f"{r['status']} | | | | | |")
+            cells.append([*base, r["status"]])
             continue
-        lines.append(
-            f"| {r['case']} | {r['dim']} | {r['noise']} | {r['method']} | "
-            f"{_fmt(r, 'rel_l2_error')} | {_fmt(r, 'max_error')} | {viol} | "
-            f"{_fmt(r, 'wall_time_s', '.1f')} | {r.get('newton_iterations', '-')} | "
-            f"{r.get('dofs', '-')} |"
-        )
-    return "\n".join(lines)
+        cells.append([*base, format_value(r, "rel_l2_error"), format_value(r, "max_error"),
+                      format_value(r, "convexity_violation_fraction", ".4f"),
+                      format_value(r, "wall_time_s", ".1f"), r.get("newton_iterations", "-"),
+                      r.get("dofs", "-")])
+    return markdown_table(["case", "d", "noise", "method", "rel. L2 error", "max error",
+                           "convexity violations", "time [s]", "Newton its", "dofs"], cells)
 
 
 def dimension_table(rows: Sequence[dict]) -> str:
     """Markdown: ICNN error against d on the unit ball."""
-    lines = ["| d | rel. L2 error | max error | convexity violations | time [s] |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['dim']} | {_fmt(r, 'rel_l2_error')} | {_fmt(r, 'max_error')} | "
-                     f"{_fmt(r, 'convexity_violation_fraction', '.4f')} | "
-                     f"{_fmt(r, 'wall_time_s', '.1f')} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["d", "rel. L2 error", "max error", "convexity violations", "time [s]"],
+        [[r["dim"], format_value(r, "rel_l2_error"), format_value(r, "max_error"),
+          format_value(r, "convexity_violation_fraction", ".4f"),
+          format_value(r, "wall_time_s", ".1f")] for r in rows])
 
 
 #: FEM convergence study: (case, d, cells per edge), each mesh started from the previous one
@@ -164,37 +158,37 @@ def icnn_defaults(comm: MPI.Comm, dims: Sequence[int], seeds: int) -> list[dict]
 
 def defaults_table(rows: Sequence[dict]) -> str:
     """Markdown: median, min and max relative L2 error over seeds, per domain and d."""
-    lines = ["| domain | d | seeds | rel. L2 error: median | min | max | training steps "
-             "(median) | time [s] (median) |", "|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["domain"], r["dim"]), []).append(r)
+    cells = []
     for (domain, dim), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         err = np.array([r["rel_l2_error"] for r in rs])
         steps = np.median([r["training_steps"] for r in rs])
         wall = np.median([r["wall_time_s"] for r in rs])
-        lines.append(f"| {domain} | {dim} | {len(rs)} | {np.median(err):.2e} | {err.min():.2e} "
-                     f"| {err.max():.2e} | {steps:.0f} | {wall:.0f} |")
-    return "\n".join(lines)
+        cells.append([domain, dim, len(rs), f"{np.median(err):.2e}", f"{err.min():.2e}",
+                      f"{err.max():.2e}", f"{steps:.0f}", f"{wall:.0f}"])
+    return markdown_table(["domain", "d", "seeds", "rel. L2 error: median", "min", "max",
+                           "training steps (median)", "time [s] (median)"], cells)
 
 
 def convergence_table(rows: Sequence[dict]) -> str:
     """Markdown: FEM errors and rates under refinement."""
-    lines = ["| case | d | cells/edge | dofs | strategy | Newton solves (its) | rel. L2 error "
-             "| rate | H1 error | rate | min eig. D^2 u_h | time [s] |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    cells = []
     for r in rows:
+        base = [r["case"], r["dim"], r["resolution"]]
         if r.get("status", "converged") != "converged":
-            lines.append(f"| {r['case']} | {r['dim']} | {r['resolution']} | | failed: "
-                         f"{r['status']} | | | | | | | |")
+            cells.append([*base, "", f"failed: {r['status']}"])
             continue
-        lines.append(f"| {r['case']} | {r['dim']} | {r['resolution']} | {r['dofs']} "
-                     f"| {r['strategy']} | {r['newton_solves']} ({r['newton_iterations']}) "
-                     f"| {_fmt(r, 'rel_l2_error')} | {_fmt(r, 'l2_rate', '.2f')} "
-                     f"| {_fmt(r, 'h1_error')} | {_fmt(r, 'h1_rate', '.2f')} "
-                     f"| {_fmt(r, 'min_hessian_eigenvalue_relative', '.1e')} "
-                     f"| {_fmt(r, 'wall_time_s', '.2f')} |")
-    return "\n".join(lines)
+        cells.append([*base, r["dofs"], r["strategy"],
+                      f"{r['newton_solves']} ({r['newton_iterations']})",
+                      format_value(r, "rel_l2_error"), format_value(r, "l2_rate", ".2f"),
+                      format_value(r, "h1_error"), format_value(r, "h1_rate", ".2f"),
+                      format_value(r, "min_hessian_eigenvalue_relative", ".1e"),
+                      format_value(r, "wall_time_s", ".2f")])
+    return markdown_table(["case", "d", "cells/edge", "dofs", "strategy", "Newton solves (its)",
+                           "rel. L2 error", "rate", "H1 error", "rate", "min eig. D^2 u_h",
+                           "time [s]"], cells)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,13 +200,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n-interior", type=int, default=1000)
     parser.add_argument("--n-boundary", type=int, default=400)
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3, 4, 5, 6])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    add_threads_argument(parser)
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the 'defaults' part")
     parser.add_argument("--default-dims", type=int, nargs="+", default=[2, 3, 4],
                         help="dimensions of the 'defaults' part")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    apply_options(args)
     comm = MPI.COMM_WORLD
     out = prepare_output_dir(args.out, comm)
     config = NetworkConfig(adam_steps=args.adam_steps, lbfgs_steps=args.lbfgs_steps,
@@ -248,10 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(out / "report.json", {"config": vars(config), "ranks": comm.size,
                                      "comparison": rows, "dimensions": dims,
                                      "fem_convergence": conv, "defaults": defaults}, comm)
-    if comm.rank == 0:
-        pathlib.Path(out / "tables.md").write_text(text)
-        print(text)
-    comm.Barrier()
+    write_text(out / "tables.md", text, comm)
+    print0(text)
     return 0
 
 
