@@ -14,15 +14,15 @@ import torch
 
 from dolfinx_nn import NeuralFunction, taylor_test
 from dolfinx_nn.inverse import (
-    CoefficientNetwork,
     ProblemSpec,
     TikhonovConfig,
     build_problem,
 )
 from dolfinx_nn.inverse.cli import _formula, add_arguments, configs_from_args, run
 from dolfinx_nn.inverse.data import read_point_data
-from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.inverse.noise import standard_normal_at
+from dolfinx_nn.meshes import bounding_box
+from dolfinx_nn.networks.coefficient import CoefficientNetwork
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -9,7 +9,8 @@ Modules:
 
 - :mod:`~dolfinx_nn.ansatz.networks`: feed-forward and random-feature networks;
 - :mod:`~dolfinx_nn.ansatz.fitted_fields`: fitting ``G`` and ``D`` on the mesh;
-- :mod:`~dolfinx_nn.ansatz.ansatz`: the ansatz and its autograd derivatives;
+- :mod:`~dolfinx_nn.ansatz.ansatz`: the ansatz and its derivatives (product rule over
+  :func:`dolfinx_nn.networks.pointwise.laplacian`);
 - :mod:`~dolfinx_nn.ansatz.pdes`: Poisson, advection-diffusion and heat-advection problems;
 - :mod:`~dolfinx_nn.ansatz.losses`: strong-form residual and Ritz energy losses;
 - :mod:`~dolfinx_nn.ansatz.fem_reference`: the DOLFINx solver on the same problem;
@@ -23,7 +24,7 @@ Modules:
 
 from __future__ import annotations
 
-from dolfinx_nn.ansatz.ansatz import DirichletAnsatz, derivatives
+from dolfinx_nn.ansatz.ansatz import DirichletAnsatz
 from dolfinx_nn.ansatz.fitted_fields import fit_boundary_extension, fit_distance
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork, feed_forward, width_for_parameters
 from dolfinx_nn.ansatz.pdes import PDES, Problem
@@ -33,7 +34,6 @@ __all__ = [
     "DirichletAnsatz",
     "Problem",
     "RandomFeatureNetwork",
-    "derivatives",
     "feed_forward",
     "fit_boundary_extension",
     "fit_distance",

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import ufl
 
-from dolfinx_nn.ansatz.ansatz import derivatives
 from dolfinx_nn.expressions import ParsedExpression, parse_expression
+from dolfinx_nn.networks.pointwise import laplacian
 
 #: PDE name -> (needs an advection field, time dependent, description).
 PDES: dict[str, tuple[bool, bool, str]] = {
@@ -104,7 +104,7 @@ class Problem:
 
     def operator(self, fn, x: torch.Tensor, *, create_graph: bool = True) -> torch.Tensor:
         """The differential operator applied to ``fn`` at inputs ``x``, by autograd."""
-        _, grad, lap = derivatives(fn, x, self.gdim, create_graph=create_graph)
+        _, grad, lap = laplacian(fn, x, self.gdim, create_graph=create_graph)
         return self.apply(x, grad, lap)
 
     def apply(self, x: torch.Tensor, grad: torch.Tensor, lap: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,7 @@ from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
 from dolfinx_nn.bench.timing import median_wall_time
+from dolfinx_nn.networks.mlp import mlp
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 
 SOLVER = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
@@ -61,10 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class _Net(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.mlp = torch.nn.Sequential(
-            torch.nn.Linear(2, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32), torch.nn.Tanh(),
-            torch.nn.Linear(32, 1),
-        )
+        self.mlp = mlp([2, 32, 32, 1], "tanh", init_dtype=torch.float32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 0.5 + torch.nn.functional.softplus(self.mlp(x))
@@ -249,7 +247,8 @@ def _print_row(r: dict) -> None:
     if peer:
         line += (
             f" | FE fwd+grad {r['fe_forward_gradient_s']:.3f}s vs dolfinx-adjoint "
-            f"{peer['forward_gradient_s']:.3f}s (x{peer['speedup_forward_gradient']:.2f}), grad rel diff "
+            f"{peer['forward_gradient_s']:.3f}s (x{peer['speedup_forward_gradient']:.2f}), "
+            "grad rel diff "
             f"{peer['gradient_rel_difference']:.1e}"
         )
     print0(line)

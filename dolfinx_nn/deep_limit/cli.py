@@ -35,9 +35,9 @@ from mpi4py import MPI
 from dolfinx_nn.cli import add_output_arguments
 from dolfinx_nn.deep_limit import plots
 from dolfinx_nn.deep_limit.annulus_study import AnnulusConfig, annulus_study
-from dolfinx_nn.deep_limit.blocks import ACTIVATIONS
 from dolfinx_nn.deep_limit.forward_convergence import ForwardConfig, forward_convergence
 from dolfinx_nn.deep_limit.sgd_convergence import SGDConfig, sgd_convergence
+from dolfinx_nn.networks.activations import ACTIVATIONS
 from dolfinx_nn.output import prepare_output_dir, print0, write_json, write_on_root, write_vtx
 
 #: Measured with /usr/bin/time (user + sys, per rank) on a shared 2-core machine.

@@ -19,17 +19,12 @@ Example::
 
 from __future__ import annotations
 
-from dolfinx_nn.inverse.network_prior import (
-    CoefficientNetwork,
-    NetworkConfig,
-    fit_network_prior,
-)
+from dolfinx_nn.inverse.network_prior import NetworkConfig, fit_network_prior
 from dolfinx_nn.inverse.problem import InverseProblem, ProblemSpec, build_problem
 from dolfinx_nn.inverse.result import PriorResult
 from dolfinx_nn.inverse.tikhonov import TikhonovConfig, fit_tikhonov
 
 __all__ = [
-    "CoefficientNetwork",
     "InverseProblem",
     "NetworkConfig",
     "PriorResult",

@@ -21,9 +21,10 @@ import torch
 
 from dolfinx_nn.monge_ampere.cases import Case, noisy
 from dolfinx_nn.monge_ampere.domains import as_sequence
-from dolfinx_nn.monge_ampere.hessian import hessians, min_eigenvalues
+from dolfinx_nn.monge_ampere.hessian import min_eigenvalues
 from dolfinx_nn.monge_ampere.loss import MongeAmpereLoss
 from dolfinx_nn.monge_ampere.networks import make_network
+from dolfinx_nn.networks.pointwise import hessian
 from dolfinx_nn.training import History, TrainingConfig, train
 
 
@@ -179,7 +180,7 @@ def evaluate(
     lam_min = np.inf
     for start in range(0, x_all.shape[0], chunk):
         x = x_all[start : start + chunk]
-        values, hess = hessians(net, x, create_graph=False)
+        values, _, hess = hessian(net, x, create_graph=False)
         f = case.f_torch(x, center)
         res2 += float(((torch.linalg.det(hess) - f) ** 2).sum())
         f2 += float((f**2).sum())

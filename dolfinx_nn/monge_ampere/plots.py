@@ -49,7 +49,7 @@ def plot_solution_and_error(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dolfinx_nn.monge_ampere.hessian import hessians
+    from dolfinx_nn.networks.pointwise import hessian
 
     ss, tt, points = _plane_points(domain, n)
     param = next(net.parameters())
@@ -64,7 +64,7 @@ def plot_solution_and_error(
             ("network", approx), ("exact", exact), ("|error|", np.abs(approx - exact)),
         )
     else:  # no exact solution: the network and its residual |det D^2 u - f|
-        values, hess = hessians(net, x, create_graph=False)
+        values, _, hess = hessian(net, x, create_graph=False)
         residual = (torch.linalg.det(hess) - case.f_torch(x, center)).abs()
         panels = (("network", values.cpu().numpy()),
                   ("|det D^2 u - f|", residual.cpu().numpy()))
