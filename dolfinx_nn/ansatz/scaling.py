@@ -121,10 +121,10 @@ def problem_scales(
     x, w = _space_time_points(problem, mesh)
     xt = torch.from_numpy(np.ascontiguousarray(x))
     if len(xt):
-        g, grad, lap = laplacian(extension, xt, problem.gdim, create_graph=False)
+        g_t, grad, lap = laplacian(extension, xt, problem.gdim, create_graph=False)
         f = problem.source_torch(xt).numpy()
         r0 = problem.apply(xt, grad, lap).numpy() - f
-        g = g.numpy()
+        g = g_t.numpy()
         speed = np.zeros(len(xt))
         t = xt[:, problem.gdim] if problem.time_dependent else None
         for b in problem.advection:

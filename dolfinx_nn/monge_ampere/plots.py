@@ -64,9 +64,9 @@ def plot_solution_and_error(
             ("network", approx), ("exact", exact), ("|error|", np.abs(approx - exact)),
         )
     else:  # no exact solution: the network and its residual |det D^2 u - f|
-        values, _, hess = hessian(net, x, create_graph=False)
+        u, _, hess = hessian(net, x, create_graph=False)
         residual = (torch.linalg.det(hess) - case.f_torch(x, center)).abs()
-        panels = (("network", values.cpu().numpy()),
+        panels = (("network", u.cpu().numpy()),
                   ("|det D^2 u - f|", residual.cpu().numpy()))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4),
                              constrained_layout=True)
