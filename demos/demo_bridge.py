@@ -28,6 +28,7 @@ import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
+from dolfinx_nn.networks import mlp
 from dolfinx_nn.output import print0
 
 # -
@@ -64,11 +65,7 @@ def main(n: int = 24, adam_steps: int = 100, lbfgs_steps: int = 20, seed: int = 
     class Coefficient(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.mlp = torch.nn.Sequential(
-                torch.nn.Linear(2, 20), torch.nn.Tanh(),
-                torch.nn.Linear(20, 20), torch.nn.Tanh(),
-                torch.nn.Linear(20, 1),
-            )
+            self.mlp = mlp([2, 20, 20, 1], "tanh", init_dtype=torch.float32)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return 0.1 + torch.nn.functional.softplus(self.mlp(x))
@@ -156,7 +153,9 @@ def main(n: int = 24, adam_steps: int = 100, lbfgs_steps: int = 20, seed: int = 
         qn()
     err = fem.form((q - q_true) ** 2 * ufl.dx)
     ref = fem.form(q_true**2 * ufl.dx)
-    error = np.sqrt(comm.allreduce(fem.assemble_scalar(err)) / comm.allreduce(fem.assemble_scalar(ref)))
+    error = np.sqrt(
+        comm.allreduce(fem.assemble_scalar(err)) / comm.allreduce(fem.assemble_scalar(ref))
+    )
     with torch.no_grad():
         final = float(loss())
     print0(f"final loss {final:.3e}; relative L2 error of q: {error:.3e}")

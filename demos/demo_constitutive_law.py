@@ -36,6 +36,7 @@ import ufl
 from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
+from dolfinx_nn.networks import mlp
 from dolfinx_nn.output import print0
 from dolfinx_nn.quadrature import quadrature_space
 from dolfinx_nn.training import TrainingConfig, train
@@ -66,11 +67,7 @@ class Diffusivity(torch.nn.Module):
 
     def __init__(self, width: int = 16) -> None:
         super().__init__()
-        self.mlp = torch.nn.Sequential(
-            torch.nn.Linear(1, width), torch.nn.Tanh(),
-            torch.nn.Linear(width, width), torch.nn.Tanh(),
-            torch.nn.Linear(width, 1),
-        )
+        self.mlp = mlp([1, width, width, 1], "tanh", init_dtype=torch.float32)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.softplus(self.mlp(u) + 0.5413)  # softplus(0.5413) = 1

@@ -32,6 +32,7 @@ from dolfinx_nn.diffusion_maps import (
     top_eigenpairs,
 )
 from dolfinx_nn.diffusion_maps.experiment import alignment
+from dolfinx_nn.networks import mlp
 from dolfinx_nn.output import print0
 
 comm = MPI.COMM_WORLD
@@ -72,10 +73,7 @@ def train_with_recorder(folder: pathlib.Path, steps: int, every: int, seed: int 
     torch.manual_seed(seed)
     x = torch.linspace(-1, 1, 32, dtype=torch.float64)[:, None]
     y = torch.sin(3 * x) + 0.05 * torch.randn(x.shape, dtype=torch.float64)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(1, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.Tanh(),
-        torch.nn.Linear(64, 1),
-    ).double()
+    net = mlp([1, 64, 64, 1], "tanh", init_dtype=torch.float32)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
     generator = torch.Generator().manual_seed(seed)
     with TrajectoryRecorder(net, folder, every=every, comm=comm) as recorder:

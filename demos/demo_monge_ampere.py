@@ -29,12 +29,12 @@ from dolfinx_nn.monge_ampere import (
     Box,
     NetworkConfig,
     get_case,
-    hessians,
     make_network,
     min_eigenvalues,
     solve_fem,
     solve_network,
 )
+from dolfinx_nn.networks.pointwise import hessian
 from dolfinx_nn.output import print0
 
 comm = MPI.COMM_WORLD
@@ -61,7 +61,7 @@ x = torch.rand(2000, 2, dtype=torch.float64)
 for ansatz in ("icnn", "ffnn"):
     torch.manual_seed(0)
     net = make_network(ansatz, 2)
-    _, hess = hessians(net, x, create_graph=False)
+    _, _, hess = hessian(net, x, create_graph=False)
     print0(f"random {ansatz}: smallest Hessian eigenvalue {min_eigenvalues(hess).min():.3e}")
 
 # ## Training the two networks

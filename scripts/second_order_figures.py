@@ -13,10 +13,21 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 from mpi4py import MPI
-import numpy as np, torch
+
+import numpy as np
+import torch
+from test_bridge_second_order import (
+    COMM,
+    Problem,
+    global_dot,
+    gradient,
+    hessian_vector,
+    mlp,
+    rank_direction,
+)
+
 import dolfinx_nn as dnn
-from test_bridge_second_order import Problem, COMM, hessian_vector, gradient, global_dot, rank_direction, mlp
-from dolfinx_nn.conversion import to_torch
+
 out = []
 for nl in (False, True):
     prob = Problem(COMM, nl); m = prob.point(); sd = prob.smooth_direction()

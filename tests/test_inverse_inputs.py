@@ -14,7 +14,6 @@ import torch
 
 from dolfinx_nn import NeuralFunction, taylor_test
 from dolfinx_nn.inverse import (
-    CoefficientNetwork,
     ProblemSpec,
     TikhonovConfig,
     build_problem,
@@ -23,6 +22,7 @@ from dolfinx_nn.inverse.cli import _formula, add_arguments, configs_from_args, r
 from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.models.data import read_point_data
 from dolfinx_nn.models.noise import standard_normal_at
+from dolfinx_nn.networks.coefficient import CoefficientNetwork
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -15,11 +15,11 @@ from dolfinx_nn.monge_ampere import (
     MongeAmpereLoss,
     batched_det,
     get_case,
-    hessians,
     make_domain,
     make_network,
     min_eigenvalues,
 )
+from dolfinx_nn.networks.pointwise import hessian
 
 
 @pytest.mark.parametrize("dim", [2, 3, 5])
@@ -34,7 +34,7 @@ def test_icnn_is_convex_for_random_weights(dim, activation):
             for p in net.parameters():
                 p.copy_(3.0 * torch.randn_like(p))
         x = torch.as_tensor(rng.uniform(-2.0, 3.0, size=(500, dim)))
-        _, hess = hessians(net, x, create_graph=False)
+        _, _, hess = hessian(net, x, create_graph=False)
         worst = min(worst, float(min_eigenvalues(hess).min()))
     assert worst >= -1e-10
 
@@ -43,7 +43,7 @@ def test_ffnn_is_not_convex_in_general():
     torch.manual_seed(1)
     net = make_network("ffnn", 2, width=16, depth=2)
     x = torch.rand(500, 2, dtype=torch.float64)
-    _, hess = hessians(net, x, create_graph=False)
+    _, _, hess = hessian(net, x, create_graph=False)
     assert float(min_eigenvalues(hess).min()) < -1e-6
 
 
@@ -60,7 +60,7 @@ def test_batched_det_matches_numpy_on_spd(dim):
 def test_hessians_of_a_quadratic_are_exact():
     a = torch.tensor([[2.0, 0.5, 0.0], [0.5, 1.0, -0.3], [0.0, -0.3, 3.0]], dtype=torch.float64)
     x = torch.rand(20, 3, dtype=torch.float64)
-    values, hess = hessians(lambda y: 0.5 * ((y @ a) * y).sum(-1), x)
+    values, _, hess = hessian(lambda y: 0.5 * ((y @ a) * y).sum(-1), x)
     torch.testing.assert_close(hess, a.expand(20, 3, 3))
     torch.testing.assert_close(values, 0.5 * ((x @ a) * x).sum(-1))
 
@@ -76,7 +76,7 @@ def test_case_sources_are_determinants_of_the_exact_hessian(name, dim, domain):
     dom = make_domain(domain, dim)
     x = torch.as_tensor(dom.sample_interior(400, np.random.default_rng(0), MPI.COMM_SELF))
     center = list(dom.center)
-    _, hess = hessians(lambda y: case.u_torch(y, center), x, create_graph=False)
+    _, _, hess = hessian(lambda y: case.u_torch(y, center), x, create_graph=False)
     f = case.f_torch(x, center)
     torch.testing.assert_close(batched_det(hess), f, rtol=1e-9, atol=1e-9)
     assert float(min_eigenvalues(hess).min()) >= -1e-9  # the exact solutions are convex

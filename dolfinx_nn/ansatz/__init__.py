@@ -9,7 +9,8 @@ Modules:
 
 - :mod:`~dolfinx_nn.ansatz.networks`: feed-forward and random-feature networks;
 - :mod:`~dolfinx_nn.ansatz.fitted_fields`: fitting ``G`` and ``D`` on the mesh;
-- :mod:`~dolfinx_nn.ansatz.ansatz`: the ansatz and its autograd derivatives;
+- :mod:`~dolfinx_nn.ansatz.ansatz`: the ansatz and its derivatives (product rule over
+  :func:`dolfinx_nn.networks.pointwise.laplacian`);
 - :mod:`~dolfinx_nn.ansatz.equations`: the registry of PDEs (Poisson, advection-diffusion,
   heat-advection), one class each: operator, weak form, properties;
 - :mod:`~dolfinx_nn.ansatz.pdes`: a PDE with a manufactured solution (source, data);
@@ -25,7 +26,7 @@ Modules:
 
 from __future__ import annotations
 
-from dolfinx_nn.ansatz.ansatz import DirichletAnsatz, derivatives
+from dolfinx_nn.ansatz.ansatz import DirichletAnsatz
 from dolfinx_nn.ansatz.equations import PDE, PDES, get_pde
 from dolfinx_nn.ansatz.fitted_fields import fit_boundary_extension, fit_distance
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork, feed_forward, width_for_parameters
@@ -37,7 +38,6 @@ __all__ = [
     "DirichletAnsatz",
     "Problem",
     "RandomFeatureNetwork",
-    "derivatives",
     "feed_forward",
     "fit_boundary_extension",
     "fit_distance",

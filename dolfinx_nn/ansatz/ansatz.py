@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from dolfinx_nn.networks.pointwise import laplacian
 
 
 class DirichletAnsatz(torch.nn.Module):
@@ -37,8 +38,8 @@ class DirichletAnsatz(torch.nn.Module):
 
     def fixed_derivatives(self, x: torch.Tensor, spatial_dim: int) -> FixedDerivatives:
         """Values, gradients and Laplacians of ``G`` and ``D`` at ``x``, computed once."""
-        g = derivatives(self.extension, x, spatial_dim, create_graph=False)
-        d = derivatives(self.distance, x, spatial_dim, create_graph=False)
+        g = laplacian(self.extension, x, spatial_dim, create_graph=False)
+        d = laplacian(self.distance, x, spatial_dim, create_graph=False)
         return FixedDerivatives(x.detach(), spatial_dim, *g, *d)
 
     def derivatives_at(
@@ -49,7 +50,7 @@ class DirichletAnsatz(torch.nn.Module):
         Only ``N`` is differentiated; the product rule
         ``lap u = lap G + N lap D + 2 grad D . grad N + D lap N`` reuses ``fixed``.
         """
-        n, grad_n, lap_n = derivatives(self._network, fixed.x, fixed.spatial_dim)
+        n, grad_n, lap_n = laplacian(self._network, fixed.x, fixed.spatial_dim)
         s = fixed.spatial_dim
         u = fixed.g + fixed.d * n
         grad = fixed.grad_g + n[:, None] * fixed.grad_d + fixed.d[:, None] * grad_n
@@ -70,37 +71,3 @@ class FixedDerivatives:
     d: torch.Tensor
     grad_d: torch.Tensor
     lap_d: torch.Tensor
-
-
-def derivatives(
-    fn: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    spatial_dim: int | None = None,
-    *,
-    create_graph: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Value, gradient and spatial Laplacian of a scalar field at points, by autograd.
-
-    Args:
-        fn: maps ``(n, d)`` points to ``(n,)`` values.
-        x: points ``(n, d)``; the last column may be time.
-        spatial_dim: number of leading spatial coordinates in the Laplacian (default ``d``).
-        create_graph: keep the graph so that the results can be differentiated again
-            (needed for training).
-
-    Returns:
-        ``(u (n,), grad u (n, d) with respect to all inputs, Laplacian (n,))``.
-    """
-    x = x.detach().requires_grad_(True)
-    u = fn(x)
-    (grad,) = torch.autograd.grad(u.sum(), x, create_graph=True)
-    dims = x.shape[1] if spatial_dim is None else spatial_dim
-    lap = torch.zeros_like(u)
-    for i in range(dims):
-        (second,) = torch.autograd.grad(
-            grad[:, i].sum(), x, create_graph=create_graph, retain_graph=True
-        )
-        lap = lap + second[:, i]
-    if not create_graph:
-        return u.detach(), grad.detach(), lap.detach()
-    return u, grad, lap

@@ -9,23 +9,16 @@ from mpi4py import MPI
 import numpy as np
 import torch
 
-#: Activation name -> torch module class.
-ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
-    "tanh": torch.nn.Tanh,
-    "sigmoid": torch.nn.Sigmoid,
-    "silu": torch.nn.SiLU,
-    "gelu": torch.nn.GELU,
-}
-
-
-def _activation(name: str) -> type[torch.nn.Module]:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
+from dolfinx_nn.networks.activations import SMOOTH
+from dolfinx_nn.networks.activations import activation as activation_class
+from dolfinx_nn.networks.mlp import mlp
 
 
 class BoxScaling(torch.nn.Module):
     """Affine map of the bounding box ``[lower, upper]`` onto ``[-1, 1]^d``."""
+
+    centre: torch.Tensor
+    half_width: torch.Tensor
 
     def __init__(self, lower: Sequence[float], upper: Sequence[float]) -> None:
         super().__init__()
@@ -42,6 +35,8 @@ class BoxScaling(torch.nn.Module):
 
 class OutputScaling(torch.nn.Module):
     """Multiplication by a fixed scale: a dimensionless network output in the user's units."""
+
+    scale: torch.Tensor
 
     def __init__(self, scale: float) -> None:
         super().__init__()
@@ -72,19 +67,19 @@ def feed_forward(
         depth: number of hidden layers (>= 1).
         box: optional bounding box ``(lower, upper)`` of the inputs, mapped onto ``[-1, 1]^d``.
         output_scale: optional factor of the output (:class:`OutputScaling`, not trained).
-        activation: one of :data:`ACTIVATIONS`.
+        activation: a smooth activation (:data:`~dolfinx_nn.networks.activations.SMOOTH`):
+            the Laplacian of the network enters the loss.
         dtype: parameter dtype (float64 for tight derivative checks).
         device: where the parameters live.
     """
     if depth < 1 or width < 1:
         raise ValueError(f"width and depth must be >= 1, got width={width}, depth={depth}")
-    act = _activation(activation)
+    activation_class(activation, allowed=SMOOTH)
+    # weights drawn in float32, then cast: the networks (and results) of earlier versions
+    body = mlp([in_dim] + [width] * depth + [1], activation, dtype=dtype,
+               init_dtype=torch.float32)
     layers: list[torch.nn.Module] = [] if box is None else [BoxScaling(*box)]
-    n = in_dim
-    for _ in range(depth):
-        layers += [torch.nn.Linear(n, width), act()]
-        n = width
-    layers.append(torch.nn.Linear(n, 1))
+    layers += list(body)
     if output_scale is not None:
         layers.append(OutputScaling(output_scale))
     return torch.nn.Sequential(*layers).to(device=device, dtype=dtype)
@@ -122,6 +117,8 @@ class RandomFeatureNetwork(torch.nn.Module):
         extra_boxes: ``(lower, upper, features)`` of further groups (seeds ``seed + 1000 k``).
     """
 
+    coefficients: torch.Tensor
+
     def __init__(
         self,
         in_dim: int,
@@ -133,7 +130,7 @@ class RandomFeatureNetwork(torch.nn.Module):
         extra_boxes: Sequence[tuple[Sequence[float], Sequence[float], int]] = (),
     ) -> None:
         super().__init__()
-        groups = [(box[0], box[1], features)] + [tuple(b) for b in extra_boxes]
+        groups = [(box[0], box[1], features), *((lo, hi, c) for lo, hi, c in extra_boxes)]
         if any(count < 1 for _, _, count in groups):
             raise ValueError(f"features must be >= 1, got {[c for _, _, c in groups]}")
         self.scalings = torch.nn.ModuleList()
@@ -151,10 +148,12 @@ class RandomFeatureNetwork(torch.nn.Module):
     @property
     def scaling(self) -> BoxScaling:
         """The box map of the first group (the whole input box)."""
-        return self.scalings[0]
+        return self._group(0)[0]
 
     def _group(self, k: int) -> tuple[BoxScaling, torch.Tensor, torch.Tensor]:
-        return self.scalings[k], getattr(self, f"weight{k}"), getattr(self, f"bias{k}")
+        scaling = self.scalings[k]
+        assert isinstance(scaling, BoxScaling)
+        return scaling, getattr(self, f"weight{k}"), getattr(self, f"bias{k}")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden features and a constant column, shape ``(n, features + 1)``."""

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import ufl
 
-from dolfinx_nn.ansatz.ansatz import derivatives
 from dolfinx_nn.ansatz.equations import PDE, get_pde
 from dolfinx_nn.expressions import ParsedExpression, parse_expression
+from dolfinx_nn.networks.pointwise import laplacian
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class Problem:
 
     def operator(self, fn, x: torch.Tensor, *, create_graph: bool = True) -> torch.Tensor:
         """The differential operator applied to ``fn`` at inputs ``x``, by autograd."""
-        u, grad, lap = derivatives(fn, x, self.gdim, create_graph=create_graph)
+        u, grad, lap = laplacian(fn, x, self.gdim, create_graph=create_graph)
         return self.apply(x, u, grad, lap)
 
     def apply(

@@ -42,9 +42,9 @@ import dolfinx
 import numpy as np
 import torch
 
-from dolfinx_nn.ansatz.ansatz import derivatives
 from dolfinx_nn.ansatz.fitted_fields import quadrature_points
 from dolfinx_nn.ansatz.pdes import Problem
+from dolfinx_nn.networks.pointwise import laplacian
 
 #: Quadrature degree of the points on which the residual scale is measured.
 SCALE_DEGREE = 4
@@ -121,7 +121,7 @@ def problem_scales(
     x, w = _space_time_points(problem, mesh)
     xt = torch.from_numpy(np.ascontiguousarray(x))
     if len(xt):
-        g_t, grad, lap = derivatives(extension, xt, problem.gdim, create_graph=False)
+        g_t, grad, lap = laplacian(extension, xt, problem.gdim, create_graph=False)
         f = problem.source_torch(xt).numpy()
         r0 = problem.apply(xt, g_t, grad, lap).numpy() - f
         g = g_t.numpy()

@@ -45,6 +45,7 @@ from dolfinx_nn.bench.peer import (
     relative_difference,
     setup_problem,
 )
+from dolfinx_nn.networks.mlp import mlp
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 from dolfinx_nn.timing import median_wall_time
 
@@ -63,10 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class _Net(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.mlp = torch.nn.Sequential(
-            torch.nn.Linear(2, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32), torch.nn.Tanh(),
-            torch.nn.Linear(32, 1),
-        )
+        self.mlp = mlp([2, 32, 32, 1], "tanh", init_dtype=torch.float32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 0.5 + torch.nn.functional.softplus(self.mlp(x))

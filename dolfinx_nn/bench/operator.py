@@ -35,6 +35,7 @@ import dolfinx_nn as dnn
 from dolfinx_nn.cli_options import add_threads_argument
 from dolfinx_nn.conversion import to_torch
 from dolfinx_nn.meshes import boundary_dofs
+from dolfinx_nn.networks.mlp import mlp
 from dolfinx_nn.output import print0, write_json
 from dolfinx_nn.quadrature import quadrature_space
 from dolfinx_nn.timing import median_wall_time
@@ -51,10 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _mlp(width: int) -> torch.nn.Module:
-    return torch.nn.Sequential(
-        torch.nn.Linear(1, width), torch.nn.Tanh(), torch.nn.Linear(width, width),
-        torch.nn.Tanh(), torch.nn.Linear(width, 1), torch.nn.Softplus(),
-    ).double()
+    return mlp([1, width, width, 1], "tanh", output_activation="softplus",
+               init_dtype=torch.float32)
 
 
 def _case(msh: mesh.Mesh, width: int | None, repeats: int) -> dict[str, float]:

@@ -50,6 +50,7 @@ from dolfinx import fem, mesh
 
 import dolfinx_nn as dnn
 from dolfinx_nn.conversion import to_torch
+from dolfinx_nn.networks.mlp import mlp
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 from dolfinx_nn.timing import median_wall_time
 
@@ -94,8 +95,7 @@ def _global_size(V: fem.FunctionSpace) -> int:
 
 def _network(din: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(din, 16), torch.nn.Tanh(),
-                               torch.nn.Linear(16, 1)).double()
+    return mlp([din, 16, 1], "tanh", init_dtype=torch.float32)
 
 
 def _training_step(net: torch.nn.Module) -> None:

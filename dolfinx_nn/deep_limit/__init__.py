@@ -12,13 +12,12 @@ behind ``dolfinx-nn deep-limit``.
 from __future__ import annotations
 
 from dolfinx_nn.deep_limit.annulus import annulus
-from dolfinx_nn.deep_limit.blocks import ACTIVATIONS, dense_block
+from dolfinx_nn.deep_limit.blocks import dense_block
 from dolfinx_nn.deep_limit.neural_ode import GRADIENT_MODES, NeuralODE
 from dolfinx_nn.deep_limit.resnet import ConstantWeightResNet
 from dolfinx_nn.deep_limit.runge_kutta import TABLEAUS, ButcherTableau, integrate
 
 __all__ = [
-    "ACTIVATIONS",
     "GRADIENT_MODES",
     "TABLEAUS",
     "ButcherTableau",

@@ -5,14 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: activation name -> module class
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "softplus": nn.Softplus,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-}
+from dolfinx_nn.networks.activations import activation as activation_class
+from dolfinx_nn.networks.mlp import mlp
 
 
 def dense_block(
@@ -29,24 +23,26 @@ def dense_block(
     Args:
         dim: state dimension ``d``.
         width: hidden width.
-        activation: a name from :data:`ACTIVATIONS`.
+        activation: a name from :data:`~dolfinx_nn.networks.activations.ACTIVATIONS`.
         generator: makes the initialization reproducible (PyTorch's default init otherwise
             uses the global generator).
         dtype, device: of the parameters.
+
+    Raises:
+        ValueError: an unknown activation (the message lists the valid names), or ``dim`` or
+            ``width`` not a positive integer.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(
-            f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}"
-        )
+    activation_class(activation)
     for name, value in (("dim", dim), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    block = nn.Sequential(
-        nn.Linear(dim, width), ACTIVATIONS[activation](), nn.Linear(width, dim)
-    ).to(dtype=dtype, device=device)
+    # default init drawn in float32, then cast (the blocks, and results, of earlier versions)
+    block = mlp([dim, width, dim], activation, dtype=dtype, init_dtype=torch.float32,
+                device=device)
     if generator is not None:
         with torch.no_grad():
             for layer in (block[0], block[2]):
+                assert isinstance(layer, nn.Linear)
                 bound = 1.0 / layer.in_features**0.5
                 cpu = torch.empty(layer.weight.shape, dtype=torch.float64)
                 layer.weight.copy_(cpu.uniform_(-bound, bound, generator=generator))

@@ -37,9 +37,9 @@ from mpi4py import MPI
 from dolfinx_nn.cli_options import add_output_arguments, add_seed_argument
 from dolfinx_nn.deep_limit import plots
 from dolfinx_nn.deep_limit.annulus_study import AnnulusConfig, annulus_study
-from dolfinx_nn.deep_limit.blocks import ACTIVATIONS
 from dolfinx_nn.deep_limit.forward_convergence import ForwardConfig, forward_convergence
 from dolfinx_nn.deep_limit.sgd_convergence import SGDConfig, sgd_convergence
+from dolfinx_nn.networks.activations import ACTIVATIONS
 from dolfinx_nn.output import (
     markdown_table,
     prepare_output_dir,

@@ -24,6 +24,8 @@ from mpi4py import MPI
 import numpy as np
 import torch
 
+from dolfinx_nn.networks.mlp import mlp
+
 
 @dataclass
 class TrainingProblem:
@@ -50,15 +52,6 @@ class TrainingProblem:
     fields: Callable[[], list] = field(default=lambda: [])
 
 
-def _mlp(sizes: list[int]) -> torch.nn.Sequential:
-    layers: list[torch.nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(torch.nn.Linear(a, b, dtype=torch.float64))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.Tanh())
-    return torch.nn.Sequential(*layers)
-
-
 def _batch(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=generator)[:size]
 
@@ -69,7 +62,7 @@ def regression(seed: int = 0, batch_size: int = 8, comm: MPI.Comm = MPI.COMM_WOR
     g = torch.Generator().manual_seed(seed)
     x = torch.linspace(-1, 1, 32, dtype=torch.float64)[:, None]
     y = torch.sin(3 * x) + 0.05 * torch.randn(x.shape, generator=g, dtype=torch.float64)
-    net = _mlp([1, 64, 64, 1])
+    net = mlp([1, 64, 64, 1], "tanh")
 
     def batch_loss(generator: torch.Generator) -> torch.Tensor:
         i = _batch(len(x), batch_size, generator)
@@ -106,7 +99,7 @@ def digits(seed: int = 0, batch_size: int = 32, comm: MPI.Comm = MPI.COMM_WORLD)
     X = torch.from_numpy(images[order])
     Y = torch.from_numpy(labels[order]).long()
     Xtr, Ytr, Xte, Yte = X[:1500], Y[:1500], X[1500:], Y[1500:]
-    net = _mlp([64, 32, 10])
+    net = mlp([64, 32, 10], "tanh")
     ce = torch.nn.functional.cross_entropy
 
     def batch_loss(generator: torch.Generator) -> torch.Tensor:
@@ -144,10 +137,10 @@ def inverse(
     from dolfinx_nn import NeuralFunction
     from dolfinx_nn.conversion import from_torch
     from dolfinx_nn.expressions import parse_expression
-    from dolfinx_nn.inverse.network_prior import CoefficientNetwork
     from dolfinx_nn.meshes import bounding_box, create_mesh
     from dolfinx_nn.models.observations import FieldObservation, region_indicator
     from dolfinx_nn.models.poisson import PoissonModel
+    from dolfinx_nn.networks.coefficient import CoefficientNetwork
 
     torch.manual_seed(seed)
     mesh = create_mesh(comm, "square", resolution)

@@ -18,6 +18,7 @@ import torch
 
 from dolfinx_nn.discovery.library import Term, base_factors, term_name
 from dolfinx_nn.discovery.surrogate import SurrogateBase, term_features
+from dolfinx_nn.networks.mlp import mlp
 from dolfinx_nn.training import TrainingConfig, train
 
 __all__ = ["NetworkRHS", "fit_network_rhs"]
@@ -75,11 +76,7 @@ def fit_network_rhs(
     rng = np.random.default_rng(seed)
     test = rng.random(v_tau.size) < 0.2
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(theta.shape[1], width, dtype=torch.float64), torch.nn.Tanh(),
-        torch.nn.Linear(width, width, dtype=torch.float64), torch.nn.Tanh(),
-        torch.nn.Linear(width, 1, dtype=torch.float64),
-    )
+    net = mlp([theta.shape[1], width, width, 1], "tanh")
     z = torch.as_tensor(theta / scale)
     y = torch.as_tensor(v_tau)
     train_idx = torch.as_tensor(np.flatnonzero(~test))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 from mpi4py import MPI
 
@@ -37,6 +38,9 @@ import torch
 from dolfinx_nn.discovery.data import SpaceTimeData
 from dolfinx_nn.discovery.library import Term
 from dolfinx_nn.discovery.scale_search import RIDGE_GRID, RidgeChoice, pattern_search, ridge_gcv
+from dolfinx_nn.networks.activations import SMOOTH
+from dolfinx_nn.networks.activations import activation as activation_class
+from dolfinx_nn.networks.mlp import mlp
 from dolfinx_nn.parallel import global_sum
 from dolfinx_nn.training import TrainingConfig, train
 
@@ -104,22 +108,6 @@ class Normalisation:
         return (t - self.t_center) / self.t_scale
 
 
-_ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
-    "tanh": torch.nn.Tanh,
-    "sin": None,  # type: ignore[dict-item]  # filled below
-    "gelu": torch.nn.GELU,
-    "softplus": torch.nn.Softplus,
-}
-
-
-class _Sin(torch.nn.Module):
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sin(z)
-
-
-_ACTIVATIONS["sin"] = _Sin
-
-
 class SurrogateBase(torch.nn.Module):
     """A network ``v(xi, tau)`` in normalised variables together with its normalisation.
 
@@ -164,19 +152,20 @@ class SurrogateBase(torch.nn.Module):
         return np.concatenate(out) if out else np.zeros(0)
 
 
-def _first_layer(dim: int, width: int, input_scale: float) -> torch.nn.Linear:
-    layer = torch.nn.Linear(dim, width, dtype=torch.float64)
+def _features(sizes: list[int], activation: str, input_scale: float) -> torch.nn.Sequential:
+    """Dense layers each followed by ``activation``; the first layer's weights are normal with
+    standard deviation ``input_scale`` and its biases uniform in ``+-input_scale``."""
+    layers = mlp(sizes, activation, output_activation=activation, dtype=torch.float64)
+    first = layers[0]
+    assert isinstance(first, torch.nn.Linear)
     with torch.no_grad():
-        layer.weight.normal_(0.0, input_scale)
-        layer.bias.uniform_(-input_scale, input_scale)
-    return layer
+        first.weight.normal_(0.0, input_scale)
+        first.bias.uniform_(-input_scale, input_scale)
+    return layers
 
 
 def _check_network(activation: str, width: int, depth: int, input_scale: float) -> None:
-    if activation not in _ACTIVATIONS:
-        raise ValueError(
-            f"unknown activation {activation!r}; choose one of: {', '.join(_ACTIVATIONS)}"
-        )
+    activation_class(activation, allowed=SMOOTH)
     if width < 1 or depth < 1 or not input_scale > 0:
         raise ValueError(
             f"need width >= 1, depth >= 1, input_scale > 0; got {width}, {depth}, {input_scale}"
@@ -193,8 +182,8 @@ class Surrogate(SurrogateBase):
         normalisation: maps between data units and network variables.
         width: neurons per hidden layer.
         depth: number of hidden layers.
-        activation: one of ``tanh``, ``sin``, ``gelu``, ``softplus`` (smooth, so that
-            derivatives of the surrogate exist).
+        activation: a smooth activation (:data:`~dolfinx_nn.networks.activations.SMOOTH`),
+            so that derivatives of the surrogate exist.
         input_scale: standard deviation of the first layer's weights and half-range of its
             biases (sets the resolved frequencies in the normalised variables).
     """
@@ -211,14 +200,7 @@ class Surrogate(SurrogateBase):
         _check_network(activation, width, depth, input_scale)
         self.normalisation = normalisation
         dim = normalisation.x_center.size
-        layers: list[torch.nn.Module] = []
-        sizes = [dim + 1] + [width] * depth
-        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-            layers += [torch.nn.Linear(a, b, dtype=torch.float64), _ACTIVATIONS[activation]()]
-        with torch.no_grad():
-            layers[0].weight.normal_(0.0, input_scale)
-            layers[0].bias.uniform_(-input_scale, input_scale)
-        self.features = torch.nn.Sequential(*layers)
+        self.features = _features([dim + 1] + [width] * depth, activation, input_scale)
         self.head = torch.nn.Linear(width, 1, dtype=torch.float64)
 
     def raw(self, xi: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
@@ -294,10 +276,7 @@ class SeparableSurrogate(SurrogateBase):
         self.normalisation = normalisation
         self.time_basis = time_basis
         self.time_size = time_degree
-        self.spatial = torch.nn.Sequential(
-            _first_layer(normalisation.x_center.size, width, input_scale),
-            _ACTIVATIONS[activation](),
-        )
+        self.spatial = _features([normalisation.x_center.size, width], activation, input_scale)
         self.coefficients = torch.nn.Parameter(
             torch.zeros(width + 1, TIME_BASES[time_basis][1](time_degree), dtype=torch.float64)
         )
@@ -343,6 +322,8 @@ class KernelSurrogate(SurrogateBase):
         time_scale: float,
     ):
         super().__init__()
+        self.scaled_centers: torch.Tensor
+        self.inverse_lengths: torch.Tensor
         if not (space_scale > 0 and time_scale > 0):
             raise ValueError(f"scales must be > 0, got {space_scale}, {time_scale}")
         self.normalisation = normalisation
@@ -452,8 +433,8 @@ class FitReport:
     train_rmse: float  # RMS error of the normalised values
     losses: list[float]  # Adam history (empty without training)
     kind: str = ""  # the kind of surrogate fitted
-    scales: dict[str, float] = dataclasses.field(default_factory=dict)  # chosen scales
-    search: list[dict[str, float]] = dataclasses.field(default_factory=list)  # scored cells
+    scales: dict[str, Any] = dataclasses.field(default_factory=dict)  # chosen scales
+    search: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # scored cells
 
     def as_dict(self) -> dict:
         """JSON-ready summary (without the Adam history)."""
@@ -579,18 +560,21 @@ def fit_surrogate(
     width = DEFAULT_WIDTH[kind] if config.width is None else config.width
     if width < 1:
         raise ValueError(f"width must be >= 1, got {width}")
-    fit = {"separable": _fit_separable, "kernel": _fit_kernel}.get(kind, _fit_space_time)
     first, last = 0, data.t.size  # the snapshots fitted: data.t[first:last]
     most = data.t.size // 4 if config.screen_edges else 0
 
     cache: dict = {}  # the separable fit's spatial SVDs (they do not depend on the window)
 
-    def fit_window(first: int, last: int, cfg: SurrogateConfig):
+    def fit_window(
+        first: int, last: int, cfg: SurrogateConfig
+    ) -> tuple[SurrogateBase, FitReport]:
         window = data.window(first, last)
         nrm = normalisation or Normalisation.from_data(window)
         if kind == "separable":
             return _fit_separable(window, cfg, width, nrm, comm, cache)
-        return fit(window, cfg, width, nrm, comm)
+        if kind == "kernel":
+            return _fit_kernel(window, cfg, width, nrm, comm)
+        return _fit_space_time(window, cfg, width, nrm, comm)
 
     model, report = fit_window(first, last, config)
     while first + data.t.size - last < most:
@@ -815,8 +799,7 @@ def _fit_kernel(
 
     def spectrum(cell: tuple[int, ...], c: np.ndarray) -> tuple:
         with torch.no_grad():
-            h = model(space_scales[cell[0]], time_scales[cell[1]], c).kernel_features(zt)
-        h = h.numpy()
+            h = model(space_scales[cell[0]], time_scales[cell[1]], c).kernel_features(zt).numpy()
         e, q = np.linalg.eigh(h.T @ h)
         e = np.clip(e, 0.0, None)
         return e, q, q.T @ (h.T @ v)

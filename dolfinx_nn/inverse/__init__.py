@@ -21,17 +21,12 @@ Example::
 
 from __future__ import annotations
 
-from dolfinx_nn.inverse.network_prior import (
-    CoefficientNetwork,
-    NetworkConfig,
-    fit_network_prior,
-)
+from dolfinx_nn.inverse.network_prior import NetworkConfig, fit_network_prior
 from dolfinx_nn.inverse.result import PriorResult
 from dolfinx_nn.inverse.tikhonov import TikhonovConfig, fit_tikhonov
 from dolfinx_nn.models.inverse_problem import InverseProblem, ProblemSpec, build_problem
 
 __all__ = [
-    "CoefficientNetwork",
     "InverseProblem",
     "NetworkConfig",
     "PriorResult",

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from dolfinx_nn.cli_options import add_threads_argument
-from dolfinx_nn.inverse.network_prior import CoefficientNetwork
 from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.models.inverse_problem import InverseProblem, ProblemSpec, build_problem
 from dolfinx_nn.models.poisson import SOLVERS
+from dolfinx_nn.networks.coefficient import CoefficientNetwork
 from dolfinx_nn.neural_function import NeuralFunction
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 from dolfinx_nn.parallel import sync_gradients

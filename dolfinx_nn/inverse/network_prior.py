@@ -7,80 +7,31 @@ misfit alone.  Positivity is built in:
     q(x) = q_min + softplus(N(s(x)))
 
 with ``s`` the affine map of the mesh's bounding box onto ``[-1, 1]^d`` and ``N`` a tanh MLP
-whose last bias is chosen so that the untrained network is the constant ``q_init``.
+whose last bias is chosen so that the untrained network is the constant ``q_init``
+(:class:`~dolfinx_nn.networks.coefficient.CoefficientNetwork`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
+from typing import Literal
 
-import numpy as np
 import torch
 
 from dolfinx_nn.inverse.result import PriorResult
 from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.models.inverse_problem import InverseProblem
+from dolfinx_nn.networks.coefficient import CoefficientNetwork
 from dolfinx_nn.neural_function import NeuralFunction
 from dolfinx_nn.training import TrainingConfig, train
 
 
-class CoefficientNetwork(torch.nn.Module):
-    """``q(x) = q_min + softplus(MLP(scaled x))``, a positive scalar field.
-
-    Args:
-        low, high: corners of the box the inputs are scaled from (onto ``[-1, 1]^d``).
-        width: neurons per hidden layer.
-        depth: number of hidden layers.
-        q_min: positive floor of the coefficient.
-        q_init: value of the untrained network (must exceed ``q_min``).
-        dtype: parameter dtype (float64 makes L-BFGS converge to tight tolerances).
-    """
-
-    def __init__(
-        self,
-        low: np.ndarray,
-        high: np.ndarray,
-        *,
-        width: int = 16,
-        depth: int = 2,
-        q_min: float = 0.05,
-        q_init: float = 1.0,
-        dtype: torch.dtype = torch.float64,
-    ) -> None:
-        super().__init__()
-        if width < 1 or depth < 1:
-            raise ValueError(f"width and depth must be >= 1, got width={width}, depth={depth}.")
-        if not q_min > 0 or not q_init > q_min:
-            raise ValueError(f"need 0 < q_min < q_init, got q_min={q_min}, q_init={q_init}.")
-        low = torch.as_tensor(low, dtype=dtype)
-        high = torch.as_tensor(high, dtype=dtype)
-        self.register_buffer("centre", 0.5 * (low + high))
-        self.register_buffer("half_width", torch.clamp(0.5 * (high - low), min=1e-12))
-        self.q_min = float(q_min)
-        layers: list[torch.nn.Module] = []
-        inputs = len(low)
-        for _ in range(depth):
-            layers += [torch.nn.Linear(inputs, width, dtype=dtype), torch.nn.Tanh()]
-            inputs = width
-        last = torch.nn.Linear(inputs, 1, dtype=dtype)
-        with torch.no_grad():
-            last.weight.mul_(0.1)
-            last.bias.fill_(math.log(math.expm1(q_init - q_min)))  # softplus^{-1}
-        layers.append(last)
-        self.mlp = torch.nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Coefficient values at points ``x`` of shape ``(n, d)``; returns ``(n,)``."""
-        s = (x - self.centre) / self.half_width
-        return self.q_min + torch.nn.functional.softplus(self.mlp(s)).squeeze(-1)
-
-
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Architecture of the network prior (see :class:`CoefficientNetwork`)."""
+    """Architecture of the network prior (see
+    :class:`~dolfinx_nn.networks.coefficient.CoefficientNetwork`)."""
 
     width: int = 32
     depth: int = 2
@@ -107,13 +58,14 @@ def fit_network_prior(
     discrepancy_tau: float = 0.0,
     device: torch.device | str | None = None,
     checkpoint: str | None = None,
-    resume: bool | str = False,
+    resume: bool | Literal["auto"] = False,
     problem_record: dict | None = None,
 ) -> PriorResult:
-    """Train a :class:`CoefficientNetwork` on the data misfit of ``problem``.
+    """Train the network prior on the data misfit of ``problem``.
 
-    The gradient of the misfit with respect to the weights is one adjoint FEM solve followed
-    by backpropagation through the network; under MPI every rank evaluates the network at its
+    The network is a :class:`~dolfinx_nn.networks.coefficient.CoefficientNetwork`.  The
+    gradient of the misfit with respect to the weights is one adjoint FEM solve followed by
+    backpropagation through the network; under MPI every rank evaluates the network at its
     own dofs and the gradient shares are summed by the training loop.
 
     Args:

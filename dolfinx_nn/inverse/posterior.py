@@ -329,7 +329,7 @@ def _draw_posteriors(posteriors: Mapping[str, Posterior], gathered: list) -> Fig
 
 def load_network(problem: InverseProblem, network, checkpoint: pathlib.Path):
     """The trained network prior from its checkpoint, and its initial parameters."""
-    from dolfinx_nn.inverse.network_prior import CoefficientNetwork
+    from dolfinx_nn.networks.coefficient import CoefficientNetwork
 
     def build():
         torch.manual_seed(network.seed)  # as fit_network_prior does

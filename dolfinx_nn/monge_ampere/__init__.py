@@ -25,7 +25,7 @@ from dolfinx_nn.monge_ampere.fem import (
     solve_fem,
     solve_fem_sequence,
 )
-from dolfinx_nn.monge_ampere.hessian import batched_det, hessians, min_eigenvalues
+from dolfinx_nn.monge_ampere.hessian import batched_det, min_eigenvalues
 from dolfinx_nn.monge_ampere.loss import MongeAmpereLoss
 from dolfinx_nn.monge_ampere.network_solver import (
     NetworkConfig,
@@ -52,7 +52,6 @@ __all__ = [
     "evaluate",
     "formula_case",
     "get_case",
-    "hessians",
     "make_domain",
     "make_network",
     "min_eigenvalues",

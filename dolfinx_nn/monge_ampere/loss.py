@@ -21,7 +21,8 @@ from mpi4py import MPI
 
 import torch
 
-from dolfinx_nn.monge_ampere.hessian import batched_det, hessians, min_eigenvalues
+from dolfinx_nn.monge_ampere.hessian import batched_det, min_eigenvalues
+from dolfinx_nn.networks.pointwise import hessian
 from dolfinx_nn.parallel import global_sum
 
 
@@ -73,7 +74,7 @@ class MongeAmpereLoss:
 
     def terms(self, net: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The loss terms (global values; each rank's gradient is its share)."""
-        _, hess = hessians(net, self.interior)
+        _, _, hess = hessian(net, self.interior)
         residual = batched_det(hess) - self.f
         out = {
             "residual": global_sum((residual**2).sum(), self.comm)

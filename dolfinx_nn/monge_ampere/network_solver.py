@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mpi4py import MPI
 
@@ -21,9 +22,10 @@ import torch
 
 from dolfinx_nn.monge_ampere.cases import Case, noisy
 from dolfinx_nn.monge_ampere.domains import as_sequence
-from dolfinx_nn.monge_ampere.hessian import hessians, min_eigenvalues
+from dolfinx_nn.monge_ampere.hessian import min_eigenvalues
 from dolfinx_nn.monge_ampere.loss import MongeAmpereLoss
-from dolfinx_nn.monge_ampere.networks import make_network
+from dolfinx_nn.monge_ampere.networks import ICNN, make_network
+from dolfinx_nn.networks.pointwise import hessian
 from dolfinx_nn.training import History, TrainingConfig, train
 
 
@@ -179,7 +181,7 @@ def evaluate(
     lam_min = np.inf
     for start in range(0, x_all.shape[0], chunk):
         x = x_all[start : start + chunk]
-        values, hess = hessians(net, x, create_graph=False)
+        values, _, hess = hessian(net, x, create_graph=False)
         f = case.f_torch(x, center)
         res2 += float(((torch.linalg.det(hess) - f) ** 2).sum())
         f2 += float((f**2).sum())
@@ -236,14 +238,16 @@ def solve_network(
             device=config.device,
         )
     loss_fn = build_loss(case, domain, config, comm, dtype, config.device)
-    if hasattr(net, "set_curvature"):
+    if isinstance(net, ICNN):
         net.set_curvature(max(loss_fn.f_scale, 1e-12) ** (0.5 / domain.dim))
     _broadcast_parameters(net, comm)
     comm.Barrier()
     start = time.perf_counter()
     history = fit(net, loss_fn, config, comm, callback)
     wall = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
-    metrics = evaluate(net, case, domain, config.n_test, config.convexity_tol, comm, config.seed)
+    metrics: dict[str, Any] = evaluate(
+        net, case, domain, config.n_test, config.convexity_tol, comm, config.seed
+    )
     losses = list(history.losses)
     final = losses[-1] if losses else float(loss_fn(net))
     metrics.setdefault("rel_l2_error", None)

@@ -25,36 +25,26 @@ the spread over seeds, dimensions and domains).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-#: Convex, non-decreasing activations allowed in an ICNN.
-CONVEX_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "softplus": F.softplus,
-    "elu": F.elu,
-}
+from dolfinx_nn.networks.activations import SMOOTH
+from dolfinx_nn.networks.activations import activation as activation_class
+from dolfinx_nn.networks.mlp import mlp
 
-#: Activations of the plain feed-forward network.
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "tanh": torch.tanh,
-    "softplus": F.softplus,
-    "gelu": F.gelu,
-}
-
-
-def _pick(registry: dict, name: str, what: str):
-    try:
-        return registry[name]
-    except KeyError:
-        raise ValueError(f"unknown {what} {name!r}; choose one of: {', '.join(registry)}") from None
+#: Convex, non-decreasing activations allowed in an ICNN (names of the shared registry).
+CONVEX_ACTIVATIONS: tuple[str, ...] = ("softplus", "elu")
 
 
 class _Normalized(nn.Module):
     """Common input scaling from the bounding box to ``[-1, 1]^d``."""
+
+    shift: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(self, dim: int, lower: Sequence[float] | None, upper: Sequence[float] | None):
         super().__init__()
@@ -101,10 +91,11 @@ class ICNN(_Normalized):
             raise ValueError(f"width and depth must be >= 1, got {width}, {depth}")
         if not feature_scale > 0:
             raise ValueError(f"feature_scale must be > 0, got {feature_scale}")
-        self.activation = _pick(CONVEX_ACTIVATIONS, activation, "convex activation")
+        self.activation = activation_class(activation, allowed=CONVEX_ACTIVATIONS)()
         self.input_layers = nn.ModuleList(nn.Linear(dim, width) for _ in range(depth))
         with torch.no_grad():
             for layer in self.input_layers:
+                assert isinstance(layer, nn.Linear)
                 layer.weight.mul_(feature_scale)
                 layer.bias.mul_(feature_scale)
         # raw parameters of the non-negative hidden-to-hidden weights, softplus(raw) ~ 1/width
@@ -147,7 +138,8 @@ class FFNN(_Normalized):
         dim: input dimension ``d``.
         width: neurons per hidden layer.
         depth: number of hidden layers (``>= 1``).
-        activation: a key of :data:`ACTIVATIONS` (smooth, so Hessians exist).
+        activation: a smooth activation (:data:`~dolfinx_nn.networks.activations.SMOOTH`),
+            so that Hessians exist.
         lower, upper: bounding box of the domain (input scaling).
     """
 
@@ -163,23 +155,18 @@ class FFNN(_Normalized):
         super().__init__(dim, lower, upper)
         if width < 1 or depth < 1:
             raise ValueError(f"width and depth must be >= 1, got {width}, {depth}")
-        self.activation = _pick(ACTIVATIONS, activation, "activation")
-        sizes = [dim] + [width] * depth
-        self.layers = nn.ModuleList(
-            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
-        )
-        self.output = nn.Linear(width, 1)
+        activation_class(activation, allowed=SMOOTH)
+        # PyTorch's default dtype, as the other layers here (cast by make_network)
+        self.mlp = mlp([dim] + [width] * depth + [1], activation,
+                       dtype=torch.get_default_dtype())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Values at points ``x`` shaped ``(n, d)``; returns shape ``(n,)``."""
-        z = self.normalize(x)
-        for layer in self.layers:
-            z = self.activation(layer(z))
-        return self.output(z).squeeze(-1)
+        return self.mlp(self.normalize(x)).squeeze(-1)
 
 
 #: ansatz name -> network class; ``convex`` says whether convexity is built in.
-ANSATZE: dict[str, type[_Normalized]] = {"icnn": ICNN, "ffnn": FFNN}
+ANSATZE: dict[str, type[ICNN] | type[FFNN]] = {"icnn": ICNN, "ffnn": FFNN}
 
 
 def make_network(
@@ -198,7 +185,11 @@ def make_network(
 
     ``activation=None`` picks softplus for the ICNN and tanh for the FFNN.
     """
-    cls = _pick(ANSATZE, ansatz, "ansatz")
-    kwargs = {} if activation is None else {"activation": activation}
-    net = cls(dim, width=width, depth=depth, lower=lower, upper=upper, **kwargs)
+    if ansatz not in ANSATZE:
+        raise ValueError(f"unknown ansatz {ansatz!r}; choose one of: {', '.join(ANSATZE)}")
+    cls = ANSATZE[ansatz]
+    if activation is None:
+        net = cls(dim, width=width, depth=depth, lower=lower, upper=upper)
+    else:
+        net = cls(dim, width=width, depth=depth, activation=activation, lower=lower, upper=upper)
     return net.to(dtype=dtype, device=device)

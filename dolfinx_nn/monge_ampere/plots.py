@@ -50,7 +50,7 @@ def solution_figure(
 
     Needs no other rank (the network is replicated).
     """
-    from dolfinx_nn.monge_ampere.hessian import hessians
+    from dolfinx_nn.networks.pointwise import hessian
 
     ss, tt, points = _plane_points(domain, n)
     param = next(net.parameters())
@@ -65,7 +65,7 @@ def solution_figure(
             ("network", approx), ("exact", exact), ("|error|", np.abs(approx - exact)),
         )
     else:  # no exact solution: the network and its residual |det D^2 u - f|
-        u, hess = hessians(net, x, create_graph=False)
+        u, _, hess = hessian(net, x, create_graph=False)
         residual = (torch.linalg.det(hess) - case.f_torch(x, center)).abs()
         panels = (("network", u.cpu().numpy()),
                   ("|det D^2 u - f|", residual.cpu().numpy()))
