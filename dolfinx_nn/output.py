@@ -103,11 +103,11 @@ def collective_output(what: str, comm: MPI.Comm = MPI.COMM_WORLD) -> Iterator[No
     is inside a collective call of the block; :func:`check_writable` beforehand turns the
     usual failures (read-only folder, missing folder) into a rank-0 check.
     """
-    error = None
+    error: Exception | None = None
     try:
         yield
     except OutputError as exc:  # raised on every rank by a helper here; it names the file
-        error = str(exc)
+        error = exc
     except Exception as exc:
         error = OutputError(f"{what}: {describe_error(exc)}")
     raise_on_all_ranks(error, comm)

@@ -12,7 +12,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from dolfinx_nn.output import OutputError
+from dolfinx_nn.output import OutputError, collective_output
 from dolfinx_nn.plotting import save_figure, subplots, write_figure
 
 COMM = MPI.COMM_WORLD
@@ -80,6 +80,10 @@ def test_write_figure_on_rank_zero(tmp_path):
     # a failure on rank 0 is the same error on every rank
     with pytest.raises(OutputError, match="cannot write .*missing.*line.png"):
         write_figure(folder / "missing" / "line.png", draw, COMM)
+    # inside a collective block (as the commands write their figures) it stays that error
+    with pytest.raises(OutputError, match="cannot write .*missing.*line.png"):
+        with collective_output("cannot write the figures", COMM):
+            write_figure(folder / "missing" / "line.png", draw, COMM)
 
 
 def test_save_figure_format_from_suffix(tmp_path):
