@@ -26,6 +26,7 @@ Kokiopoulou & Saad, "An estimator for the diagonal of a matrix", Appl. Numer. Ma
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 from petsc4py import PETSc
 
@@ -121,7 +122,8 @@ def diagonal_of_inverse(
             z = rng.choice([-1.0, 1.0], size=n)[start:stop]
             b.getArray()[:] = z
             ksp.solve(b, x)
-            numerator += z * x.getArray(readonly=True)
+            # stub: PETSc scalar, complex included; the package works with real PETSc
+            numerator += z * cast(np.ndarray, x.getArray(readonly=True))
             denominator += z * z
         diagonal = numerator / denominator
         method = f"Rademacher probing, {probes} probes"

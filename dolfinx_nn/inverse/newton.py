@@ -80,7 +80,7 @@ class _Objective:
 
     def at(self, x: np.ndarray) -> ReducedHessian:
         key = np.asarray(x, dtype=np.float64).tobytes()
-        if key != self._key:
+        if self.hessian is None or key != self._key:
             m = torch.from_numpy(np.array(x, dtype=np.float64)).to(self.dtype)
             self.hessian = ReducedHessian(lambda ms: self.loss(ms[0]), [m], comm=self.comm,
                                           replicated=[True])

@@ -35,7 +35,7 @@ import pathlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mpi4py import MPI
 from petsc4py import PETSc
@@ -87,7 +87,8 @@ def observation_count(problem: InverseProblem) -> int:
         w = ufl.TestFunction(V)
         vec = dolfinx.fem.petsc.assemble_vector(
             dolfinx.fem.form(observation.indicator * w * ufl.dx))
-        vec.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        vec.ghostUpdate(addv=cast(PETSc.InsertMode, PETSc.InsertMode.ADD),  # stub: members int
+                        mode=cast(PETSc.ScatterMode, PETSc.ScatterMode.REVERSE))
         local = int(np.count_nonzero(vec.array_r > 0))
         vec.destroy()
         return problem.comm.allreduce(local, op=MPI.SUM)

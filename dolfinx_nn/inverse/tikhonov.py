@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mpi4py import MPI
 
@@ -166,7 +167,7 @@ def fit_tikhonov(
     iterations = 0
     for alpha in sorted(config.alphas, reverse=True):
         alpha_value.fill_(alpha)
-        extra = {}
+        extra: dict[str, Any] = {}  # the Newton-CG run's counters, reported beside the errors
         if config.optimizer == "newton-cg":
             history, newton = newton_history(loss_at, coefficient.m, comm)
             extra = {"hessian_products": newton.hessian_products,
