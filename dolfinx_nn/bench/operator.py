@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 
 from mpi4py import MPI
+from petsc4py import PETSc
 
 import numpy as np
 import torch
@@ -76,6 +77,7 @@ def _case(msh: mesh.Mesh, width: int | None, repeats: int) -> dict[str, float]:
     )
     problem = solve._problem
     snes = solve.solver
+    assert isinstance(snes, PETSc.SNES)  # F is nonlinear in u: the operator holds a SNES
     x = problem.x
     u.interpolate(lambda x: 0.5 * np.sin(np.pi * x[0]) * np.sin(np.pi * x[1]))
     u.x.petsc_vec.copy(x)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import time
+from typing import Any
 
 from mpi4py import MPI
 from petsc4py import PETSc
@@ -93,16 +94,18 @@ def _global_size(V: fem.FunctionSpace) -> int:
     return V.dofmap.index_map.size_global * V.dofmap.index_map_bs
 
 
-def _network(din: int) -> torch.nn.Module:
+def _network(din: int) -> torch.nn.Sequential:
     torch.manual_seed(0)
     return mlp([din, 16, 1], "tanh", init_dtype=torch.float32)
 
 
-def _training_step(net: torch.nn.Module) -> None:
+def _training_step(net: torch.nn.Sequential) -> None:
     """Change the network a little, as an optimizer step would: the coefficient, and so the
     matrix, changes, and every forward pass assembles and factorizes it (no reuse)."""
     with torch.no_grad():
-        net[2].bias.add_(1e-6)
+        layer = net[2]
+        assert isinstance(layer, torch.nn.Linear)  # Linear, tanh, Linear
+        layer.bias.add_(1e-6)
 
 
 # -- heat ------------------------------------------------------------------------------------
@@ -148,7 +151,7 @@ def heat(comm: MPI.Comm, dofs: float, steps: int, repeats: int, peer: bool) -> d
 
     forward_gradient()  # warm-up (JIT, symbolic factorization)
     forward(every)()
-    row = {
+    row: dict[str, Any] = {
         "case": "heat", "dofs": _global_size(V), "ranks": comm.size, "steps": steps,
         "forward_reuse_s": median_wall_time(forward(reuse), comm, repeats),
         "forward_no_reuse_s": median_wall_time(forward(every), comm, max(1, repeats - 2)),
@@ -235,7 +238,7 @@ def batch(comm: MPI.Comm, dofs: float, size: int, repeats: int) -> dict:
 
     batched()
     calls(every)()
-    row = {
+    row: dict[str, Any] = {
         "case": "batch", "dofs": _global_size(V), "ranks": comm.size, "batch": size,
         "batch_s": median_wall_time(batched, comm, repeats),
         "calls_no_reuse_s": median_wall_time(calls(every), comm, max(1, repeats - 2)),
@@ -252,7 +255,8 @@ def batch(comm: MPI.Comm, dofs: float, size: int, repeats: int) -> dict:
 def advection(comm: MPI.Comm, dofs: float, repeats: int) -> dict:
     msh = _unit_mesh(comm, 2, dofs)
     V = fem.functionspace(msh, ("Lagrange", 1))
-    qn = dnn.NeuralFunction(_network(2), V)
+    net = _network(2)
+    qn = dnn.NeuralFunction(net, V)
     u, f = fem.Function(V), fem.Function(V)
     f.x.array[:] = 1.0
     v = ufl.TestFunction(V)
@@ -264,17 +268,17 @@ def advection(comm: MPI.Comm, dofs: float, repeats: int) -> dict:
     J = dnn.fem_functional(u**2 * ufl.dx, controls=[u])
 
     def forward():
-        _training_step(qn.net)
+        _training_step(net)
         with torch.no_grad():
             J(solve(qn()))
 
     def forward_gradient():
-        _training_step(qn.net)
+        _training_step(net)
         qn.net.zero_grad()
         J(solve(qn())).backward()
 
     forward_gradient()
-    row = {
+    row: dict[str, Any] = {
         "case": "advection", "dofs": _global_size(V), "ranks": comm.size,
         "forward_s": median_wall_time(forward, comm, repeats),
         "forward_gradient_s": median_wall_time(forward_gradient, comm, repeats),
@@ -290,7 +294,8 @@ def advection(comm: MPI.Comm, dofs: float, repeats: int) -> dict:
 def gamg(comm: MPI.Comm, dofs: float, repeats: int) -> dict:
     msh = _unit_mesh(comm, 3, dofs)
     V = fem.functionspace(msh, ("Lagrange", 1))
-    qn = dnn.NeuralFunction(_network(3), V)
+    net = _network(3)
+    qn = dnn.NeuralFunction(net, V)
     u, v = fem.Function(V), ufl.TestFunction(V)
     x = ufl.SpatialCoordinate(msh)
     F = ((1 + qn.function**2) * ufl.inner(ufl.grad(u), ufl.grad(v))
@@ -302,12 +307,12 @@ def gamg(comm: MPI.Comm, dofs: float, repeats: int) -> dict:
     times: dict[str, list[float]] = {"adjoint_iterations": []}
 
     def forward():
-        _training_step(qn.net)
+        _training_step(net)
         with torch.no_grad():
             J(solve(qn()))
 
     def forward_gradient():
-        _training_step(qn.net)
+        _training_step(net)
         qn.net.zero_grad()
         J(solve(qn())).backward()
         dnn.sync_gradients(qn.net, comm)

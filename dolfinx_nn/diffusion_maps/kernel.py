@@ -44,7 +44,8 @@ def squared_distances(X: np.ndarray, Y: np.ndarray | None = None) -> np.ndarray:
     With ``Y`` omitted the diagonal is exactly 0.
     """
     same = Y is None
-    Y = X if same else Y
+    if Y is None:
+        Y = X
     d2 = (X * X).sum(axis=1)[:, None] + (Y * Y).sum(axis=1)[None, :]
     d2 -= 2.0 * (X @ Y.T)
     np.maximum(d2, 0.0, out=d2)
