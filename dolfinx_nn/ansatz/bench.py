@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from mpi4py import MPI
 
@@ -51,7 +52,7 @@ CASES: dict[str, tuple[str, int, int, int, str, str, str | None, str]] = {
 
 
 #: Network settings of the 3D cases (the 2D defaults fit G and D too coarsely on a surface).
-FITS_3D = {"fit_features": 1000, "fit_boundary_points": 6000, "points": 4000}
+FITS_3D: dict[str, Any] = {"fit_features": 1000, "fit_boundary_points": 6000, "points": 4000}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +104,7 @@ def _network_times(problem: Problem, mesh, loss: str, args) -> dict:
                                      "relative_l2_error": err}
         return err <= min(TARGETS)
 
-    fits = FITS_3D if mesh.geometry.dim == 3 else {}
+    fits: dict[str, Any] = FITS_3D if mesh.geometry.dim == 3 else {}
     config = NetworkConfig(width=args.width, depth=args.depth, loss=loss, **fits,
                            training=TrainingConfig(adam_steps=0, lbfgs_steps=args.lbfgs_steps))
     sol = solve_network(problem, mesh, config, callback=callback, state=state)
@@ -122,12 +123,12 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown case(s) {unknown}; choose from {list(CASES)}")
     out = prepare_output_dir(args.out, comm)
-    results = {"ranks": comm.size, "targets": list(TARGETS), "cases": {}}
+    results: dict[str, Any] = {"ranks": comm.size, "targets": list(TARGETS), "cases": {}}
     for name in names:
         spec, res, levels, net_res, pde, exact, advection, loss = CASES[name]
         mesh = create_mesh(comm, spec, res)
         problem = Problem.from_text(pde, exact, mesh.geometry.dim, advection=advection)
-        case = {"problem": problem.describe(), "mesh": spec, "resolution": res}
+        case: dict[str, Any] = {"problem": problem.describe(), "mesh": spec, "resolution": res}
         for degree in (1, 2):
             case[f"fem_P{degree}"] = _fem_times(problem, mesh, levels, degree)
             print0(f"{name} P{degree}: {case[f'fem_P{degree}']['reached']}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import pathlib
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any, cast
 
 from mpi4py import MPI
 
@@ -150,7 +151,7 @@ def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareCo
     for degree in config.degrees:
         # One untimed solve on the coarsest mesh compiles the forms (JIT) for this degree.
         solve_fem(problem, meshes[0], degree, stabilization=config.stabilization)
-        block = []
+        block: list[dict[str, Any]] = []
         for level, mesh in enumerate(meshes):
             sol = solve_fem(problem, mesh, degree, stabilization=config.stabilization)
             err = fem_errors(problem, sol.uh, t, config.error_degree)
@@ -171,7 +172,8 @@ def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareCo
 def quadrature_size(mesh: dolfinx.mesh.Mesh, degree: int, refinements: int = 0) -> int:
     """Global number of quadrature points of ``degree`` on ``mesh`` refined uniformly."""
     cells = mesh.topology.index_map(mesh.topology.dim).size_global
-    per_cell = len(basix.make_quadrature(mesh.basix_cell(), degree)[1])
+    weights = basix.make_quadrature(mesh.basix_cell(), degree)[1]
+    per_cell = len(cast(np.ndarray, weights))  # basix annotates ArrayLike
     return int(cells * 2 ** (mesh.topology.dim * refinements) * per_cell)
 
 

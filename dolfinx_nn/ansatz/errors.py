@@ -11,6 +11,8 @@ dofs).  Relative errors divide by the corresponding norm of the exact solution.
 
 from __future__ import annotations
 
+from typing import cast
+
 from mpi4py import MPI
 
 import dolfinx
@@ -54,8 +56,9 @@ def fem_errors(
     ue = problem.exact_ufl(x, t)
     dx = ufl.dx(metadata={"quadrature_degree": degree})
 
-    def integral(expr) -> float:
-        return dolfinx.fem.assemble_scalar(dolfinx.fem.form(expr * dx))
+    def integral(expr: ufl.core.expr.Expr) -> float:
+        # dolfinx annotates float | complex; the package works with real PETSc
+        return cast(float, dolfinx.fem.assemble_scalar(dolfinx.fem.form(expr * dx)))
 
     e = uh - ue
     l2_sq, semi_sq = integral(e**2), integral(ufl.inner(ufl.grad(e), ufl.grad(e)))
@@ -95,9 +98,9 @@ def network_errors(
     values, grads = [], []
     for start in range(0, len(inputs), chunk):
         xb = torch.from_numpy(np.ascontiguousarray(inputs[start : start + chunk]))
-        u, g = _value_and_gradient(field, xb)
-        values.append(u.numpy())
-        grads.append(g[:, : problem.gdim].numpy())
+        ub, gb = _value_and_gradient(field, xb)
+        values.append(ub.numpy())
+        grads.append(gb[:, : problem.gdim].numpy())
     gdim = problem.gdim
     u = np.concatenate(values) if values else np.empty(0)
     g = np.concatenate(grads) if grads else np.empty((0, gdim))

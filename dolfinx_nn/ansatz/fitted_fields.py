@@ -20,7 +20,8 @@ contains them, stalled at a relative L2 error of 3e-2.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import cast
 
 from mpi4py import MPI
 
@@ -41,7 +42,7 @@ PointFunction = Callable[[np.ndarray], np.ndarray]
 
 
 def quadrature_points(
-    mesh: dolfinx.mesh.Mesh, degree: int, fields: list[ufl.core.expr.Expr] = ()
+    mesh: dolfinx.mesh.Mesh, degree: int, fields: Sequence[ufl.core.expr.Expr] = ()
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Physical quadrature points, weights and field values in the owned cells.
 
@@ -56,7 +57,9 @@ def quadrature_points(
         rank's cells.
     """
     cell = mesh.basix_cell()
-    ref_points, ref_weights = basix.make_quadrature(cell, degree)
+    # basix annotates both as ArrayLike; they are NumPy arrays
+    ref_points, ref_weights = cast(tuple[np.ndarray, np.ndarray],
+                                   basix.make_quadrature(cell, degree))
     cells = np.arange(mesh.topology.index_map(mesh.topology.dim).size_local, dtype=np.int32)
     gdim = mesh.geometry.dim
 
@@ -91,7 +94,9 @@ def _solve_p2(
         petsc_options={"ksp_type": "preonly", "pc_type": "lu",
                        "pc_factor_mat_solver_type": "mumps"},
     )
-    return problem.solve()
+    solved = problem.solve()
+    assert isinstance(solved, dolfinx.fem.Function)  # one form, one solution
+    return solved
 
 
 #: A boundary component whose bounding box is at most this fraction of the mesh's (largest

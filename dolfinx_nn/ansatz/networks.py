@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from mpi4py import MPI
 
@@ -13,6 +14,10 @@ from dolfinx_nn.networks.activations import SMOOTH
 from dolfinx_nn.networks.activations import activation as activation_class
 from dolfinx_nn.networks.mlp import mlp
 
+#: A corner ``(d,)`` of a bounding box: a sequence of floats or an array
+#: (:func:`dolfinx_nn.meshes.bounding_box` gives arrays).
+Corner = Sequence[float] | np.ndarray
+
 
 class BoxScaling(torch.nn.Module):
     """Affine map of the bounding box ``[lower, upper]`` onto ``[-1, 1]^d``."""
@@ -20,7 +25,7 @@ class BoxScaling(torch.nn.Module):
     centre: torch.Tensor
     half_width: torch.Tensor
 
-    def __init__(self, lower: Sequence[float], upper: Sequence[float]) -> None:
+    def __init__(self, lower: Corner, upper: Corner) -> None:
         super().__init__()
         lower_t = torch.as_tensor(np.asarray(lower, dtype=np.float64))
         upper_t = torch.as_tensor(np.asarray(upper, dtype=np.float64))
@@ -53,7 +58,7 @@ def feed_forward(
     width: int,
     depth: int,
     *,
-    box: tuple[Sequence[float], Sequence[float]] | None = None,
+    box: tuple[Corner, Corner] | None = None,
     output_scale: float | None = None,
     activation: str = "tanh",
     dtype: torch.dtype = torch.float64,
@@ -118,16 +123,21 @@ class RandomFeatureNetwork(torch.nn.Module):
     """
 
     coefficients: torch.Tensor
+    #: Set by the fits of :mod:`~dolfinx_nn.ansatz.fitted_fields`: the chosen boundary weight
+    #: and the boundary misfit (absent on a network that was not fitted there).
+    fit_report: dict[str, Any]
+    #: Set by :func:`~dolfinx_nn.ansatz.fitted_fields.fit_distance`: ``sqrt(max phi)``.
+    length_scale: float
 
     def __init__(
         self,
         in_dim: int,
         features: int,
-        box: tuple[Sequence[float], Sequence[float]],
+        box: tuple[Corner, Corner],
         *,
         scale: float = 3.0,
         seed: int = 0,
-        extra_boxes: Sequence[tuple[Sequence[float], Sequence[float], int]] = (),
+        extra_boxes: Sequence[tuple[Corner, Corner, int]] = (),
     ) -> None:
         super().__init__()
         groups = [(box[0], box[1], features), *((lo, hi, c) for lo, hi, c in extra_boxes)]
