@@ -21,7 +21,7 @@ ghosts are handled inside. :func:`to_torch` and :func:`from_torch` move values b
 ``dolfinx.fem.Function`` and such a tensor.
 """
 
-from dolfinx_nn._environment import check_environment
+from dolfinx_nn.environment import check_environment
 
 check_environment()
 

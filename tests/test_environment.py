@@ -10,7 +10,7 @@ from mpi4py import MPI
 import pytest
 
 import dolfinx_nn
-from dolfinx_nn import _environment, cli
+from dolfinx_nn import cli, environment
 
 
 @pytest.mark.skip_in_parallel  # a child Python would inherit the MPI launcher's environment
@@ -20,15 +20,17 @@ def test_missing_dependency_is_named(missing):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode != 0
     assert "dolfinx_nn needs" in result.stderr
-    assert {"torch": "PyTorch", "petsc4py": "petsc4py", "dolfinx": "DOLFINx"}[missing] in result.stderr
+    names = {"torch": "PyTorch", "petsc4py": "petsc4py", "dolfinx": "DOLFINx"}
+    assert names[missing] in result.stderr
 
 
 def test_unsupported_dolfinx_version(monkeypatch):
     import dolfinx
 
     monkeypatch.setattr(dolfinx, "__version__", "0.10.0")
-    with pytest.raises(ImportError, match=r"supports DOLFINx >= 0.11, < 0.12; found DOLFINx 0.10.0"):
-        _environment.check_environment()
+    with pytest.raises(ImportError,
+                       match=r"supports DOLFINx >= 0.11, < 0.12; found DOLFINx 0.10.0"):
+        environment.check_environment()
 
 
 def test_version():

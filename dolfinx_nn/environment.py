@@ -1,4 +1,5 @@
-"""Import-time checks of the numerical stack.
+"""Import-time checks of the numerical stack (run by ``import dolfinx_nn``; public so that a
+user can call :func:`check_environment` to diagnose an installation).
 
 mpi4py must be imported before DOLFINx (the PyPI wheels load ``libmpi`` through it), and
 dolfinx_nn supports one DOLFINx minor series at a time.
