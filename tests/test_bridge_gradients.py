@@ -123,7 +123,8 @@ def _tiny_problem(comm, prefix):
     v = ufl.TestFunction(V)
     F = (1 + q**2) * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx - f * v * ufl.dx
     F += u**3 * v * ufl.dx
-    solve = dnn.fem_operator(F, u, controls=[q, f], bcs=[boundary_bc(V)], petsc_options_prefix=prefix)
+    solve = dnn.fem_operator(F, u, controls=[q, f], bcs=[boundary_bc(V)],
+                             petsc_options_prefix=prefix)
     J = dnn.fem_functional((u**2 + u * q) * ufl.dx + q * ufl.ds, controls=[u, q])
     return V, solve, J
 

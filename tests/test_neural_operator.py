@@ -294,7 +294,8 @@ def test_chunked_evaluation_equals_one_call(operands):
     for k in (whole, chunked):
         k.update(derivatives=True)
     differences = [largest_difference(whole, chunked)] + [
-        largest_difference(a, b) for a, b in zip(whole.derivatives, chunked.derivatives, strict=True)
+        largest_difference(a, b)
+        for a, b in zip(whole.derivatives, chunked.derivatives, strict=True)
     ]
     for k in (whole, chunked):
         k.set_inputs(None)

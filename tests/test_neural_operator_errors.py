@@ -126,7 +126,8 @@ def test_wrong_output_shape_raises_on_ranks_without_cells():
     """One cell: under mpiexec the rank without points raises too instead of waiting."""
     msh = mesh.create_unit_square(COMM, 1, 1, mesh.CellType.quadrilateral)
     V = fem.functionspace(msh, ("Lagrange", 1))
-    k = dnn.NeuralOperator(linear(1, 2), operands=(fem.Function(V),), space=quadrature_space(msh, 2))
+    k = dnn.NeuralOperator(linear(1, 2), operands=(fem.Function(V),),
+                           space=quadrature_space(msh, 2))
     for derivatives in (False, True):
         with pytest.raises(ValueError, match=r"value shape \(\)|wrong shape on another rank"):
             k.update(derivatives=derivatives)
