@@ -10,7 +10,7 @@ gradient of a network parameter: :func:`dolfinx_nn.sync_gradients` or a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack, cast, overload
 
 from mpi4py import MPI
 from petsc4py import PETSc
@@ -25,9 +25,16 @@ from ufl.algorithms.map_integrands import map_integrands
 
 from dolfinx_nn._dofs import assign_owned, check_finite, ghost_add, owned_size, tensor_to_numpy
 from dolfinx_nn.parallel import raise_on_all_ranks, recording_anchor
-from dolfinx_nn.petsc_problems import PetscOwner
+from dolfinx_nn.petsc_problems import PetscOwner, assemble_matrix_into
 
 Control = dolfinx.fem.Function | dolfinx.fem.Constant
+
+
+class CompileOptions(TypedDict):
+    """The compilation options of the bridge's forms (keywords of ``dolfinx.fem.form``)."""
+
+    form_compiler_options: dict | None
+    jit_options: dict | None
 
 
 def control_name(c: Control) -> str:
@@ -187,8 +194,26 @@ def is_empty(form: ufl.Form) -> bool:
     return expand_derivatives(form).empty()
 
 
+@overload
 def gradient_form(
-    functional: ufl.Form, control: Control, **compile_options
+    functional: ufl.Form, control: dolfinx.fem.Function, **compile_options: Unpack[CompileOptions]
+) -> dolfinx.fem.Form | None: ...
+
+
+@overload
+def gradient_form(
+    functional: ufl.Form, control: dolfinx.fem.Constant, **compile_options: Unpack[CompileOptions]
+) -> list[dolfinx.fem.Form | None]: ...
+
+
+@overload
+def gradient_form(
+    functional: ufl.Form, control: Control, **compile_options: Unpack[CompileOptions]
+) -> dolfinx.fem.Form | list[dolfinx.fem.Form | None] | None: ...
+
+
+def gradient_form(
+    functional: ufl.Form, control: Control, **compile_options: Unpack[CompileOptions]
 ) -> dolfinx.fem.Form | list[dolfinx.fem.Form | None] | None:
     """Compile ``d functional / d control``.
 
@@ -221,9 +246,11 @@ def assemble_gradient(
 ) -> np.ndarray:
     """The rank's part of an assembled :func:`gradient_form`: owned entries, or a share."""
     if isinstance(control, dolfinx.fem.Constant):
-        shares = [0.0 if f is None else dolfinx.fem.assemble_scalar(f) for f in form or []]
+        forms = form if isinstance(form, list) else []  # None: a vanishing derivative
+        shares = [0.0 if f is None else dolfinx.fem.assemble_scalar(f) for f in forms]
         return np.asarray(shares, dtype=np.float64)  # flat, in the order of np.ndindex
-    return assemble_owned(form, owned_size(control.function_space))
+    # A Function's gradient form is one form (or None), never a list.
+    return assemble_owned(cast(dolfinx.fem.Form | None, form), owned_size(control.function_space))
 
 
 def assemble_owned(form: dolfinx.fem.Form | None, n: int) -> np.ndarray:
@@ -255,7 +282,7 @@ class DerivativeMatrix(PetscOwner):
     """
 
     def __init__(self, F: ufl.Form, control: dolfinx.fem.Function, comm: MPI.Comm,
-                 **compile_options) -> None:
+                 **compile_options: Unpack[CompileOptions]) -> None:
         from dolfinx_nn._reuse import FormInputs
 
         v = F.arguments()[0]
@@ -268,22 +295,23 @@ class DerivativeMatrix(PetscOwner):
         if self.usable:
             self._form = dolfinx.fem.form(B, **compile_options)
             self._inputs = FormInputs(B, comm)
-        self._matrix = None
-        self._out = None
+        self._matrix: PETSc.Mat | None = None
+        self._out: PETSc.Vec | None = None
 
     def transpose_action(self, lam: PETSc.Vec) -> np.ndarray:
         """Owned entries of ``dF/dc[.; lam]`` (collective)."""
         self._require_alive()
-        if self._matrix is None:
+        if self._matrix is None or self._out is None:
             self._matrix = dolfinx.fem.petsc.create_matrix(self._form)
             self._out = self._matrix.createVecLeft()
+        matrix, out = self._matrix, self._out
         if self._inputs.changed():
-            self._matrix.zeroEntries()
-            dolfinx.fem.petsc.assemble_matrix(self._matrix, self._form)
-            self._matrix.assemble()
+            matrix.zeroEntries()
+            assemble_matrix_into(matrix, self._form)
+            matrix.assemble()
             self._inputs.record()
-        self._matrix.mult(lam, self._out)
-        return self._out.array_r[: self._n].copy()
+        matrix.mult(lam, out)
+        return out.array_r[: self._n].copy()
 
     def _owned_petsc(self) -> tuple[PETSc.Mat | None, PETSc.Vec | None]:
         return self._matrix, self._out

@@ -181,8 +181,8 @@ class _GradientJvp(RefusingFunction):
         ds = 0.0 if d_scale is None else float(d_scale.detach())
         h = _hessian_action_at(p, [_flat(t) for t in d_tensors], p.needs)
         out: list[torch.Tensor | None] = []
-        for g, x, meta in zip(gradients, h, p.meta, strict=True):
-            out.append(None if g is None else _shaped(ds * g + scale * x, meta))
+        for g, x, meta in zip(gradients, h, p.meta, strict=True):  # None together (p.needs)
+            out.append(None if g is None or x is None else _shaped(ds * g + scale * x, meta))
         return tuple(out)
 
 

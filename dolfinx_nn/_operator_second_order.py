@@ -66,7 +66,7 @@ from dolfinx_nn._second_order import (
     total_derivative,
 )
 from dolfinx_nn.parallel import agree_any
-from dolfinx_nn.petsc_problems import PetscOwner
+from dolfinx_nn.petsc_problems import PetscOwner, assemble_matrix_into, assemble_vector_into
 
 
 @dataclass
@@ -119,6 +119,19 @@ def _combine(parts: list[np.ndarray], batched: bool, meta: tuple) -> torch.Tenso
     dtype, device, shape = meta
     value = np.stack(parts) if batched else np.sum(parts, axis=0)
     return torch.from_numpy(value).reshape(shape).to(device=device, dtype=dtype)
+
+
+def _combine_controls(
+    p: SolvePass, per_member: list[list[np.ndarray | None]]
+) -> list[torch.Tensor | None]:
+    """Per control, the members' values as its tensor (``None`` where not computed: for every
+    member or for none, since the members share what is needed)."""
+    batch = p.size is not None
+    out: list[torch.Tensor | None] = []
+    for i in range(p.n_controls):
+        parts = [part for values in per_member if (part := values[i]) is not None]
+        out.append(_combine(parts, batch and p.batched[i], p.meta[i]) if parts else None)
+    return out
 
 
 class OperatorSecondOrder(PetscOwner):
@@ -202,18 +215,19 @@ class OperatorSecondOrder(PetscOwner):
             ksp, A, transpose = op._adjoint_operator(state)
             return ksp, A, not transpose
         problem = op._problem
-        if self._tangent_A is None:
+        if self._tangent_A is None or self._tangent_ksp is None or self._tangent_inputs is None:
             self._tangent_A = dolfinx.fem.petsc.create_matrix(problem.J)
             self._tangent_inputs = FormInputs(op._jacobian, op.comm)
             self._tangent_ksp = PETSc.KSP().create(op.comm)
             set_options(self._tangent_ksp, f"{op.prefix}{ADJOINT_PREFIX}", op.options.adjoint)
             self._tangent_ksp.setOperators(self._tangent_A)
-        if self._tangent_inputs.changed():
-            self._tangent_A.zeroEntries()
-            dolfinx.fem.petsc.assemble_matrix(self._tangent_A, problem.J, bcs=op.bcs)
-            self._tangent_A.assemble()
-            self._tangent_inputs.record()
-        return self._tangent_ksp, self._tangent_A, False
+        A, ksp, inputs = self._tangent_A, self._tangent_ksp, self._tangent_inputs
+        if inputs.changed():
+            A.zeroEntries()
+            assemble_matrix_into(A, problem.J, bcs=op.bcs)
+            A.assemble()
+            inputs.record()
+        return ksp, A, False
 
     def tangent(self, state: Any, deltas: Sequence[np.ndarray | None]) -> np.ndarray:
         """Owned dofs of ``du = E delta_D - A^{-1} P (dF/du E delta_D + dF/dm delta)``.
@@ -233,7 +247,7 @@ class OperatorSecondOrder(PetscOwner):
         with rhs.localForm() as local:
             local.set(0.0)
         if self.tangent_form is not None:
-            dolfinx.fem.petsc.assemble_vector(rhs, self.tangent_form)
+            assemble_vector_into(rhs, self.tangent_form)
             ghost_add(rhs)
             rhs.scale(-1.0)
         for dofs in op._bc_dofs:
@@ -353,12 +367,7 @@ class _AdjointVjp(RefusingFunction):
         batch = p.size is not None
         grad_gbar = torch.from_numpy(np.stack(W_parts) if batch else W_parts[0])
         grad_u = torch.from_numpy(np.stack(r_parts) if batch else r_parts[0])
-        out: list[torch.Tensor | None] = [grad_gbar, grad_u]
-        for i in range(n):
-            if s_parts[0][i] is None:
-                out.append(None)
-            else:
-                out.append(_combine([s[i] for s in s_parts], batch and p.batched[i], p.meta[i]))
+        out: list[torch.Tensor | None] = [grad_gbar, grad_u, *_combine_controls(p, s_parts)]
         out += [None] * (len(needs) - 2 - n)  # operator inputs: refused before
         return tuple(out)
 
@@ -390,12 +399,7 @@ class _AdjointJvp(RefusingFunction):
             rhs = -r if dg_b is None else dg_b - r
             grads, _ = op._backward(state, rhs, need_controls)
             parts.append([None if g is None else g - x for g, x in zip(grads, s, strict=True)])
-        out: list[torch.Tensor | None] = []
-        for i in range(n):
-            if parts[0][i] is None:
-                out.append(None)
-            else:
-                out.append(_combine([q[i] for q in parts], batch and p.batched[i], p.meta[i]))
+        out = _combine_controls(p, parts)
         out += [None] * (len(p.needs) - n)
         return tuple(out)
 

@@ -16,6 +16,7 @@ tolerances default to :data:`ADJOINT_TOLERANCES` unless set under the adjoint pr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from petsc4py import PETSc
@@ -183,7 +184,7 @@ class PushedOptions:
     that first solve. A value the database held before is put back.
     """
 
-    def __init__(self, prefix: str, options: dict[str, object], before: dict[str, object]):
+    def __init__(self, prefix: str, options: Mapping[str, object], before: Mapping[str, object]):
         self._names = [f"{prefix}{k}" for k in options]
         self._before = before
 
@@ -192,9 +193,9 @@ class PushedOptions:
         for name in self._names:  # PETSc's clear ignores a pushed prefix: use the full name
             if name in self._before:
                 value = self._before[name]
-                opts[name] = value if value is not None else ""
+                _set_value(opts, name, value if value is not None else "")
             elif opts.hasName(name):
-                del opts[name]
+                opts.delValue(name)  # what ``del opts[name]`` calls
         self._names = []
 
 
@@ -208,7 +209,13 @@ def set_options(
     before = opts.getAll()
     opts.prefixPush(prefix)
     for k, v in options.items():
-        opts[k] = v
+        _set_value(opts, k, v)
     obj.setFromOptions()
     opts.prefixPop()
     return PushedOptions(prefix, options, before)
+
+
+def _set_value(opts: PETSc.Options, name: str, value: object) -> None:
+    """``opts[name] = value``: petsc4py stores ``str(value)`` (a bool in lower case) for a value
+    of any type, where its stubs name a few types and no item assignment."""
+    opts.setValue(name, value)  # type: ignore[arg-type]  # any value: see above

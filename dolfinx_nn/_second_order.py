@@ -91,9 +91,9 @@ class RefusingFunction(torch.autograd.Function):
         def jvp(ctx: object, *tangents: object) -> None:
             raise refusal(what, "third")
 
-        cls.setup_context = staticmethod(setup_context)  # type: ignore[method-assign,assignment]  # torch declares them as plain staticmethods of Function
-        cls.backward = staticmethod(backward)  # type: ignore[method-assign,assignment]
-        cls.jvp = staticmethod(jvp)  # type: ignore[method-assign,assignment]
+        cls.setup_context = staticmethod(setup_context)  # type: ignore[method-assign]  # torch declares them as plain staticmethods of Function
+        cls.backward = staticmethod(backward)  # type: ignore[method-assign]
+        cls.jvp = staticmethod(jvp)  # type: ignore[method-assign]
 
 
 def direction_of(control: Control) -> Control:

@@ -259,8 +259,8 @@ class _Parser:
                 left = right
             return parts[0] if len(parts) == 1 else _Logic("and", tuple(parts))
         if isinstance(node, ast.BoolOp):
-            op = "and" if isinstance(node.op, ast.And) else "or"
-            return _Logic(op, tuple(self.condition(v) for v in node.values))
+            kind = "and" if isinstance(node.op, ast.And) else "or"
+            return _Logic(kind, tuple(self.condition(v) for v in node.values))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             return _Logic("not", (self.condition(node.operand),))
         raise self.fail(node, "the first argument of where(...) must be a comparison")
@@ -342,7 +342,7 @@ def _torch_backend(like: torch.Tensor) -> _Backend:
 def _ufl_backend() -> _Backend:
     import ufl
 
-    functions = {
+    functions: dict[str, Callable[..., Any]] = {
         "sin": ufl.sin,
         "cos": ufl.cos,
         "tan": ufl.tan,
@@ -362,7 +362,7 @@ def _ufl_backend() -> _Backend:
         "max": ufl.max_value,
         "where": ufl.conditional,
     }
-    compare = {
+    compare: dict[str, Callable[..., Any]] = {
         "<": ufl.lt,
         "<=": ufl.le,
         ">": ufl.gt,

@@ -22,6 +22,7 @@ import ufl
 
 from dolfinx_nn._dofs import owned_size
 from dolfinx_nn._forms import (
+    CompileOptions,
     Control,
     assemble_gradient,
     assemble_owned,
@@ -99,7 +100,8 @@ class FEMFunctional:
             [*context_constants,
              *(c for c in self.controls if isinstance(c, dolfinx.fem.Constant))],
         )
-        compile_opts = {"form_compiler_options": form_compiler_options, "jit_options": jit_options}
+        compile_opts = CompileOptions(form_compiler_options=form_compiler_options,
+                                      jit_options=jit_options)
         self.M = M
         self._compile_options = compile_opts
         self._second_order = None  # its forms, compiled on the first second-order pass
@@ -158,23 +160,23 @@ class FEMFunctional:
         for form, c, need in zip(self._gradient_forms, self.controls, needs[:n], strict=True):
             grads.append(torch.from_numpy(assemble_gradient(form, c)) if need else None)
         start = n
-        for op, form, inputs in zip(
+        for op, op_form, inputs in zip(
             self.operators, self._operator_forms, state.operator_inputs, strict=True
         ):
-            need = needs[start : start + len(inputs)]
+            op_needs = needs[start : start + len(inputs)]
             start += len(inputs)
-            if not any(need):
+            if not any(op_needs):
                 grads.extend([None] * len(inputs))
                 continue
-            g = assemble_owned(form, owned_size(op.function_space))
+            g = assemble_owned(op_form, owned_size(op.function_space))
             op_grads = op.backward(g, inputs)
-            grads.extend(gr if k else None for gr, k in zip(op_grads, need, strict=True))
+            grads.extend(gr if k else None for gr, k in zip(op_grads, op_needs, strict=True))
         return grads
 
 
 def _chain_gradient_form(
-    M: ufl.Form, control: Control, operators: Sequence[Any], compile_opts: dict
-) -> Any:
+    M: ufl.Form, control: Control, operators: Sequence[Any], compile_opts: CompileOptions
+) -> dolfinx.fem.Form | list[dolfinx.fem.Form | None] | None:
     """``dM/dc``, plus ``dM/dN dN/dc`` for each operator ``N`` with ``c`` among its operands."""
     if isinstance(control, dolfinx.fem.Constant) or not operators:
         return gradient_form(M, control, **compile_opts)

@@ -41,7 +41,7 @@ import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from mpi4py import MPI
 from petsc4py import PETSc
@@ -54,8 +54,9 @@ import ufl
 
 from dolfinx_nn._convergence import RoundoffAwareTest
 from dolfinx_nn._dirichlet import DirichletSource, dirichlet_source
-from dolfinx_nn._dofs import assign_owned, check_finite, ghost_insert, owned_size
+from dolfinx_nn._dofs import assign_owned, check_finite, ghost_add, ghost_insert, owned_size
 from dolfinx_nn._forms import (
+    CompileOptions,
     Control,
     DerivativeMatrix,
     assemble_gradient,
@@ -79,13 +80,18 @@ from dolfinx_nn._options import (
     solver_options,
 )
 from dolfinx_nn._reuse import FormInputs, Values
+from dolfinx_nn._signature import signature_of
 from dolfinx_nn.errors import GradientAccuracyError, SolverError
 from dolfinx_nn.parallel import agree_any, raise_on_all_ranks
 from dolfinx_nn.petsc_problems import (
     LinearProblem,
     NonlinearProblem,
     PetscOwner,
+    assemble_matrix_into,
+    assemble_vector_into,
+    assign_vector,
     collect_garbage,
+    converged_reason,
     norm,
     petsc_comm,
 )
@@ -252,7 +258,8 @@ class FEMOperator(PetscOwner):
         self.comm: MPI.Comm = V.mesh.comm
         self._n = owned_size(V)
         self._control_sizes = [control_size(c) for c in self.controls]
-        compile_opts = {"form_compiler_options": form_compiler_options, "jit_options": jit_options}
+        compile_opts = CompileOptions(form_compiler_options=form_compiler_options,
+                                      jit_options=jit_options)
         self.F = F
         self._compile_options = compile_opts
         self._second_order = None  # its forms, compiled on the first second-order pass
@@ -277,6 +284,7 @@ class FEMOperator(PetscOwner):
         self._symmetric_given = symmetric if self.linear else False
         self._symmetric = self._symmetric_given
 
+        self._problem: LinearProblem | NonlinearProblem
         if self.linear:
             # J u = -F(0): with u = 0 in F, -F is the right-hand side.
             self._problem = LinearProblem(
@@ -306,7 +314,8 @@ class FEMOperator(PetscOwner):
             self._install_hooks()
             if not self.options.convergence_test_set:
                 self._convergence = RoundoffAwareTest()
-                self.solver.setConvergenceTest(self._convergence)
+                # The stubs want a ConvergedReason; PETSc takes the reason's int (its members).
+                self._snes.setConvergenceTest(self._convergence)  # type: ignore[arg-type]
 
         # Adjoint: the transposed Jacobian (at the solution) with homogeneous Dirichlet rows.
         self._lam = dolfinx.fem.Function(V, name="adjoint")
@@ -346,7 +355,8 @@ class FEMOperator(PetscOwner):
         self._forward_id = 0
         self._forward_warned = False
         self.iterations = 0
-        self._pending: _State | None = None
+        # The batch size, which controls are batched, and the states of a forward pass.
+        self._pending: tuple[int | None, list[bool], list[_State]] | None = None
 
     # -- public -------------------------------------------------------------------------------
     def __call__(
@@ -378,6 +388,32 @@ class FEMOperator(PetscOwner):
         self._require_alive()
         return self._problem.solver
 
+    @property
+    def _snes(self) -> PETSc.SNES:
+        """The forward SNES of a nonlinear ``F``."""
+        solver = self.solver
+        assert isinstance(solver, PETSc.SNES), "a linear F is solved by a KSP"
+        return solver
+
+    @property
+    def _ksp(self) -> PETSc.KSP:
+        """The forward KSP: the solver of a linear ``F``, the SNES's linear solver otherwise."""
+        solver = self.solver
+        return solver if isinstance(solver, PETSc.KSP) else solver.getKSP()
+
+    @property
+    def _linear_problem(self) -> LinearProblem:
+        """The forward problem of a linear ``F``."""
+        problem = self._problem
+        assert isinstance(problem, LinearProblem), "a nonlinear F has no LinearProblem"
+        return problem
+
+    @property
+    def _linear_forms(self) -> tuple[dolfinx.fem.Form, dolfinx.fem.Form]:
+        """The compiled bilinear and linear forms of a linear ``F`` (single forms, no blocks)."""
+        problem = self._linear_problem
+        return cast(dolfinx.fem.Form, problem.a), cast(dolfinx.fem.Form, problem.L)
+
     def _owned_petsc(self) -> list[Any]:
         """What :meth:`destroy` frees (collective; see :mod:`dolfinx_nn.petsc_problems`).
 
@@ -402,7 +438,8 @@ class FEMOperator(PetscOwner):
         Python's cycle collector, so a strong reference would keep every nonlinear operator
         (its mesh, communicators and factorizations) alive for the life of the process.
         """
-        snes, problem = self.solver, self._problem
+        snes, problem = self._snes, self._problem
+        assert isinstance(problem, NonlinearProblem), "a linear F has no SNES callbacks"
         owner = weakref.ref(self)
         petsc = dolfinx.fem.petsc
         residual_ctx = {"u": problem.u, "residual": problem.F, "jacobian": problem.J,
@@ -442,7 +479,7 @@ class FEMOperator(PetscOwner):
             return
         if x is not None:
             ghost_insert(x)
-            dolfinx.fem.petsc.assign(x, self.u)
+            assign_vector(x, self.u)
         try:
             for op in self.operators:
                 op.update(derivatives)
@@ -509,12 +546,12 @@ class FEMOperator(PetscOwner):
         initial = None if self.linear or not self.warm_start else self._last_solution
         self._solve(initial)
         if (not self.linear and self._failed() and not self.options.line_search_set
-                and self.solver.getConvergedReason()
+                and converged_reason(self.solver)
                 != PETSc.SNES.ConvergedReason.DIVERGED_LINEAR_SOLVE):
             # Plain Newton diverged (a failed linear solve is no matter of step length): try
             # again from the same start with a line search.
             self._recover()
-            line_search = self.solver.getLineSearch()
+            line_search = self._snes.getLineSearch()
             line_search.setType(FALLBACK_LINE_SEARCH)
             try:
                 self._solve(initial)
@@ -544,10 +581,10 @@ class FEMOperator(PetscOwner):
         except PETSc.Error as error:
             # An error inside a callback (kept in _hook_error) or in PETSc itself, typically a
             # failed factorization inside Newton: report the linear solver's reason.
-            ksp = self.solver if self.linear else self.solver.getKSP()
-            reason = ksp.getConvergedReason()
+            ksp = self._ksp
+            reason = converged_reason(ksp)
             name = (_reason_name(PETSc.KSP.ConvergedReason, reason) if reason < 0
-                    else f"PETSc error code {error.ierr}")
+                    else f"PETSc error code {error.ierr}")  # type: ignore[attr-defined]  # stub lacks ierr
             failed = self._hook_error or SolverError(
                 "KSP" if self.linear or reason < 0 else "SNES", min(reason, -1), name,
                 ksp.getIterationNumber() if reason < 0 else self.solver.getIterationNumber(),
@@ -559,19 +596,20 @@ class FEMOperator(PetscOwner):
 
     def _solve_linear(self) -> None:
         """Assemble the right-hand side (and the matrix only if it changed), then solve."""
-        problem = self._problem
+        problem = self._linear_problem
+        a, L = self._linear_forms
         self._ensure_matrix(force=self.constant_jacobian is False)
         b = problem.b
         with b.localForm() as local:
             local.set(0.0)
-        dolfinx.fem.petsc.assemble_vector(b, problem.L)
-        dolfinx.fem.petsc.apply_lifting(b, [problem.a], bcs=[self.bcs])
-        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        assemble_vector_into(b, L)
+        dolfinx.fem.petsc.apply_lifting(b, [a], bcs=[self.bcs])
+        ghost_add(b)
         for bc in self.bcs:
             bc.set(b.array_w)
-        self.solver.solve(b, problem.x)
+        self._ksp.solve(b, problem.x)
         ghost_insert(problem.x)
-        dolfinx.fem.petsc.assign(problem.x, self.u)
+        assign_vector(problem.x, self.u)
 
     def _ensure_matrix(self, force: bool = False) -> None:
         """Assemble the linear problem's matrix if its inputs changed (or if forced).
@@ -584,10 +622,9 @@ class FEMOperator(PetscOwner):
         if self._matrix_version >= 0 and not force:
             if self.constant_jacobian or not self._jacobian_inputs.changed():
                 return
-        problem = self._problem
-        A = problem.A
+        A = self._linear_problem.A
         A.zeroEntries()
-        dolfinx.fem.petsc.assemble_matrix(A, problem.a, bcs=self.bcs)
+        assemble_matrix_into(A, self._linear_forms[0], bcs=self.bcs)
         A.assemble()
         self._jacobian_inputs.record()
         self.assemblies += 1
@@ -596,7 +633,7 @@ class FEMOperator(PetscOwner):
             self._symmetric = self._is_symmetric(A)
 
     def _failed(self) -> bool:
-        return self._hook_error is None and self.solver.getConvergedReason() <= 0
+        return self._hook_error is None and converged_reason(self.solver) <= 0
 
     def _check_converged(self) -> None:
         if self.comm.allreduce(self._hook_error is not None, op=MPI.LOR):
@@ -604,7 +641,7 @@ class FEMOperator(PetscOwner):
             self._recover()
             raise_on_all_ranks(error, self.comm)
         solver = self.solver
-        reason = solver.getConvergedReason()
+        reason = converged_reason(solver)
         kind = "KSP" if self.linear else "SNES"
         if (reason < 0) if self.linear else (reason <= 0):
             enum = PETSc.KSP.ConvergedReason if self.linear else PETSc.SNES.ConvergedReason
@@ -622,7 +659,7 @@ class FEMOperator(PetscOwner):
         test = self._convergence
         if self._forward_warned or (test is not None and test.at_roundoff):
             return
-        fnorm = self.solver.getFunctionNorm()
+        fnorm = self._snes.getFunctionNorm()
         start = test.initial_norm if test is not None else 0.0
         loose = reason == PETSc.SNES.ConvergedReason.CONVERGED_ITS or (
             start > 0 and fnorm > NEWTON_RESIDUAL_WARNING * start)
@@ -648,7 +685,7 @@ class FEMOperator(PetscOwner):
         A failed factorization (``DIVERGED_PCSETUP_FAILED``) leaves the PC in a failed state
         that makes every later ``KSPSolve`` stop with a raw PETSc error.
         """
-        ksp = self.solver if self.linear else self.solver.getKSP()
+        ksp = self._ksp
         operators = ksp.getOperators()
         ksp.reset()
         ksp.setOperators(*operators)
@@ -713,7 +750,7 @@ class FEMOperator(PetscOwner):
         if self.linear:
             A = self._forward_matrix_at(state)
             if self._reuses_forward_solver():
-                return self._problem.solver, A, not self._symmetric
+                return self._linear_problem.solver, A, not self._symmetric
             if self._symmetric:
                 ksp = self._own_adjoint_ksp()
                 ksp.setOperators(A)
@@ -726,7 +763,7 @@ class FEMOperator(PetscOwner):
         if (self._adjoint_inputs.changed() if not self.linear
                 else self._adjoint_version != self._matrix_version):
             A.zeroEntries()
-            dolfinx.fem.petsc.assemble_matrix(A, self._adjoint_form, bcs=self.bcs)
+            assemble_matrix_into(A, self._adjoint_form, bcs=self.bcs)
             A.assemble()
             self._adjoint_version = self._matrix_version if self.linear else -1
             if not self.linear:
@@ -752,14 +789,16 @@ class FEMOperator(PetscOwner):
         The tangent-linear solve of the second-order pass comes here too (``what`` names the
         solve in the messages; its residual is kept in :attr:`tangent_residual`).
         """
-        if rhs is None:
+        if rhs is None or lam is None:  # both given, or neither
             rhs, lam = self._adjoint_rhs, self._adjoint_sol
         solve = ksp.solveTranspose if transpose else ksp.solve
         if ksp is self._problem.solver:
             # The forward KSP, with the adjoint's tolerances for this solve.
             saved = ksp.getTolerances()
-            tol = {k: self.options.adjoint_effective.get(k, ADJOINT_TOLERANCES[k])
-                   for k in ADJOINT_TOLERANCES}
+            tol: dict[str, Any] = {  # numbers, or strings from PETSc's database
+                k: self.options.adjoint_effective.get(k, ADJOINT_TOLERANCES[k])
+                for k in ADJOINT_TOLERANCES
+            }
             ksp.setTolerances(rtol=float(tol["ksp_rtol"]), atol=float(tol["ksp_atol"]),
                               max_it=int(tol["ksp_max_it"]))
             try:
@@ -769,7 +808,7 @@ class FEMOperator(PetscOwner):
         else:
             solve(rhs, lam)
         self._tidy_options()
-        reason = ksp.getConvergedReason()
+        reason = converged_reason(ksp)
         if reason < 0:
             name = _reason_name(PETSc.KSP.ConvergedReason, reason)
             iterations = ksp.getIterationNumber()
@@ -1009,10 +1048,11 @@ def adjoint_gradients(
         if adjoints is not None:
             adjoints.append(op._lam.x.array.copy())
         per_member.append((grads, op_grads))
+    # A gradient is None for every member or for none: the members share ``needs``.
     out: list[torch.Tensor | None] = []
     for i, (dtype, device, shape) in enumerate(ctx.meta):
-        parts = [grads[i] for grads, _ in per_member]
-        if parts[0] is None:
+        parts = [part for grads, _ in per_member if (part := grads[i]) is not None]
+        if not parts:
             out.append(None)
             continue
         if ctx.size is not None and ctx.batched[i]:
@@ -1021,8 +1061,8 @@ def adjoint_gradients(
             grad = np.sum(parts, axis=0)
         out.append(torch.from_numpy(grad).reshape(shape).to(device=device, dtype=dtype))
     for j in range(len(needs) - n):
-        parts = [op_grads[j] for _, op_grads in per_member]
-        out.append(None if parts[0] is None else sum(parts[1:], parts[0]))
+        terms = [term for _, op_grads in per_member if (term := op_grads[j]) is not None]
+        out.append(sum(terms[1:], terms[0]) if terms else None)
     return out
 
 
@@ -1065,7 +1105,7 @@ class _FEMSolve(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_u: torch.Tensor):
         if torch.is_grad_enabled():  # create_graph=True or torch.func: a differentiable pass
-            out = differentiable_backward(ctx, grad_u)
+            out: Sequence[torch.Tensor | None] = differentiable_backward(ctx, grad_u)
             return (None, None, *out, *[None] * (len(ctx.needs_input_grad) - 2 - len(out)))
         g = grad_u.detach().to("cpu", torch.float64).numpy()
         out = adjoint_gradients(ctx, g, agreed_needs(ctx))
@@ -1102,6 +1142,7 @@ class _FEMSolve(torch.autograd.Function):
         return _FEMSolve.apply(op, n_controls, *moved), 0
 
 
+@signature_of(FEMOperator)
 def fem_operator(F: ufl.Form, u: dolfinx.fem.Function, **options: Any) -> FEMOperator:
     """Make the solve of ``F(u; controls) = 0`` a differentiable torch operation.
 

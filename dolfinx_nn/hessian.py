@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from mpi4py import MPI
 from petsc4py import PETSc
@@ -37,6 +38,8 @@ from petsc4py import PETSc
 import numpy as np
 import scipy.sparse.linalg
 import torch
+
+from dolfinx_nn.petsc_problems import petsc_comm
 
 Loss = Callable[[list[torch.Tensor]], torch.Tensor]
 
@@ -62,11 +65,11 @@ class ControlLayout:
         self.dtypes = [t.dtype for t in tensors]
         self.replicated = [bool(r) for r in replicated]
         self.local_sizes = [t.numel() for t in tensors]
-        # per owned tensor: its size on every rank
+        # per owned tensor: its size on every rank (None for a replicated one)
         self.counts = [np.asarray(comm.allgather(n)) if not r else None
                        for n, r in zip(self.local_sizes, self.replicated, strict=True)]
-        self.global_sizes = [n if r else int(c.sum()) for n, r, c in
-                             zip(self.local_sizes, self.replicated, self.counts, strict=True)]
+        self.global_sizes = [n if c is None else int(c.sum()) for n, c in
+                             zip(self.local_sizes, self.counts, strict=True)]
         self.size = int(sum(self.global_sizes))
         root = comm.rank == 0
         # rows of the PETSc layout on this rank: owned entries, and replicated ones on rank 0
@@ -80,9 +83,9 @@ class ControlLayout:
         Collective; every rank gets rank 0's result bit for bit.
         """
         out = []
-        for x, r, c in zip(parts, self.replicated, self.counts, strict=True):
-            x = np.ascontiguousarray(_numpy(x).reshape(-1))
-            if r:
+        for part, c in zip(parts, self.counts, strict=True):
+            x = np.ascontiguousarray(_numpy(part).reshape(-1))
+            if c is None:  # replicated
                 if shares:
                     total = np.empty_like(x)
                     self.comm.Allreduce(x, total, op=MPI.SUM)
@@ -90,7 +93,7 @@ class ControlLayout:
                 out.append(x)
             else:
                 full = np.empty(int(c.sum()))
-                self.comm.Allgatherv(x, (full, c))
+                self.comm.Allgatherv(x, (full, c.tolist()))
                 out.append(full)
         result = np.concatenate(out) if out else np.zeros(0)
         self.comm.Bcast(result, root=0)
@@ -102,11 +105,11 @@ class ControlLayout:
         if x.size != self.size:
             raise ValueError(f"expected a global vector of {self.size} entries, got {x.size}.")
         parts, offset = [], 0
-        for shape, dtype, r, c, n in zip(self.shapes, self.dtypes, self.replicated, self.counts,
-                                         self.global_sizes, strict=True):
+        for shape, dtype, c, n in zip(self.shapes, self.dtypes, self.counts, self.global_sizes,
+                                      strict=True):
             block = x[offset : offset + n]
             offset += n
-            if not r:
+            if c is not None:  # owned by the ranks
                 start = int(c[: self.comm.rank].sum())
                 block = block[start : start + int(c[self.comm.rank])]
             parts.append(torch.from_numpy(block.copy()).reshape(shape).to(dtype))
@@ -133,8 +136,8 @@ class ControlLayout:
         """Write rank parts (replicated ones: shares, summed onto rank 0) into local rows."""
         offset = 0
         root = self.comm.rank == 0
-        for x, r, n in zip(parts, self.replicated, self.local_sizes, strict=True):
-            x = np.ascontiguousarray(_numpy(x).reshape(-1))
+        for part, r, n in zip(parts, self.replicated, self.local_sizes, strict=True):
+            x = np.ascontiguousarray(_numpy(part).reshape(-1))
             if r:
                 total = np.empty_like(x) if root else None
                 self.comm.Reduce(x, total, op=MPI.SUM, root=0)
@@ -176,8 +179,8 @@ class _HessianBase:
         """A ``PETSc.Mat`` of type python (owned rows; replicated entries on rank 0)."""
         n_local, n = self.layout.petsc_local, self.layout.size
         mat = PETSc.Mat().createPython(((n_local, n), (n_local, n)), _PetscContext(self),
-                                       comm=self.layout.comm)
-        mat.setOption(PETSc.Mat.Option.SYMMETRIC, True)
+                                       comm=petsc_comm(self.layout.comm))
+        mat.setOption(cast(PETSc.Mat.Option, PETSc.Mat.Option.SYMMETRIC), True)  # stub: int
         mat.setUp()
         return mat
 
@@ -310,10 +313,10 @@ class GaussNewtonHessian(_HessianBase):
                                         retain_graph=True)
         else:
             hu = torch.zeros_like(jv)
-        out = torch.autograd.grad(self._u, self.leaves, hu.detach(), retain_graph=True,
-                                  allow_unused=True)
+        grads = torch.autograd.grad(self._u, self.leaves, hu.detach(), retain_graph=True,
+                                    allow_unused=True)
         out = [torch.zeros_like(x) if h is None else h.detach()
-               for h, x in zip(out, self.leaves, strict=True)]
+               for h, x in zip(grads, self.leaves, strict=True)]
         if self._regularizer is not None:
             out = [a + b for a, b in zip(out, self._regularizer.apply(v), strict=True)]
         return out

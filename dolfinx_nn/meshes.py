@@ -32,6 +32,8 @@ import contextlib
 import pathlib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import cast
 
 from mpi4py import MPI
 
@@ -113,7 +115,7 @@ def _require_gmsh(what: str) -> None:
 
 
 @contextlib.contextmanager
-def _gmsh_session(verbose: bool) -> Iterator[object]:
+def _gmsh_session(verbose: bool) -> Iterator[ModuleType]:
     """Initialize gmsh (unless the caller already did), quietly, and clean up afterwards."""
     import gmsh
 
@@ -159,7 +161,8 @@ def _box_with_hole(comm: MPI.Comm, resolution: int, verbose: bool, dim: int) -> 
         domain, _ = occ.cut([(dim, box)], [(dim, hole)])
         occ.synchronize()
         gmsh.model.addPhysicalGroup(dim, [tag for _, tag in domain], _DOMAIN_TAG, "domain")
-        outer, inner = [], []
+        outer: list[int] = []
+        inner: list[int] = []
         for _, tag in gmsh.model.getBoundary(domain, oriented=False):
             centre = np.asarray(gmsh.model.occ.getCenterOfMass(dim - 1, tag))
             on_hole = np.linalg.norm(centre[:dim] - np.asarray(c[:dim])) < HOLE_RADIUS
@@ -290,7 +293,10 @@ def _distribute(comm: MPI.Comm, cells: np.ndarray, element, x: np.ndarray) -> do
     """
     partitioner = None
     if comm.size > 1:
-        partitioner = dolfinx.mesh.create_cell_partitioner(dolfinx.mesh.GhostMode.shared_facet, 2)
+        # The (mode, max_facet_to_cell_links) variant, registered by singledispatch (unseen by
+        # type checkers).
+        create = cast(Callable[..., Callable], dolfinx.mesh.create_cell_partitioner)
+        partitioner = create(dolfinx.mesh.GhostMode.shared_facet, 2)
     return dolfinx.mesh.create_mesh(comm, cells, ufl.Mesh(element), x, partitioner=partitioner)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from mpi4py import MPI
 
@@ -109,7 +110,7 @@ class NeuralFunction:
         except Exception as e:  # noqa: BLE001
             error = e
         raise_on_all_ranks(error, self.comm)
-        return self._to_dofs(out)
+        return self._to_dofs(cast(torch.Tensor, out))  # no rank raised: out is set
 
     def _check_shape(self, out: torch.Tensor) -> None:
         n_points = self.points.shape[0]

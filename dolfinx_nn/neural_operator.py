@@ -185,7 +185,7 @@ class NeuralOperator(dolfinx.fem.Function):
         """Concatenated operand values at the quadrature points of the owned cells."""
         return np.concatenate([ev() for ev in self._evaluators], axis=1)
 
-    def _call(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def _call(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(self.net, params, (x,))
 
     def _params(self, detach: bool = True) -> dict[str, torch.Tensor]:
@@ -252,17 +252,17 @@ class NeuralOperator(dolfinx.fem.Function):
         # Raised on every rank (a rank without points too), as itself where it happened.
         raise_on_all_ranks(error, self.layout.comm)
         self.evaluations += 1
-        values = values.to("cpu", torch.float64).numpy()
-        self._check_finite(values, X, "the network output")
-        self.layout.write(self, values)
+        output = values.to("cpu", torch.float64).numpy()
+        self._check_finite(output, X, "the network output")
+        self.layout.write(self, output)
         if derivatives:
-            jac = jac.to("cpu", torch.float64).numpy()  # (n, out_size, in_size)
-            self._check_finite(jac, X, "the network derivative")
+            jacobian = jac.to("cpu", torch.float64).numpy()  # (n, out_size, in_size)
+            self._check_finite(jacobian, X, "the network derivative")
             start = 0
             for ev, D, layout in zip(
                 self._evaluators, self.derivatives, self._derivative_layouts, strict=True
             ):
-                layout.write(D, jac[:, :, start : start + ev.size])
+                layout.write(D, jacobian[:, :, start : start + ev.size])
                 start += ev.size
         self._state = (X, derivatives)
 
@@ -270,7 +270,7 @@ class NeuralOperator(dolfinx.fem.Function):
         return (x,) if self.chunk_size is None else torch.split(x, self.chunk_size)
 
     def _value_and_jacobian(
-        self, params: Mapping[str, torch.Tensor], x: torch.Tensor
+        self, params: dict[str, torch.Tensor], x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Values ``(n, out)`` and Jacobians ``(n, out, in)`` in one batched call."""
         n = x.shape[0]

@@ -24,7 +24,7 @@ rule 1, so the package uses the subclasses below.  A ``PETSc.Mat`` handed to the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, Self, cast
 
 from mpi4py import MPI
@@ -36,6 +36,9 @@ __all__ = [
     "LinearProblem",
     "NonlinearProblem",
     "PetscOwner",
+    "assemble_matrix_into",
+    "assemble_vector_into",
+    "assign_vector",
     "collect_garbage",
     "converged_reason",
     "norm",
@@ -130,3 +133,31 @@ def norm(obj: PETSc.Vec | PETSc.Mat, kind: int = PETSc.NormType.NORM_2) -> float
 def converged_reason(solver: PETSc.KSP | PETSc.SNES) -> int:
     """The solver's converged reason as an int (negative: diverged)."""
     return cast(int, solver.getConvergedReason())
+
+
+# DOLFINx registers the variants of ``assemble_vector``, ``assemble_matrix`` and ``assign`` that
+# write into an existing PETSc object with ``functools.singledispatch``, which type checkers do
+# not see (they know only the base signature): the helpers below call them with their types.
+
+
+def assemble_vector_into(b: PETSc.Vec, L: dolfinx.fem.Form) -> PETSc.Vec:
+    """``dolfinx.fem.petsc.assemble_vector(b, L)``: add the assembled ``L`` into ``b``."""
+    into = cast(Callable[..., PETSc.Vec], dolfinx.fem.petsc.assemble_vector)
+    return into(b, L)
+
+
+def assemble_matrix_into(
+    A: PETSc.Mat,
+    a: dolfinx.fem.Form | Sequence[Sequence[dolfinx.fem.Form]],
+    bcs: Sequence[dolfinx.fem.DirichletBC] | None = None,
+) -> PETSc.Mat:
+    """``dolfinx.fem.petsc.assemble_matrix(A, a, bcs=bcs)``: add the assembled ``a`` into
+    ``A`` (rows and columns of ``bcs`` zeroed, ones on their diagonal)."""
+    into = cast(Callable[..., PETSc.Mat], dolfinx.fem.petsc.assemble_matrix)
+    return into(A, a, bcs=bcs)
+
+
+def assign_vector(x: PETSc.Vec, u: dolfinx.fem.Function) -> None:
+    """``dolfinx.fem.petsc.assign(x, u)``: copy the entries of ``x`` (ghosts included) into
+    ``u``'s dofs."""
+    cast(Callable[..., None], dolfinx.fem.petsc.assign)(x, u)

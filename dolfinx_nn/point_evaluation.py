@@ -24,6 +24,8 @@ garbage collector never does, and a destroyed observation refuses use.
 
 from __future__ import annotations
 
+from typing import cast
+
 from mpi4py import MPI
 from petsc4py import PETSc
 
@@ -236,7 +238,7 @@ class PointObservation(PetscOwner):
         self.points = all_points[self.local_indices]
         self._reference = _pull_back(mesh, self.points, self.cells)
         self.matrix = self._assemble(V)
-        self._x, self._y = self.matrix.createVecs()
+        self._x, self._y = cast(tuple[PETSc.Vec, PETSc.Vec], self.matrix.createVecs())
 
     # ----------------------------------------------------------------------- set-up
 
@@ -275,7 +277,7 @@ class PointObservation(PetscOwner):
         basis = V.element.basix_element
         m = self.points.shape[0]
         if m:
-            phi = basis.tabulate(0, self._reference)[0, :, :, 0]  # (m, ndofs)
+            phi = np.asarray(basis.tabulate(0, self._reference))[0, :, :, 0]  # (m, ndofs)
         else:
             phi = np.empty((0, basis.dim))
         ndofs = phi.shape[1]
@@ -290,7 +292,7 @@ class PointObservation(PetscOwner):
         num_owned_dofs = imap.size_local * bs
         matrix = PETSc.Mat().createAIJ(
             size=((rows, PETSc.DETERMINE), (num_owned_dofs, imap.size_global * bs)),
-            csr=(
+            csr=(  # type: ignore[arg-type]  # stub: Sequences; petsc4py takes (and wants) arrays
                 indptr,
                 columns.reshape(-1).astype(PETSc.IntType),
                 np.ascontiguousarray(values, dtype=PETSc.ScalarType).reshape(-1),

@@ -235,7 +235,7 @@ def sample_boundary(
         facet_map = mesh.topology.index_map(tdim - 1)
         facets, error = _entity_indices(facets, exterior, facet_map, "facets"), None
     except (TypeError, ValueError) as exc:
-        error = exc
+        facets, error = exterior, exc  # raised on every rank below
     raise_on_all_ranks(error, mesh.comm)
     facet_nodes = dolfinx.mesh.entities_to_geometry(mesh, tdim - 1, facets)
     simplices, owner = _split(facet_nodes, _FACET_TYPE[mesh.topology.cell_type.name])

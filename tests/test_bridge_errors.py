@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from mpi4py import MPI
 
 import numpy as np
@@ -162,3 +164,13 @@ def test_operator_as_context_manager():
     with p.solve as solve:
         u_t = solve(p.qn().detach(), p.f_t)
     assert solve.destroyed and u_t.shape == (p.V.dofmap.index_map.size_local,)
+
+
+def test_fem_operator_shows_the_parameters_of_FEMOperator():
+    """fem_operator forwards its keywords to FEMOperator; help() and editors see them."""
+    shown = inspect.signature(dnn.fem_operator)
+    assert list(shown.parameters) == list(inspect.signature(dnn.FEMOperator).parameters)
+    assert shown.parameters["controls"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert shown.parameters["petsc_options_prefix"].default is inspect.Parameter.empty
+    assert shown.return_annotation == "FEMOperator"
+    assert dnn.fem_operator.__doc__.startswith("Make the solve of")
