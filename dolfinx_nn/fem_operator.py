@@ -39,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -179,7 +179,7 @@ class FEMOperator(PetscOwner):
         *,
         controls: Sequence[Control],
         bcs: Sequence[dolfinx.fem.DirichletBC] = (),
-        petsc_options: dict[str, object] | None = None,
+        petsc_options: Mapping[str, object] | None = None,
         petsc_options_prefix: str,
         symmetric: bool | None = None,
         warm_start: bool = False,
@@ -213,8 +213,10 @@ class FEMOperator(PetscOwner):
                 "constant_jacobian must be None (detect), True or False, got "
                 f"{constant_jacobian!r}."
             )
-        if petsc_options is not None and not isinstance(petsc_options, dict):
-            raise TypeError(f"petsc_options must be a dict, got {type(petsc_options).__name__}.")
+        if petsc_options is not None and not isinstance(petsc_options, Mapping):
+            raise TypeError(
+                f"petsc_options must be a dict (a mapping), got {type(petsc_options).__name__}."
+            )
         V = u.function_space
         for i, bc in enumerate(bcs):
             if not isinstance(bc, dolfinx.fem.DirichletBC):
