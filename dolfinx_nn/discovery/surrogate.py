@@ -52,6 +52,7 @@ __all__ = [
     "KernelSurrogate",
     "Normalisation",
     "SeparableSurrogate",
+    "DEFAULT_TRAINING",
     "Surrogate",
     "SurrogateBase",
     "SurrogateConfig",
@@ -372,6 +373,11 @@ DEGREE_GRID: tuple[int, ...] = (2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64)
 DEFAULT_WIDTH = {"separable": 800, "kernel": 1000, "space-time": 400}
 
 
+#: Default optimizer settings of :class:`SurrogateConfig` (no training steps; Adam at learning
+#: rate 1e-3 once ``adam_steps`` is set; the generators are not reseeded).
+DEFAULT_TRAINING = TrainingConfig(adam_steps=0, adam_lr=1e-3, lbfgs_steps=0, seed=None)
+
+
 @dataclasses.dataclass
 class SurrogateConfig:
     """Surrogate and fit of :func:`fit_surrogate`.
@@ -385,9 +391,9 @@ class SurrogateConfig:
 
     Kinds: ``separable`` (:class:`SeparableSurrogate`, every station observed at every
     snapshot), ``kernel`` (:class:`KernelSurrogate`, any scattered data), ``space-time``
-    (:class:`Surrogate`, a network of ``(xi, tau)`` whose hidden layers may be trained with
-    ``adam_steps`` Adam steps), ``auto`` (``separable`` when no value is missing, else
-    ``kernel``).
+    (:class:`Surrogate`, a network of ``(xi, tau)`` whose hidden layers may be trained by
+    :func:`~dolfinx_nn.training.train` with the settings ``training``), ``auto``
+    (``separable`` when no value is missing, else ``kernel``).
 
     Attributes:
         width: features (``separable``: spatial features; ``kernel``: centres; ``space-time``:
@@ -402,6 +408,9 @@ class SurrogateConfig:
             cross-validation error (:data:`EDGE_FACTOR`), e.g. an initial state that jumps at
             a boundary, which no smooth surrogate can follow; at most a quarter of the
             snapshots are dropped and the fitted window is reported.
+        training: optimizer settings of the ``space-time`` hidden layers (default
+            :data:`DEFAULT_TRAINING`: no steps, so the random features stay as drawn; e.g.
+            ``dataclasses.replace(DEFAULT_TRAINING, adam_steps=30)`` for 30 Adam steps).
     """
 
     kind: str = "auto"
@@ -413,8 +422,7 @@ class SurrogateConfig:
     input_scale: float | None = None
     time_scale: float | None = None
     scale_grid: tuple[float, ...] = SCALE_GRID
-    adam_steps: int = 0
-    learning_rate: float = 1e-3
+    training: TrainingConfig = DEFAULT_TRAINING
     ridge_grid: tuple[float, ...] = RIDGE_GRID
     folds: int = 5
     max_fit_points: int = 20_000
@@ -431,13 +439,13 @@ class FitReport:
     ridge: float  # selected Tikhonov parameter (relative)
     cv_rmse: float  # (generalised) cross-validation RMS error of the normalised values there
     train_rmse: float  # RMS error of the normalised values
-    losses: list[float]  # Adam history (empty without training)
+    losses: list[float]  # training history (empty without training)
     kind: str = ""  # the kind of surrogate fitted
     scales: dict[str, Any] = dataclasses.field(default_factory=dict)  # chosen scales
     search: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # scored cells
 
     def as_dict(self) -> dict:
-        """JSON-ready summary (without the Adam history)."""
+        """JSON-ready summary (without the training history)."""
         return {
             "kind": self.kind, "ridge": self.ridge, "cv_rmse": self.cv_rmse,
             "train_rmse": self.train_rmse, "scales": self.scales, "search": self.search,
@@ -655,15 +663,12 @@ def _fit_space_time(
     model = network(scales[best])
     total = float(u.size)
     losses: list[float] = []
-    if config.adam_steps > 0:
+    if config.training.total_steps > 0:
         _solve_head(model, xi, tau, v, fold, config, comm)
         history = train(
             lambda: global_sum(torch.sum((model.raw(xi, tau) - v) ** 2), comm) / total,
             model,
-            TrainingConfig(
-                adam_steps=config.adam_steps, adam_lr=config.learning_rate, lbfgs_steps=0,
-                seed=None,
-            ),
+            config.training,
             comm=comm,
             desc="surrogate",
         )
