@@ -36,11 +36,12 @@ import numpy as np
 import torch
 
 from dolfinx_nn.discovery.data import SpaceTimeData
-from dolfinx_nn.discovery.library import Term
+from dolfinx_nn.discovery.library import Factor, Term
 from dolfinx_nn.discovery.scale_search import RIDGE_GRID, RidgeChoice, pattern_search, ridge_gcv
 from dolfinx_nn.networks.activations import SMOOTH
 from dolfinx_nn.networks.activations import activation as activation_class
 from dolfinx_nn.networks.mlp import mlp
+from dolfinx_nn.networks.pointwise import partial_derivatives
 from dolfinx_nn.parallel import global_sum
 from dolfinx_nn.training import TrainingConfig, train
 
@@ -850,11 +851,6 @@ def _fit_kernel(
     return surrogate.to(torch.device(config.device)), report
 
 
-def _derivative(values: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
-    (grad,) = torch.autograd.grad(values.sum(), wrt, create_graph=True)
-    return grad
-
-
 def term_features(
     model: SurrogateBase,
     x: np.ndarray,
@@ -877,28 +873,21 @@ def term_features(
     nrm = model.normalisation
     device = next(model.parameters()).device
     batch = min(batch, getattr(model, "feature_batch", batch))
-    needed = sorted({f for term in terms for f in term}, key=lambda f: (len(f), f))
+    time: Factor = (model.dim,)  # tau is the coordinate after the d of xi
+    needed = [time, *{f for term in terms for f in term}]
     thetas, targets = [], []
     for s in range(0, x.shape[0], batch):
         xi = torch.as_tensor(nrm.xi(x[s : s + batch]), dtype=torch.float64, device=device)
         tau = torch.as_tensor(nrm.tau(t[s : s + batch]), dtype=torch.float64, device=device)
-        xi.requires_grad_(True)
-        tau.requires_grad_(True)
-        v = model.raw(xi, tau)
-        factors: dict[tuple[int, ...], torch.Tensor] = {(): v}
-        for factor in needed:
-            for k in range(1, len(factor) + 1):
-                if factor[:k] not in factors:
-                    grad = _derivative(factors[factor[: k - 1]], xi)
-                    factors[factor[:k]] = grad[:, factor[k - 1]]
-        v_tau = _derivative(v, tau)
+        # space and time as separate blocks: a spatial pass skips the time functions
+        factors = partial_derivatives(model.raw, (xi, tau), needed, create_graph=False)
         columns = []
         for term in terms:
-            col = torch.ones_like(v)
+            col = torch.ones_like(factors[time])
             for factor in term:
                 col = col * factors[factor]
-            columns.append(col.detach())
-        block = torch.stack(columns, dim=1).cpu().numpy() if columns else np.zeros((len(v), 0))
-        thetas.append(block)
-        targets.append(v_tau.detach().cpu().numpy())
+            columns.append(col)
+        n = xi.shape[0]
+        thetas.append(torch.stack(columns, dim=1).cpu().numpy() if columns else np.zeros((n, 0)))
+        targets.append(factors[time].cpu().numpy())
     return np.concatenate(thetas), np.concatenate(targets)
