@@ -60,14 +60,16 @@ class _StopAtError:
     def __init__(self, case, domain, target: float, every: int, comm: MPI.Comm):
         self.case, self.domain, self.target = case, domain, target
         self.every, self.comm = every, comm
-        self.net: torch.nn.Module | None = None
-        self.steps = None
+        self.net: torch.nn.Module | None = None  # set before training starts
+        self.steps: int | None = None
         self.paused = 0.0
         self.error = np.inf
 
     def __call__(self, steps_done: int, loss: float) -> bool:
         if steps_done % self.every:
             return False
+        if self.net is None:
+            raise RuntimeError("_StopAtError.net must be set before training")
         start = time.perf_counter()
         self.error = evaluate(self.net, self.case, self.domain, 2000, 1e-8, self.comm,
                               seed=99)["rel_l2_error"]
