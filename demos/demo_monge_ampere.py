@@ -18,6 +18,7 @@
 # +
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from mpi4py import MPI
@@ -26,6 +27,7 @@ import dolfinx
 import torch
 
 from dolfinx_nn.monge_ampere import (
+    DEFAULT_TRAINING,
     Box,
     NetworkConfig,
     get_case,
@@ -71,10 +73,11 @@ for ansatz in ("icnn", "ffnn"):
 # $10^4$ independent test points.
 
 steps = dict(adam_steps=150, lbfgs_steps=100) if quick else dict(adam_steps=400, lbfgs_steps=300)
+training = dataclasses.replace(DEFAULT_TRAINING, **steps)
 points = dict(n_interior=300, n_boundary=100) if quick else dict(n_interior=1000, n_boundary=400)
 results = {}
 for ansatz in ("icnn", "ffnn"):
-    config = NetworkConfig(ansatz=ansatz, **steps, **points)
+    config = NetworkConfig(ansatz=ansatz, training=training, **points)
     results[ansatz] = solve_network(case, domain, config, comm)
     print0(f"{ansatz}: " + ", ".join(f"{k} {v:.3e}" if isinstance(v, float) else f"{k} {v}"
                                      for k, v in results[ansatz].summary().items()))

@@ -130,7 +130,7 @@ def mesh_spec(text: str) -> str:
     if text in meshes.MESH_KINDS:
         return text
     suffix = pathlib.Path(text).suffix.lower()
-    known = sorted(meshes._READERS) + list(meshes._MESHIO_SUFFIXES)
+    known = meshes.mesh_file_suffixes()
     if suffix not in known:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither a built-in mesh ({', '.join(sorted(meshes.MESH_KINDS))}) nor "

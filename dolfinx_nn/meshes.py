@@ -702,3 +702,12 @@ def bounding_box(mesh: dolfinx.mesh.Mesh) -> tuple[np.ndarray, np.ndarray]:
     mesh.comm.Allreduce(np.ascontiguousarray(x.min(axis=0, initial=np.inf)), lower, op=MPI.MIN)
     mesh.comm.Allreduce(np.ascontiguousarray(x.max(axis=0, initial=-np.inf)), upper, op=MPI.MAX)
     return lower, upper
+
+
+def mesh_file_suffixes() -> tuple[str, ...]:
+    """The file suffixes :func:`create_mesh` reads, lower case with the dot.
+
+    First those read by DOLFINx or this module itself (sorted), then those read through
+    meshio.  A command line checks a mesh file's suffix against them before it starts.
+    """
+    return (*sorted(_READERS), *_MESHIO_SUFFIXES)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mpi4py import MPI
 
 import numpy as np
@@ -11,7 +13,12 @@ import torch
 from dolfinx_nn.discovery import DiscoveryConfig, SpaceTimeData, discover
 from dolfinx_nn.discovery.datasets import simulate_dataset
 from dolfinx_nn.discovery.pipeline import regress
-from dolfinx_nn.discovery.surrogate import Surrogate, SurrogateConfig, fit_surrogate
+from dolfinx_nn.discovery.surrogate import (
+    DEFAULT_TRAINING,
+    Surrogate,
+    SurrogateConfig,
+    fit_surrogate,
+)
 from dolfinx_nn.discovery.validation import validate, window_surrogate
 from dolfinx_nn.meshes import create_mesh
 
@@ -139,7 +146,9 @@ def test_adam_phase_lowers_the_fit_loss(heat):
     """Training the hidden layers (data parallel) before the exact head lowers the loss."""
     train = heat[1]
     surrogate, report = fit_surrogate(
-        train, SurrogateConfig(kind="space-time", width=20, input_scale=2.0, adam_steps=30)
+        train,
+        SurrogateConfig(kind="space-time", width=20, input_scale=2.0,
+                        training=replace(DEFAULT_TRAINING, adam_steps=30)),
     )
     assert len(report.losses) == 30 and report.losses[-1] < report.losses[0]
     weights = surrogate.features[0].weight.detach().numpy().copy()
@@ -167,10 +176,12 @@ def test_unknown_dataset_is_refused(mesh):
 
 def test_network_rhs_explains_fisher_kpp(fisher):
     """A network F of (u, u_x, u_xx) explains most of u_t (no library needed)."""
+    from dolfinx_nn.discovery.network_rhs import DEFAULT_TRAINING as RHS_TRAINING
     from dolfinx_nn.discovery.network_rhs import fit_network_rhs
 
     _, train, _, found = fisher
     x, t, _ = train.samples()
-    rhs = fit_network_rhs(found.surrogate, x[::4], t[::4], steps=300)
+    rhs = fit_network_rhs(found.surrogate, x[::4], t[::4],
+                          training=replace(RHS_TRAINING, adam_steps=300))
     assert rhs.inputs == ["u", "u_x", "u_xx"]
     assert rhs.rel_error < 0.25  # measured 0.16 (the sparse linear model: 0.08)

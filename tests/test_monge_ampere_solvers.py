@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import pathlib
 import re
+from dataclasses import replace
 
 import dolfinx
 import numpy as np
 import pytest
 
 from dolfinx_nn.monge_ampere import (
+    DEFAULT_TRAINING,
     Ball,
     Box,
     NetworkConfig,
@@ -21,8 +23,8 @@ from dolfinx_nn.monge_ampere import (
 
 
 def test_icnn_solves_the_smooth_case_in_2d():
-    config = NetworkConfig(adam_steps=150, lbfgs_steps=100, n_interior=300, n_boundary=100,
-                           n_test=10_000)
+    config = NetworkConfig(training=replace(DEFAULT_TRAINING, adam_steps=150, lbfgs_steps=100),
+                           n_interior=300, n_boundary=100, n_test=10_000)
     result = solve_network(get_case("smooth"), Box(2), config)
     assert result.rel_l2_error < 1e-2
     assert result.convexity_violation_fraction == 0.0
@@ -38,8 +40,8 @@ def test_icnn_runs_the_smooth_case_in_higher_dimensions(dim):
     (Before the ICNN's first-layer ridges were sharpened this instance was only checked
     against 0.1; the defaults' table over seeds is in docs/monge_ampere.md.)
     """
-    config = NetworkConfig(adam_steps=100, lbfgs_steps=30, n_interior=300, n_boundary=200,
-                           width=24, n_test=10_000)
+    config = NetworkConfig(training=replace(DEFAULT_TRAINING, adam_steps=100, lbfgs_steps=30),
+                           n_interior=300, n_boundary=200, width=24, n_test=10_000)
     result = solve_network(get_case("smooth"), Ball(dim), config)
     assert result.rel_l2_error < 0.06
     assert result.convexity_violation_fraction == 0.0
@@ -50,7 +52,8 @@ def test_ffnn_violates_convexity_where_the_icnn_cannot():
     case, domain = get_case("degenerate"), Box(2)
     fractions = {}
     for ansatz in ("ffnn", "icnn"):
-        config = NetworkConfig(ansatz=ansatz, adam_steps=60, lbfgs_steps=0, n_interior=200,
+        config = NetworkConfig(ansatz=ansatz, n_interior=200,
+                               training=replace(DEFAULT_TRAINING, adam_steps=60, lbfgs_steps=0),
                                n_boundary=100, n_test=10_000)
         fractions[ansatz] = solve_network(case, domain, config).convexity_violation_fraction
     assert fractions["ffnn"] > 0.01

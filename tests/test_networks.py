@@ -10,7 +10,7 @@ import torch
 
 from dolfinx_nn.networks import ACTIVATIONS, CoefficientNetwork, activation, mlp
 from dolfinx_nn.networks.activations import SMOOTH
-from dolfinx_nn.networks.pointwise import gradient, hessian, laplacian
+from dolfinx_nn.networks.pointwise import gradient, hessian, laplacian, partial_derivatives
 
 RANK = MPI.COMM_WORLD.rank
 
@@ -125,3 +125,66 @@ def test_pointwise_derivatives_of_an_mlp_match_autograd_and_train():
     # evaluation only: no graph
     _, _, h = hessian(net, x, create_graph=False)
     assert not h.requires_grad and torch.equal(h, hess.detach())
+
+
+def test_partial_derivatives_of_any_order_of_a_known_field():
+    """Mixed partials up to order 3 of ``sin(x0) x1^2 + x0 x2^3`` against their formulas."""
+    x = points(20, 3, 5)
+    x0, x1, x2 = x.T
+    zero = torch.zeros_like(x0)
+    exact = {
+        (): field(x),
+        (2,): 3 * x0 * x2**2,
+        (0, 1): 2 * torch.cos(x0) * x1,
+        (1, 0): 2 * torch.cos(x0) * x1,  # any order of the coordinates
+        (0, 0, 1): -2 * torch.sin(x0) * x1,
+        (1, 0, 0): -2 * torch.sin(x0) * x1,
+        (0, 0, 0): -torch.cos(x0) * x1**2,
+        (0, 1, 1): 2 * torch.cos(x0),
+        (0, 2, 2): 6 * x2,
+        (2, 2, 2): 6 * x0,
+        (0, 1, 2): zero,
+        (1, 1, 1): zero,  # past the last power of x1: a constant, no graph
+    }
+    out = partial_derivatives(field, x, exact)
+    assert set(out) == set(exact)
+    for index, value in exact.items():
+        torch.testing.assert_close(out[index], value, rtol=1e-14, atol=1e-14, msg=str(index))
+    # the same coordinates split into blocks (space (n, 2), time (n,)): the same numbers
+    blocks = partial_derivatives(
+        lambda xy, t: field(torch.cat([xy, t[:, None]], dim=1)), (x[:, :2], x[:, 2]), exact
+    )
+    for index, value in exact.items():
+        torch.testing.assert_close(blocks[index], value, rtol=1e-14, atol=1e-14, msg=str(index))
+    with pytest.raises(ValueError, match=r"outside 0..2"):
+        partial_derivatives(field, x, [(0, 3)])
+    with pytest.raises(ValueError, match="one value per point"):
+        partial_derivatives(lambda y: y, x, [(0,)])
+    with pytest.raises(ValueError, match="number of points"):
+        partial_derivatives(lambda a, b: a[:, 0] * b, (x[:, :2], x[:5, 2]), [(0,)])
+
+
+def test_partial_derivatives_of_an_mlp_match_the_hessian_and_train():
+    """Third partials of a network: symmetric in the coordinates, second ones equal to the
+    Hessian's entries, and differentiable with respect to the parameters."""
+    torch.manual_seed(4)
+    net = mlp([2, 12, 12, 1], "tanh")
+    x = points(30, 2, 6)
+    wanted = [(0, 0), (0, 1), (1, 1), (0, 0, 1), (1, 0, 0), (0, 1, 0), (1, 1, 1)]
+    out = partial_derivatives(net, x, wanted)
+    _, _, hess = hessian(net, x)
+    for i, j in ((0, 0), (0, 1), (1, 1)):
+        torch.testing.assert_close(out[(i, j)], hess[:, i, j], rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(out[(1, 0, 0)], out[(0, 0, 1)], rtol=0, atol=0)
+    # d/dx1 of the Hessian entry (0, 0) by three plain reverse passes
+    xr = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(net(xr).sum(), xr, create_graph=True)
+    (h0,) = torch.autograd.grad(g[:, 0].sum(), xr, create_graph=True)
+    (ref,) = torch.autograd.grad(h0[:, 0].sum(), xr)
+    torch.testing.assert_close(out[(0, 0, 1)], ref[:, 1], rtol=1e-11, atol=1e-12)
+    loss = (out[(1, 1, 1)] ** 2).sum()
+    grads = torch.autograd.grad(loss, list(net.parameters())[:2])
+    assert all(torch.isfinite(g).all() and g.abs().max() > 0 for g in grads)
+    detached = partial_derivatives(net, x, wanted, create_graph=False)
+    assert not any(v.requires_grad for v in detached.values())
+    assert all(torch.equal(detached[k], out[k].detach()) for k in wanted)

@@ -41,8 +41,8 @@ class _AdjointFlow(torch.autograd.Function):
             with torch.enable_grad():
                 x = x.detach().requires_grad_(True)
                 fx = f(x)
-                vjps = torch.autograd.grad(fx, (x, *params), -a, allow_unused=True)
-            vjps = [torch.zeros_like(p) if v is None else v for v, p in zip(vjps, (x, *params))]
+                vjps = torch.autograd.grad(fx, (x, *params), -a, allow_unused=True,
+                                           materialize_grads=True)
             return (fx.detach(), *vjps)
 
         start = (x1, grad_x1, *[torch.zeros_like(p) for p in params])

@@ -113,12 +113,15 @@ def run_annulus(args: argparse.Namespace, comm: MPI.Comm, out: pathlib.Path) -> 
 
 
 def run_inverse(args: argparse.Namespace, comm: MPI.Comm, out: pathlib.Path) -> dict:
-    from dolfinx_nn.deep_limit.inverse_prior import InverseConfig, inverse_prior
+    from dolfinx_nn.deep_limit.inverse_prior import DEFAULT_TRAINING, InverseConfig, inverse_prior
 
+    training = dataclasses.replace(DEFAULT_TRAINING, seed=args.seed,
+                                   adam_steps=20 if args.quick else DEFAULT_TRAINING.adam_steps)
     config = InverseConfig(activation=args.activation or "tanh",
-                           depths=_depths(args.max_depth or 64), seed=args.seed)
+                           depths=_depths(args.max_depth or 64), seed=args.seed,
+                           training=training)
     if args.quick:
-        config = dataclasses.replace(config, resolution=8, adam_steps=20,
+        config = dataclasses.replace(config, resolution=8,
                                      ode_options={"method": "rk4", "steps": 64})
     result = inverse_prior(config, comm)
     result["_fields"] = list(result.pop("functions").values())

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from mpi4py import MPI
 
-T = TypeVar("T")
 
-
-def map_over_ranks(
-    fn: Callable[[T], Any], items: Sequence[T], comm: MPI.Comm = MPI.COMM_WORLD
-) -> list[Any]:
+def map_over_ranks[T, R](
+    fn: Callable[[T], R], items: Sequence[T], comm: MPI.Comm = MPI.COMM_WORLD
+) -> list[R]:
     """``[fn(item) for item in items]``, with item ``i`` computed on rank ``i % size``.
 
     Every rank returns the full list.  ``fn`` must be deterministic and need no

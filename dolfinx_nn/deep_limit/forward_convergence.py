@@ -38,10 +38,14 @@ class ForwardConfig:
     fit_from: int = 4
 
 
-def _gradient(model: nn.Module, block: nn.Module, x: torch.Tensor, y: torch.Tensor):
+def _gradient(
+    model: nn.Module, block: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """The loss gradient with respect to the shared block's parameters, flattened."""
     block.zero_grad()
     bce_loss(model, x, y).backward()
-    return torch.cat([p.grad.reshape(-1).clone() for p in block.parameters()])
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in block.parameters()]
+    return torch.cat([g.reshape(-1).clone() for g in grads])
 
 
 def forward_convergence(config: ForwardConfig) -> dict:

@@ -60,9 +60,19 @@ class FlowCoefficient(nn.Module):
             self.readout(self.flow(self.lift(s)))).squeeze(-1)
 
 
+#: Default optimizer settings of :class:`InverseConfig`: 100 Adam steps at learning rate 1e-2,
+#: the same for every prior (no L-BFGS, no early stop), the global generators seeded with 0.
+DEFAULT_TRAINING = TrainingConfig(adam_steps=100, adam_lr=1e-2, lbfgs_steps=0, patience=None,
+                                  seed=0)
+
+
 @dataclass
 class InverseConfig:
-    """Settings of the inverse-problem experiment."""
+    """Settings of the inverse-problem experiment.
+
+    ``training`` (default :data:`DEFAULT_TRAINING`) holds the optimizer settings every prior
+    is trained with; ``seed`` seeds the data noise and the shared initial weights.
+    """
 
     resolution: int = 16
     coefficient: str = "1 + 0.5*sin(pi*x[0])*sin(pi*x[1])"
@@ -72,8 +82,7 @@ class InverseConfig:
     activation: str = "tanh"
     q_min: float = 0.05
     q_init: float = 1.0
-    adam_steps: int = 100
-    adam_lr: float = 1e-2
+    training: TrainingConfig = DEFAULT_TRAINING
     depths: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)
     seed: int = 0
     ode_options: dict = field(
@@ -121,8 +130,6 @@ def inverse_prior(config: InverseConfig, comm: MPI.Comm = MPI.COMM_WORLD) -> dic
     Q = problem.model.Q
     low, high = bounding_box(problem.model.mesh)
     lift, block, readout = _template(config, len(low))
-    training = TrainingConfig(adam_steps=config.adam_steps, adam_lr=config.adam_lr,
-                              lbfgs_steps=0, patience=None, seed=config.seed)
     labels: list[int | str] = [*(int(n) for n in config.depths), ODE]
     coefficients, misfits, errors, functions = {}, {}, {}, {}
     for label in labels:
@@ -130,7 +137,7 @@ def inverse_prior(config: InverseConfig, comm: MPI.Comm = MPI.COMM_WORLD) -> dic
         net = FlowCoefficient(low, high, copy.deepcopy(lift), flow, copy.deepcopy(readout),
                               config.q_min)
         q = NeuralFunction(net, Q, name=f"q_{label}")
-        history = train(partial(_misfit, problem, q), net, training, comm=comm,
+        history = train(partial(_misfit, problem, q), net, config.training, comm=comm,
                         desc=f"prior N={label}")
         with torch.no_grad():
             coefficients[label] = q().detach().clone()

@@ -197,17 +197,18 @@ def integrate(
         stats.accepted = steps
         stats.evaluations = steps * tableau.stages
         return y, stats
-    if not tableau.adaptive:
+    order = tableau.error_order
+    if not tableau.adaptive or order is None:
         raise ValueError(
             f"method {tableau.name!r} is a fixed-step scheme: give steps=N "
             f"(adaptive methods: {', '.join(k for k, t in TABLEAUS.items() if t.adaptive)})"
         )
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be positive, got rtol={rtol!r}, atol={atol!r}")
-    exponent = 1.0 / (tableau.error_order + 1)
+    exponent = 1.0 / (order + 1)
     f0 = rhs(y0)
     stats.evaluations += 1
-    h = _initial_step(rhs, y0, f0, span, tableau.error_order, rtol, atol)
+    h = _initial_step(rhs, y0, f0, span, order, rtol, atol)
     stats.evaluations += 1
     direction = 1.0 if span > 0 else -1.0
     t, y = 0.0, y0
@@ -219,6 +220,7 @@ def integrate(
             raise RuntimeError(f"ODE step size underflow at t={t:.3g} (stiff or non-finite)")
         y_new, err = rk_step(rhs, y, direction * h, tableau)
         stats.evaluations += tableau.stages
+        assert err is not None  # an embedded pair (checked above) gives the error estimate
         norm = _error_norm(err, y, y_new, rtol, atol)
         if not math.isfinite(norm):
             stats.rejected += 1

@@ -21,7 +21,7 @@ from dolfinx_nn.deep_limit.blocks import dense_block
 from dolfinx_nn.deep_limit.classifier import ODE, classifier
 from dolfinx_nn.deep_limit.distribute import map_over_ranks
 from dolfinx_nn.deep_limit.rates import fitted_order, successive_ratios
-from dolfinx_nn.deep_limit.sgd import fixed_batches, run_sgd
+from dolfinx_nn.deep_limit.sgd import SGDRun, fixed_batches, run_sgd
 
 
 @dataclass
@@ -61,11 +61,12 @@ def sgd_convergence(config: SGDConfig, comm: MPI.Comm = MPI.COMM_WORLD) -> dict:
     batches = fixed_batches(config.n_train, config.batch_size, config.steps, g)
     depths = [int(n) for n in config.depths]
 
-    def train(depth: int | str):
+    def train(depth: int | str) -> SGDRun:
         model = classifier(block, readout, depth, config.ode_options)
         return run_sgd(model, x, y, batches, config.lr)
 
-    runs = map_over_ranks(train, [*depths, ODE], comm)
+    labels: list[int | str] = [*depths, ODE]
+    runs = map_over_ranks(train, labels, comm)
     ref = runs[-1]
     distance = [float((r.parameters - ref.parameters).norm(dim=1).max()) for r in runs[:-1]]
     loss_gap = [float((r.losses - ref.losses).abs().max()) for r in runs[:-1]]

@@ -25,12 +25,8 @@ import pathlib
 from mpi4py import MPI
 
 from dolfinx_nn.cli_options import add_device_argument
-from dolfinx_nn.discovery.comparison import (
-    benchmark_markdown,
-    benchmark_table,
-    markdown_table,
-    noise_comparison,
-)
+from dolfinx_nn.discovery.cli import benchmark_table
+from dolfinx_nn.discovery.comparison import benchmark_markdown, markdown_table, noise_comparison
 from dolfinx_nn.discovery.data import SpaceTimeData
 from dolfinx_nn.discovery.datasets import simulate_dataset
 from dolfinx_nn.discovery.pipeline import DiscoveryConfig, discover

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from mpi4py import MPI
@@ -437,3 +438,71 @@ def _write_validation(out, coefficients, boundary, mesh, data, train_end, degree
 
 
 __all__ = ["add_arguments", "run"]
+
+
+def benchmark_table(
+    folder: str | pathlib.Path,
+    out: str | pathlib.Path,
+    noise_levels: Sequence[float] = (0.0, 0.01),
+    scattered_fraction: float = 0.1,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+) -> list[dict]:
+    """This method's defaults vs PySINDy's PDE-FIND and weak-form library on PDE-FIND's data.
+
+    Every method gets the same library: ``u^p d^k u`` with ``p <= 2`` and ``k <= 4`` (and a
+    constant), PDE-FIND's standard one.  This method runs ``dolfinx-nn discover --library
+    pde-find`` with nothing else set (full grid, and ``scattered_fraction`` of the values
+    at random); PySINDy (full grid only) gets its STLSQ threshold chosen *a posteriori* as the
+    one with the smallest coefficient error (the most favourable choice for it).
+
+    Args:
+        folder: holds the ``.mat`` files of :data:`BENCHMARKS` (absent ones are skipped).
+        out: output folder (one ``discover`` run per case).
+        noise_levels: relative noise levels (of ``std(u)``).
+        scattered_fraction: fraction of the values kept for the scattered case.
+        comm: communicator.
+
+    Returns:
+        Rows with ``data``, ``noise``, ``sampling``, ``method``, ``coefficients`` and
+        :func:`coefficient_error`.
+    """
+    import json
+
+    from dolfinx_nn.cli import main  # the whole command: output folder, options, exit status
+    from dolfinx_nn.discovery.comparison import BENCHMARKS, PEER_THRESHOLDS, coefficient_error
+    from dolfinx_nn.discovery.peers import pde_find, weak_pde_find
+
+    folder, out = pathlib.Path(folder), pathlib.Path(out)
+    rows = []
+    for name, (file, truth) in BENCHMARKS.items():
+        if not (folder / file).is_file():
+            continue
+        clean = load_data(folder / file)
+        for noise in noise_levels:
+            rng = np.random.default_rng(0)
+            data = with_noise(clean, noise, rng) if noise > 0 else clean
+            keep = rng.random(data.u.shape) < scattered_fraction
+            cases = {
+                "full": data,
+                "scattered": SpaceTimeData(data.x, data.t, np.where(keep, data.u, np.nan)),
+            }
+            for sampling, case in cases.items():
+                stem = f"{name}_{noise:g}_{sampling}".replace(" ", "_")
+                if comm.rank == 0:
+                    save_npz(out / f"{stem}.npz", case)
+                comm.Barrier()
+                code = main(["discover", "--data", str(out / f"{stem}.npz"), "--library",
+                             "pde-find", "--out", str(out / stem)])
+                results = json.loads((out / stem / "results.json").read_text())
+                found = results.get("coefficients", {}) if code == 0 else {}
+                rows.append({"data": name, "noise": noise, "sampling": sampling,
+                             "method": f"this method ({results.get('formulation', 'failed')})",
+                             "coefficients": found, **coefficient_error(found, truth)})
+            for method, peer in (("PDE-FIND", pde_find), ("PySINDy weak", weak_pde_find)):
+                found = min(
+                    (peer(data, t, degree=2, order=4, constant=True) for t in PEER_THRESHOLDS),
+                    key=lambda f: coefficient_error(f, truth)["max_rel_error"],
+                )
+                rows.append({"data": name, "noise": noise, "sampling": "full", "method": method,
+                             "coefficients": found, **coefficient_error(found, truth)})
+    return rows

@@ -25,7 +25,7 @@ from dolfinx_nn.discovery.surrogate import SurrogateConfig
 from dolfinx_nn.meshes import create_mesh
 from dolfinx_nn.output import progress
 
-__all__ = ["benchmark_markdown", "benchmark_table", "coefficient_error", "noise_comparison"]
+__all__ = ["benchmark_markdown", "coefficient_error", "noise_comparison"]
 
 PDE_FIND_THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 #: Settings of the separable surrogate in the comparison (1D, unit interval).
@@ -124,72 +124,6 @@ BENCHMARKS: dict[str, tuple[str, dict[str, float]]] = {
     ),
 }
 PEER_THRESHOLDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-
-
-def benchmark_table(
-    folder, out, noise_levels: Sequence[float] = (0.0, 0.01), scattered_fraction: float = 0.1,
-    comm: MPI.Comm = MPI.COMM_WORLD,
-) -> list[dict]:
-    """This method's defaults vs PySINDy's PDE-FIND and weak-form library on PDE-FIND's data.
-
-    Every method gets the same library: ``u^p d^k u`` with ``p <= 2`` and ``k <= 4`` (and a
-    constant), PDE-FIND's standard one.  This method runs ``dolfinx-nn discover --library
-    pde-find`` with nothing else set (full grid, and ``scattered_fraction`` of the values
-    at random); PySINDy (full grid only) gets its STLSQ threshold chosen *a posteriori* as the
-    one with the smallest coefficient error (the most favourable choice for it).
-
-    Args:
-        folder: holds the ``.mat`` files of :data:`BENCHMARKS` (absent ones are skipped).
-        out: output folder (one ``discover`` run per case).
-        noise_levels: relative noise levels (of ``std(u)``).
-        scattered_fraction: fraction of the values kept for the scattered case.
-        comm: communicator.
-
-    Returns:
-        Rows with ``data``, ``noise``, ``sampling``, ``method``, ``coefficients`` and
-        :func:`coefficient_error`.
-    """
-    import json
-    import pathlib
-
-    from dolfinx_nn.cli import main
-    from dolfinx_nn.discovery.data import SpaceTimeData, load_data, save_npz, with_noise
-    from dolfinx_nn.discovery.peers import pde_find, weak_pde_find
-
-    folder, out = pathlib.Path(folder), pathlib.Path(out)
-    rows = []
-    for name, (file, truth) in BENCHMARKS.items():
-        if not (folder / file).is_file():
-            continue
-        clean = load_data(folder / file)
-        for noise in noise_levels:
-            rng = np.random.default_rng(0)
-            data = with_noise(clean, noise, rng) if noise > 0 else clean
-            keep = rng.random(data.u.shape) < scattered_fraction
-            cases = {
-                "full": data,
-                "scattered": SpaceTimeData(data.x, data.t, np.where(keep, data.u, np.nan)),
-            }
-            for sampling, case in cases.items():
-                stem = f"{name}_{noise:g}_{sampling}".replace(" ", "_")
-                if comm.rank == 0:
-                    save_npz(out / f"{stem}.npz", case)
-                comm.Barrier()
-                code = main(["discover", "--data", str(out / f"{stem}.npz"), "--library",
-                             "pde-find", "--out", str(out / stem)])
-                results = json.loads((out / stem / "results.json").read_text())
-                found = results.get("coefficients", {}) if code == 0 else {}
-                rows.append({"data": name, "noise": noise, "sampling": sampling,
-                             "method": f"this method ({results.get('formulation', 'failed')})",
-                             "coefficients": found, **coefficient_error(found, truth)})
-            for method, peer in (("PDE-FIND", pde_find), ("PySINDy weak", weak_pde_find)):
-                found = min(
-                    (peer(data, t, degree=2, order=4, constant=True) for t in PEER_THRESHOLDS),
-                    key=lambda f: coefficient_error(f, truth)["max_rel_error"],
-                )
-                rows.append({"data": name, "noise": noise, "sampling": "full", "method": method,
-                             "coefficients": found, **coefficient_error(found, truth)})
-    return rows
 
 
 def benchmark_markdown(rows: list[dict]) -> str:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import ufl
 
 from dolfinx_nn.discovery.library import Term, parse_term, term_name
+
+if TYPE_CHECKING:
+    import dolfinx.fem
+
+#: A coefficient of a form: a number, or a ``dolfinx.fem.Constant`` holding it.
+type Coefficient = float | dolfinx.fem.Constant
 
 __all__ = ["format_equation", "hessian_pairs", "weak_rhs", "weak_rhs_mixed"]
 
@@ -63,7 +70,7 @@ def _term_weak(u, v, term: Term, degree: int):
     return -u.dx(j) * (g * v).dx(i)
 
 
-def weak_rhs(coefficients: Mapping[str, float], u, v, dim: int, degree: int = 1):
+def weak_rhs(coefficients: Mapping[str, Coefficient], u, v, dim: int, degree: int = 1):
     """UFL integrand of ``(sum_k c_k T_k(u), v)`` (multiply by ``dx``).
 
     Args:
@@ -117,7 +124,7 @@ def _term_weak_mixed(u, hessian: dict, v, term: Term):
     return g * v
 
 
-def weak_rhs_mixed(coefficients: Mapping[str, float], u, hessian: dict, v, dim: int):
+def weak_rhs_mixed(coefficients: Mapping[str, Coefficient], u, hessian: dict, v, dim: int):
     """UFL integrand of ``(sum_k c_k T_k(u), v)`` with the Hessian fields ``hessian[i, j]``.
 
     Args:

@@ -21,7 +21,11 @@ from dolfinx_nn.discovery.surrogate import SurrogateBase, term_features
 from dolfinx_nn.networks.mlp import mlp
 from dolfinx_nn.training import TrainingConfig, train
 
-__all__ = ["NetworkRHS", "fit_network_rhs"]
+__all__ = ["DEFAULT_TRAINING", "NetworkRHS", "fit_network_rhs"]
+
+#: Default optimizer settings of :func:`fit_network_rhs`: 2000 full-batch Adam steps at learning
+#: rate 3e-3 (the initial weights are seeded by its ``seed``; the training does not reseed).
+DEFAULT_TRAINING = TrainingConfig(adam_steps=2000, adam_lr=3e-3, lbfgs_steps=0, seed=None)
 
 
 @dataclasses.dataclass
@@ -46,8 +50,7 @@ def fit_network_rhs(
     t: np.ndarray,
     order: int = 2,
     width: int = 32,
-    steps: int = 2000,
-    learning_rate: float = 3e-3,
+    training: TrainingConfig = DEFAULT_TRAINING,
     seed: int = 0,
 ) -> NetworkRHS:
     """Fit ``v_tau = F(v, v_xi, v_xixi, ...)`` with a network F.
@@ -57,19 +60,20 @@ def fit_network_rhs(
         x: feature points, shape (n, d); t: their times, shape (n,).
         order: highest derivative order among the inputs of F.
         width: neurons of the two hidden layers of F.
-        steps: Adam steps (full batch).
-        learning_rate: Adam step size.
+        training: optimizer settings (full batch; default :data:`DEFAULT_TRAINING`, 2000
+            Adam steps at learning rate 3e-3).
         seed: seed of the initial weights and the 80/20 train/test split.
 
     Returns:
         The trained network and its relative error on the 20 % test points.
 
     Raises:
-        ValueError: ``steps`` or ``width`` below 1.
+        ValueError: no training step, or ``width`` below 1.
         FloatingPointError: the training loss or its gradient is not finite.
     """
+    steps = training.total_steps
     if steps < 1 or width < 1:
-        raise ValueError(f"need steps >= 1 and width >= 1, got {steps}, {width}")
+        raise ValueError(f"need training steps >= 1 and width >= 1, got {steps}, {width}")
     factors: list[Term] = [(f,) for f in base_factors(surrogate.dim, order)]
     theta, v_tau = term_features(surrogate, x, t, factors)
     scale = np.maximum(np.abs(theta).max(axis=0), 1e-300)
@@ -80,9 +84,8 @@ def fit_network_rhs(
     z = torch.as_tensor(theta / scale)
     y = torch.as_tensor(v_tau)
     train_idx = torch.as_tensor(np.flatnonzero(~test))
-    config = TrainingConfig(adam_steps=steps, adam_lr=learning_rate, lbfgs_steps=0, seed=None)
     # the fit is replicated: every rank trains alone, silently
-    train(lambda: torch.mean((net(z[train_idx])[:, 0] - y[train_idx]) ** 2), net, config,
+    train(lambda: torch.mean((net(z[train_idx])[:, 0] - y[train_idx]) ** 2), net, training,
           comm=MPI.COMM_SELF, desc=None)
     with torch.no_grad():
         pred = net(z)[:, 0].numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from mpi4py import MPI
 
@@ -31,6 +32,7 @@ from dolfinx_nn.discovery.surrogate import (
     term_features,
 )
 from dolfinx_nn.discovery.weak import (
+    WeakSystem,
     strong_coefficients,
     test_function_scales,
     weak_library,
@@ -123,7 +125,7 @@ class Discovery:
 def _feature_points(
     data: SpaceTimeData, trim: float, limit: int, seed: int, stations: np.ndarray | None,
     window: tuple[float, float] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not 0.0 <= trim < 0.5:
         raise ValueError(f"trim must lie in [0, 0.5), got {trim}")
     k, i = np.nonzero(~np.isnan(data.u))
@@ -180,9 +182,13 @@ def regress(
     margins = [0.0]
     if stations is None and distance is not None:
         margins += [float(np.median(distance)) * f for f in RADIUS_FACTORS]
-    tried, results = [], []
+    tried: list[dict[str, Any]] = []
+    results: list[_Scale[np.ndarray]] = []
     for margin in margins:
-        rows = distance[index] > margin if margin > 0 else np.ones(t.size, dtype=bool)
+        rows = (
+            distance[index] > margin if distance is not None and margin > 0
+            else np.ones(t.size, dtype=bool)
+        )
         if rows.sum() < max(MIN_POINTS_PER_TERM * len(terms), 2 * config.folds):
             tried.append({"margin": margin, "points": int(rows.sum()), "cv_error": None})
             continue
@@ -227,17 +233,18 @@ TIME_CENTERS = 8
 
 
 @dataclasses.dataclass
-class _Scale:
-    """One regression of the library at one nuisance scale (a margin or a radius)."""
+class _Scale[E]:
+    """One regression of the library at one nuisance scale (a margin or a radius), with what
+    the caller needs of it again (``extra``: the rows used, the weak system)."""
 
     result: RegressionResult
     matrix: np.ndarray
     target: np.ndarray
     groups: np.ndarray
-    extra: object = None
+    extra: E
 
 
-def _select_across(scales: list[_Scale], criterion: str) -> tuple[int, dict[str, float]]:
+def _select_across[E](scales: list[_Scale[E]], criterion: str) -> tuple[int, dict[str, float]]:
     """One model from regressions of the same library at several nuisance scales.
 
     With ``cv-1se``: an ensemble vote (bagging over the scales, in the spirit of stability
@@ -310,7 +317,7 @@ def regress_weak(
     names = [weak_name(t) for t in terms]
     rows_needed = 2 * len(terms)  # at least twice as many test functions as terms
     tried: list[dict] = []
-    results = []
+    results: list[_Scale[WeakSystem]] = []
     for factor in RADIUS_FACTORS:
         radius = median * factor
         deep = np.flatnonzero(distance > radius * scale)

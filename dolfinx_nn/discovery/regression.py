@@ -228,8 +228,10 @@ def sparse_regression(
         groups = np.random.default_rng(seed).permutation(y.size) % folds
     elif groups.shape != y.shape or np.unique(groups).size < 2:
         raise ValueError(f"groups must label each of the {y.size} points, with >= 2 folds")
-    thresholds = np.geomspace(1e-4, 1.0, 60) if thresholds is None else thresholds
-    supports = {tuple(np.flatnonzero(stridge(theta, y, float(tol)))) for tol in thresholds}
+    grid = np.geomspace(1e-4, 1.0, 60) if thresholds is None else np.asarray(thresholds, float)
+    supports = {
+        tuple(int(i) for i in np.flatnonzero(stridge(theta, y, float(tol)))) for tol in grid
+    }
     candidates = sorted(
         (score_support(theta, y, s, groups) for s in supports if s),
         key=lambda c: (c.complexity, c.cv_error),
@@ -267,7 +269,7 @@ def physical_coefficients(
 
 
 def collinearity(
-    theta: np.ndarray, terms: Sequence[Term], threshold: float = 0.999
+    theta: np.ndarray, terms: Sequence[Term] | Sequence[str], threshold: float = 0.999
 ) -> dict:
     """Near-linear dependencies among the library columns.
 
@@ -280,7 +282,7 @@ def collinearity(
 
     Args:
         theta: features, shape (n, p).
-        terms: the library (p terms).
+        terms: the library (p terms, or their names).
         threshold: |cosine| above which a pair of columns is reported.
 
     Returns:

@@ -78,7 +78,7 @@ class PointEvaluator:
         mine = np.flatnonzero(owner == self.comm.rank)
         self._index = mine
         self._points = padded[mine]
-        self._cells = np.array([colliding.links(i)[0] for i in mine], dtype=np.int32)
+        self._cells = np.array([colliding.links(int(i))[0] for i in mine], dtype=np.int32)
 
     def __call__(self, u: dolfinx.fem.Function) -> np.ndarray:
         """``u`` at the points (NaN at points outside the mesh), on every rank."""
@@ -146,7 +146,7 @@ def integrate(
     coefficients: Mapping[str, float],
     initial: Callable[[dolfinx.fem.Function], None],
     boundary: Callable[[dolfinx.fem.Function, float], None],
-    times: Sequence[float],
+    times: Sequence[float] | np.ndarray,
     observe: Callable[[dolfinx.fem.Function, int], None],
     degree: int = 2,
     steps_per_interval: int = 4,
@@ -182,8 +182,9 @@ def integrate(
         raise ValueError(f"steps_per_interval must be >= 1, got {steps_per_interval}")
     gdim = mesh.geometry.dim
     # constants: the compiled form depends on the terms only, not on the values
-    coefficients = {
-        name: dolfinx.fem.Constant(mesh, PETSc.ScalarType(c)) for name, c in coefficients.items()
+    constants = {
+        name: dolfinx.fem.Constant(mesh, dolfinx.default_scalar_type(c))
+        for name, c in coefficients.items()
     }
     if needs_mixed(coefficients, gdim):
         if hessian is None:
@@ -192,16 +193,16 @@ def integrate(
                 "(hessian=...)"
             )
         _integrate_mixed(
-            mesh, coefficients, initial, boundary, hessian, times, observe, degree,
+            mesh, constants, initial, boundary, hessian, times, observe, degree,
             steps_per_interval, prefix,
         )
         return
     V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
     u, u_old, g = (dolfinx.fem.Function(V, name=n) for n in ("u", "u_old", "g"))
     v = ufl.TestFunction(V)
-    dt = dolfinx.fem.Constant(mesh, PETSc.ScalarType(1.0))
-    rhs = weak_rhs(coefficients, u, v, gdim, degree)
-    rhs_old = weak_rhs(coefficients, u_old, v, gdim, degree)
+    dt = dolfinx.fem.Constant(mesh, dolfinx.default_scalar_type(1.0))
+    rhs = weak_rhs(constants, u, v, gdim, degree)
+    rhs_old = weak_rhs(constants, u_old, v, gdim, degree)
     F = (u - u_old) / dt * v * ufl.dx - 0.5 * (rhs + rhs_old) * ufl.dx
     dofs = boundary_dofs(V)
     bc = dolfinx.fem.dirichletbc(g, dofs)
@@ -255,7 +256,7 @@ def _integrate_mixed(
     z, z_old = dolfinx.fem.Function(Z), dolfinx.fem.Function(Z)
     tests = ufl.TestFunctions(Z)
     parts, parts_old = ufl.split(z), ufl.split(z_old)
-    dt = dolfinx.fem.Constant(mesh, PETSc.ScalarType(1.0))
+    dt = dolfinx.fem.Constant(mesh, dolfinx.default_scalar_type(1.0))
 
     def equations(fields):
         u, ws = fields[0], dict(zip(pairs, fields[1:], strict=True))

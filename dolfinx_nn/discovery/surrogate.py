@@ -36,11 +36,12 @@ import numpy as np
 import torch
 
 from dolfinx_nn.discovery.data import SpaceTimeData
-from dolfinx_nn.discovery.library import Term
+from dolfinx_nn.discovery.library import Factor, Term
 from dolfinx_nn.discovery.scale_search import RIDGE_GRID, RidgeChoice, pattern_search, ridge_gcv
 from dolfinx_nn.networks.activations import SMOOTH
 from dolfinx_nn.networks.activations import activation as activation_class
 from dolfinx_nn.networks.mlp import mlp
+from dolfinx_nn.networks.pointwise import partial_derivatives
 from dolfinx_nn.parallel import global_sum
 from dolfinx_nn.training import TrainingConfig, train
 
@@ -52,6 +53,7 @@ __all__ = [
     "KernelSurrogate",
     "Normalisation",
     "SeparableSurrogate",
+    "DEFAULT_TRAINING",
     "Surrogate",
     "SurrogateBase",
     "SurrogateConfig",
@@ -372,6 +374,11 @@ DEGREE_GRID: tuple[int, ...] = (2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64)
 DEFAULT_WIDTH = {"separable": 800, "kernel": 1000, "space-time": 400}
 
 
+#: Default optimizer settings of :class:`SurrogateConfig` (no training steps; Adam at learning
+#: rate 1e-3 once ``adam_steps`` is set; the generators are not reseeded).
+DEFAULT_TRAINING = TrainingConfig(adam_steps=0, adam_lr=1e-3, lbfgs_steps=0, seed=None)
+
+
 @dataclasses.dataclass
 class SurrogateConfig:
     """Surrogate and fit of :func:`fit_surrogate`.
@@ -385,9 +392,9 @@ class SurrogateConfig:
 
     Kinds: ``separable`` (:class:`SeparableSurrogate`, every station observed at every
     snapshot), ``kernel`` (:class:`KernelSurrogate`, any scattered data), ``space-time``
-    (:class:`Surrogate`, a network of ``(xi, tau)`` whose hidden layers may be trained with
-    ``adam_steps`` Adam steps), ``auto`` (``separable`` when no value is missing, else
-    ``kernel``).
+    (:class:`Surrogate`, a network of ``(xi, tau)`` whose hidden layers may be trained by
+    :func:`~dolfinx_nn.training.train` with the settings ``training``), ``auto``
+    (``separable`` when no value is missing, else ``kernel``).
 
     Attributes:
         width: features (``separable``: spatial features; ``kernel``: centres; ``space-time``:
@@ -402,6 +409,9 @@ class SurrogateConfig:
             cross-validation error (:data:`EDGE_FACTOR`), e.g. an initial state that jumps at
             a boundary, which no smooth surrogate can follow; at most a quarter of the
             snapshots are dropped and the fitted window is reported.
+        training: optimizer settings of the ``space-time`` hidden layers (default
+            :data:`DEFAULT_TRAINING`: no steps, so the random features stay as drawn; e.g.
+            ``dataclasses.replace(DEFAULT_TRAINING, adam_steps=30)`` for 30 Adam steps).
     """
 
     kind: str = "auto"
@@ -413,8 +423,7 @@ class SurrogateConfig:
     input_scale: float | None = None
     time_scale: float | None = None
     scale_grid: tuple[float, ...] = SCALE_GRID
-    adam_steps: int = 0
-    learning_rate: float = 1e-3
+    training: TrainingConfig = DEFAULT_TRAINING
     ridge_grid: tuple[float, ...] = RIDGE_GRID
     folds: int = 5
     max_fit_points: int = 20_000
@@ -431,13 +440,13 @@ class FitReport:
     ridge: float  # selected Tikhonov parameter (relative)
     cv_rmse: float  # (generalised) cross-validation RMS error of the normalised values there
     train_rmse: float  # RMS error of the normalised values
-    losses: list[float]  # Adam history (empty without training)
+    losses: list[float]  # training history (empty without training)
     kind: str = ""  # the kind of surrogate fitted
     scales: dict[str, Any] = dataclasses.field(default_factory=dict)  # chosen scales
     search: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # scored cells
 
     def as_dict(self) -> dict:
-        """JSON-ready summary (without the Adam history)."""
+        """JSON-ready summary (without the training history)."""
         return {
             "kind": self.kind, "ridge": self.ridge, "cv_rmse": self.cv_rmse,
             "train_rmse": self.train_rmse, "scales": self.scales, "search": self.search,
@@ -655,15 +664,12 @@ def _fit_space_time(
     model = network(scales[best])
     total = float(u.size)
     losses: list[float] = []
-    if config.adam_steps > 0:
+    if config.training.total_steps > 0:
         _solve_head(model, xi, tau, v, fold, config, comm)
         history = train(
             lambda: global_sum(torch.sum((model.raw(xi, tau) - v) ** 2), comm) / total,
             model,
-            TrainingConfig(
-                adam_steps=config.adam_steps, adam_lr=config.learning_rate, lbfgs_steps=0,
-                seed=None,
-            ),
+            config.training,
             comm=comm,
             desc="surrogate",
         )
@@ -845,11 +851,6 @@ def _fit_kernel(
     return surrogate.to(torch.device(config.device)), report
 
 
-def _derivative(values: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
-    (grad,) = torch.autograd.grad(values.sum(), wrt, create_graph=True)
-    return grad
-
-
 def term_features(
     model: SurrogateBase,
     x: np.ndarray,
@@ -872,28 +873,21 @@ def term_features(
     nrm = model.normalisation
     device = next(model.parameters()).device
     batch = min(batch, getattr(model, "feature_batch", batch))
-    needed = sorted({f for term in terms for f in term}, key=lambda f: (len(f), f))
+    time: Factor = (model.dim,)  # tau is the coordinate after the d of xi
+    needed = [time, *{f for term in terms for f in term}]
     thetas, targets = [], []
     for s in range(0, x.shape[0], batch):
         xi = torch.as_tensor(nrm.xi(x[s : s + batch]), dtype=torch.float64, device=device)
         tau = torch.as_tensor(nrm.tau(t[s : s + batch]), dtype=torch.float64, device=device)
-        xi.requires_grad_(True)
-        tau.requires_grad_(True)
-        v = model.raw(xi, tau)
-        factors: dict[tuple[int, ...], torch.Tensor] = {(): v}
-        for factor in needed:
-            for k in range(1, len(factor) + 1):
-                if factor[:k] not in factors:
-                    grad = _derivative(factors[factor[: k - 1]], xi)
-                    factors[factor[:k]] = grad[:, factor[k - 1]]
-        v_tau = _derivative(v, tau)
+        # space and time as separate blocks: a spatial pass skips the time functions
+        factors = partial_derivatives(model.raw, (xi, tau), needed, create_graph=False)
         columns = []
         for term in terms:
-            col = torch.ones_like(v)
+            col = torch.ones_like(factors[time])
             for factor in term:
                 col = col * factors[factor]
-            columns.append(col.detach())
-        block = torch.stack(columns, dim=1).cpu().numpy() if columns else np.zeros((len(v), 0))
-        thetas.append(block)
-        targets.append(v_tau.detach().cpu().numpy())
+            columns.append(col)
+        n = xi.shape[0]
+        thetas.append(torch.stack(columns, dim=1).cpu().numpy() if columns else np.zeros((n, 0)))
+        targets.append(factors[time].cpu().numpy())
     return np.concatenate(thetas), np.concatenate(targets)

@@ -139,9 +139,9 @@ def ball_quadrature(dim: int, nodes: int) -> tuple[np.ndarray, np.ndarray]:
     mu, wm = np.polynomial.legendre.leggauss(nodes)  # cos(theta)
     phi = 2.0 * np.pi * np.arange(2 * nodes) / (2 * nodes)
     wp = np.full(phi.size, 2.0 * np.pi / phi.size)
-    rr, mm, pp = np.meshgrid(r, mu, phi, indexing="ij")
+    r3, mm, pp = np.meshgrid(r, mu, phi, indexing="ij")
     ss = np.sqrt(1.0 - mm**2)
-    points = np.stack([rr * ss * np.cos(pp), rr * ss * np.sin(pp), rr * mm], -1).reshape(-1, 3)
+    points = np.stack([r3 * ss * np.cos(pp), r3 * ss * np.sin(pp), r3 * mm], -1).reshape(-1, 3)
     weights = (wr * r**2)[:, None, None] * wm[None, :, None] * wp[None, None, :]
     return points, weights.reshape(-1)
 

@@ -28,6 +28,7 @@ from dolfinx_nn.monge_ampere.fem import (
 from dolfinx_nn.monge_ampere.hessian import batched_det, min_eigenvalues
 from dolfinx_nn.monge_ampere.loss import MongeAmpereLoss
 from dolfinx_nn.monge_ampere.network_solver import (
+    DEFAULT_TRAINING,
     NetworkConfig,
     NetworkResult,
     evaluate,
@@ -37,6 +38,7 @@ from dolfinx_nn.monge_ampere.networks import FFNN, ICNN, make_network
 
 __all__ = [
     "CASES",
+    "DEFAULT_TRAINING",
     "FFNN",
     "ICNN",
     "Ball",

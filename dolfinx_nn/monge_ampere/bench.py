@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 from mpi4py import MPI
 
@@ -30,7 +31,12 @@ import torch
 from dolfinx_nn.cli_options import add_threads_argument
 from dolfinx_nn.monge_ampere.cases import get_case
 from dolfinx_nn.monge_ampere.domains import Ball
-from dolfinx_nn.monge_ampere.network_solver import NetworkConfig, evaluate, solve_network
+from dolfinx_nn.monge_ampere.network_solver import (
+    DEFAULT_TRAINING,
+    NetworkConfig,
+    evaluate,
+    solve_network,
+)
 from dolfinx_nn.monge_ampere.networks import make_network
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
 
@@ -54,14 +60,16 @@ class _StopAtError:
     def __init__(self, case, domain, target: float, every: int, comm: MPI.Comm):
         self.case, self.domain, self.target = case, domain, target
         self.every, self.comm = every, comm
-        self.net: torch.nn.Module | None = None
-        self.steps = None
+        self.net: torch.nn.Module | None = None  # set before training starts
+        self.steps: int | None = None
         self.paused = 0.0
         self.error = np.inf
 
     def __call__(self, steps_done: int, loss: float) -> bool:
         if steps_done % self.every:
             return False
+        if self.net is None:
+            raise RuntimeError("_StopAtError.net must be set before training")
         start = time.perf_counter()
         self.error = evaluate(self.net, self.case, self.domain, 2000, 1e-8, self.comm,
                               seed=99)["rel_l2_error"]
@@ -75,7 +83,8 @@ class _StopAtError:
 def network_time_to_error(dim: int, args, comm: MPI.Comm) -> dict:
     """Train the ICNN in ``dim`` dimensions until the target error; time and steps."""
     case, domain = get_case("smooth"), Ball(dim)
-    config = NetworkConfig(adam_steps=args.adam_steps, lbfgs_steps=args.lbfgs_steps,
+    config = NetworkConfig(training=replace(DEFAULT_TRAINING, adam_steps=args.adam_steps,
+                                           lbfgs_steps=args.lbfgs_steps),
                            n_interior=args.n_interior, n_boundary=max(args.n_interior // 2, 100),
                            n_test=10_000)
     stop = _StopAtError(case, domain, args.target, args.check_every, comm)

@@ -151,6 +151,8 @@ class Case:
     def g(self, x: Sequence[Any], backend: str, center: Sequence[float]) -> Any:
         """Dirichlet data at the coordinate components ``x`` (the exact solution by default)."""
         formula = self.g_formula if self.g_formula is not None else self.u_formula
+        if formula is None:  # construction requires g or u; checked again for the reader
+            raise ValueError(f"case {self.name!r} has neither Dirichlet data nor exact solution")
         return formula(x, _ops(backend), center)
 
     def f(self, x: Sequence[Any], backend: str, center: Sequence[float]) -> Any:
@@ -212,7 +214,8 @@ def noisy(f_values: np.ndarray | torch.Tensor, level: float, rng: np.random.Gene
         return f_values
     xi = rng.standard_normal(tuple(f_values.shape))
     if isinstance(f_values, torch.Tensor):
-        xi = torch.as_tensor(xi, dtype=f_values.dtype, device=f_values.device)
+        return f_values * (1.0 + level * torch.as_tensor(xi, dtype=f_values.dtype,
+                                                         device=f_values.device))
     return f_values * (1.0 + level * xi)
 
 

@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 from typing import Any
 
@@ -56,7 +57,7 @@ from dolfinx_nn.cli_options import (
 )
 from dolfinx_nn.monge_ampere.cases import CASES, formula_case, get_case
 from dolfinx_nn.monge_ampere.domains import SHAPES, MeshDomain, as_sequence, make_domain
-from dolfinx_nn.monge_ampere.network_solver import NetworkConfig, solve_network
+from dolfinx_nn.monge_ampere.network_solver import DEFAULT_TRAINING, NetworkConfig, solve_network
 from dolfinx_nn.monge_ampere.networks import ANSATZE
 from dolfinx_nn.output import (
     check_writable,
@@ -102,9 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-interior", type=int, default=defaults.n_interior)
     parser.add_argument("--n-boundary", type=int, default=defaults.n_boundary)
     parser.add_argument("--n-test", type=int, default=defaults.n_test)
-    parser.add_argument("--adam-steps", type=int, default=defaults.adam_steps)
-    parser.add_argument("--adam-lr", type=float, default=defaults.adam_lr)
-    parser.add_argument("--lbfgs-steps", type=int, default=defaults.lbfgs_steps)
+    parser.add_argument("--adam-steps", type=int, default=defaults.training.adam_steps)
+    parser.add_argument("--adam-lr", type=float, default=defaults.training.adam_lr)
+    parser.add_argument("--lbfgs-steps", type=int, default=defaults.training.lbfgs_steps)
     parser.add_argument("--boundary-weight", type=float, default=defaults.boundary_weight)
     parser.add_argument("--convexity-weight", type=float, default=defaults.convexity_weight,
                         help="weight of the convexity penalty (ffnn only)")
@@ -220,10 +221,11 @@ def run(args: argparse.Namespace) -> int:
     out = prepare_output_dir(args.out, comm)
     config = NetworkConfig(
         ansatz=args.ansatz, width=args.width, depth=args.depth, n_interior=args.n_interior,
-        n_boundary=args.n_boundary, n_test=args.n_test, adam_steps=args.adam_steps,
-        adam_lr=args.adam_lr, lbfgs_steps=args.lbfgs_steps, boundary_weight=args.boundary_weight,
-        convexity_weight=args.convexity_weight, noise=args.noise, seed=args.seed,
-        device=args.device,
+        n_boundary=args.n_boundary, n_test=args.n_test,
+        training=dataclasses.replace(DEFAULT_TRAINING, adam_steps=args.adam_steps,
+                                     adam_lr=args.adam_lr, lbfgs_steps=args.lbfgs_steps),
+        boundary_weight=args.boundary_weight, convexity_weight=args.convexity_weight,
+        noise=args.noise, seed=args.seed, device=args.device,
     )
     print0(f"monge-ampere: case {case.name}, d = {args.dim}, {domain.name}, {args.ansatz}, "
            f"{comm.size} rank(s)")
@@ -232,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     results: dict = {
         "case": case.name, "problem": case.description, "dim": args.dim,
         "domain": domain.name, "ansatz": args.ansatz, "noise": args.noise, "ranks": comm.size,
-        "config": vars(config), "network": result.summary(),
+        "config": dataclasses.asdict(config), "network": result.summary(),
     }
     print0("network:", {k: (f"{v:.3e}" if isinstance(v, float) else v)
                         for k, v in result.summary().items()})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from mpi4py import MPI
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def local_count(n: int, comm: MPI.Comm) -> int:
@@ -23,20 +24,30 @@ def local_count(n: int, comm: MPI.Comm) -> int:
     return n // comm.size + int(comm.rank < n % comm.size)
 
 
-@dataclass
+@dataclass(init=False)
 class Box:
-    """The box ``[lower, upper]`` in ``R^d`` (the unit cube by default)."""
+    """The box ``[lower, upper]`` in ``R^d`` (the unit cube by default).
+
+    Args:
+        dim: dimension ``d``.
+        lower, upper: corners ``(d,)`` (default: 0 and 1 on every axis).
+        name: the name reported.
+    """
 
     dim: int
-    lower: np.ndarray | None = None
-    upper: np.ndarray | None = None
-    name: str = "cube"
+    lower: np.ndarray
+    upper: np.ndarray
+    name: str
 
-    def __post_init__(self) -> None:
-        if self.dim < 1:
-            raise ValueError(f"dimension must be >= 1, got {self.dim}")
-        self.lower = np.zeros(self.dim) if self.lower is None else np.asarray(self.lower, float)
-        self.upper = np.ones(self.dim) if self.upper is None else np.asarray(self.upper, float)
+    def __init__(
+        self, dim: int, lower: ArrayLike | None = None, upper: ArrayLike | None = None,
+        name: str = "cube",
+    ) -> None:
+        if dim < 1:
+            raise ValueError(f"dimension must be >= 1, got {dim}")
+        self.dim, self.name = dim, name
+        self.lower = np.zeros(dim) if lower is None else np.asarray(lower, float)
+        self.upper = np.ones(dim) if upper is None else np.asarray(upper, float)
         if np.any(self.upper <= self.lower):
             raise ValueError(f"need lower < upper, got {self.lower}, {self.upper}")
 
@@ -64,19 +75,29 @@ class Box:
         return points
 
 
-@dataclass
+@dataclass(init=False)
 class Ball:
-    """The ball of radius ``radius`` around ``center`` (the unit ball by default)."""
+    """The ball of radius ``radius`` around ``center`` (the unit ball by default).
+
+    Args:
+        dim: dimension ``d``.
+        center: centre ``(d,)`` (default: the origin).
+        radius: radius (> 0).
+        name: the name reported.
+    """
 
     dim: int
-    center: np.ndarray | None = None
-    radius: float = 1.0
-    name: str = "ball"
+    center: np.ndarray
+    radius: float
+    name: str
 
-    def __post_init__(self) -> None:
-        if self.dim < 1 or self.radius <= 0:
-            raise ValueError(f"need dim >= 1 and radius > 0, got {self.dim}, {self.radius}")
-        self.center = np.zeros(self.dim) if self.center is None else np.asarray(self.center, float)
+    def __init__(
+        self, dim: int, center: ArrayLike | None = None, radius: float = 1.0, name: str = "ball"
+    ) -> None:
+        if dim < 1 or radius <= 0:
+            raise ValueError(f"need dim >= 1 and radius > 0, got {dim}, {radius}")
+        self.dim, self.radius, self.name = dim, radius, name
+        self.center = np.zeros(dim) if center is None else np.asarray(center, float)
 
     @property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:

@@ -251,7 +251,7 @@ class _Homotopy:
         return self.comm.allreduce(local, op=MPI.SUM)
 
     def _set(self, s: float, delta: float) -> None:
-        self.s.value, self.delta.value = s, delta
+        self.s.value, self.delta.value = np.asarray(s), np.asarray(delta)
         self.g.interpolate(self.g_expr)
 
     def step(self, s: float, delta: float, strategy: str) -> bool:
@@ -261,7 +261,8 @@ class _Homotopy:
         self.problem.solve()
         snes = self.problem.solver
         its = snes.getIterationNumber()
-        self.last_reason = snes.getConvergedReason()
+        # petsc4py's stub types the reason as the ConvergedReason namespace; it is an int
+        self.last_reason = int(snes.getConvergedReason())  # type: ignore[call-overload]
         ok = self.last_reason > 0 and bool(np.all(np.isfinite(self.u.x.array)))
         ok = bool(self.comm.allreduce(ok, op=MPI.LAND))
         self.iterations += its
@@ -284,7 +285,7 @@ class _Homotopy:
             petsc_options_prefix=f"{self.prefix}guess_",
         )
         u0 = poisson.solve()
-        self.u.x.array[:] = (u0[0] if isinstance(u0, tuple | list) else u0).x.array
+        self.u.x.array[:] = (u0 if isinstance(u0, dolfinx.fem.Function) else u0[0]).x.array
 
     def convexity(self) -> float:
         """Smallest cellwise eigenvalue of ``D^2 u_h`` (at cell midpoints) / ``f_scale^(1/d)``."""

@@ -28,6 +28,11 @@ from dolfinx_nn.monge_ampere.networks import ICNN, make_network
 from dolfinx_nn.networks.pointwise import hessian
 from dolfinx_nn.training import History, TrainingConfig, train
 
+#: Default optimizer settings of :class:`NetworkConfig`; the training does not reseed the
+#: global generators (:func:`solve_network` seeds the initial weights with ``config.seed``).
+DEFAULT_TRAINING = TrainingConfig(adam_steps=300, adam_lr=1e-2, lbfgs_steps=200, patience=200,
+                          seed=None, log_every=10)
+
 
 @dataclass
 class NetworkConfig:
@@ -39,9 +44,9 @@ class NetworkConfig:
         n_interior, n_boundary: global numbers of collocation points.
         boundary_weight: weight of the boundary mismatch.
         convexity_weight: weight of the convexity penalty (FFNN only; ignored for the ICNN).
-        adam_steps, adam_lr: first phase (Adam).
-        lbfgs_steps: second phase (L-BFGS iterations with strong Wolfe line search).
-        patience: stop after this many steps without improvement (None: never).
+        training: the optimizer settings (:data:`DEFAULT_TRAINING`: 300 Adam steps at learning rate
+            1e-2, then 200 L-BFGS steps with strong Wolfe line search, stopping after 200
+            steps without improvement).
         n_test: global number of test points (errors and convexity check).
         convexity_tol: a test point violates convexity if ``lambda_min(D^2 u) < -convexity_tol``.
         noise: relative noise level in f (see :func:`~dolfinx_nn.monge_ampere.cases.noisy`).
@@ -57,10 +62,7 @@ class NetworkConfig:
     n_boundary: int = 400
     boundary_weight: float = 10.0
     convexity_weight: float = 1.0
-    adam_steps: int = 300
-    adam_lr: float = 1e-2
-    lbfgs_steps: int = 200
-    patience: int | None = 200
+    training: TrainingConfig = DEFAULT_TRAINING
     n_test: int = 10_000
     convexity_tol: float = 1e-8
     noise: float = 0.0
@@ -71,9 +73,10 @@ class NetworkConfig:
         for name in ("n_interior", "n_boundary", "n_test", "width", "depth"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("adam_steps", "lbfgs_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not isinstance(self.training, TrainingConfig):
+            raise TypeError(
+                f"training must be a TrainingConfig, got {type(self.training).__name__}"
+            )
 
 
 @dataclass
@@ -143,15 +146,11 @@ def fit(
     Args:
         net: the network (identical on every rank).
         loss_fn: the collocation loss.
-        config: step counts and learning rate.
+        config: its ``training`` holds the optimizer settings.
         comm: communicator the points are split over.
         callback: ``callback(steps_done, loss)``; training stops when it returns True.
     """
-    settings = TrainingConfig(
-        adam_steps=config.adam_steps, adam_lr=config.adam_lr, lbfgs_steps=config.lbfgs_steps,
-        patience=config.patience, seed=None, log_every=10,
-    )
-    return train(lambda: loss_fn(net), net, settings, comm=comm, desc=config.ansatz,
+    return train(lambda: loss_fn(net), net, config.training, comm=comm, desc=config.ansatz,
                  callback=callback)
 
 

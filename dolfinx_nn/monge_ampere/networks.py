@@ -25,10 +25,9 @@ the spread over seeds, dimensions and domains).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import nn
 from torch.nn import functional as F
 
@@ -46,7 +45,7 @@ class _Normalized(nn.Module):
     shift: torch.Tensor
     scale: torch.Tensor
 
-    def __init__(self, dim: int, lower: Sequence[float] | None, upper: Sequence[float] | None):
+    def __init__(self, dim: int, lower: ArrayLike | None, upper: ArrayLike | None):
         super().__init__()
         if dim < 1:
             raise ValueError(f"input dimension must be >= 1, got {dim}")
@@ -82,8 +81,8 @@ class ICNN(_Normalized):
         width: int = 32,
         depth: int = 3,
         activation: str = "softplus",
-        lower: Sequence[float] | None = None,
-        upper: Sequence[float] | None = None,
+        lower: ArrayLike | None = None,
+        upper: ArrayLike | None = None,
         feature_scale: float = 10.0,
     ):
         super().__init__(dim, lower, upper)
@@ -149,8 +148,8 @@ class FFNN(_Normalized):
         width: int = 32,
         depth: int = 3,
         activation: str = "tanh",
-        lower: Sequence[float] | None = None,
-        upper: Sequence[float] | None = None,
+        lower: ArrayLike | None = None,
+        upper: ArrayLike | None = None,
     ):
         super().__init__(dim, lower, upper)
         if width < 1 or depth < 1:
@@ -176,8 +175,8 @@ def make_network(
     width: int = 32,
     depth: int = 3,
     activation: str | None = None,
-    lower: Sequence[float] | None = None,
-    upper: Sequence[float] | None = None,
+    lower: ArrayLike | None = None,
+    upper: ArrayLike | None = None,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device | None = None,
 ) -> nn.Module:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import asdict, replace
 
 from mpi4py import MPI
 
@@ -25,7 +26,7 @@ from dolfinx_nn.cli_options import add_threads_argument, apply_options
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn.monge_ampere.cases import get_case
 from dolfinx_nn.monge_ampere.domains import Ball, Box
-from dolfinx_nn.monge_ampere.network_solver import NetworkConfig, solve_network
+from dolfinx_nn.monge_ampere.network_solver import DEFAULT_TRAINING, NetworkConfig, solve_network
 from dolfinx_nn.output import (
     format_value,
     markdown_table,
@@ -67,7 +68,7 @@ def _fem_row(case_name: str, dim: int, noise: float, comm: MPI.Comm) -> dict:
 def _network_row(case_name, domain, noise, ansatz, config: NetworkConfig, out, comm) -> dict:
     from dolfinx_nn.monge_ampere.plots import DPI, solution_figure
 
-    cfg = NetworkConfig(**{**vars(config), "ansatz": ansatz, "noise": noise})
+    cfg = replace(config, ansatz=ansatz, noise=noise)
     case = get_case(case_name)
     res = solve_network(case, domain, cfg, comm)
     name = f"monge_ampere_{case_name}_{domain.name}_{domain.dim}d_{ansatz}"
@@ -209,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_options(args)
     comm = MPI.COMM_WORLD
     out = prepare_output_dir(args.out, comm)
-    config = NetworkConfig(adam_steps=args.adam_steps, lbfgs_steps=args.lbfgs_steps,
+    config = NetworkConfig(training=replace(DEFAULT_TRAINING, adam_steps=args.adam_steps,
+                                           lbfgs_steps=args.lbfgs_steps),
                            n_interior=args.n_interior, n_boundary=args.n_boundary)
     rows, dims, conv, text = [], [], [], ""
     if "comparison" in args.parts:
@@ -239,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "fem-convergence" in args.parts:
         conv = fem_convergence(comm)
         text += "## FEM reference under refinement\n\n" + convergence_table(conv) + "\n"
-    write_json(out / "report.json", {"config": vars(config), "ranks": comm.size,
+    write_json(out / "report.json", {"config": asdict(config), "ranks": comm.size,
                                      "comparison": rows, "dimensions": dims,
                                      "fem_convergence": conv, "defaults": defaults}, comm)
     write_text(out / "tables.md", text, comm)
