@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 1
 # the bridge's tests also run on an odd number of ranks (as DOLFINx's own CI does)
 BRIDGE_TESTS := tests/test_bridge_*.py tests/test_neural_operator.py tests/test_neural_operator_errors.py
 
-.PHONY: setup demo test test-serial test-mpi test-mpi3 bench readme-numbers clean
+.PHONY: setup demo lint test test-serial test-mpi test-mpi3 bench readme-numbers clean
 
 $(PY):
 	./scripts/bootstrap.sh
@@ -22,7 +22,11 @@ setup: ## create .venv (finds Python >= 3.12) and install dolfinx_nn with DOLFIN
 demo: $(PY) ## the main job: learn a PDE coefficient with a network prior
 	$(VENV)/bin/dolfinx-nn inverse --dim 2 --prior both --noise 0.01 --out $(OUT)/inverse
 
-test: test-serial test-mpi test-mpi3 ## the whole suite: serial, under mpiexec -n $(NP), bridge on 3
+test: lint test-serial test-mpi test-mpi3 ## lint, then the whole suite: serial, under mpiexec -n $(NP), bridge on 3
+
+lint: $(PY) ## ruff and mypy, as configured in pyproject.toml
+	$(VENV)/bin/ruff check dolfinx_nn tests demos
+	$(VENV)/bin/mypy dolfinx_nn
 
 test-serial: $(PY)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
