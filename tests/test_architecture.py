@@ -22,8 +22,8 @@ def _layer(module: str) -> str:
     """``core``, ``shared``, ``topic:<name>`` or ``cli`` for a dotted module name."""
     parts = module.split(".")
     head = parts[1] if len(parts) > 1 else ""
-    if head == "cli" or (head in TOPICS and parts[-1] == "cli"):
-        return "cli"
+    if head == "cli" or (head in TOPICS and len(parts) == 3 and parts[-1] in ("cli", "bench")):
+        return "cli"  # command entry points: dolfinx-nn <command> and dolfinx-nn bench <topic>
     if head in TOPICS:
         return f"topic:{head}"
     if head in SHARED:
