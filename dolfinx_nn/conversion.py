@@ -23,6 +23,18 @@ from dolfinx_nn._dofs import assign_owned, owned_size, tensor_to_numpy
 from dolfinx_nn.parallel import raise_on_all_ranks
 
 
+def _whole_space(function: dolfinx.fem.Function, what: str) -> None:
+    """Refuse a view of one component of a mixed or blocked Function (``w.sub(i)``): its
+    vector is the whole parent's, so its owned dofs are not this component's."""
+    component = function.function_space.component()
+    if len(component) > 0:
+        raise ValueError(
+            f"{what} got a view of the sub-space {tuple(component)} of a mixed or blocked "
+            "Function (w.sub(i)); its vector holds every component. Use the collapsed copy "
+            "w.sub(i).collapse() and, to write, interpolate it back into w.sub(i)."
+        )
+
+
 def num_owned(function_space: dolfinx.fem.FunctionSpace) -> int:
     """Number of dofs this rank owns in ``function_space``, block size flattened."""
     return owned_size(function_space)
@@ -48,9 +60,12 @@ def to_torch(
     Raises:
         TypeError: ``function`` is not a ``dolfinx.fem.Function`` or ``dtype`` is not a real
             floating dtype.
+        ValueError: ``function`` is a view ``w.sub(i)`` of a mixed or blocked Function (its
+            vector is the parent's; use ``w.sub(i).collapse()``).
     """
     if not isinstance(function, dolfinx.fem.Function):
         raise TypeError(f"to_torch expects a dolfinx.fem.Function, got {type(function).__name__}")
+    _whole_space(function, "to_torch")
     if not dtype.is_floating_point:
         raise TypeError(f"to_torch returns real values; dtype must be floating, got {dtype}")
     n = owned_size(function.function_space)
@@ -77,7 +92,9 @@ def from_torch(tensor: torch.Tensor, function: dolfinx.fem.Function) -> dolfinx.
         TypeError: ``tensor`` is not a real torch tensor, or ``function`` not a Function.
         ValueError: ``tensor`` does not hold this rank's ``n_owned * bs`` values in one of the
             accepted layouts, on any rank (raised on every rank; the message names the rank and
-            the expected count).
+            the expected count), or ``function`` is a view ``w.sub(i)`` (see :func:`to_torch`).
+            ``function`` must be a Function on every rank (a rank that passes something else
+            raises alone: it cannot know the communicator of the others).
     """
     if not isinstance(function, dolfinx.fem.Function):
         raise TypeError(
@@ -88,6 +105,7 @@ def from_torch(tensor: torch.Tensor, function: dolfinx.fem.Function) -> dolfinx.
     comm = V.mesh.comm
     values, error = None, None
     try:
+        _whole_space(function, "from_torch")
         values = tensor_to_numpy(
             tensor, n, "from_torch's tensor", V.dofmap.index_map_bs, comm.rank
         )

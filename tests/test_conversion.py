@@ -65,3 +65,25 @@ def test_dtype_and_errors():
         dnn.from_torch(bad, f)
     with pytest.raises(ValueError, match="shape"):
         dnn.from_torch(torch.zeros(1, n) if n > 1 else torch.zeros(1, 1, 2), f)
+
+
+def test_views_of_a_mixed_function_are_refused():
+    """``w.sub(1)`` shares the whole mixed vector: reading or writing it as a tensor would
+    touch every component. Refused, with the collapsed copy as the way out."""
+    import basix.ufl
+
+    msh = mesh.create_unit_square(MPI.COMM_WORLD, 4, 4)
+    P2 = basix.ufl.element("Lagrange", "triangle", 2, shape=(2,))
+    P1 = basix.ufl.element("Lagrange", "triangle", 1)
+    W = fem.functionspace(msh, basix.ufl.mixed_element([P2, P1]))
+    w = fem.Function(W)
+    w.sub(0).interpolate(lambda x: np.vstack([1.0 + x[0], 1.0 + x[1]]))
+    before = w.x.array.copy()
+    with pytest.raises(ValueError, match=r"collapse"):
+        dnn.to_torch(w.sub(1))
+    with pytest.raises(ValueError, match=r"collapse"):
+        dnn.from_torch(torch.zeros(3), w.sub(1))
+    np.testing.assert_array_equal(w.x.array, before)
+    p, _ = W.sub(1).collapse()
+    t = dnn.to_torch(w.sub(1).collapse())  # the collapsed copy has the sub-space's size
+    assert t.numel() == p.dofmap.index_map.size_local * p.dofmap.index_map_bs
