@@ -237,8 +237,8 @@ class PointObservation(PetscOwner):
         self.local_indices, self.cells = _locate(mesh, all_points, mine, float(padding))
         self.points = all_points[self.local_indices]
         self._reference = _pull_back(mesh, self.points, self.cells)
-        self.matrix = self._assemble(V)
-        self._x, self._y = cast(tuple[PETSc.Vec, PETSc.Vec], self.matrix.createVecs())
+        self._matrix = self._assemble(V)
+        self._x, self._y = cast(tuple[PETSc.Vec, PETSc.Vec], self._matrix.createVecs())
 
     # ----------------------------------------------------------------------- set-up
 
@@ -324,7 +324,7 @@ class PointObservation(PetscOwner):
             error = ValueError("input holds NaN or inf values; refusing to pass them to PETSc")
         raise_on_all_ranks(error, self._comm)  # the product below is collective
         src.array[:] = array
-        (self.matrix.multTranspose if transpose else self.matrix.mult)(src, dst)
+        (self._matrix.multTranspose if transpose else self._matrix.mult)(src, dst)
         return dst.array.copy()
 
     def __call__(self, u: torch.Tensor) -> torch.Tensor:
@@ -333,8 +333,10 @@ class PointObservation(PetscOwner):
         Args:
             u: tensor of V's owned dofs (block size flattened), e.g. ``NeuralFunction``'s output.
         """
+        error = None
         if not isinstance(u, torch.Tensor):
-            raise TypeError(f"u must be a torch.Tensor of owned dofs, got {type(u).__name__}")
+            error = TypeError(f"u must be a torch.Tensor of owned dofs, got {type(u).__name__}")
+        raise_on_all_ranks(error, self._comm)
         y = _Observe.apply(u.reshape(-1), self, False)
         return y.reshape((self.num_local_points, *self.value_shape))
 
@@ -354,10 +356,12 @@ class PointObservation(PetscOwner):
         Collective.  ``values`` are this rank's, ``(num_local_points, ...)``.
         """
         values = np.asarray(values)
+        error = None
         if values.shape[:1] != (self.num_local_points,):
-            raise ValueError(
+            error = ValueError(
                 f"values must have {self.num_local_points} rows (owned points), got {values.shape}"
             )
+        raise_on_all_ranks(error, self._comm)
         pieces = (self.local_indices, values)
         parts = self._comm.allgather(pieces) if root is None else self._comm.gather(pieces, root)
         if parts is None:
@@ -378,9 +382,17 @@ class PointObservation(PetscOwner):
         data = np.asarray(data)
         if distributed:
             data = np.concatenate(self._comm.allgather(data), axis=0)
+        error = None
         if data.shape[0] != self.num_points:
-            raise ValueError(f"data must have {self.num_points} rows, got {data.shape[0]}")
+            error = ValueError(f"data must have {self.num_points} rows, got {data.shape[0]}")
+        raise_on_all_ranks(error, self._comm)
         return data[self.local_indices]
 
+    @property
+    def matrix(self) -> PETSc.Mat:
+        """The PETSc observation matrix ``B`` (refused after :meth:`destroy`)."""
+        self._require_alive()
+        return self._matrix
+
     def _owned_petsc(self) -> tuple[PETSc.Mat, PETSc.Vec, PETSc.Vec]:
-        return self.matrix, self._x, self._y
+        return self._matrix, self._x, self._y

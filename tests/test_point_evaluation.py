@@ -303,9 +303,28 @@ def test_destroy_rule(comm):
         obs(u)
     with pytest.raises(RuntimeError, match="PointObservation was destroyed"):
         obs.transpose(np.ones(obs.num_local_points))
+    with pytest.raises(RuntimeError, match="PointObservation was destroyed"):
+        obs.matrix  # noqa: B018 (the freed Mat is not handed out)
     kept = PointObservation(V, np.full((3, 2), 0.25))
     matrix = kept.matrix
     del kept
     gc.collect()
     assert matrix.getSize() == (3, V.dofmap.index_map.size_global)
     matrix.destroy()
+
+
+def test_bad_input_on_one_rank_raises_on_every_rank(comm):
+    """A wrong row count or a non-tensor on one rank only: every rank raises (no hang)."""
+    mesh = create_mesh(comm, "square", 2)
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    obs = PointObservation(V, np.full((3, 2), 0.25))
+    values = np.zeros(obs.num_local_points + (1 if comm.rank == 0 else 0))
+    with pytest.raises(ValueError, match="rows"):
+        obs.gather(values)
+    u = torch.ones(V.dofmap.index_map.size_local, dtype=torch.float64)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        obs(u.numpy() if comm.rank == 0 else u)
+    rows = np.zeros((3 + (1 if comm.rank == 0 else 0), 2))
+    with pytest.raises(ValueError, match="rows"):
+        obs.owned(rows)
+    obs.destroy()
