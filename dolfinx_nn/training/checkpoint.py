@@ -9,6 +9,7 @@ problem or of a configuration that changes the result, listing the differences.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import pathlib
@@ -53,14 +54,27 @@ RESULT_FIELDS = (
     "seed",
 )
 
-#: Configuration fields added after checkpoints of format 1 were first written, with the
-#: values that reproduce such a run (Adam, then L-BFGS; no SGD phase).
-_ADDED_FIELDS = {
-    "sgd_steps": 0,
-    "sgd_lr": TrainingConfig.sgd_lr,
-    "sgd_momentum": TrainingConfig.sgd_momentum,
-    "phases": ("adam", "lbfgs"),
-}
+#: The phase order of checkpoints written before ``TrainingConfig.phases`` existed.
+_FIRST_PHASES = ("adam", "lbfgs")
+
+
+def _with_added_fields(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's configuration completed by the fields added to ``TrainingConfig`` since
+    it was written, with the values that reproduce its run: a phase it did not know ran 0
+    steps (``<phase>_steps = 0``), its other settings take today's defaults (they cannot
+    have acted), and ``phases`` is Adam then L-BFGS (the only order before it was a field).
+    So adding an optimizer to the registry leaves every earlier checkpoint resumable."""
+    completed = dict(saved)
+    for field in dataclasses.fields(TrainingConfig):
+        if field.name in completed:
+            continue
+        if field.name == "phases":
+            completed["phases"] = _FIRST_PHASES
+        elif field.name.endswith("_steps"):
+            completed[field.name] = 0
+        else:
+            completed[field.name] = getattr(TrainingConfig(), field.name)
+    return completed
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,7 +273,7 @@ def check_resumable(
     Raises:
         ValueError: naming the field, both values and what may change.
     """
-    saved = {**_ADDED_FIELDS, **saved}
+    saved = _with_added_fields(saved)
     current = cfg.as_dict()
     for name in RESULT_FIELDS:
         if not _same(saved[name], current[name]):
