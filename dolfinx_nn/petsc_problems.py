@@ -96,18 +96,34 @@ class PetscOwner:
         self.destroy()
 
 
-class LinearProblem(dolfinx.fem.petsc.LinearProblem):
-    """``dolfinx.fem.petsc.LinearProblem`` with collective (deferred) destruction."""
+class LinearProblem(PetscOwner, dolfinx.fem.petsc.LinearProblem):
+    """``dolfinx.fem.petsc.LinearProblem`` with collective destruction: :meth:`destroy` (or a
+    ``with`` block) on every rank, or PETSc's garbage list when dropped."""
 
     def __del__(self) -> None:  # objects go to PETSc's garbage list via petsc4py
         pass
 
+    def _owned_petsc(self) -> Iterable[_Destroyable | None]:
+        return (self._solver, self._A, self._b, self._x, self._P_mat)
 
-class NonlinearProblem(dolfinx.fem.petsc.NonlinearProblem):
-    """``dolfinx.fem.petsc.NonlinearProblem`` with collective (deferred) destruction."""
+    def solve(self) -> dolfinx.fem.Function | Sequence[dolfinx.fem.Function]:
+        self._require_alive()
+        return super().solve()
+
+
+class NonlinearProblem(PetscOwner, dolfinx.fem.petsc.NonlinearProblem):
+    """``dolfinx.fem.petsc.NonlinearProblem`` with collective destruction: :meth:`destroy` (or
+    a ``with`` block) on every rank, or PETSc's garbage list when dropped."""
 
     def __del__(self) -> None:
         pass
+
+    def _owned_petsc(self) -> Iterable[_Destroyable | None]:
+        return (self._snes, self._A, self._b, self._x, self._P_mat)
+
+    def solve(self) -> dolfinx.fem.Function | Sequence[dolfinx.fem.Function]:
+        self._require_alive()
+        return super().solve()
 
 
 def collect_garbage(comm: MPI.Comm = MPI.COMM_WORLD) -> None:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from dolfinx_nn import NeuralFunction, taylor_test
+from dolfinx_nn.expressions import parse_expression
 from dolfinx_nn.inverse import (
     ProblemSpec,
     TikhonovConfig,
@@ -137,3 +138,17 @@ def test_command_line_run_writes_results_plot_and_paraview_files(tmp_path):
         assert (out / "network.ckpt").is_file()
     spec, config = configs_from_args(args)
     assert config.priors == ("network", "tikhonov") and spec.noise == 0.01
+
+
+def test_models_free_their_petsc_objects_on_request():
+    """The PETSc rule for the shared models: destroy() or a with block, then refusal."""
+    spec = ProblemSpec(dim=2, resolution=4, observe="points", num_points=5, noise=0.0)
+    problem = build_problem(spec, MPI.COMM_WORLD)
+    with problem.model as model, problem.observation as observation:
+        q = model.interpolate_coefficient(parse_expression("1 + x[0]"))
+        assert float(observation.misfit(model.solve(q))) >= 0.0
+    assert model.destroyed and observation.destroyed
+    with pytest.raises(RuntimeError, match="destroyed"):
+        model.solve(q)
+    with pytest.raises(RuntimeError, match="destroyed"):
+        observation.misfit(torch.zeros(model.num_owned_state, dtype=torch.float64))

@@ -11,7 +11,8 @@ principle compares with the relative noise level :attr:`noise_norm`.
 - :class:`FieldObservation`: ``u`` measured on the whole domain or on a subdomain, as a
   Lagrange function ``d`` on the inversion mesh; ``||.||`` is the L2 norm over the observed
   region (an indicator function).
-- :class:`PointObservation`: ``u`` measured at scattered points; ``||.||`` is the Euclidean norm.
+- :class:`ScatteredObservation`: ``u`` measured at scattered points; ``||.||`` is the Euclidean
+  norm.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import ufl
 from dolfinx_nn.conversion import num_owned
 from dolfinx_nn.expressions import ParsedExpression
 from dolfinx_nn.fem_functional import fem_functional
+from dolfinx_nn.petsc_problems import PetscOwner
+from dolfinx_nn.point_evaluation import PointObservation
 
 
 def region_indicator(
@@ -103,8 +106,11 @@ def expected_noise_norm(
     return float(sigma * np.sqrt(trace))
 
 
-class ScatteredObservation:
+class ScatteredObservation(PetscOwner):
     """``u`` observed at scattered points (DOLFINx geometry search, one owner rank per point).
+
+    Owns its :class:`~dolfinx_nn.point_evaluation.PointObservation`: :meth:`destroy` or a
+    ``with`` block frees it on every rank.
 
     Args:
         u: the state function of the forward model.
@@ -120,8 +126,6 @@ class ScatteredObservation:
         values: np.ndarray,
         noise_norm: float = 0.0,
     ) -> None:
-        from dolfinx_nn.point_evaluation import PointObservation
-
         values = np.asarray(values, dtype=np.float64).reshape(-1)
         if values.shape[0] != np.asarray(points).shape[0]:
             raise ValueError(
@@ -140,6 +144,9 @@ class ScatteredObservation:
             raise ValueError("the measured values are all zero; cannot normalise the misfit.")
         self.data_norm = float(np.sqrt(data_norm2))
         self.noise_norm = float(noise_norm)
+
+    def _owned_petsc(self) -> tuple[PointObservation]:
+        return (self.operator,)
 
     def misfit(self, u_t: torch.Tensor) -> torch.Tensor:
         """``1/2 sum_k (u(x_k) - d_k)^2 / sum_k d_k^2`` (global value, differentiable)."""

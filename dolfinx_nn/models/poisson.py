@@ -28,8 +28,9 @@ import ufl
 
 from dolfinx_nn.conversion import num_owned, to_torch
 from dolfinx_nn.expressions import ParsedExpression
-from dolfinx_nn.fem_operator import fem_operator
+from dolfinx_nn.fem_operator import FEMOperator, fem_operator
 from dolfinx_nn.meshes import boundary_facets
+from dolfinx_nn.petsc_problems import PetscOwner
 
 _PREFIXES = itertools.count()
 
@@ -73,8 +74,11 @@ def solver_options(solver: str, size: int, rank: int = 0) -> dict[str, object]:
     }
 
 
-class PoissonModel:
+class PoissonModel(PetscOwner):
     """``-div(q grad u) = f`` in the mesh, ``u = g`` on its whole boundary.
+
+    Owns the solver of :attr:`solve` (the package's PETSc rule): :meth:`destroy` or a ``with``
+    block frees it on every rank.
 
     Args:
         mesh: the (distributed) mesh.
@@ -132,6 +136,9 @@ class PoissonModel:
         _LAZY_OPTIONS.extend(prefix + k for k in petsc_options if k.startswith("telescope_"))
         self.num_owned_coefficient = num_owned(self.Q)
         self.num_owned_state = num_owned(self.V)
+
+    def _owned_petsc(self) -> tuple[FEMOperator]:
+        return (self.solve,)
 
     def interpolate_coefficient(self, expression: ParsedExpression) -> torch.Tensor:
         """Owned dofs of the coefficient space interpolating ``expression``."""

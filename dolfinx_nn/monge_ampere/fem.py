@@ -195,7 +195,7 @@ NEWTON_OPTIONS = {
 STRATEGIES = ("interpolated", "interpolated+delta", "poisson", "delta", "dilation")
 
 
-class _Homotopy:
+class _Homotopy(petsc_problems.PetscOwner):
     """The problems ``det D^2 u = s^(2d) f(x_s) + delta``, ``u = g(x_s)``, ``x_s = c + s(x - c)``.
 
     ``(s, delta) = (1, 0)`` is the problem itself.  ``delta > 0`` lifts a degenerate source;
@@ -246,6 +246,9 @@ class _Homotopy:
         self.last_reason = 0
         self.prefix = prefix
 
+    def _owned_petsc(self) -> tuple[petsc_problems.NonlinearProblem]:
+        return (self.problem,)
+
     def _integral(self, expr) -> float:
         local = dolfinx.fem.assemble_scalar(dolfinx.fem.form(expr * self.dx))
         return self.comm.allreduce(local, op=MPI.SUM)
@@ -278,14 +281,14 @@ class _Homotopy:
         V, d = self.V, self.dim
         w, v = ufl.TrialFunction(V), ufl.TestFunction(V)
         rhs = -float(d) * ufl.max_value(self.source, 0.0) ** (1.0 / d) * v * self.dx
-        poisson = petsc_problems.LinearProblem(
+        with petsc_problems.LinearProblem(
             ufl.inner(ufl.grad(w), ufl.grad(v)) * ufl.dx, rhs, bcs=[self.bc],
             petsc_options={"ksp_type": "preonly", "pc_type": "lu",
                            "ksp_error_if_not_converged": True},
             petsc_options_prefix=f"{self.prefix}guess_",
-        )
-        u0 = poisson.solve()
-        self.u.x.array[:] = (u0 if isinstance(u0, dolfinx.fem.Function) else u0[0]).x.array
+        ) as poisson:  # one solve; its factorization is freed at once, on every rank
+            u0 = poisson.solve()
+            self.u.x.array[:] = (u0 if isinstance(u0, dolfinx.fem.Function) else u0[0]).x.array
 
     def convexity(self) -> float:
         """Smallest cellwise eigenvalue of ``D^2 u_h`` (at cell midpoints) / ``f_scale^(1/d)``."""
@@ -417,8 +420,15 @@ def solve_fem(
     comm.Barrier()
     start = time.perf_counter()
     options = {**NEWTON_OPTIONS, **(petsc_options or {})}
-    H = _Homotopy(case, mesh, center, degree, noise, seed, penalty, quadrature_degree, options,
-                  prefix)
+    with _Homotopy(case, mesh, center, degree, noise, seed, penalty, quadrature_degree,
+                   options, prefix) as H:  # the Newton solver is freed on every rank at the end
+        return _solve_homotopy(H, case, mesh, center, strategies, initial_guess, max_steps,
+                               convexity_tol, prefix, start)
+
+
+def _solve_homotopy(H: _Homotopy, case: Case, mesh, center, strategies, initial_guess,
+                    max_steps, convexity_tol, prefix, start) -> FEMResult:
+    dim, comm = mesh.topology.dim, mesh.comm
     tried: list[str] = []
     non_convex: list[str] = []
     chosen = None
