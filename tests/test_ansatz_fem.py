@@ -127,3 +127,25 @@ def test_every_registered_pde_is_consistent():
             inputs = np.column_stack([points, np.full(len(points), 0.3)])
         f_torch = problem.source_torch(torch.from_numpy(inputs)).numpy()
         assert np.allclose(f_torch, f_ufl[:, k], rtol=1e-12, atol=1e-12), problem.pde
+
+
+@pytest.mark.parametrize("name", sorted(n for n, p in PDES.items() if p.symmetric))
+def test_ritz_energy_is_the_weak_form(name):
+    """For every symmetric registered PDE the Euler-Lagrange equation of ``energy_density``
+    is the weak form: d/du int e(u, grad u, f) dx [v] = a(u, v) - (f, v).  (A PDE whose energy
+    missed a term would pass the weak-form test and train ``--loss ritz`` to another
+    solution.)"""
+    msh = create_mesh(MPI.COMM_WORLD, "square", 4)
+    V = fem.functionspace(msh, ("Lagrange", 2))
+    problem = Problem.from_text(name, "sin(x[0])*x[1] + 1", 2)
+    x = ufl.SpatialCoordinate(msh)
+    u = fem.Function(V)
+    u.interpolate(lambda p: np.cos(p[0]) + p[1] ** 2 + 0.5)
+    v = ufl.TestFunction(V)
+    f = problem.source_ufl(x)
+    energy = problem.equation.energy_density(problem, u, [u.dx(0), u.dx(1)], f) * ufl.dx
+    lhs = fem.assemble_vector(fem.form(ufl.derivative(energy, u, v))).array
+    weak = problem.equation.weak_form(problem, u, v, x, None) - f * v * ufl.dx
+    rhs = fem.assemble_vector(fem.form(weak)).array
+    assert np.abs(rhs).max() > 1e-3  # u is not the solution: the check is not vacuous
+    np.testing.assert_allclose(lhs, rhs, rtol=0, atol=1e-12 * np.abs(rhs).max())
