@@ -47,6 +47,8 @@ def test_mlp_layout_shapes_and_dtype():
     ]
     y = net(points(7, 3, 0))
     assert y.shape == (7, 2) and y.dtype == torch.float64 and bool((y > 0).all())
+    # sizes from numpy (e.g. a width computed with numpy) are integers too
+    assert [p.shape for p in mlp(np.array([3, 8, 2]), "tanh").parameters()][0] == (8, 3)
     # the same seed gives the hand-written network (PyTorch's default initialisation)
     torch.manual_seed(0)
     ref = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dolfinx_nn.networks.activations import ACTIVATIONS, activation
 from dolfinx_nn.networks.coefficient import CoefficientNetwork
 from dolfinx_nn.networks.mlp import mlp
-from dolfinx_nn.networks.pointwise import gradient, hessian, laplacian
+from dolfinx_nn.networks.pointwise import gradient, hessian, laplacian, partial_derivatives
 
 __all__ = [
     "ACTIVATIONS",
@@ -22,4 +22,5 @@ __all__ = [
     "hessian",
     "laplacian",
     "mlp",
+    "partial_derivatives",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -45,7 +46,8 @@ def mlp(
         ValueError: fewer than two sizes, a size that is not a positive integer, or an unknown
             activation (the message lists the valid names).
     """
-    sizes = list(sizes)
+    sizes = [int(s) if isinstance(s, numbers.Integral) and not isinstance(s, bool) else s
+             for s in sizes]  # numpy integers too
     if len(sizes) < 2:
         raise ValueError(f"an MLP needs at least an input and an output size, got {sizes}")
     bad = [s for s in sizes if isinstance(s, bool) or not isinstance(s, int) or s < 1]
