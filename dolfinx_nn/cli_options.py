@@ -11,7 +11,8 @@ Declaring (a command's ``add_arguments(parser)`` calls these, in the argument gr
 - :func:`add_device_argument`: ``--device`` (the torch device of a network);
 - option types checked while parsing (the message names the bad value): :func:`formula`,
   :func:`formula_list`, :func:`existing_file`, :func:`mesh_spec`, :func:`positive_int`;
-- :func:`about_option` and :class:`OptionError`: a value found wrong later names its option.
+- :func:`about_option` and :class:`OptionError`: a value found wrong later names its option;
+- :func:`world_rank`: this process's rank (a parser prints on rank 0 only).
 
 Applying (``dolfinx-nn`` does it for every command and benchmark before ``run(args)``):
 
@@ -49,7 +50,8 @@ THREADS_HELP = "torch threads per rank"
 # --------------------------------------------------------------------------------------------
 
 
-def _rank() -> int:
+def world_rank() -> int:
+    """This process's rank in ``MPI.COMM_WORLD`` (output and checks on rank 0 only)."""
     from mpi4py import MPI
 
     return MPI.COMM_WORLD.rank
@@ -109,7 +111,7 @@ def existing_file(text: str) -> str:
     """argparse type: a file that exists (checked on rank 0, the same answer on every rank)."""
     path = pathlib.Path(text)
     problem = None
-    if _rank() == 0:
+    if world_rank() == 0:
         if not path.exists():
             problem = f"no such file: {text!r}"
         elif not path.is_file():
