@@ -15,8 +15,9 @@ What every command gets from here, under ``mpiexec`` too:
 - ``--help`` shows every default; ``dolfinx-nn --version``.
 
 The options the commands share (``--out``, ``--overwrite``, ``--seed``, ``--threads``,
-``--device``), the option types (formulas, mesh files, ...) and their application (claiming
-the output folder, torch threads) live in :mod:`dolfinx_nn.cli_options`.
+``--device``, and the training options of every optimizer phase), the option types (formulas,
+mesh files, ...) and their application (claiming the output folder, torch threads) live in
+:mod:`dolfinx_nn.cli_options`.
 """
 
 from __future__ import annotations
