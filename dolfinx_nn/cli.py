@@ -15,8 +15,9 @@ What every command gets from here, under ``mpiexec`` too:
 - ``--help`` shows every default; ``dolfinx-nn --version``.
 
 The options the commands share (``--out``, ``--overwrite``, ``--seed``, ``--threads``,
-``--device``), the option types (formulas, mesh files, ...) and their application (claiming
-the output folder, torch threads) live in :mod:`dolfinx_nn.cli_options`.
+``--device``, and the training options of every optimizer phase), the option types (formulas,
+mesh files, ...) and their application (claiming the output folder, torch threads) live in
+:mod:`dolfinx_nn.cli_options`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from dolfinx_nn.cli_options import _rank, apply_options, claim_output
+from dolfinx_nn.cli_options import apply_options, claim_output, world_rank
 
 #: command -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -106,7 +107,7 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that prints on rank 0 only; an error is one line (exit status 2)."""
 
     def _print_message(self, message: str, file=None) -> None:
-        if _rank() == 0:
+        if world_rank() == 0:
             super()._print_message(message, file)
 
     def error(self, message: str):
@@ -252,7 +253,7 @@ def _dispatch(prog: str, registry: dict, argv: Sequence[str], what: str, header:
               debug: bool, claim_out: bool) -> int:
     available = _available(registry)
     if not argv or argv[0] in ("-h", "--help"):
-        if _rank() == 0:
+        if world_rank() == 0:
             print(f"usage: {prog} [--version] [--debug] {{{','.join(available)}}} [options]"
                   f"\n\n{header}\n")
             print(_listing(f"{what}s", available))
@@ -261,7 +262,7 @@ def _dispatch(prog: str, registry: dict, argv: Sequence[str], what: str, header:
     name = argv[0]
     if name not in available:
         choices = ", ".join(available)
-        if _rank() == 0:
+        if world_rank() == 0:
             print(f"{prog}: error: unknown {what} {name!r}; choose one of: {choices}",
                   file=sys.stderr)
         return 2
@@ -295,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mpi4py import MPI  # noqa: F401  (before dolfinx)
 
             text = version()
-            if _rank() == 0:
+            if world_rank() == 0:
                 print(text)
             return 0
     if argv and argv[0] == "bench":

@@ -8,10 +8,16 @@ Declaring (a command's ``add_arguments(parser)`` calls these, in the argument gr
 - :func:`add_seed_argument`: ``--seed`` (integer, default 0);
 - :func:`add_threads_argument`: ``--threads`` (torch threads per rank, an integer >= 1,
   default 1);
-- :func:`add_device_argument`: ``--device`` (the torch device of a network);
+- :func:`add_device_argument`: ``--device`` (the torch device of a network), only in
+  commands whose networks can run on another device;
+- :func:`add_training_arguments`: the options of :class:`~dolfinx_nn.training.TrainingConfig`
+  (``--<phase>-steps``, ``--<phase>-lr``, ... for every optimizer phase of the registry
+  :data:`~dolfinx_nn.training.phases.PHASES`, ``--phases``), with the command's defaults;
+  :func:`training_from_args` builds the ``TrainingConfig`` back;
 - option types checked while parsing (the message names the bad value): :func:`formula`,
   :func:`formula_list`, :func:`existing_file`, :func:`mesh_spec`, :func:`positive_int`;
-- :func:`about_option` and :class:`OptionError`: a value found wrong later names its option.
+- :func:`about_option` and :class:`OptionError`: a value found wrong later names its option;
+- :func:`world_rank`: this process's rank (a parser prints on rank 0 only).
 
 Applying (``dolfinx-nn`` does it for every command and benchmark before ``run(args)``):
 
@@ -28,20 +34,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import pathlib
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mpi4py import MPI
 
     from dolfinx_nn.output import RunFolder
+    from dolfinx_nn.training import TrainingConfig
 
 #: Where an option is declared: a parser or one of its argument groups.
 type Declarer = argparse.ArgumentParser | argparse._ArgumentGroup
 
-#: Help of ``--threads`` unless a command words it differently.
-THREADS_HELP = "torch threads per rank"
+#: Help of ``--threads`` (the same words in every command).
+THREADS_HELP = "torch threads per MPI rank (small networks run fastest on one)"
+#: Help of ``--seed``.
+SEED_HELP = "seed of the run's random numbers (data, noise, sample points, network weights)"
+#: Help of ``--device``.
+DEVICE_HELP = "torch device of the network (cpu, cuda, ...)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -49,7 +62,8 @@ THREADS_HELP = "torch threads per rank"
 # --------------------------------------------------------------------------------------------
 
 
-def _rank() -> int:
+def world_rank() -> int:
+    """This process's rank in ``MPI.COMM_WORLD`` (output and checks on rank 0 only)."""
     from mpi4py import MPI
 
     return MPI.COMM_WORLD.rank
@@ -109,7 +123,7 @@ def existing_file(text: str) -> str:
     """argparse type: a file that exists (checked on rank 0, the same answer on every rank)."""
     path = pathlib.Path(text)
     problem = None
-    if _rank() == 0:
+    if world_rank() == 0:
         if not path.exists():
             problem = f"no such file: {text!r}"
         elif not path.is_file():
@@ -174,20 +188,185 @@ def add_output_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                        help="write into DIR even if it holds an earlier run's results")
 
 
-def add_seed_argument(where: Declarer, help: str | None = None) -> None:
-    """``--seed`` (integer, default 0); ``help`` says what it seeds in this command."""
-    where.add_argument("--seed", type=int, default=0, help=help)
+def add_seed_argument(where: Declarer, default: int = 0) -> None:
+    """``--seed`` (integer, default 0), worded as :data:`SEED_HELP` in every command."""
+    where.add_argument("--seed", type=int, default=default, help=SEED_HELP)
 
 
-def add_threads_argument(where: Declarer, help: str = THREADS_HELP) -> None:
+def add_threads_argument(where: Declarer) -> None:
     """``--threads`` (integer >= 1, default 1), applied by :func:`apply_options`."""
-    where.add_argument("--threads", type=positive_int, default=1, help=help)
+    where.add_argument("--threads", type=positive_int, default=1, help=THREADS_HELP)
 
 
-def add_device_argument(where: Declarer, default: str | None = None,
-                        help: str = "torch device of the network") -> None:
+def add_device_argument(where: Declarer, default: str | None = None) -> None:
     """``--device`` (a torch device name such as ``cpu`` or ``cuda``)."""
-    where.add_argument("--device", default=default, help=help)
+    where.add_argument("--device", default=default, help=DEVICE_HELP)
+
+
+def add_training_arguments(where: Declarer, defaults: TrainingConfig, *,
+                           phases: Sequence[str] | None = None,
+                           fields: Sequence[str] = ()) -> None:
+    """The training options of a command, from the registry of optimizer phases.
+
+    For every phase of :data:`~dolfinx_nn.training.phases.PHASES` (or of ``phases``) in the
+    registry's order: ``--<phase>-steps`` and one option per setting of the phase
+    (``--adam-lr``, ``--lbfgs-lr``, ``--lbfgs-history``, ``--sgd-lr``, ``--sgd-momentum``,
+    ...), then ``--phases`` (the order the phases run in); then one option per name in
+    ``fields`` (other :class:`~dolfinx_nn.training.TrainingConfig` fields such as
+    ``checkpoint_every``).  An option ``--a-b`` sets the field ``a_b`` and its default is that
+    field of ``defaults`` (the command's ``DEFAULT_TRAINING``).  A new phase in the registry is
+    thus an option of every command that declares its training options here.
+    :func:`training_from_args` turns them back into a ``TrainingConfig``.
+
+    Call it more than once to put options in different argument groups (``phases=()`` for
+    ``fields`` only).
+
+    Raises:
+        ValueError: a name of ``phases`` or ``fields`` is not a phase / field.
+    """
+    from dolfinx_nn.training.phases import PHASES, get_phase
+
+    names: list[str] = []
+    chosen = list(PHASES) if phases is None else [get_phase(p).name for p in phases]
+    for name in chosen:
+        names += [f"{name}_steps", *PHASES[name].settings]
+    types = {f.name: str(f.type) for f in dataclasses.fields(defaults)}
+    for name in fields:
+        if name not in types or name in ("phases", "seed"):
+            raise ValueError(f"{name!r} is not a TrainingConfig field with an option here "
+                             "(--seed and --phases are declared separately)")
+    for name in (*names, *fields):
+        where.add_argument(f"--{name.replace('_', '-')}", dest=name, action=_Given,
+                           type=_field_type(types[name]), default=getattr(defaults, name),
+                           help=_training_help(name))
+    if chosen:
+        where.add_argument(
+            "--phases", action=_Given, type=_phase_list, default=defaults.phases,
+            metavar="NAME,...",
+            help=f"optimizer phases in the order they run ({', '.join(PHASES)}); a phase not "
+                 "listed does not run; without --phases, a phase given --<name>-steps runs "
+                 "after the others",
+        )
+        names.append("phases")
+    where.set_defaults(**{_DECLARED: (*(where.get_default(_DECLARED) or ()), *names, *fields)})
+
+
+def training_from_args(args: argparse.Namespace, defaults: TrainingConfig) -> TrainingConfig:
+    """The :class:`~dolfinx_nn.training.TrainingConfig` of the options that
+    :func:`add_training_arguments` declared: ``defaults`` with the values of those options.
+
+    The phases: ``--phases`` if given (a phase not listed runs 0 steps); otherwise those of
+    ``defaults``, followed, in the registry's order, by each phase whose steps were given.
+
+    Raises:
+        OptionError: a value ``TrainingConfig`` refuses, or steps given to a phase that
+            ``--phases`` leaves out (the message names the option).
+    """
+    from dolfinx_nn.training.phases import PHASES
+
+    declared = tuple(getattr(args, _DECLARED, ()))
+    values: dict[str, Any] = {name: getattr(args, name) for name in declared
+                              if name != "phases"}
+    given: set[str] = getattr(args, _GIVEN, set())
+    if "phases" in declared:
+        phases = tuple(args.phases)
+        if "phases" in given:
+            for name in PHASES:
+                if name in phases or f"{name}_steps" not in values:
+                    continue
+                if f"{name}_steps" in given and values[f"{name}_steps"] > 0:
+                    raise OptionError(
+                        f"{_option(name + '_steps')} {values[name + '_steps']} but {name!r} is "
+                        f"not in --phases {','.join(phases)}; list it there or leave it out")
+                values[f"{name}_steps"] = 0
+        else:
+            phases += tuple(name for name in PHASES if name not in phases
+                            and f"{name}_steps" in given and values[f"{name}_steps"] > 0)
+        values["phases"] = phases
+    try:
+        return dataclasses.replace(defaults, **values)
+    except ValueError as exc:
+        raise OptionError(re.sub(r"TrainingConfig\.(\w+)",
+                                 lambda m: _option(m.group(1)), str(exc))) from None
+
+
+#: Attribute of the parsed options: the dests of training options given on the command line.
+_GIVEN = "_training_options_given"
+#: Attribute of the parsed options: the training options a command declared.
+_DECLARED = "_training_options_declared"
+
+#: Help of the training options other than a phase's steps and learning rate.
+_TRAINING_HELP = {
+    "lbfgs_history": "L-BFGS correction pairs kept",
+    "sgd_momentum": "SGD momentum (heavy ball; 0: none)",
+    "checkpoint_every": "steps between checkpoints (0: only at the end and on Ctrl-C)",
+    "tolerance": "stop once the loss is <= this ('none': never)",
+    "patience": "stop after this many steps without a relative improvement by more than "
+                "--min-delta ('none': never)",
+    "min_delta": "relative improvement that resets --patience",
+    "log_every": "steps between refreshes of the loss shown while training",
+}
+
+
+class _Given(argparse.Action):
+    """Stores the value and records that the option was given (not left at its default)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        given: set[str] = set(getattr(namespace, _GIVEN, set()))
+        setattr(namespace, _GIVEN, given | {self.dest})
+
+
+def _option(field: str) -> str:
+    return f"--{field.replace('_', '-')}"
+
+
+def _training_help(name: str) -> str:
+    from dolfinx_nn.training.phases import PHASES
+
+    phase, _, setting = name.partition("_")
+    if phase in PHASES and setting == "steps":
+        return f"{PHASES[phase].label} steps; 0 skips the phase"
+    if phase in PHASES and setting == "lr":
+        return f"{PHASES[phase].label} learning rate"
+    if name in _TRAINING_HELP:
+        return _TRAINING_HELP[name]
+    label = PHASES[phase].label if phase in PHASES else "training"
+    return f"{label} setting TrainingConfig.{name}"
+
+
+def _field_type(annotation: str) -> Callable[[str], Any]:
+    """argparse type of a TrainingConfig field annotated ``annotation`` (int, float, ...)."""
+    base = int if annotation.startswith("int") else float
+    optional = "None" in annotation
+
+    def parse(text: str) -> Any:
+        if optional and text.lower() == "none":
+            return None
+        try:
+            return base(text)
+        except ValueError:
+            kind = "an integer" if base is int else "a number"
+            raise argparse.ArgumentTypeError(
+                f"expected {kind}{' or none' if optional else ''}, got {text!r}") from None
+
+    parse.__name__ = base.__name__
+    return parse
+
+
+def _phase_list(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated names of optimizer phases."""
+    from dolfinx_nn.training.phases import PHASES
+
+    names = tuple(n.strip() for n in text.split(","))
+    unknown = [n for n in names if n not in PHASES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown optimizer phase {unknown[0]!r}; choose from: {', '.join(PHASES)}")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a phase is listed twice in {text!r}")
+    return names
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,10 +5,13 @@ into the same problem.  Every test runs serially and under ``mpiexec -n 2`` (all
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import errno
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -18,9 +21,11 @@ import time
 from mpi4py import MPI
 
 import pytest
+import torch
 
 import dolfinx_nn.training.checkpoint
-from dolfinx_nn.cli import main
+from dolfinx_nn import cli_options
+from dolfinx_nn.cli import COMMANDS, _parser, main
 from dolfinx_nn.output import LOCK_NAME, claim_output_dir
 
 #: A small inverse problem (about a second per run).
@@ -226,8 +231,62 @@ def test_version_and_help_show_defaults(capsys):
         main(["inverse", "--help"])
     out = capsys.readouterr().out
     if MPI.COMM_WORLD.rank == 0:
-        assert "--adam-steps ADAM_STEPS\n                        (default: 200)" in out
+        assert re.search(r"--adam-steps ADAM_STEPS\s+Adam steps; 0 skips the phase\s+"
+                         r"\(default: 200\)", out), out
         assert "Run time: the default run" in out
+
+
+#: Options a command needs before it parses at all.
+_REQUIRED = {"compare": ["--exact", "x[0]"], "discover": ["--simulate", "heat"],
+             "diffmap": ["--experiment", "regression"]}
+
+
+@pytest.mark.timeout(60)
+def test_every_command_shares_threads_and_seed_in_one_wording():
+    """``--threads`` and ``--seed`` in every command's --help, worded alike; ``--threads`` is
+    applied to torch by the code every command runs through (``apply_options``)."""
+    import importlib
+
+    before = torch.get_num_threads()
+    try:
+        for command, (module_name, _) in COMMANDS.items():
+            parser = _parser(f"dolfinx-nn {command}", importlib.import_module(module_name))
+            text = " ".join(parser.format_help().split())
+            assert f"--threads THREADS {cli_options.THREADS_HELP} (default: 1)" in text, command
+            assert f"--seed SEED {cli_options.SEED_HELP} (default: 0)" in text, command
+            args = parser.parse_args(["--threads", "3", *_REQUIRED.get(command, [])])
+            cli_options.apply_options(args)
+            assert torch.get_num_threads() == 3, command
+            torch.set_num_threads(before)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_training_options_parse_into_the_training_config():
+    """The training options of ``inverse`` come from the phase registry, with the command's
+    defaults; a phase given steps runs after the default ones unless --phases orders them."""
+    from dolfinx_nn.inverse.cli import TRAINING, add_arguments, configs_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def training(*argv: str):
+        return configs_from_args(parser.parse_args(list(argv)))[1].network_training
+
+    assert training("--seed", "4") == dataclasses.replace(TRAINING, seed=4)
+    assert (TRAINING.adam_steps, TRAINING.adam_lr, TRAINING.lbfgs_steps,
+            TRAINING.checkpoint_every, TRAINING.patience) == (200, 1e-2, 300, 50, 50)
+    assert training("--adam-lr", "0.05", "--sgd-steps", "7", "--sgd-momentum", "0.9",
+                    "--lbfgs-history", "9") == dataclasses.replace(
+        TRAINING, seed=0, adam_lr=0.05, sgd_steps=7, sgd_momentum=0.9, lbfgs_history=9,
+        phases=("adam", "lbfgs", "sgd"))
+    assert training("--phases", "sgd,lbfgs", "--sgd-steps", "5") == dataclasses.replace(
+        TRAINING, seed=0, adam_steps=0, sgd_steps=5, phases=("sgd", "lbfgs"))
+    with pytest.raises(cli_options.OptionError, match=r"--adam-steps 3 but 'adam' is not in "
+                                                      r"--phases lbfgs"):
+        training("--phases", "lbfgs", "--adam-steps", "3")
+    with pytest.raises(cli_options.OptionError, match=r"^--sgd-lr must be a finite float > 0"):
+        training("--sgd-lr", "0")
 
 
 MPIEXEC = pathlib.Path(sys.executable).with_name("mpiexec")

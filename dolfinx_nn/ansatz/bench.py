@@ -31,10 +31,13 @@ from dolfinx_nn.ansatz.errors import fem_errors, network_errors
 from dolfinx_nn.ansatz.fem_reference import solve_fem
 from dolfinx_nn.ansatz.network_solver import NetworkConfig, solve_network
 from dolfinx_nn.ansatz.pdes import Problem
-from dolfinx_nn.cli_options import add_threads_argument
+from dolfinx_nn.cli_options import (
+    add_threads_argument,
+    add_training_arguments,
+    training_from_args,
+)
 from dolfinx_nn.meshes import create_mesh
 from dolfinx_nn.output import prepare_output_dir, print0, write_json
-from dolfinx_nn.training import TrainingConfig
 
 TARGETS = (1e-2, 1e-3)
 CHECK_EVERY = 25
@@ -59,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dolfinx-nn bench compare``."""
     parser.add_argument("--cases", default=",".join(CASES),
                         help=f"comma-separated subset of {', '.join(CASES)}")
-    parser.add_argument("--lbfgs-steps", type=int, default=1000, help="network step budget")
+    add_training_arguments(parser, NetworkConfig().training)
     parser.add_argument("--width", type=int, default=20)
     parser.add_argument("--depth", type=int, default=4)
     add_threads_argument(parser)
@@ -106,7 +109,7 @@ def _network_times(problem: Problem, mesh, loss: str, args) -> dict:
 
     fits: dict[str, Any] = FITS_3D if mesh.geometry.dim == 3 else {}
     config = NetworkConfig(width=args.width, depth=args.depth, loss=loss, **fits,
-                           training=TrainingConfig(adam_steps=0, lbfgs_steps=args.lbfgs_steps))
+                           training=training_from_args(args, NetworkConfig().training))
     sol = solve_network(problem, mesh, config, callback=callback, state=state)
     final = network_errors(problem, sol.ansatz, reference, t)["relative_l2_error"]
     return {"parameters": sol.parameters, "steps": sol.history.steps,

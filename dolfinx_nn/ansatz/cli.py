@@ -43,6 +43,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 
 from mpi4py import MPI
@@ -58,12 +59,13 @@ from dolfinx_nn.cli_options import (
     add_output_arguments,
     add_seed_argument,
     add_threads_argument,
+    add_training_arguments,
     formula,
     formula_list,
     mesh_spec,
+    training_from_args,
 )
 from dolfinx_nn.output import OutputError, file_sha256, prepare_output_dir, print0
-from dolfinx_nn.training import TrainingConfig
 
 #: Measured with ``time`` on a 2-core machine shared with other jobs (load average 5).
 RUN_TIME = ("compare has no default problem (--exact is required); with every other option at "
@@ -99,9 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--loss", choices=sorted(LOSSES), default="strong")
     n.add_argument("--collocation", choices=COLLOCATION, default="random")
     n.add_argument("--points", type=int, default=2000, help="global collocation points")
-    n.add_argument("--adam-steps", type=int, default=0)
-    n.add_argument("--adam-lr", type=float, default=1e-3)
-    n.add_argument("--lbfgs-steps", type=int, default=1000)
+    add_training_arguments(n, NetworkConfig().training)
     add_seed_argument(n)
     n.add_argument("--fit-features", type=int, default=500,
                    help="random features of the G and D fits (default: 500)")
@@ -132,8 +132,8 @@ def _degrees(text: str) -> tuple[int, ...]:
 
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
     """The comparison settings from parsed options."""
-    training = TrainingConfig(adam_steps=args.adam_steps, adam_lr=args.adam_lr,
-                              lbfgs_steps=args.lbfgs_steps, seed=args.seed)
+    training = dataclasses.replace(training_from_args(args, NetworkConfig().training),
+                                   seed=args.seed)
     network = NetworkConfig(width=args.width, depth=args.depth, loss=args.loss,
                             collocation=args.collocation, points=args.points,
                             fit_features=args.fit_features,

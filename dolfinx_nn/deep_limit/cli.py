@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from mpi4py import MPI
 
-from dolfinx_nn.cli_options import add_output_arguments, add_seed_argument
+from dolfinx_nn.cli_options import add_output_arguments, add_seed_argument, add_threads_argument
 from dolfinx_nn.deep_limit import plots
 from dolfinx_nn.deep_limit.annulus_study import AnnulusConfig, annulus_study
 from dolfinx_nn.deep_limit.forward_convergence import ForwardConfig, forward_convergence
@@ -195,7 +195,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="state dimension d of the annulus experiments (>= 2; default 3)")
     parser.add_argument("--activation", choices=list(ACTIVATIONS), default=None,
                         help="activation of the block (default relu; tanh for inverse)")
-    add_seed_argument(parser, help="seed of data and weights")
+    add_seed_argument(parser)
+    add_threads_argument(parser)
     parser.add_argument("--seeds", type=_positive_int, default=3,
                         help="number of seeds of the annulus study (default 3)")
     parser.add_argument("--quick", action="store_true",

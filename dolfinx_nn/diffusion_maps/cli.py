@@ -83,8 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slq-steps", type=int, help="Lanczos steps per SLQ probe")
     parser.add_argument("--resolution", type=int, default=16, help="mesh cells per side (inverse)")
     add_seed_argument(parser)
-    add_threads_argument(
-        parser, help="torch threads per rank (small networks run fastest on one; default 1)")
+    add_threads_argument(parser)
     add_output_arguments(parser, "diffmap")
 
 

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--surrogate", choices=list(SURROGATE_KINDS), default="space-time",
                         help="kind of surrogate (see dolfinx-nn discover --help)")
     parser.add_argument("--width", type=int, default=400, help="neurons of the surrogate")
-    add_device_argument(parser, default="cpu", help="torch device of the surrogate")
+    add_device_argument(parser, default="cpu")
     parser.add_argument("--noise", type=float, default=0.01)
     parser.add_argument("--compare", action="store_true",
                         help="also run the noise sweep against PDE-FIND (its column needs "

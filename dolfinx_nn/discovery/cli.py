@@ -57,6 +57,7 @@ from dolfinx_nn.cli_options import (
     add_device_argument,
     add_output_arguments,
     add_seed_argument,
+    add_threads_argument,
     existing_file,
     mesh_spec,
 )
@@ -163,8 +164,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="models per formulation re-simulated side by side: the selected one "
                         "and its neighbours on the Pareto front")
     parser.add_argument("--degree", type=int, default=2, help="Lagrange degree of simulations")
-    add_device_argument(parser, default="cpu", help="torch device of the surrogate")
+    add_device_argument(parser, default="cpu")
     add_seed_argument(parser)
+    add_threads_argument(parser)
 
 
 def _check_arguments(args: argparse.Namespace) -> None:

@@ -48,10 +48,12 @@ from dolfinx_nn.cli_options import (
     add_output_arguments,
     add_seed_argument,
     add_threads_argument,
+    add_training_arguments,
     existing_file,
     formula,
     mesh_spec,
     positive_int,
+    training_from_args,
 )
 from dolfinx_nn.inverse.experiment import (
     PRIOR_CHOICES,
@@ -93,6 +95,10 @@ RUN_TIME = ("the default run (2D, 16 cells per side, both priors; the run of `ma
             "machine; 75 s wall on a 2-core machine with load average 15)")
 
 
+#: Training settings of the network prior: its ``DEFAULT_TRAINING``, a checkpoint every 50 steps.
+TRAINING = dataclasses.replace(DEFAULT_TRAINING, checkpoint_every=50)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dolfinx-nn inverse``."""
     g = parser.add_argument_group("problem")
@@ -126,16 +132,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="number of random points for --observe points")
     g.add_argument("--data", type=existing_file, default=None, metavar="FILE",
                    help="read measurements (CSV x[,y[,z]],value or a meshio file)")
-    add_seed_argument(g, help="seed of noise, points and network")
+    add_seed_argument(g)
     g.add_argument("--sweep-noise", type=_floats, default=None, metavar="L1,L2,...",
                    help="run one experiment per noise level and tabulate the errors")
     g = parser.add_argument_group("priors")
     g.add_argument("--prior", choices=tuple(PRIOR_CHOICES), default="both")
     g.add_argument("--width", type=int, default=NetworkConfig.width, help="network width")
     g.add_argument("--depth", type=int, default=NetworkConfig.depth, help="hidden layers")
-    g.add_argument("--adam-steps", type=int, default=DEFAULT_TRAINING.adam_steps)
-    g.add_argument("--adam-lr", type=float, default=DEFAULT_TRAINING.adam_lr)
-    g.add_argument("--lbfgs-steps", type=int, default=DEFAULT_TRAINING.lbfgs_steps)
+    add_training_arguments(g, TRAINING)
     g.add_argument("--stop-tau", type=float, default=1.0,
                    help="stop the network at tau x noise level (discrepancy); 0: off")
     g.add_argument("--regularization", choices=sorted(REGULARIZATIONS), default="h1",
@@ -158,9 +162,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true",
                    help="continue the network prior from OUT/network.ckpt (same problem; more "
                         "steps allowed)")
-    g.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
-    add_device_argument(g, help="torch device of the network (e.g. cuda)")
-    add_threads_argument(g, help="torch threads per MPI rank")
+    add_training_arguments(g, TRAINING, phases=(), fields=("checkpoint_every",))
+    add_device_argument(g)
+    add_threads_argument(g)
     add_output_arguments(parser, "inverse")
 
 
@@ -174,8 +178,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[ProblemSpec, Experiment
         data_file=args.data, noise=args.noise, seed=args.seed,
     )
     training = dataclasses.replace(
-        DEFAULT_TRAINING, adam_steps=args.adam_steps, adam_lr=args.adam_lr,
-        lbfgs_steps=args.lbfgs_steps, checkpoint_every=args.checkpoint_every, seed=args.seed,
+        training_from_args(args, TRAINING), seed=args.seed,
     )
     priors = PRIOR_CHOICES[args.prior]
     if args.data is not None:

@@ -52,8 +52,11 @@ from dolfinx_nn.cli_options import (
     add_device_argument,
     add_output_arguments,
     add_seed_argument,
+    add_threads_argument,
+    add_training_arguments,
     formula,
     mesh_spec,
+    training_from_args,
 )
 from dolfinx_nn.monge_ampere.cases import CASES, formula_case, get_case
 from dolfinx_nn.monge_ampere.domains import SHAPES, MeshDomain, as_sequence, make_domain
@@ -103,14 +106,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-interior", type=int, default=defaults.n_interior)
     parser.add_argument("--n-boundary", type=int, default=defaults.n_boundary)
     parser.add_argument("--n-test", type=int, default=defaults.n_test)
-    parser.add_argument("--adam-steps", type=int, default=defaults.training.adam_steps)
-    parser.add_argument("--adam-lr", type=float, default=defaults.training.adam_lr)
-    parser.add_argument("--lbfgs-steps", type=int, default=defaults.training.lbfgs_steps)
+    add_training_arguments(parser, DEFAULT_TRAINING)
     parser.add_argument("--boundary-weight", type=float, default=defaults.boundary_weight)
     parser.add_argument("--convexity-weight", type=float, default=defaults.convexity_weight,
                         help="weight of the convexity penalty (ffnn only)")
     add_seed_argument(parser)
     add_device_argument(parser)
+    add_threads_argument(parser)
     add_output_arguments(parser, "monge-ampere")
 
 
@@ -222,8 +224,7 @@ def run(args: argparse.Namespace) -> int:
     config = NetworkConfig(
         ansatz=args.ansatz, width=args.width, depth=args.depth, n_interior=args.n_interior,
         n_boundary=args.n_boundary, n_test=args.n_test,
-        training=dataclasses.replace(DEFAULT_TRAINING, adam_steps=args.adam_steps,
-                                     adam_lr=args.adam_lr, lbfgs_steps=args.lbfgs_steps),
+        training=training_from_args(args, DEFAULT_TRAINING),
         boundary_weight=args.boundary_weight, convexity_weight=args.convexity_weight,
         noise=args.noise, seed=args.seed, device=args.device,
     )

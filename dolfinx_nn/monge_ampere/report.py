@@ -22,7 +22,12 @@ from mpi4py import MPI
 
 import numpy as np
 
-from dolfinx_nn.cli_options import add_threads_argument, apply_options
+from dolfinx_nn.cli_options import (
+    add_threads_argument,
+    add_training_arguments,
+    apply_options,
+    training_from_args,
+)
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn.monge_ampere.cases import get_case
 from dolfinx_nn.monge_ampere.domains import Ball, Box
@@ -192,12 +197,15 @@ def convergence_table(rows: Sequence[dict]) -> str:
                            "time [s]"], cells)
 
 
+#: Training settings of the first two parts: the solver's ``DEFAULT_TRAINING`` with more steps.
+TRAINING = replace(DEFAULT_TRAINING, adam_steps=400, lbfgs_steps=300)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--adam-steps", type=int, default=400)
-    parser.add_argument("--lbfgs-steps", type=int, default=300)
+    add_training_arguments(parser, TRAINING)
     parser.add_argument("--n-interior", type=int, default=1000)
     parser.add_argument("--n-boundary", type=int, default=400)
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3, 4, 5, 6])
@@ -210,8 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_options(args)
     comm = MPI.COMM_WORLD
     out = prepare_output_dir(args.out, comm)
-    config = NetworkConfig(training=replace(DEFAULT_TRAINING, adam_steps=args.adam_steps,
-                                           lbfgs_steps=args.lbfgs_steps),
+    config = NetworkConfig(training=training_from_args(args, TRAINING),
                            n_interior=args.n_interior, n_boundary=args.n_boundary)
     rows, dims, conv, text = [], [], [], ""
     if "comparison" in args.parts:
