@@ -34,7 +34,12 @@ from typing import TYPE_CHECKING
 
 from mpi4py import MPI
 
-from dolfinx_nn.cli_options import add_output_arguments, add_seed_argument, add_threads_argument
+from dolfinx_nn.cli_options import (
+    add_output_arguments,
+    add_seed_argument,
+    add_threads_argument,
+    positive_int,
+)
 from dolfinx_nn.deep_limit import plots
 from dolfinx_nn.deep_limit.annulus_study import AnnulusConfig, annulus_study
 from dolfinx_nn.deep_limit.forward_convergence import ForwardConfig, forward_convergence
@@ -64,18 +69,8 @@ def _depths(max_depth: int) -> tuple[int, ...]:
     return tuple(2**k for k in range(max_depth.bit_length()) if 2**k <= max_depth)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _dimension(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value < 2:
         raise argparse.ArgumentTypeError(
             f"must be >= 2 (the annulus lives in R^2), got {text!r}")
@@ -188,7 +183,7 @@ def annulus_table(result: dict) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", choices=[*EXPERIMENTS, "all"], default="forward",
                         help="which experiment to run (default: forward)")
-    parser.add_argument("--max-depth", type=_positive_int, default=None,
+    parser.add_argument("--max-depth", type=positive_int, default=None,
                         help="largest N (depths are the powers of two up to it; default 256 "
                              "for forward/sgd, 64 for annulus/inverse)")
     parser.add_argument("--dim", type=_dimension, default=3,
@@ -197,7 +192,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="activation of the block (default relu; tanh for inverse)")
     add_seed_argument(parser)
     add_threads_argument(parser)
-    parser.add_argument("--seeds", type=_positive_int, default=3,
+    parser.add_argument("--seeds", type=positive_int, default=3,
                         help="number of seeds of the annulus study (default 3)")
     parser.add_argument("--quick", action="store_true",
                         help="small problem sizes (seconds), for smoke tests")
