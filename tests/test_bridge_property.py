@@ -229,10 +229,13 @@ def make_problem(key: tuple) -> Scalar | Stokes:
     return Stokes(layout, n) if physics == "stokes" else Scalar(physics, space, layout, solver, n)
 
 
-def draw_case(seed: int) -> tuple[tuple, str]:
-    """The problem (same on every rank) and the kind of coefficient source of case ``seed``."""
-    rng = np.random.default_rng(seed)
-    physics = PHYSICS[rng.integers(len(PHYSICS))]
+def draw_case(
+    seed: int, kinds: tuple[str, ...] = PHYSICS, first_seed: int = 0
+) -> tuple[tuple, str]:
+    """The problem (same on every rank) and the kind of coefficient source of case ``seed``,
+    with physics from ``kinds``; the generator is seeded with ``first_seed + seed``."""
+    rng = np.random.default_rng(first_seed + seed)
+    physics = kinds[rng.integers(len(kinds))]
     key = (
         physics,
         SCALAR_SPACES[rng.integers(2)] if physics != "stokes" else "-",
@@ -243,16 +246,18 @@ def draw_case(seed: int) -> tuple[tuple, str]:
     return key, SOURCES[rng.integers(2)] if physics != "stokes" else "tensor"
 
 
-def _grouped() -> dict[tuple, list[tuple[int, str]]]:
-    """The cases by problem, so that each problem is built once."""
+def grouped_cases(
+    cases: int, kinds: tuple[str, ...] = PHYSICS, first_seed: int = 0
+) -> dict[tuple, list[tuple[int, str]]]:
+    """The cases ``0 .. cases-1`` by problem, so that each problem is built once."""
     groups: dict[tuple, list[tuple[int, str]]] = {}
-    for seed in range(CASES):
-        key, source = draw_case(seed)
+    for seed in range(cases):
+        key, source = draw_case(seed, kinds, first_seed)
         groups.setdefault(key, []).append((seed, source))
     return groups
 
 
-GROUPS = _grouped()
+GROUPS = grouped_cases(CASES)
 
 
 @pytest.mark.parametrize("key", sorted(GROUPS), ids=lambda k: "-".join(map(str, k)))

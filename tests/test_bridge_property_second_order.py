@@ -17,36 +17,26 @@ from mpi4py import MPI
 import numpy as np
 import pytest
 import torch
-from test_bridge_property import LAYOUTS, SCALAR_SPACES, SOLVERS, SOURCES, make_problem
+from test_bridge_property import (
+    LAYOUTS,
+    SOLVERS,
+    SOURCES,
+    grouped_cases,
+    make_problem,
+)
+from test_bridge_property import draw_case as draw_first_order_case
 
 COMM = MPI.COMM_WORLD
 CASES = 30
 PHYSICS = ("linear", "nonlinear", "stokes")
+FIRST_SEED = 20_000  # other draws than the first-order test's
 
 
 def draw_case(seed: int) -> tuple[tuple, str]:
-    """The problem (same on every rank) and the coefficient source of case ``seed``."""
-    rng = np.random.default_rng(20_000 + seed)
-    physics = PHYSICS[rng.integers(len(PHYSICS))]
-    key = (
-        physics,
-        SCALAR_SPACES[rng.integers(2)] if physics != "stokes" else "-",
-        LAYOUTS[rng.integers(len(LAYOUTS))],
-        SOLVERS[rng.integers(2)] if physics != "stokes" else "direct",
-        4 if physics == "stokes" else 5,
-    )
-    return key, SOURCES[rng.integers(2)] if physics != "stokes" else "tensor"
+    return draw_first_order_case(seed, PHYSICS, FIRST_SEED)
 
 
-def _grouped() -> dict[tuple, list[tuple[int, str]]]:
-    groups: dict[tuple, list[tuple[int, str]]] = {}
-    for seed in range(CASES):
-        key, source = draw_case(seed)
-        groups.setdefault(key, []).append((seed, source))
-    return groups
-
-
-GROUPS = _grouped()
+GROUPS = grouped_cases(CASES, PHYSICS, FIRST_SEED)
 
 
 def _gradient(loss, m, create_graph=False):
