@@ -66,16 +66,6 @@ def assign_owned(f: dolfinx.fem.Function, values: np.ndarray) -> None:
     f.x.scatter_forward()
 
 
-def owned_tensor(f: dolfinx.fem.Function) -> torch.Tensor:
-    """A float64 tensor copy of ``f``'s owned dofs."""
-    return torch.from_numpy(f.x.array[: owned_size(f.function_space)].copy())
-
-
-def vec_owned_tensor(vec: PETSc.Vec) -> torch.Tensor:
-    """A float64 tensor copy of the owned part of a PETSc vector."""
-    return torch.from_numpy(vec.getArray(readonly=True).copy())
-
-
 def ghost_add(vec: PETSc.Vec) -> None:
     """Accumulate ghost contributions into owners (after assembly)."""
     vec.ghostUpdate(addv=cast(PETSc.InsertMode, PETSc.InsertMode.ADD),  # stub: members int
