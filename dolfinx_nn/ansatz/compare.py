@@ -243,6 +243,7 @@ def run_network(
            "final_loss": sol.history.losses[-1] if sol.history.losses else None,
            "steps": sol.history.steps, "stopped_because": sol.history.stopped_because,
            "scales": sol.scales.as_dict(),
+           "units": sol.canonical.units.as_dict() if sol.canonical else None,
            "fits": {"G": fit_report(sol.ansatz.extension), "D": fit_report(sol.ansatz.distance)},
            "error_mesh": error_mesh}
     if sol.history.checkpoint_error:

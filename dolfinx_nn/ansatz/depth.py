@@ -37,6 +37,7 @@ from dolfinx_nn.ansatz.network_solver import (
 )
 from dolfinx_nn.ansatz.networks import parameter_count, width_for_parameters
 from dolfinx_nn.ansatz.pdes import Problem
+from dolfinx_nn.ansatz.units import canonical, in_user_units
 from dolfinx_nn.training import train
 
 
@@ -82,20 +83,24 @@ def compare_depths(
     if parameters < 1 or not depths or any(d < 1 for d in depths):
         raise ValueError(f"need parameters >= 1 and depths >= 1, got {parameters}, {depths}")
     comm = mesh.comm
-    fixed = fit_fixed_fields(problem, mesh, config)
-    points = collocation_points(problem, mesh, config) if config.loss == "strong" else None
+    hat = canonical(problem, mesh)  # the network side of solve_network, in canonical units
+    fixed = fit_fixed_fields(hat.problem, hat.mesh, config)
+    points = (collocation_points(hat.problem, hat.mesh, config) if config.loss == "strong"
+              else None)
     results = []
     for depth in depths:
         width = width_for_parameters(problem.input_dim, depth, parameters)
         for seed in seeds:
-            network = new_network(problem, mesh, width, depth, seed, fixed.scales.solution)
+            network = new_network(hat.problem, hat.mesh, width, depth, seed,
+                                  fixed.scales.solution)
             ansatz = DirichletAnsatz(fixed.extension, fixed.distance, network)
-            loss = make_loss(problem, mesh, ansatz, config, fixed.scales, points)
+            loss = make_loss(hat.problem, hat.mesh, ansatz, config, fixed.scales, points)
             start = time.perf_counter()
             history = train(loss, ansatz.network, config.training, comm=comm,
                             desc=f"depth {depth}, width {width}, seed {seed}")
             elapsed = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
-            error = network_errors(problem, ansatz, reference)["relative_l2_error"]
+            error = network_errors(problem, in_user_units(ansatz, hat.units),
+                                   reference)["relative_l2_error"]
             results.append(DepthResult(depth, width, parameter_count(problem.input_dim, width,
                                                                      depth),
                                        seed, error, history.losses[-1], history.steps, elapsed))

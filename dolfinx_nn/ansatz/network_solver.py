@@ -23,6 +23,7 @@ from dolfinx_nn.ansatz.losses import RitzLoss, StrongResidualLoss
 from dolfinx_nn.ansatz.networks import feed_forward
 from dolfinx_nn.ansatz.pdes import Problem
 from dolfinx_nn.ansatz.scaling import Scales, problem_scales
+from dolfinx_nn.ansatz.units import Canonical, canonical, in_user_units, user_scales
 from dolfinx_nn.meshes import bounding_box
 from dolfinx_nn.sampling import rank_rng, sample_interior
 from dolfinx_nn.training import History, TrainingConfig, train
@@ -34,6 +35,9 @@ LOSSES = {"strong": "mean squared strong residual at collocation points",
 #: Collocation point sets: "random" (uniform in the cells, per-rank streams) or "quadrature"
 #: (quadrature points of the cells: the same global set on any number of ranks).
 COLLOCATION = ("random", "quadrature")
+
+#: Stored with a training checkpoint: the convention of the network's inputs and output.
+CANONICAL_UNITS = "x_hat = (x - x_0)/L_0, u_hat = u/U_0, data on a 2^-24 grid"
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,9 @@ class NetworkConfig:
 
 @dataclass
 class NetworkSolution:
-    """A trained ansatz, the scales it was trained in and what it cost."""
+    """A trained ansatz (of the user's coordinates and units), its scales (in the user's units)
+    and what it cost; ``canonical`` is the problem the network was trained on
+    (:mod:`~dolfinx_nn.ansatz.units`)."""
 
     ansatz: DirichletAnsatz
     parameters: int
@@ -102,6 +108,7 @@ class NetworkSolution:
     fit_time_s: float
     train_time_s: float
     scales: Scales
+    canonical: Canonical | None = None
 
     @property
     def wall_time_s(self) -> float:
@@ -212,6 +219,10 @@ def solve_network(
 ) -> NetworkSolution:
     """Fit ``G`` and ``D``, then train ``N`` with :func:`~dolfinx_nn.training.train`.
 
+    The network side works on the canonical copy of the problem and mesh
+    (:func:`~dolfinx_nn.ansatz.units.canonical`), so a change of units does not change a bit
+    of what the optimizer sees; the returned ansatz takes the user's coordinates.
+
     Args:
         problem: the PDE.
         mesh: the mesh of the fits and of the collocation points.
@@ -229,7 +240,9 @@ def solve_network(
     comm = mesh.comm
     comm.Barrier()
     start = time.perf_counter()
-    ansatz, scales = build_ansatz(problem, mesh, config)
+    hat = canonical(problem, mesh)
+    ansatz_hat, scales_hat = build_ansatz(hat.problem, hat.mesh, config)
+    ansatz = in_user_units(ansatz_hat, hat.units)
     if state is not None:
         state["ansatz"] = ansatz
     comm.Barrier()
@@ -237,11 +250,15 @@ def solve_network(
     if on_fitted is not None:
         on_fitted(ansatz)
     start = time.perf_counter()
-    loss = make_loss(problem, mesh, ansatz, config, scales)
-    history = train(loss, ansatz.network, config.training, comm=comm, checkpoint=checkpoint,
+    loss = make_loss(hat.problem, hat.mesh, ansatz_hat, config, scales_hat)
+    # the network trains in canonical units: a checkpoint of another convention is refused
+    record = None if problem_record is None else {**problem_record,
+                                                  "network_units": CANONICAL_UNITS}
+    history = train(loss, ansatz_hat.network, config.training, comm=comm, checkpoint=checkpoint,
                     resume="auto" if checkpoint else False, desc=desc, callback=callback,
-                    problem=problem_record)
+                    problem=record)
     comm.Barrier()
     train_time = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
     parameters = sum(p.numel() for p in ansatz.network.parameters())
-    return NetworkSolution(ansatz, parameters, history, fit_time, train_time, scales)
+    return NetworkSolution(ansatz, parameters, history, fit_time, train_time,
+                           user_scales(scales_hat, hat.units, problem), hat)

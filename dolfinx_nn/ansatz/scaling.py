@@ -28,8 +28,11 @@ Langtangen & Pedersen, *Scaling of Differential Equations*, Springer 2016, ch. 3
   of ``G`` is taken.
 
 Changing the unit of length or of the solution changes every input of the optimizer by exact
-factors only: the loss and ``N`` are the same up to round-off.  Results are reported in the
-user's units, and the scales are reported too (``results.json``: ``network.scales``).
+factors only: the loss and ``N`` are the same up to round-off.  The network side computes
+these scales on the canonical copy of the problem (:mod:`~dolfinx_nn.ansatz.units`), whose
+data are rounded so that they are the same bit for bit in every unit system; round-off alone
+would part the runs of the default optimizer.  Results are reported in the user's units, and
+the scales are reported too (``results.json``: ``network.scales``).
 """
 
 from __future__ import annotations
@@ -157,7 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     ``python -m dolfinx_nn.ansatz.scaling --lengths 1e-3,1,1e3 --seeds 5`` prints, per length,
     the median and range over seeds of the network's relative L2 error with the default
-    network settings (the table of ``docs/ansatz.md``).
+    network settings, and per seed the ratio of the largest to the smallest error over the
+    lengths (the table of ``docs/ansatz.md``).
     """
     import argparse
 
@@ -192,7 +196,12 @@ def main(argv: list[str] | None = None) -> dict:
                      "scales": sol.scales.as_dict()})
         print0(f"L = {length:g}: median {rows[-1]['median']:.2e}, range "
                f"[{rows[-1]['min']:.2e}, {rows[-1]['max']:.2e}] over {args.seeds} seeds")
-    result = {"ranks": comm.size, "settings": vars(args), "rows": rows}
+    per_seed = np.array([row["errors"] for row in rows])  # (lengths, seeds)
+    ratios = (per_seed.max(axis=0) / per_seed.min(axis=0)).tolist()
+    print0("largest / smallest error over the lengths, per seed: "
+           + ", ".join(f"{r:.3g}" for r in ratios))
+    result = {"ranks": comm.size, "settings": vars(args), "rows": rows,
+              "ratio_over_lengths_per_seed": ratios}
     if args.out:
         write_json(args.out, result, comm)
     return result
