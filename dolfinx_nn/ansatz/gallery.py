@@ -16,7 +16,7 @@ l-shape                  [0, 1]^2 minus [0.5, 1]^2 (a re-entrant corner)
 flower                   the curve r = 0.6 + 0.15 cos(5 theta) (a B-spline through 100 points)
 disk-square-hole         disk of radius 1 minus a square of side 0.6 rotated by 30 degrees
 channel-three-holes      [0, 4] x [0, 1] minus three disks of radius 0.12 (elongated)
-ellipse-two-holes-mm     the first geometry in millimetres (coordinates times 1e-3)
+ellipse-two-holes-mm     the first geometry's mesh in millimetres (coordinates times 1e-3)
 =======================  ==============================================================
 
 The exact solution is ``sin(2 x + 0.5) cos(3 y) + x y`` in the geometry's own unit (for the
@@ -97,13 +97,14 @@ def write_geometry(name: str, path: pathlib.Path) -> int:
         gmsh.option.setNumber("General.Terminal", 0)
         gmsh.model.add(name)
         domain = build(gmsh.model.occ)
-        if unit != 1.0:
-            gmsh.model.occ.dilate(domain, 0.0, 0.0, 0.0, unit, unit, unit)
         gmsh.model.occ.synchronize()
         gmsh.model.addPhysicalGroup(2, [tag for _, tag in domain], 1)
-        gmsh.option.setNumber("Mesh.CharacteristicLengthMin", size * unit)
-        gmsh.option.setNumber("Mesh.CharacteristicLengthMax", size * unit)
+        gmsh.option.setNumber("Mesh.CharacteristicLengthMin", size)
+        gmsh.option.setNumber("Mesh.CharacteristicLengthMax", size)
         gmsh.model.mesh.generate(2)
+        if unit != 1.0:  # the same mesh in another unit (meshing the dilated geometry differs)
+            gmsh.model.mesh.affineTransform([unit, 0.0, 0.0, 0.0, 0.0, unit, 0.0, 0.0,
+                                             0.0, 0.0, unit, 0.0])
         gmsh.write(str(path))
         return len(gmsh.model.mesh.getElementsByType(2)[0])
     finally:
