@@ -682,6 +682,13 @@ def boundary_dofs(V: dolfinx.fem.FunctionSpace) -> np.ndarray:
     return dolfinx.fem.locate_dofs_topological(V, mesh.topology.dim - 1, boundary_facets(mesh))
 
 
+def refine(mesh: dolfinx.mesh.Mesh) -> dolfinx.mesh.Mesh:
+    """Uniform refinement (each edge split), kept on the ranks of its parent cells (collective).
+    """
+    mesh.topology.create_entities(1)
+    return dolfinx.mesh.refine(mesh)[0]
+
+
 def mesh_size(mesh: dolfinx.mesh.Mesh) -> float:
     """Largest cell diameter over all ranks (collective)."""
     tdim = mesh.topology.dim

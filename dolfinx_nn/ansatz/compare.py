@@ -36,7 +36,7 @@ from dolfinx_nn.ansatz.errors import (
 from dolfinx_nn.ansatz.fem_reference import solve_fem
 from dolfinx_nn.ansatz.network_solver import NetworkConfig, NetworkSolution, solve_network
 from dolfinx_nn.ansatz.pdes import Problem
-from dolfinx_nn.meshes import create_mesh, mesh_size
+from dolfinx_nn.meshes import create_mesh, mesh_size, refine
 from dolfinx_nn.output import (
     check_writable,
     collective_output,
@@ -123,12 +123,6 @@ class Phases:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
-
-
-def refine(mesh: dolfinx.mesh.Mesh) -> dolfinx.mesh.Mesh:
-    """Uniform refinement (each edge split), kept on the ranks of its parent cells."""
-    mesh.topology.create_entities(1)
-    return dolfinx.mesh.refine(mesh)[0]
 
 
 def observed_rates(errors: list[float], sizes: list[float]) -> list[float | None]:
@@ -244,6 +238,7 @@ def run_network(
            "steps": sol.history.steps, "stopped_because": sol.history.stopped_because,
            "scales": sol.scales.as_dict(),
            "units": sol.canonical.units.as_dict() if sol.canonical else None,
+           "loss_points": sol.loss_points,
            "fits": {"G": fit_report(sol.ansatz.extension), "D": fit_report(sol.ansatz.distance)},
            "error_mesh": error_mesh}
     if sol.history.checkpoint_error:

@@ -7,6 +7,8 @@ the shares.
 
 from __future__ import annotations
 
+import warnings
+
 from mpi4py import MPI
 
 import basix.ufl
@@ -19,6 +21,7 @@ from dolfinx_nn.ansatz.ansatz import DirichletAnsatz
 from dolfinx_nn.ansatz.equations import PDES
 from dolfinx_nn.ansatz.pdes import Problem
 from dolfinx_nn.fem_functional import fem_functional
+from dolfinx_nn.meshes import refine
 from dolfinx_nn.neural_function import NeuralFunction
 from dolfinx_nn.parallel import global_sum
 
@@ -91,6 +94,14 @@ class _ValueAndGradient(torch.nn.Module):
         return torch.cat([u[:, None], grad], dim=1)
 
 
+#: :meth:`RitzLoss.held_out` raises the quadrature degree by this much (and refines once).
+HELD_OUT_DEGREE_INCREASE = 4
+
+#: :meth:`RitzLoss.held_out` warns when the two energies differ by more than this (relative
+#: to ``max(1, |E|)``; the energies are dimensionless, of order 1).
+HELD_OUT_TOLERANCE = 1e-3
+
+
 class RitzLoss:
     """Ritz energy ``int e(u, grad u, f) dx`` by DOLFINx quadrature (symmetric equations only).
 
@@ -124,6 +135,8 @@ class RitzLoss:
                 f"the Ritz energy needs a symmetric problem: pde must be one of {symmetric}, "
                 f"got {problem.pde!r}; use the strong residual loss instead"
             )
+        self.problem, self.ansatz, self.mesh = problem, ansatz, mesh
+        self.degree, self.scale = degree, float(scale)
         gdim = mesh.geometry.dim
         element = basix.ufl.quadrature_element(
             mesh.basix_cell(), value_shape=(gdim + 1,), degree=degree
@@ -137,6 +150,35 @@ class RitzLoss:
         dx = ufl.dx(metadata={"quadrature_degree": degree, "quadrature_rule": "default"})
         energy = density / float(scale) * dx
         self.functional = fem_functional(energy, controls=[w])
+        #: Global number of quadrature points.
+        self.points = Q.dofmap.index_map.size_global
 
     def __call__(self) -> torch.Tensor:
         return self.functional(self.field())
+
+    def held_out(self, trained: float | None) -> dict[str, float | None]:
+        """The energy of the current ansatz by a rule it was not trained on (collective).
+
+        The mesh refined once and the degree raised by :data:`HELD_OUT_DEGREE_INCREASE`: a
+        network can lower the energy at the training rule's points below the minimum (it
+        "fools" the rule) when they are few; then the two values part.  Warns on every rank
+        when they differ by more than :data:`HELD_OUT_TOLERANCE`.
+
+        Args:
+            trained: the final training loss (the energy by the training rule).
+
+        Returns:
+            ``{"energy": trained, "held_out_energy": E, "held_out_gap": |E - trained|}``
+            (dimensionless, like the loss).
+        """
+        finer = RitzLoss(self.problem, self.ansatz, refine(self.mesh),
+                         self.degree + HELD_OUT_DEGREE_INCREASE, self.scale)
+        energy = float(finer.functional(finer.field()).detach())  # grad u needs autograd
+        gap = None if trained is None else abs(energy - trained)
+        if gap is not None and gap > HELD_OUT_TOLERANCE * max(1.0, abs(energy)):
+            warnings.warn(
+                f"the Ritz energy of the trained network is {trained:.4g} by the training "
+                f"quadrature ({self.points} points) but {energy:.4g} by a finer one: the "
+                f"network exploits the rule; raise the quadrature degree or refine the mesh",
+                RuntimeWarning, stacklevel=2)
+        return {"energy": trained, "held_out_energy": energy, "held_out_gap": gap}
