@@ -169,7 +169,7 @@ def test_corner_functions_are_harmonic_and_their_laplacian_is_exact(gallery_mesh
 def test_distance_stays_positive_at_square_corners(gallery_meshes):
     """The fitted D on the disk minus a rotated square: min D / max D at the 20000 interior
     points of ``compare`` was -5.1e-2 without the corner functions and is -5.9e-4 with them
-    (one and two ranks); the bound leaves a factor 8."""
+    on one rank, -9.2e-4 on two (other boundary points); the bound leaves a factor 5."""
     mesh = gallery_meshes["disk-square-hole"]
     D = fit_distance(mesh)
     assert len(D.fit_report["corners"]) == 4

@@ -22,10 +22,11 @@ inside, and is harmonic where ``chi = 1`` (with a plateau, :class:`CornerFunctio
 The cutoff is as wide as the geometry allows (``R`` the distance from the corner to the rest of
 the boundary, no plateau): its Laplacian, which the smooth features of a fit must cancel,
 grows like the inverse square of the width of the transition.  On the disk minus a rotated
-square (:mod:`~dolfinx_nn.ansatz.gallery`, ``R = 0.58``), one rank, seed 0, the network's
+square (:mod:`~dolfinx_nn.ansatz.gallery`, ``R = 0.575``), one rank, seed 0, the network's
 relative L2 error was 3.1e-2 with ``R`` half that distance and ``chi = 1`` up to ``R/2``,
 1.6e-2 with the full ``R`` and ``chi = 1`` up to ``R/2``, 9.6e-3 with ``chi = 1`` up to
-``R/4``, and 3.8e-3 without a plateau (without the corner functions: 5.0e-2).
+``R/4``, and 3.8e-3 without a plateau (without the corner functions: 4.5e-2); see
+``docs/ansatz.md``, section *Re-entrant corners*.
 
 :func:`reentrant_corners` finds the corners of a mesh's boundary, :class:`CornerFunctions` is
 the torch module of their singular functions (values, and derivatives by autograd, finite at

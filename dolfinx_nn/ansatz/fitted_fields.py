@@ -8,6 +8,18 @@ output layer is found by weighted linear least squares) to a FEM field computed 
   a nonzero normal derivative (Hopf's lemma);
 - ``G`` fits the Dirichlet data ``g`` on the boundary and its harmonic extension (P2 FEM) inside.
 
+At a re-entrant corner of a 2D domain (interior angle ``omega > pi``) a smooth ``D`` that
+vanishes on both edges behaves like the product of the two edge lines, which changes sign
+inside the domain: on the disk minus a rotated square (four corners of 270 degrees) the smooth
+fit reached ``min D / max D = -5.1e-2``, vanished inside the domain, and the network
+``N = (u - G) / D`` reached a relative L2 error of 4.2e-2 to 5.3e-2 (seeds 0 to 2, one rank).
+The fit of ``D`` therefore also has the singular function
+``r^(pi/omega) sin(pi theta/omega) chi(r/R)`` of each such corner in its basis
+(:mod:`~dolfinx_nn.ansatz.corners`; Fix, Gulati & Wakoff 1973), which vanishes on both edges
+and is positive inside: ``min D / max D = -5.9e-4`` there, network errors 3.8e-3 to 9.0e-3 (one
+rank; 4.2e-3 to 7.5e-3 on two; ``docs/ansatz.md``).  Meshes without re-entrant corners get
+exactly the fits they had; re-entrant edges of 3D domains are not treated.
+
 Boundary rows are uniform random boundary points (:func:`~dolfinx_nn.sampling.sample_boundary`);
 interior rows are the quadrature points of the owned cells.  The weight of the boundary rows is
 chosen from the data (:func:`_fit`): the smoothest fit whose misfit at held-out boundary points
