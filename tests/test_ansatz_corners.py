@@ -58,6 +58,23 @@ def test_l_shape_has_one_corner(gallery_meshes):
     _same_on_all_ranks([corner])
 
 
+@pytest.mark.parametrize("cell", ["triangle", "quadrilateral"])
+def test_l_shape_cut_from_a_structured_mesh(comm, cell):
+    """The same corner on a unit square of 8 x 8 cells without its upper right quarter (a
+    DOLFINx submesh, so the cells around the corner are split over the ranks differently)."""
+    import dolfinx
+
+    square = dolfinx.mesh.create_unit_square(comm, 8, 8, dolfinx.mesh.CellType[cell])
+    cells = np.arange(square.topology.index_map(2).size_local, dtype=np.int32)
+    mid = dolfinx.mesh.compute_midpoints(square, 2, cells)
+    keep = cells[~((mid[:, 0] > 0.5) & (mid[:, 1] > 0.5))]
+    (corner,) = reentrant_corners(dolfinx.mesh.create_submesh(square, 2, keep)[0])
+    np.testing.assert_allclose(corner.vertex, [0.5, 0.5], atol=1e-12)
+    assert corner.angle == pytest.approx(1.5 * math.pi, rel=1e-12)
+    assert corner.radius == pytest.approx(RADIUS_FRACTION * 0.5, rel=1e-12)
+    _same_on_all_ranks([corner])
+
+
 def test_square_hole_has_four_corners(gallery_meshes):
     """The four corners of the rotated square, 270 degrees each, bisectors away from its
     centre, R the distance to the polygon of the unit circle."""

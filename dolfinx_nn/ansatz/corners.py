@@ -77,7 +77,7 @@ PLATEAU = 0.0
 STRAIGHT = 1e-6
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ReentrantCorner:
     """A re-entrant corner of a 2D boundary.
 
