@@ -9,6 +9,8 @@ Modules:
 
 - :mod:`~dolfinx_nn.ansatz.networks`: feed-forward and random-feature networks;
 - :mod:`~dolfinx_nn.ansatz.fitted_fields`: fitting ``G`` and ``D`` on the mesh;
+- :mod:`~dolfinx_nn.ansatz.corners`: re-entrant corners of 2D meshes and their singular
+  functions (in the basis of ``D``);
 - :mod:`~dolfinx_nn.ansatz.ansatz`: the ansatz and its derivatives (product rule over
   :func:`dolfinx_nn.networks.pointwise.laplacian`);
 - :mod:`~dolfinx_nn.ansatz.equations`: the registry of PDEs (Poisson, advection-diffusion,

@@ -8,6 +8,18 @@ output layer is found by weighted linear least squares) to a FEM field computed 
   a nonzero normal derivative (Hopf's lemma);
 - ``G`` fits the Dirichlet data ``g`` on the boundary and its harmonic extension (P2 FEM) inside.
 
+At a re-entrant corner of a 2D domain (interior angle ``omega > pi``) a smooth ``D`` that
+vanishes on both edges behaves like the product of the two edge lines, which changes sign
+inside the domain: on the disk minus a rotated square (four corners of 270 degrees) the smooth
+fit reached ``min D / max D = -5.1e-2``, vanished inside the domain, and the network
+``N = (u - G) / D`` reached a relative L2 error of 4.2e-2 to 5.3e-2 (seeds 0 to 2, one rank).
+The fit of ``D`` therefore also has the singular function
+``r^(pi/omega) sin(pi theta/omega) chi(r/R)`` of each such corner in its basis
+(:mod:`~dolfinx_nn.ansatz.corners`; Fix, Gulati & Wakoff 1973), which vanishes on both edges
+and is positive inside: ``min D / max D = -5.9e-4`` there, network errors 3.8e-3 to 9.0e-3 (one
+rank; 4.2e-3 to 7.5e-3 on two; ``docs/ansatz.md``).  Meshes without re-entrant corners get
+exactly the fits they had; re-entrant edges of 3D domains are not treated.
+
 Boundary rows are uniform random boundary points (:func:`~dolfinx_nn.sampling.sample_boundary`);
 interior rows are the quadrature points of the owned cells.  The weight of the boundary rows is
 chosen from the data (:func:`_fit`): the smoothest fit whose misfit at held-out boundary points
@@ -33,6 +45,7 @@ import torch
 import ufl
 
 from dolfinx_nn import petsc_problems
+from dolfinx_nn.ansatz.corners import CornerFunctions, reentrant_corners
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork
 from dolfinx_nn.meshes import boundary_dofs, boundary_facets, bounding_box
 from dolfinx_nn.sampling import rank_rng, sample_boundary
@@ -163,6 +176,18 @@ def feature_boxes(
     return groups
 
 
+#: Default number of singular functions per re-entrant corner in the fit of ``D``
+#: (:mod:`~dolfinx_nn.ansatz.corners`).  Two (the next term ``r^(2a) sin(2 a theta)`` too) did
+#: not help: on the disk minus a rotated square the network's errors over seeds 0, 1, 2 were
+#: 3.6e-3, 1.1e-2, 1.8e-2 against 3.8e-3, 7.6e-3, 9.0e-3 with one.
+DISTANCE_CORNER_TERMS = 1
+
+#: Default for ``G``: none.  The harmonic extension also behaves like ``r^a sin(a theta)`` at
+#: a re-entrant corner, but the corner functions in ``G`` did not help the network (disk minus
+#: a rotated square, seeds 0, 1, 2: 5.1e-3, 8.4e-3, 1.8e-2; L-shape, seed 0: 1.7e-3 against
+#: 2.1e-3), and the boundary weight the fit chose fell from 1e5 to 1e4.
+EXTENSION_CORNER_TERMS = 0
+
 #: Relative weights of the boundary rows tried by :func:`_fit`, smoothest first.
 BOUNDARY_WEIGHTS = tuple(float(w) for w in 10.0 ** np.arange(0.0, 6.01, 0.5))
 
@@ -184,6 +209,7 @@ def _fit(
     seed: int,
     length: float,
     tolerance: float,
+    corner_terms: int,
 ) -> RandomFeatureNetwork:
     """Least-squares fit: FEM values inside, ``lap = laplacian`` inside, data on the boundary.
 
@@ -200,11 +226,21 @@ def _fit(
     ``w_b`` is chosen from the data: the smallest of :data:`BOUNDARY_WEIGHTS` whose largest
     misfit at as many held-out boundary points is at most ``tolerance`` (relative to
     ``max |g|``, or to 1 for ``D``); the largest weight if none is.  The choice is reported in
-    ``net.fit_report``.  Collective.
+    ``net.fit_report``.
+
+    The first ``corner_terms`` singular functions of each re-entrant corner of a 2D mesh
+    (:func:`~dolfinx_nn.ansatz.corners.reentrant_corners`) are more columns of the basis;
+    the corners (position, angle, cutoff radius) are reported in ``net.fit_report``.  A mesh
+    without such corners gets the basis (and the fit) it had without them.  Collective.
     """
     comm = mesh.comm
+    if corner_terms < 0:
+        raise ValueError(f"corner_terms must be >= 0 (functions per corner), got {corner_terms}")
+    found = reentrant_corners(mesh) if corner_terms > 0 else []
+    singular = CornerFunctions(found, corner_terms) if found else None
     net = RandomFeatureNetwork(mesh.geometry.dim, features, bounding_box(mesh), scale=scale,
-                               seed=seed, extra_boxes=feature_boxes(mesh, features))
+                               seed=seed, extra_boxes=feature_boxes(mesh, features),
+                               corners=singular)
     xi, _, (yi,) = quadrature_points(mesh, 4, [interior_field])
     xb, _ = sample_boundary(mesh, boundary_points, rank_rng(seed, comm))
     xv, _ = sample_boundary(mesh, boundary_points, rank_rng(seed + 7919, comm))
@@ -240,7 +276,8 @@ def _fit(
         weight, misfit = min(tried, key=lambda t: t[1])
         net.solve_factors(factors, [1.0, float(laplacian_weight), weight])
     net.fit_report = {"boundary_weight": weight, "boundary_misfit": misfit,
-                      "tolerance": tolerance, "met": misfit <= tolerance}
+                      "tolerance": tolerance, "met": misfit <= tolerance,
+                      "corners": [c.as_dict() for c in found], "corner_terms": corner_terms}
     return net
 
 
@@ -264,6 +301,7 @@ def fit_distance(
     scale: float | None = None,
     seed: int = 1,
     tolerance: float = FIT_TOLERANCE,
+    corner_terms: int = DISTANCE_CORNER_TERMS,
 ) -> RandomFeatureNetwork:
     """Fit ``D``: a smooth approximate distance to the whole boundary, ``max D ~ 1``.
 
@@ -281,6 +319,9 @@ def fit_distance(
             mesh's dimension).
         seed: seed of the features and of the boundary points.
         tolerance: largest boundary misfit (relative) that decides the boundary weight.
+        corner_terms: singular functions per re-entrant corner of a 2D mesh added to the
+            basis (:mod:`~dolfinx_nn.ansatz.corners`; 0: none; no effect on meshes without
+            such corners).
 
     Raises:
         ValueError: the torsion function is not positive (empty mesh).
@@ -294,7 +335,7 @@ def fit_distance(
     phi.x.array[:] /= top
     net = _fit(mesh, phi, lambda x: np.zeros(len(x)), -1.0 / top, features=features,
                boundary_points=boundary_points, laplacian_weight=laplacian_weight, scale=scale,
-               seed=seed, length=np.sqrt(top), tolerance=tolerance)
+               seed=seed, length=np.sqrt(top), tolerance=tolerance, corner_terms=corner_terms)
     net.length_scale = float(np.sqrt(top))
     return net
 
@@ -309,6 +350,7 @@ def fit_boundary_extension(
     scale: float = 3.0,
     seed: int = 2,
     tolerance: float = FIT_TOLERANCE,
+    corner_terms: int = EXTENSION_CORNER_TERMS,
 ) -> RandomFeatureNetwork:
     """Fit ``G``: equal to ``g`` on the boundary, close to its harmonic extension inside.
 
@@ -318,14 +360,15 @@ def fit_boundary_extension(
     Args:
         mesh: the (affine) mesh.
         g: Dirichlet data, a NumPy function of points ``(n, gdim)``.
-        features, boundary_points, laplacian_weight, scale, seed, tolerance: as in
-            :func:`fit_distance` (the misfit is relative to ``max |g|``).
+        features, boundary_points, laplacian_weight, scale, seed, tolerance, corner_terms: as in
+            :func:`fit_distance` (the misfit is relative to ``max |g|``; ``corner_terms``
+            defaults to :data:`EXTENSION_CORNER_TERMS`, 0).
     """
     extension = _solve_p2(mesh, 0.0, g)
     lower, upper = bounding_box(mesh)
     net = _fit(mesh, extension, g, 0.0, features=features, boundary_points=boundary_points,
                laplacian_weight=laplacian_weight, scale=scale, seed=seed,
-               length=float(np.max(upper - lower)), tolerance=tolerance)
+               length=float(np.max(upper - lower)), tolerance=tolerance, corner_terms=corner_terms)
     return net
 
 

@@ -8,6 +8,10 @@ and :class:`~dolfinx_nn.ansatz.network_solver.NetworkConfig`).  The table of
 
     mpiexec -n 2 python -m dolfinx_nn.ansatz.gallery --out results/gallery
 
+``--seeds 0,1,2`` repeats each geometry with those seeds of the network (collocation points and
+initial weights; the fits of ``G`` and ``D`` do not depend on it) and prints the median and
+range of the network's error per geometry: one run of the L-BFGS training is one draw.
+
 Geometries (none is a built-in mesh):
 
 =======================  ==============================================================
@@ -118,62 +122,94 @@ def exact_solution(name: str) -> str:
     return EXACT.replace("X", f"(x[0]{scale})").replace("Y", f"(x[1]{scale})")
 
 
-def run(names: Sequence[str], out: pathlib.Path, comm: MPI.Comm = MPI.COMM_WORLD) -> list[dict]:
-    """Mesh, then ``compare`` with defaults, every geometry in ``names``; rows of the table."""
-    from dolfinx_nn.ansatz.compare import CompareConfig, compare
-    from dolfinx_nn.ansatz.pdes import Problem
-    from dolfinx_nn.output import print0, write_json
+def run(
+    names: Sequence[str], out: pathlib.Path, comm: MPI.Comm = MPI.COMM_WORLD,
+    seeds: Sequence[int] = (0,),
+) -> list[dict]:
+    """Mesh, then ``compare`` with defaults, every geometry in ``names`` with every network
+    seed in ``seeds``; rows of the table (one per geometry and seed)."""
+    from dolfinx_nn.output import write_json
 
     rows = []
     for name in names:
         path = out / f"{name}.msh"
         cells = write_geometry(name, path) if comm.rank == 0 else None
         cells = comm.bcast(cells, root=0)
-        print0(f"== {name}: {cells} triangles", comm=comm)
-        start = time.perf_counter()
-        config = CompareConfig(mesh=str(path))
-        problem = Problem.from_text("poisson", exact_solution(name), 2)
-        try:
-            results = compare(problem, config, comm)
-            error = None
-        except Exception as exc:  # one geometry's failure is a row of the table
-            results, error = None, f"{type(exc).__name__}: {exc}"
-        wall = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
-        row = {"geometry": name, "cells": cells, "exact": exact_solution(name),
-               "wall_time_s": wall, "error": error}
-        if results is not None:
-            net = results["network"]
-            p2 = [r for r in results["fem"] if r["degree"] == 2]
-            row.update({
-                "network_relative_l2_error": net["relative_l2_error"],
-                "network_boundary_relative_max_error": net["boundary_relative_max_error"],
-                "network_time_s": net["wall_time_s"], "fits": net["fits"],
-                "scales": net["scales"], "fem_p2_base_relative_l2_error":
-                    p2[0]["relative_l2_error"] if p2 else None,
-                "phase_times_s": results["phase_times_s"],
-            })
-        rows.append(row)
-        write_json(out / "gallery.json", {"ranks": comm.size, "rows": rows}, comm)
+        for seed in seeds:
+            rows.append(_run_one(name, path, cells, seed, comm))
+            write_json(out / "gallery.json", {"ranks": comm.size, "rows": rows}, comm)
     return rows
 
 
+def _run_one(name: str, path: pathlib.Path, cells: int, seed: int, comm: MPI.Comm) -> dict:
+    """One row: ``compare`` with defaults, network seed ``seed``, on the mesh file ``path``."""
+    from dataclasses import replace
+
+    from dolfinx_nn.ansatz.compare import CompareConfig, compare
+    from dolfinx_nn.ansatz.pdes import Problem
+    from dolfinx_nn.output import print0
+
+    print0(f"== {name}: {cells} triangles, seed {seed}", comm=comm)
+    start = time.perf_counter()
+    config = CompareConfig(mesh=str(path))
+    config = replace(config, network=replace(config.network, seed=seed))
+    problem = Problem.from_text("poisson", exact_solution(name), 2)
+    try:
+        results = compare(problem, config, comm)
+        error = None
+    except Exception as exc:  # one geometry's failure is a row of the table
+        results, error = None, f"{type(exc).__name__}: {exc}"
+    wall = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
+    row = {"geometry": name, "cells": cells, "seed": seed, "exact": exact_solution(name),
+           "wall_time_s": wall, "error": error}
+    if results is not None:
+        net = results["network"]
+        p2 = [r for r in results["fem"] if r["degree"] == 2]
+        row.update({
+            "network_relative_l2_error": net["relative_l2_error"],
+            "network_boundary_relative_max_error": net["boundary_relative_max_error"],
+            "distance_min_relative": net["distance_min_relative"],
+            "network_time_s": net["wall_time_s"], "fits": net["fits"],
+            "scales": net["scales"], "fem_p2_base_relative_l2_error":
+                p2[0]["relative_l2_error"] if p2 else None,
+            "phase_times_s": results["phase_times_s"],
+        })
+    return row
+
+
 def table(rows: Sequence[dict]) -> str:
-    """The markdown table of ``docs/ansatz.md``."""
+    """The markdown table of ``docs/ansatz.md`` (a seed column when there are several)."""
     from dolfinx_nn.output import markdown_table
 
+    seeds = len({r.get("seed", 0) for r in rows}) > 1
     cells = []
     for r in rows:
+        first = [r["geometry"], r["cells"]] + ([r.get("seed", 0)] if seeds else [])
         if r.get("error"):
-            cells.append([r["geometry"], r["cells"], f"failed: {r['error']}", "", "", "",
-                          f"{r['wall_time_s']:.0f}"])
+            cells.append(first + [f"failed: {r['error']}", "", "", "",
+                                  f"{r['wall_time_s']:.0f}"])
             continue
-        cells.append([r["geometry"], r["cells"], f"{r['network_relative_l2_error']:.2e}",
-                      f"{r['network_boundary_relative_max_error']:.1e}",
-                      f"{r['fem_p2_base_relative_l2_error']:.1e}", f"{r['network_time_s']:.0f}",
-                      f"{r['wall_time_s']:.0f}"])
-    return markdown_table(["geometry", "triangles", "network rel. L2", "boundary (rel. max)",
-                           "FEM P2 (base mesh) rel. L2", "network time [s]", "whole run [s]"],
-                          cells, align="lrrrrrr")
+        cells.append(first + [f"{r['network_relative_l2_error']:.2e}",
+                              f"{r['network_boundary_relative_max_error']:.1e}",
+                              f"{r['fem_p2_base_relative_l2_error']:.1e}",
+                              f"{r['network_time_s']:.0f}", f"{r['wall_time_s']:.0f}"])
+    header = (["geometry", "triangles"] + (["seed"] if seeds else [])
+              + ["network rel. L2", "boundary (rel. max)", "FEM P2 (base mesh) rel. L2",
+                 "network time [s]", "whole run [s]"])
+    return markdown_table(header, cells, align="l" + "r" * (len(header) - 1))
+
+
+def spread(rows: Sequence[dict]) -> str:
+    """Per geometry: median, smallest and largest network error over the seeds run."""
+    lines = []
+    for name in dict.fromkeys(r["geometry"] for r in rows):
+        errors = [r["network_relative_l2_error"] for r in rows
+                  if r["geometry"] == name and not r.get("error")]
+        if errors:
+            lines.append(f"{name}: network rel. L2 over {len(errors)} seeds: median "
+                         f"{np.median(errors):.2e}, range {min(errors):.2e} to "
+                         f"{max(errors):.2e}")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--geometries", default=",".join(GEOMETRIES),
                         help=f"comma-separated subset of {', '.join(GEOMETRIES)}")
+    parser.add_argument("--seeds", type=seed_list, default=[0],
+                        help="comma-separated seeds of the network (default 0)")
     parser.add_argument("--out", required=True, help="folder for the meshes and gallery.json")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.geometries.split(",") if n.strip()]
@@ -193,9 +231,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     out = prepare_output_dir(pathlib.Path(args.out), MPI.COMM_WORLD)
-    rows = run(names, out)
+    rows = run(names, out, seeds=args.seeds)
     print0(table(rows))
+    if len(args.seeds) > 1:
+        print0(spread(rows))
     return 0
+
+
+def seed_list(text: str) -> list[int]:
+    """``--seeds``: comma-separated non-negative integers, at least one."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated non-negative integers, e.g. 0,1,2; got {text!r}")
+    return seeds
 
 
 if __name__ == "__main__":

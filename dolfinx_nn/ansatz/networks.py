@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpi4py import MPI
 
@@ -13,6 +13,9 @@ import torch
 from dolfinx_nn.networks.activations import SMOOTH
 from dolfinx_nn.networks.activations import activation as activation_class
 from dolfinx_nn.networks.mlp import mlp
+
+if TYPE_CHECKING:
+    from dolfinx_nn.ansatz.corners import CornerFunctions
 
 #: A corner ``(d,)`` of a bounding box: a sequence of floats or an array
 #: (:func:`dolfinx_nn.meshes.bounding_box` gives arrays).
@@ -113,6 +116,10 @@ class RandomFeatureNetwork(torch.nn.Module):
     small holes of a domain: features scaled to the whole domain vary too slowly to vanish on a
     small hole without large cancelling coefficients, features scaled to the hole do not.
 
+    ``corners`` adds the singular functions of re-entrant corners
+    (:class:`~dolfinx_nn.ansatz.corners.CornerFunctions`, one column each, after the random
+    features and before the constant), which no combination of smooth features can follow.
+
     Args:
         in_dim: number of inputs.
         features: number of hidden neurons on ``box``.
@@ -120,6 +127,7 @@ class RandomFeatureNetwork(torch.nn.Module):
         scale: frequency scale of the features.
         seed: seed of the hidden weights.
         extra_boxes: ``(lower, upper, features)`` of further groups (seeds ``seed + 1000 k``).
+        corners: singular functions of the first two inputs (None: none).
     """
 
     coefficients: torch.Tensor
@@ -138,6 +146,7 @@ class RandomFeatureNetwork(torch.nn.Module):
         scale: float = 3.0,
         seed: int = 0,
         extra_boxes: Sequence[tuple[Corner, Corner, int]] = (),
+        corners: CornerFunctions | None = None,
     ) -> None:
         super().__init__()
         groups = [(box[0], box[1], features), *((lo, hi, c) for lo, hi, c in extra_boxes)]
@@ -152,7 +161,8 @@ class RandomFeatureNetwork(torch.nn.Module):
             bias = scale * (2.0 * torch.rand(count, generator=gen, dtype=torch.float64) - 1.0)
             self.register_buffer(f"weight{k}", weight)
             self.register_buffer(f"bias{k}", bias)
-        total = sum(count for _, _, count in groups)
+        self.corners = corners
+        total = sum(count for _, _, count in groups) + (0 if corners is None else len(corners))
         self.register_buffer("coefficients", torch.zeros(total + 1, dtype=torch.float64))
 
     @property
@@ -166,11 +176,13 @@ class RandomFeatureNetwork(torch.nn.Module):
         return scaling, getattr(self, f"weight{k}"), getattr(self, f"bias{k}")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Hidden features and a constant column, shape ``(n, features + 1)``."""
+        """Hidden features (and corner functions) and a constant column, ``(n, columns)``."""
         hs = []
         for k in range(self.groups):
             scaling, weight, bias = self._group(k)
             hs.append(torch.tanh(scaling(x) @ weight + bias))
+        if self.corners is not None:
+            hs.append(self.corners(x))
         return torch.cat(hs + [torch.ones_like(x[:, :1])], dim=1)
 
     def laplacian_features(self, x: torch.Tensor, spatial_dim: int | None = None) -> torch.Tensor:
@@ -182,6 +194,8 @@ class RandomFeatureNetwork(torch.nn.Module):
             h = torch.tanh(scaling(x) @ weight + bias)
             w = weight[:dims] / scaling.half_width[:dims, None]
             laps.append(-2.0 * h * (1.0 - h**2) * (w**2).sum(dim=0))
+        if self.corners is not None:  # functions of the first two (spatial) inputs
+            laps.append(self.corners.laplacian(x))
         return torch.cat(laps + [torch.zeros_like(x[:, :1])], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
