@@ -156,26 +156,26 @@ class RitzLoss:
     def __call__(self) -> torch.Tensor:
         return self.functional(self.field())
 
-    def held_out(self, trained: float | None) -> dict[str, float | None]:
-        """The energy of the current ansatz by a rule it was not trained on (collective).
+    def held_out(self) -> dict[str, float]:
+        """The energy of the current ansatz by the training rule and by one it was not trained
+        on (collective).
 
-        The mesh refined once and the degree raised by :data:`HELD_OUT_DEGREE_INCREASE`: a
-        network can lower the energy at the training rule's points below the minimum (it
-        "fools" the rule) when they are few; then the two values part.  Warns on every rank
-        when they differ by more than :data:`HELD_OUT_TOLERANCE`.
-
-        Args:
-            trained: the final training loss (the energy by the training rule).
+        The second rule: the mesh refined once and the degree raised by
+        :data:`HELD_OUT_DEGREE_INCREASE`.  A network can lower the energy at the training
+        rule's points below the minimum (it "fools" the rule) when they are few; then the two
+        values part.  Warns on every rank (the values are global) when they differ by more
+        than :data:`HELD_OUT_TOLERANCE`.
 
         Returns:
-            ``{"energy": trained, "held_out_energy": E, "held_out_gap": |E - trained|}``
-            (dimensionless, like the loss).
+            ``{"energy": E_train, "held_out_energy": E, "held_out_gap": |E - E_train|}``
+            (dimensionless, like the loss), both at the current parameters.
         """
         finer = RitzLoss(self.problem, self.ansatz, refine(self.mesh),
                          self.degree + HELD_OUT_DEGREE_INCREASE, self.scale)
-        energy = float(finer.functional(finer.field()).detach())  # grad u needs autograd
-        gap = None if trained is None else abs(energy - trained)
-        if gap is not None and gap > HELD_OUT_TOLERANCE * max(1.0, abs(energy)):
+        trained = float(self().detach())  # grad u needs autograd: no torch.no_grad
+        energy = float(finer().detach())
+        gap = abs(energy - trained)
+        if gap > HELD_OUT_TOLERANCE * max(1.0, abs(energy)):
             warnings.warn(
                 f"the Ritz energy of the trained network is {trained:.4g} by the training "
                 f"quadrature ({self.points} points) but {energy:.4g} by a finer one: the "

@@ -126,16 +126,25 @@ class NetworkSolution:
         return self.fit_time_s + self.train_time_s
 
 
+def quadrature_refinements(mesh: dolfinx.mesh.Mesh, degree: int, parameters: int) -> int:
+    """Uniform refinements of ``mesh`` after which its degree-``degree`` quadrature points
+    number at least :data:`POINTS_PER_PARAMETER` times ``parameters`` (a refinement
+    multiplies the cells by ``2^tdim``)."""
+    per_cell = np.asarray(basix.make_quadrature(mesh.basix_cell(), degree)[1]).size
+    tdim = mesh.topology.dim
+    points, refinements = per_cell * mesh.topology.index_map(tdim).size_global, 0
+    while points < POINTS_PER_PARAMETER * parameters:
+        points, refinements = points * 2**tdim, refinements + 1
+    return refinements
+
+
 def quadrature_mesh(
     mesh: dolfinx.mesh.Mesh, degree: int, parameters: int
 ) -> tuple[dolfinx.mesh.Mesh, int]:
-    """``mesh`` refined uniformly until its degree-``degree`` quadrature points number at least
-    :data:`POINTS_PER_PARAMETER` times ``parameters`` (collective); and the refinements."""
-    per_cell = np.asarray(basix.make_quadrature(mesh.basix_cell(), degree)[1]).size
-    refinements = 0
-    tdim = mesh.topology.dim
-    while per_cell * mesh.topology.index_map(tdim).size_global < POINTS_PER_PARAMETER * parameters:
-        mesh, refinements = refine(mesh), refinements + 1
+    """``mesh`` refined :func:`quadrature_refinements` times (collective); and that number."""
+    refinements = quadrature_refinements(mesh, degree, parameters)
+    for _ in range(refinements):
+        mesh = refine(mesh)
     return mesh, refinements
 
 
@@ -243,17 +252,16 @@ def make_loss(
 
 
 def loss_points(
-    loss: RitzLoss | StrongResidualLoss, mesh: dolfinx.mesh.Mesh, parameters: int
+    loss: RitzLoss | StrongResidualLoss, mesh: dolfinx.mesh.Mesh, config: NetworkConfig,
+    parameters: int,
 ) -> dict:
     """What the loss was evaluated on: its global point count, the refinements of ``mesh``
-    that carry a quadrature, and the points per parameter (for ``results.json``)."""
-    if isinstance(loss, RitzLoss):
-        count = loss.points
-        tdim = mesh.topology.dim
-        refinements = int(round(np.log2(loss.mesh.topology.index_map(tdim).size_global
-                                        / mesh.topology.index_map(tdim).size_global) / tdim))
-    else:
-        count, refinements = loss.total, None
+    that carry a quadrature (None for random points), and the points per parameter (for
+    ``results.json``)."""
+    count = loss.points if isinstance(loss, RitzLoss) else loss.total
+    quadrature = config.loss == "ritz" or config.collocation == "quadrature"
+    refinements = (quadrature_refinements(mesh, config.quadrature_degree, parameters)
+                   if quadrature else None)
     return {"points": count, "refinements": refinements,
             "points_per_parameter": count / max(parameters, 1)}
 
@@ -307,8 +315,8 @@ def solve_network(
     comm.Barrier()
     train_time = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
     parameters = sum(p.numel() for p in ansatz.network.parameters())
-    points = loss_points(loss, hat.mesh, parameters)
+    points = loss_points(loss, hat.mesh, config, parameters)
     if isinstance(loss, RitzLoss):
-        points.update(loss.held_out(history.losses[-1] if history.losses else None))
+        points.update(loss.held_out())
     return NetworkSolution(ansatz, parameters, history, fit_time, train_time,
                            user_scales(scales_hat, hat.units, problem), hat, points)
