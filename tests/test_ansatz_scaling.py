@@ -18,7 +18,8 @@ from dolfinx_nn.ansatz import Problem
 from dolfinx_nn.ansatz.compare import refine
 from dolfinx_nn.ansatz.errors import network_errors
 from dolfinx_nn.ansatz.network_solver import NetworkConfig, solve_network
-from dolfinx_nn.ansatz.units import canonical, grid, round_to_grid
+from dolfinx_nn.ansatz.rounding import data_grid, grid, round_to_grid
+from dolfinx_nn.ansatz.units import canonical
 from dolfinx_nn.training import TrainingConfig
 
 LENGTHS = (1e-3, 1.0, 1e3)
@@ -80,6 +81,56 @@ def test_grid_of_the_data():
     assert grid(0.0) == 0.0
     values = np.array([0.1, 1.0 / 3.0, -0.7])
     assert np.all(np.abs(round_to_grid(values, grid(1.0)) - values) <= 2.0**-24)
+
+
+def _box(gdim: int, cells: int, length: float) -> dolfinx.mesh.Mesh:
+    corner = [length] * gdim
+    if gdim == 2:
+        return dolfinx.mesh.create_rectangle(MPI.COMM_WORLD, [[0.0, 0.0], corner], [cells] * 2)
+    return dolfinx.mesh.create_box(MPI.COMM_WORLD, [[0.0] * 3, corner], [cells] * 3)
+
+
+@pytest.mark.parametrize("gdim, cells, exact", [
+    # polynomials at dyadic coordinates: on a dyadic grid of values these sat on midpoints,
+    # and L = 0.1 rounded x y z + x^2 one grid step away from L = 1 at some vertices
+    (3, 3, "x[0]*x[1]*x[2]/L**3 + x[0]**2/L**2"),
+    (2, 4, "x[0]/(2*L) - x[1]**2/(3*L**2) + x[0]*x[1]/L**2"),
+    # g = 0 written with sin(pi x / L): the boundary data are round-off, which is no scale
+    (2, 8, "sin(pi*x[0]/L)*sin(pi*x[1]/L)"),
+])
+def test_canonical_data_are_the_same_in_every_unit(gdim, cells, exact):
+    """The data the network side reads (coordinates, u at the vertices, f at random points):
+    equal bit for bit for L = 1e-3, 0.1, 1, 7, 1e3; the scale of the solution too, up to
+    round-off."""
+    import torch
+
+    points = torch.from_numpy(np.random.default_rng(0).random((300, gdim)))
+    data, solution = [], []
+    for length in (1e-3, 0.1, 1.0, 7.0, 1e3):
+        problem = Problem.from_text("poisson", exact.replace("L", repr(length)), gdim)
+        hat = canonical(problem, _box(gdim, cells, length))
+        x = hat.mesh.geometry.x[:, :gdim]
+        data.append((x.copy(), hat.problem.exact.numpy(x.T),
+                     hat.problem.source_torch(points).numpy()))
+        solution.append(hat.units.solution)
+    for other in data[1:]:
+        for a, b in zip(other, data[0], strict=True):
+            np.testing.assert_array_equal(a, b)
+    if exact.startswith("sin"):  # g = 0: U_0 = tau max |f| = 2 pi^2 (vertex at the centre)
+        np.testing.assert_allclose(solution, 2.0 * np.pi**2, rtol=1e-14)
+    else:
+        np.testing.assert_allclose(solution, solution[0], rtol=1e-14)
+
+
+def test_data_grid_has_no_dyadic_midpoints():
+    """x / 2 at x = 2^-23 is a midpoint of the dyadic grid 2^-23, not of the data grid."""
+    spacing = grid(1.0)
+    value = 0.5 * spacing
+    assert round_to_grid(value * (1 + 1e-15), spacing) != round_to_grid(value * (1 - 1e-15),
+                                                                        spacing)
+    spacing = data_grid(1.0)
+    assert round_to_grid(value * (1 + 1e-15), spacing) == round_to_grid(value * (1 - 1e-15),
+                                                                       spacing)
 
 
 def test_scales_follow_the_units(lbfgs_runs):

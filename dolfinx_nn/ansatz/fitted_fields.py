@@ -28,6 +28,11 @@ with a boundary weight of 1e4 (the earlier fixed choice; misfit 1e-5 to 1e-10) t
 ellipse with two holes had Laplacians off by 100 % or more (rms of ``max phi lap D + 1`` was
 1.6, of ``lap G`` 3.0 against ``rms f = 6.5``), and the strong residual of ``u = G + D N``, which
 contains them, stalled at a relative L2 error of 3e-2.
+
+The FEM fields are rounded to a grid of ``2^-24`` of their magnitude
+(:mod:`~dolfinx_nn.ansatz.rounding`) before they are fitted: a parallel direct solve (MUMPS on
+several ranks) returns results that differ in the last bits from call to call, and the fits,
+and every step of the training after them, would inherit that difference.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import ufl
 from dolfinx_nn import petsc_problems
 from dolfinx_nn.ansatz.corners import CornerFunctions, reentrant_corners
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork
+from dolfinx_nn.ansatz.rounding import data_grid, round_scalar, round_to_grid
 from dolfinx_nn.meshes import boundary_dofs, boundary_facets, bounding_box
 from dolfinx_nn.sampling import rank_rng, sample_boundary
 
@@ -329,10 +335,10 @@ def fit_distance(
     if scale is None:
         scale = DISTANCE_SCALE[mesh.geometry.dim]
     phi = _solve_p2(mesh, 1.0, None)
-    top = mesh.comm.allreduce(float(phi.x.array.max(initial=0.0)), op=MPI.MAX)
+    top = round_scalar(mesh.comm.allreduce(float(phi.x.array.max(initial=0.0)), op=MPI.MAX))
     if not top > 0.0:
         raise ValueError("the torsion function of the mesh is not positive: is the mesh empty?")
-    phi.x.array[:] /= top
+    phi.x.array[:] = round_to_grid(phi.x.array / top, data_grid(1.0))
     net = _fit(mesh, phi, lambda x: np.zeros(len(x)), -1.0 / top, features=features,
                boundary_points=boundary_points, laplacian_weight=laplacian_weight, scale=scale,
                seed=seed, length=np.sqrt(top), tolerance=tolerance, corner_terms=corner_terms)
@@ -365,6 +371,8 @@ def fit_boundary_extension(
             defaults to :data:`EXTENSION_CORNER_TERMS`, 0).
     """
     extension = _solve_p2(mesh, 0.0, g)
+    top = mesh.comm.allreduce(float(np.abs(extension.x.array).max(initial=0.0)), op=MPI.MAX)
+    extension.x.array[:] = round_to_grid(extension.x.array, data_grid(top))
     lower, upper = bounding_box(mesh)
     net = _fit(mesh, extension, g, 0.0, features=features, boundary_points=boundary_points,
                laplacian_weight=laplacian_weight, scale=scale, seed=seed,

@@ -13,17 +13,20 @@ The network side therefore works on a *canonical* copy of the problem:
 - coordinates ``x_hat = (x - x_0) / L_0`` with ``x_0`` the lower corner and ``L_0`` the largest
   extent of the mesh's bounding box, so the domain fits in ``[0, 1]^d``; time ``t_hat = t / T``;
 - the solution ``u_hat = u / U_0`` with ``U_0`` the largest ``|g|`` of the Dirichlet data at
-  the boundary vertices (``tau max |f|`` if ``g = 0``, 1 if both vanish);
+  the boundary vertices (``tau max |f|`` if ``g = 0``, 1 if both vanish; ``g`` counts as 0 where
+  it is below the grid of ``max |u|``, as ``sin(pi x / L)`` at ``x = L`` is);
 - the PDE ``u_t - k lap u + b . grad u = f`` multiplied by a time ``tau``:
   ``(tau / T) u_hat_t - (k tau / L_0^2) lap u_hat + (b tau / L_0) . grad u_hat = tau f / U_0``,
   with ``tau = T`` for time-dependent problems (the coefficient of ``u_hat_t`` stays 1) and
   ``tau = 1 / (k / L_0^2 + max |b| / L_0)`` for stationary ones (the coefficients sum to 1:
   ``(k, b, f)`` and ``(c k, c b, c f)`` are one problem);
 - every datum the network side reads (mesh coordinates, ``g``, ``f``, ``b``, ``k``) is rounded
-  to a grid of ``2^-24`` of its own magnitude (the magnitude itself rounded to a power of two,
-  away from the powers of two themselves) after the change of units: data that differ by the
-  round-off of a change of units (about ``1e-16``) round to the same value unless they straddle
-  a grid point, which happens with probability about ``1e-8`` per value.
+  to a grid of about ``2^-24`` of its own magnitude after the change of units
+  (:mod:`~dolfinx_nn.ansatz.rounding`: dyadic for coordinates and scalars, irrational for
+  values of functions, so that polynomial data at dyadic coordinates never sit on a midpoint
+  of their grid): data that differ by the round-off of a change of units (about ``1e-16``)
+  round to the same value unless they straddle a midpoint, which happens with probability
+  about ``1e-8`` per value.
 
 So for ``L = 1e-3``, ``1`` and ``1e3`` the fits, the collocation points, the scales and every
 step of the optimizer are the same operations on the same numbers: one run, reported in three
@@ -41,7 +44,6 @@ round-off is what makes it exact in floating point.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,44 +56,13 @@ import ufl
 
 from dolfinx_nn.ansatz.ansatz import DirichletAnsatz
 from dolfinx_nn.ansatz.pdes import Problem
+from dolfinx_nn.ansatz.rounding import GRID_BITS, data_grid, grid, round_scalar, round_to_grid
 from dolfinx_nn.ansatz.scaling import Scales
 from dolfinx_nn.expressions import ParsedExpression
 from dolfinx_nn.meshes import boundary_facets, bounding_box
 
-#: Bits of the grid to which canonical data are rounded, relative to their magnitude.
-GRID_BITS = 24
-
 #: The grid of the coordinates is at most this fraction of the smallest cell diameter.
 CELL_FRACTION = 2.0**-10
-
-
-def grid(magnitude: float, bits: int = GRID_BITS) -> float:
-    """Spacing ``2^(e - bits)`` of the rounding grid of data of magnitude ``m``.
-
-    ``2^e`` is the power of two with ``2^(e-1) <= sqrt(2) m < 2^e``, so magnitudes that differ
-    by round-off give the same grid unless ``sqrt(2) m`` is within round-off of a power of two:
-    magnitudes that are themselves powers of two (``max |u| = 1``, a mesh of ``2^k`` cells) are
-    the common case and sit safely between two of these.  0 for a zero or non-finite
-    magnitude (no rounding).
-    """
-    if not (np.isfinite(magnitude) and magnitude > 0.0):
-        return 0.0
-    return math.ldexp(1.0, math.frexp(math.sqrt(2.0) * float(magnitude))[1] - bits)
-
-
-def round_to_grid(values: Any, spacing: float) -> Any:
-    """``values`` rounded to multiples of ``spacing`` (a power of two: exact scaling); a NumPy
-    array or torch tensor, returned as the same type.  ``spacing = 0`` returns ``values``."""
-    if spacing == 0.0:
-        return values
-    if isinstance(values, torch.Tensor):
-        return torch.round(values / spacing) * spacing
-    return np.round(np.asarray(values) / spacing) * spacing
-
-
-def round_scalar(value: float, bits: int = GRID_BITS) -> float:
-    """``value`` rounded to ``bits`` bits relative to itself."""
-    return float(round_to_grid(np.float64(value), grid(abs(value), bits)))
 
 
 @dataclass(frozen=True)
@@ -250,6 +221,10 @@ def canonical(problem: Problem, mesh: dolfinx.mesh.Mesh) -> Canonical:
         speeds.append([_global_max(b.numpy(points.T, t), comm) for b in problem.advection])
     g_max = _global_max(np.concatenate([v[on_boundary] for v in values]), comm)
     u_max = _global_max(np.concatenate(values), comm)
+    if g_max <= data_grid(u_max):
+        # g = 0 written as a formula that evaluates to round-off there (``sin(pi x / L)`` at
+        # x = L): the round-off depends on the units and is no scale of the solution
+        g_max = 0.0
     f_max = _global_max(np.concatenate(sources), comm)
     b_max = [max(s[i] for s in speeds) for i in range(len(problem.advection))]
     if not all(np.isfinite([u_max, f_max, *b_max])):
@@ -262,14 +237,15 @@ def canonical(problem: Problem, mesh: dolfinx.mesh.Mesh) -> Canonical:
     units = CanonicalUnits(tuple(float(v) for v in lower), length, solution, tau, timed,
                            coordinate_grid)
 
-    advection = tuple(CanonicalExpression(b, units, tau / length, grid(m * tau / length))
+    advection = tuple(CanonicalExpression(b, units, tau / length, data_grid(m * tau / length))
                       for b, m in zip(problem.advection, b_max, strict=True))
     diffusion = round_scalar(k * tau / length**2)
     # f is rounded relative to the size of the operator's terms, not only to max |f|: for a
     # harmonic u, f is round-off of terms of size (k + |b|) max |u|, which must round to 0
     operator = diffusion + sum(m * tau / length for m in b_max) + float(timed)
-    source_grid = grid(max(tau * f_max, operator * u_max) / solution)
-    exact = CanonicalExpression(problem.exact, units, 1.0 / solution, grid(u_max / solution))
+    source_grid = data_grid(max(tau * f_max, operator * u_max) / solution)
+    exact = CanonicalExpression(problem.exact, units, 1.0 / solution,
+                                data_grid(u_max / solution))
     hat = CanonicalProblem(problem.pde, exact, gdim, diffusion, advection, 1.0,
                            user=problem, units=units, source_grid=source_grid)
     return Canonical(hat, copy, units)
