@@ -22,6 +22,8 @@ Modules:
 - :mod:`~dolfinx_nn.ansatz.scaling`: the scales that make the network side dimensionless;
 - :mod:`~dolfinx_nn.ansatz.units`: the canonical copy of a problem on which the network
   trains, the same bit for bit in every unit system;
+- :mod:`~dolfinx_nn.ansatz.rounding`: the grids to which its data (and the fitted FEM fields)
+  are rounded;
 - :mod:`~dolfinx_nn.ansatz.compare`: both methods on one problem, tables and plots;
 - :mod:`~dolfinx_nn.ansatz.depth`: deep versus shallow ``N`` at equal parameter count, over
   seeds;
