@@ -37,6 +37,7 @@ treated, and :func:`reentrant_corners` returns no corners for 1D and 3D meshes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -73,8 +74,17 @@ RADIUS_FRACTION = 1.0
 PLATEAU = 0.0
 
 #: Facets along an edge count as one straight edge while their directions differ by less than
-#: this (radians).
+#: this (radians), plus what the precision of the coordinates allows (:data:`COORDINATE_BITS`).
 STRAIGHT = 1e-6
+
+#: Coordinates are taken to be exact to ``2^-COORDINATE_BITS`` of the largest ``|x|``: single
+#: precision (mesh files that store float32), and the grid of the canonical coordinates
+#: (:mod:`~dolfinx_nn.ansatz.units`).  A facet of length ``h`` then has a direction exact to
+#: about ``2^-23 max |x| / h`` only (``1e-5`` for a cell of ``1e-2`` of the extent), far more
+#: than :data:`STRAIGHT`: without this slack a straight edge ended after its first facet, and
+#: the cutoff radius shrank to one cell (disk minus a square, canonical coordinates:
+#: ``R = 0.025`` instead of ``0.3``, ``min D / max D = -4.6e-2``).
+COORDINATE_BITS = 23
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,6 +247,7 @@ def reentrant_corners(
         neighbours[a].append(int(b))
         neighbours[b].append(int(a))
     turning = omega - np.pi
+    precision = math.ldexp(float(np.abs(position).max()), -COORDINATE_BITS)
     corners = []
     for v in np.flatnonzero(turning > min_excess):
         if len(neighbours[v]) != 2:  # not a manifold boundary point
@@ -252,6 +263,7 @@ def reentrant_corners(
         straight = set()
         for n, direction in zip(neighbours[v], t, strict=True):
             previous, current = int(v), n
+            first = float(np.linalg.norm(position[n] - p))
             straight.add((min(previous, current), max(previous, current)))
             while True:
                 ahead = [m for m in neighbours[current] if m != previous]
@@ -259,7 +271,11 @@ def reentrant_corners(
                     break
                 step = position[ahead[0]] - position[current]
                 cross = direction[0] * step[1] - direction[1] * step[0]
-                if step @ direction <= 0.0 or abs(cross) > STRAIGHT * np.linalg.norm(step):
+                length = float(np.linalg.norm(step))
+                # the endpoints of each facet are exact to `precision`: the first facet's
+                # direction to 2 precision / first, the step's offset across it to 2 precision
+                slack = 4.0 * precision * (1.0 + length / first)
+                if step @ direction <= 0.0 or abs(cross) > STRAIGHT * length + slack:
                     break
                 previous, current = current, ahead[0]
                 straight.add((min(previous, current), max(previous, current)))
