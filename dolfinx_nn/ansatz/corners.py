@@ -263,7 +263,7 @@ def reentrant_corners(
         straight = set()
         for n, direction in zip(neighbours[v], t, strict=True):
             previous, current = int(v), n
-            first = float(np.linalg.norm(position[n] - p))
+            first_length = float(np.linalg.norm(position[n] - p))
             straight.add((min(previous, current), max(previous, current)))
             while True:
                 ahead = [m for m in neighbours[current] if m != previous]
@@ -274,7 +274,7 @@ def reentrant_corners(
                 length = float(np.linalg.norm(step))
                 # the endpoints of each facet are exact to `precision`: the first facet's
                 # direction to 2 precision / first, the step's offset across it to 2 precision
-                slack = 4.0 * precision * (1.0 + length / first)
+                slack = 4.0 * precision * (1.0 + length / first_length)
                 if step @ direction <= 0.0 or abs(cross) > STRAIGHT * length + slack:
                     break
                 previous, current = current, ahead[0]
