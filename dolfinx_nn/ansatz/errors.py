@@ -22,6 +22,7 @@ import ufl
 
 from dolfinx_nn.ansatz.fitted_fields import quadrature_points
 from dolfinx_nn.ansatz.pdes import Problem
+from dolfinx_nn.expressions import on_mesh
 
 #: Default quadrature degree of the error integrals.
 ERROR_DEGREE = 8
@@ -58,7 +59,8 @@ def fem_errors(
 
     def integral(expr: ufl.core.expr.Expr) -> float:
         # dolfinx annotates float | complex; the package works with real PETSc
-        return cast(float, dolfinx.fem.assemble_scalar(dolfinx.fem.form(expr * dx)))
+        form = dolfinx.fem.form(on_mesh(expr, x) * dx)  # grad of a constant u is Zero
+        return cast(float, dolfinx.fem.assemble_scalar(form))
 
     e = uh - ue
     l2_sq, semi_sq = integral(e**2), integral(ufl.inner(ufl.grad(e), ufl.grad(e)))
@@ -92,7 +94,7 @@ def network_errors(
     x_ufl = ufl.SpatialCoordinate(mesh)
     ue = problem.exact_ufl(x_ufl, t)
     points, weights, (exact, *exact_grad) = quadrature_points(
-        mesh, degree, [ue] + [ue.dx(i) for i in range(mesh.geometry.dim)]
+        mesh, degree, [on_mesh(e, x_ufl) for e in [ue, *ufl.grad(ue)]]
     )
     inputs = points if t is None else np.column_stack([points, np.full(len(points), t)])
     values, grads = [], []
