@@ -126,10 +126,13 @@ class Phases:
 
 
 def observed_rates(errors: list[float], sizes: list[float]) -> list[float | None]:
-    """``log(e_i / e_{i-1}) / log(h_i / h_{i-1})``; None for the first entry."""
+    """``log(e_i / e_{i-1}) / log(h_i / h_{i-1})``; None for the first entry and where an
+    error is 0 (an exact solution the elements contain)."""
     rates: list[float | None] = [None]
     for i in range(1, len(errors)):
-        rates.append(float(np.log(errors[i] / errors[i - 1]) / np.log(sizes[i] / sizes[i - 1])))
+        ratio = errors[i] / errors[i - 1] if min(errors[i], errors[i - 1]) > 0.0 else None
+        rates.append(None if ratio is None
+                     else float(np.log(ratio) / np.log(sizes[i] / sizes[i - 1])))
     return rates
 
 
@@ -155,10 +158,10 @@ def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareCo
             print0(f"FEM P{degree} level {level}: {sol.dofs} dofs, rel. L2 "
                    f"{err['relative_l2_error']:.3e}, {sol.wall_time_s:.3f} s")
             finest.setdefault(degree, []).append(sol.uh)
-        for key in ("l2_error", "h1_error"):
-            rates = observed_rates([r[key] for r in block], [r["h"] for r in block])
+        for key in ("l2", "h1", "h1_seminorm"):
+            rates = observed_rates([r[f"{key}_error"] for r in block], [r["h"] for r in block])
             for r, rate in zip(block, rates, strict=True):
-                r[f"{key.split('_')[0]}_rate"] = rate
+                r[f"{key}_rate"] = rate
         rows += block
     return rows, finest
 
