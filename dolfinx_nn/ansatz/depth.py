@@ -31,6 +31,7 @@ from dolfinx_nn.ansatz.errors import network_errors
 from dolfinx_nn.ansatz.network_solver import (
     NetworkConfig,
     collocation_points,
+    final_loss,
     fit_fixed_fields,
     make_loss,
     new_network,
@@ -103,7 +104,7 @@ def compare_depths(
                                    reference)["relative_l2_error"]
             results.append(DepthResult(depth, width, parameter_count(problem.input_dim, width,
                                                                      depth),
-                                       seed, error, history.losses[-1], history.steps, elapsed))
+                                       seed, error, final_loss(loss), history.steps, elapsed))
     return results
 
 
