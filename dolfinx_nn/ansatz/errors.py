@@ -77,6 +77,18 @@ def _norms(comm: MPI.Comm, l2_sq: float, semi_sq: float, ex_l2_sq: float, ex_sem
     }
 
 
+def relative_l2(errors: dict[str, float | None]) -> float:
+    """``errors["relative_l2_error"]`` of :func:`fem_errors` or :func:`network_errors`.
+
+    Raises:
+        ValueError: the exact solution is 0 (no relative error).
+    """
+    value = errors["relative_l2_error"]
+    if value is None:
+        raise ValueError("the exact solution is 0: there is no relative L2 error")
+    return value
+
+
 def fem_errors(
     problem: Problem, uh: dolfinx.fem.Function, t: float | None = None,
     degree: int = ERROR_DEGREE, length: float | None = None,
