@@ -17,9 +17,12 @@ time grows with --points and --lbfgs-steps, not with the mesh; the FEM part grow
 mesh (--levels), the error measurement too but never beyond the points training evaluated.
 
 Writes to DIR (--out; results.json first, then the plots and the ParaView file):
-  results.json   fem: [{degree, level, dofs, l2_error, h1_error, max_error, wall_time_s, rates}],
-                 network: {parameters, l2_error, h1_error, max_error, boundary_max_error,
-                 wall_time_s, ...}
+  results.json   fem: [{degree, level, dofs, l2_error, h1_error, h1_seminorm_error, max_error,
+                 relative_*, h1_length, wall_time_s, rates}], network: {parameters, the same
+                 errors, boundary_max_error, final_loss, wall_time_s, ...}; H1 errors weight the
+                 seminorm by h1_length (the domain's largest extent), so relative errors do not
+                 depend on the unit of length.  Data and options are checked before anything
+                 is solved; if a later stage fails, results.json holds the other and failures
   errors.png     relative L2 error versus wall time and versus unknowns
   fields.png     FEM and network solutions and their errors side by side
   fields.bp      ParaView (VTX) file: FEM, network and exact solution in the finest FEM space
