@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CONSTANTS", "FUNCTIONS", "ParsedExpression", "parse_expression"]
+__all__ = ["CONSTANTS", "FUNCTIONS", "ParsedExpression", "on_mesh", "parse_expression"]
 
 #: Maximal length of a formula (protects the parser against pathological input).
 MAX_LENGTH = 10_000
@@ -449,7 +449,9 @@ class ParsedExpression:
                 only when the formula uses ``t``.
 
         Returns:
-            A scalar UFL expression.
+            A scalar UFL expression on the mesh of ``x``: a formula without ``x`` (a number,
+            or a function of a numeric ``t``) is a sum with a zero ``dolfinx.fem.Constant`` of
+            that mesh, so it can be integrated and interpolated like any other.
         """
         import ufl
 
@@ -465,7 +467,7 @@ class ParsedExpression:
         self._check_dim(x.ufl_shape[0], "mesh")
         time = self._time(t, ufl.as_ufl)
         result = _evaluate(self._tree, _ufl_backend(), lambda i: x[i], time)
-        return ufl.as_ufl(result)
+        return on_mesh(result, x)
 
     def numpy(self, x: np.ndarray, t: Any = None) -> np.ndarray:
         """Evaluate at points ``x`` shaped ``(3 or gdim, n)``; returns a float64 array ``(n,)``.
@@ -499,6 +501,35 @@ class ParsedExpression:
         time = self._time(t, lambda v: torch.as_tensor(v, dtype=x.dtype, device=x.device))
         result = _evaluate(self._tree, backend, lambda i: x[:, i], time)
         return result.expand(x.shape[0]) if result.ndim == 0 else result
+
+
+def on_mesh(expr: Any, x: Any) -> Any:
+    """``expr`` as a UFL expression on the mesh of ``x`` (a UFL expression on a mesh, e.g.
+    ``ufl.SpatialCoordinate(mesh)``).
+
+    An expression without a mesh once its derivatives are applied (a number, a function of a
+    numeric time, the gradient of an affine field, UFL's ``Zero``) gets one by adding a zero
+    ``dolfinx.fem.Constant`` of it; without, UFL cannot integrate it (``dx`` has no domain)
+    and ``dolfinx.fem.Expression`` cannot evaluate it (no communicator, or no mesh to check
+    the cells against).  Other expressions are returned as they are.
+    """
+    import ufl
+    from ufl.algorithms.apply_algebra_lowering import apply_algebra_lowering
+    from ufl.algorithms.apply_derivatives import apply_derivatives
+
+    expr = ufl.as_ufl(expr)
+    domain = ufl.domain.extract_unique_domain(x)
+    if domain is None:
+        return expr
+    if ufl.domain.extract_domains(expr):
+        expanded = apply_derivatives(apply_algebra_lowering(expr))
+        if ufl.domain.extract_domains(expanded):
+            return expr
+        expr = expanded
+    import dolfinx.fem
+
+    zero = dolfinx.fem.Constant(domain, np.zeros(expr.ufl_shape))
+    return expr + zero
 
 
 def parse_expression(

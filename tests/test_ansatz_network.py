@@ -151,7 +151,7 @@ def test_ritz_quadrature_has_more_points_than_parameters():
 
     Unit square 4 x 4, degree 2: 96 points for 151 parameters.  After 150 L-BFGS steps the
     energy by the training rule and by a finer one (refined mesh, degree 6) parted by 0.44 on
-    one rank, and the held-out check warned; on the mesh refined by
+    one rank, and the held-out check warned (on rank 0 only); on the mesh refined by
     :func:`~dolfinx_nn.ansatz.network_solver.quadrature_mesh` (384 points) they agreed to 2e-6.
     """
     comm = MPI.COMM_WORLD
@@ -176,7 +176,8 @@ def test_ritz_quadrature_has_more_points_than_parameters():
             report = loss.held_out()
         gaps[refined] = report["held_out_gap"]
         exploited = [w for w in caught if "exploits the rule" in str(w.message)]
-        assert bool(exploited) == (not refined)
+        # once per run, on rank 0 (the energies are global): not once per rank
+        assert len(exploited) == int(not refined and comm.rank == 0)
     assert gaps[False] > 1e-2
     assert gaps[True] < 1e-4
     assert gaps == comm.bcast(gaps, root=0)

@@ -13,7 +13,7 @@ import torch
 import ufl
 from dolfinx import fem, mesh
 
-from dolfinx_nn.expressions import FUNCTIONS, ParsedExpression, parse_expression
+from dolfinx_nn.expressions import FUNCTIONS, ParsedExpression, on_mesh, parse_expression
 
 FORMULAS = [
     "1 + 0.5*sin(pi*x[0])*cos(pi*x[1])",
@@ -59,12 +59,9 @@ def _check_backends_agree(square, V, text):
     u_numpy.interpolate(lambda p: e.numpy(p, t=TIME))
 
     u_ufl = fem.Function(V)
-    if e.max_coordinate < 0 and not e.uses_time:  # no domain in the UFL: a plain number
-        u_ufl.x.array[:] = float(e.ufl(x))
-    else:
-        t = fem.Constant(square, TIME)
-        points_ref = V.element.interpolation_points
-        u_ufl.interpolate(fem.Expression(e.ufl(x, t=t), points_ref))
+    t = fem.Constant(square, TIME)
+    points_ref = V.element.interpolation_points
+    u_ufl.interpolate(fem.Expression(e.ufl(x, t=t), points_ref))
 
     points = torch.from_numpy(V.tabulate_dof_coordinates()[:, :2].copy())
     values_torch = e.torch(points, t=TIME).numpy()
@@ -216,3 +213,24 @@ def test_other_errors():
         parse_expression("1", constants={"sin": 1.0})
     with pytest.raises(ValueError, match="shape"):
         parse_expression("x[0]").numpy(np.zeros(3))
+
+
+def test_formulas_without_x_are_on_the_mesh(square):
+    """A number, a function of a numeric t, and derivatives that vanish or are constant can
+    be integrated and interpolated like any formula (UFL alone gives them no mesh)."""
+    x = ufl.SpatialCoordinate(square)
+    area = fem.assemble_scalar(fem.form(1.0 * ufl.dx(domain=square)))
+    V = fem.functionspace(square, ("Lagrange", 1))
+    for text, t, value in (("2.5", None, 2.5), ("exp(-t)", 0.5, np.exp(-0.5)), ("0", None, 0.0)):
+        e = parse_expression(text).ufl(x, t)
+        total = fem.assemble_scalar(fem.form(e * ufl.dx))
+        assert total == pytest.approx(value * area, rel=1e-14, abs=1e-14)
+        u = fem.Function(V)
+        u.interpolate(fem.Expression(e, V.element.interpolation_points))
+        np.testing.assert_allclose(u.x.array, value, rtol=1e-14, atol=1e-14)
+    affine = parse_expression("3*x[0] + x[1]").ufl(x)
+    for component, slope in ((on_mesh(ufl.grad(affine)[0], x), 3.0),
+                             (on_mesh(ufl.div(ufl.grad(affine)), x), 0.0)):
+        u = fem.Function(V)
+        u.interpolate(fem.Expression(component, V.element.interpolation_points))
+        np.testing.assert_allclose(u.x.array, slope, rtol=1e-14, atol=1e-14)

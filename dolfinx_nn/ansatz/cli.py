@@ -17,9 +17,12 @@ time grows with --points and --lbfgs-steps, not with the mesh; the FEM part grow
 mesh (--levels), the error measurement too but never beyond the points training evaluated.
 
 Writes to DIR (--out; results.json first, then the plots and the ParaView file):
-  results.json   fem: [{degree, level, dofs, l2_error, h1_error, max_error, wall_time_s, rates}],
-                 network: {parameters, l2_error, h1_error, max_error, boundary_max_error,
-                 wall_time_s, ...}
+  results.json   fem: [{degree, level, dofs, l2_error, h1_error, h1_seminorm_error, max_error,
+                 relative_*, h1_length, wall_time_s, rates}], network: {parameters, the same
+                 errors, boundary_max_error, final_loss, wall_time_s, ...}; H1 errors weight the
+                 seminorm by h1_length (the domain's largest extent), so relative errors do not
+                 depend on the unit of length.  Data and options are checked before anything
+                 is solved; if a later stage fails, results.json holds the other and failures
   errors.png     relative L2 error versus wall time and versus unknowns
   fields.png     FEM and network solutions and their errors side by side
   fields.bp      ParaView (VTX) file: FEM, network and exact solution in the finest FEM space
@@ -101,6 +104,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--loss", choices=sorted(LOSSES), default="strong")
     n.add_argument("--collocation", choices=COLLOCATION, default="random")
     n.add_argument("--points", type=int, default=2000, help="global collocation points")
+    default_degree = NetworkConfig().quadrature_degree
+    n.add_argument("--quadrature-degree", type=_positive_int, default=default_degree,
+                   help="degree of the quadrature rule of the network's loss: the Ritz "
+                        "energy (--loss ritz) and the collocation points of --collocation "
+                        "quadrature (the mesh is refined until there are 1.5 points per "
+                        "parameter of N); random collocation does not use it "
+                        f"(default: {default_degree})")
     add_training_arguments(n, NetworkConfig().training)
     add_seed_argument(n)
     n.add_argument("--fit-features", type=int, default=500,
@@ -117,6 +127,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "problem)")
     add_threads_argument(parser)
     add_output_arguments(parser, "compare")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _degrees(text: str) -> tuple[int, ...]:
@@ -136,6 +156,7 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
                                    seed=args.seed)
     network = NetworkConfig(width=args.width, depth=args.depth, loss=args.loss,
                             collocation=args.collocation, points=args.points,
+                            quadrature_degree=args.quadrature_degree,
                             fit_features=args.fit_features,
                             fit_boundary_points=args.fit_boundary_points,
                             fit_tolerance=args.fit_tolerance,

@@ -14,6 +14,7 @@ Rank 0 prints each phase as it starts and ends, with the elapsed time.
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ import dolfinx
 import numpy as np
 import torch
 
+from dolfinx_nn.ansatz.checks import check_data, check_options
 from dolfinx_nn.ansatz.errors import (
     ERROR_DEGREE,
     boundary_error,
@@ -74,6 +76,8 @@ class CompareConfig:
         if self.levels is not None and (not isinstance(self.levels, int) or self.levels < 1):
             raise ValueError(f"levels must be an int >= 1 (or None: automatic), got "
                              f"{self.levels!r}")
+        if not isinstance(self.error_degree, int) or self.error_degree < 1:
+            raise ValueError(f"error_degree must be a positive int, got {self.error_degree!r}")
         if not self.degrees or any(not isinstance(d, int) or d < 1 for d in self.degrees):
             raise ValueError(f"degrees must be positive ints, got {self.degrees!r}")
 
@@ -126,10 +130,13 @@ class Phases:
 
 
 def observed_rates(errors: list[float], sizes: list[float]) -> list[float | None]:
-    """``log(e_i / e_{i-1}) / log(h_i / h_{i-1})``; None for the first entry."""
+    """``log(e_i / e_{i-1}) / log(h_i / h_{i-1})``; None for the first entry and where an
+    error is 0 (an exact solution the elements contain)."""
     rates: list[float | None] = [None]
     for i in range(1, len(errors)):
-        rates.append(float(np.log(errors[i] / errors[i - 1]) / np.log(sizes[i] / sizes[i - 1])))
+        ratio = errors[i] / errors[i - 1] if min(errors[i], errors[i - 1]) > 0.0 else None
+        rates.append(None if ratio is None
+                     else float(np.log(ratio) / np.log(sizes[i] / sizes[i - 1])))
     return rates
 
 
@@ -155,10 +162,10 @@ def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareCo
             print0(f"FEM P{degree} level {level}: {sol.dofs} dofs, rel. L2 "
                    f"{err['relative_l2_error']:.3e}, {sol.wall_time_s:.3f} s")
             finest.setdefault(degree, []).append(sol.uh)
-        for key in ("l2_error", "h1_error"):
-            rates = observed_rates([r[key] for r in block], [r["h"] for r in block])
+        for key in ("l2", "h1", "h1_seminorm"):
+            rates = observed_rates([r[f"{key}_error"] for r in block], [r["h"] for r in block])
             for r, rate in zip(block, rates, strict=True):
-                r[f"{key.split('_')[0]}_rate"] = rate
+                r[f"{key}_rate"] = rate
         rows += block
     return rows, finest
 
@@ -234,7 +241,7 @@ def run_network(
     dist = distance_range(sol.ansatz.distance, xi, mesh.comm)
     row = {"parameters": sol.parameters, **err, **bnd, **dist, "wall_time_s": sol.wall_time_s,
            "fit_time_s": sol.fit_time_s, "train_time_s": sol.train_time_s,
-           "final_loss": sol.history.losses[-1] if sol.history.losses else None,
+           "final_loss": sol.final_loss,
            "steps": sol.history.steps, "stopped_because": sol.history.stopped_because,
            "scales": sol.scales.as_dict(),
            "units": sol.canonical.units.as_dict() if sol.canonical else None,
@@ -270,6 +277,10 @@ def compare(
             problem is refused; see :func:`dolfinx_nn.training.train`).
 
     Raises:
+        ValueError: the mesh, an option combination or the data are refused
+            (:mod:`~dolfinx_nn.ansatz.checks`), before anything is solved.
+        StageError: the FEM or the network stage failed (the other one still ran);
+            ``results.json`` holds what was done and ``failures``: stage -> reason.
         OutputError: a file could not be written (``results.json`` is written first).
     """
     phases = Phases(comm)
@@ -277,27 +288,34 @@ def compare(
         phases("reading the mesh", str(config.mesh))
         base = create_mesh(comm, config.mesh, config.resolution)
     check_mesh(base, problem, str(config.mesh))
+    check_options(problem, config.network)
+    check_data(problem, base, config.degrees, config.error_degree)
     levels = config.levels or choose_levels(base)
     cells = comm.allreduce(base.topology.index_map(base.topology.dim).size_local, op=MPI.SUM)
-    phases("FEM", f"{cells} cells, {levels} meshes, degrees {list(config.degrees)}")
     meshes = [base]
     for _ in range(levels - 1):
         meshes.append(refine(meshes[-1]))
-    fem_rows, finest = run_fem(problem, meshes, config)
+    results: dict[str, Any] = {
+        "problem": problem.describe(),
+        "config": {**_config_dict(config), "levels_used": levels},
+        "ranks": comm.size,
+        "fem": None,
+        "network": None,
+    }
+    failures: dict[str, str] = {}
+    phases("FEM", f"{cells} cells, {levels} meshes, degrees {list(config.degrees)}")
+    with _stage("FEM", failures, comm):
+        results["fem"], finest = run_fem(problem, meshes, config)
     budget_level = error_mesh_level(
         base, levels, config.error_degree,
         max(config.network.training.total_steps, 1) * training_points(base, config))
     references = meshes + ([refine(meshes[-1])] if budget_level == levels else [])
-    net_row, net = run_network(problem, base, references, config, checkpoint, problem_record,
-                               phases)
-    results = {
-        "problem": problem.describe(),
-        "config": {**_config_dict(config), "levels_used": levels},
-        "ranks": comm.size,
-        "fem": fem_rows,
-        "network": net_row,
-    }
-    if out is not None:
+    with _stage("network", failures, comm):
+        results["network"], net = run_network(problem, base, references, config, checkpoint,
+                                              problem_record, phases)
+    if failures:
+        results["failures"] = failures
+    if out is not None and not failures:
         from dolfinx_nn.ansatz import plots
 
         phases("plots and ParaView files")
@@ -315,7 +333,39 @@ def compare(
     results["wall_time_s"] = comm.allreduce(phases.elapsed(), op=MPI.MAX)
     if out is not None:
         write_json(out / "results.json", results, comm)  # again, with the time of the plots
+    if failures:
+        stage, reason = next(iter(failures.items()))
+        kept = [label for name, label in (("fem", "FEM"), ("network", "network"))
+                if results[name] is not None]
+        where = f"{out / 'results.json'}" if out is not None else "the returned results"
+        held = f"the {' and '.join(kept)} results" if kept else "the settings"
+        raise StageError(f"the {stage} stage failed: {reason.splitlines()[0]} ({where} holds "
+                         f"{held} and the reason)")
     return results
+
+
+class StageError(RuntimeError):
+    """A stage of :func:`compare` failed; the others ran and their results were written."""
+
+
+@contextlib.contextmanager
+def _stage(name: str, failures: dict[str, str], comm: MPI.Comm):
+    """Run a stage of :func:`compare`: an exception is recorded in ``failures[name]``
+    (``"Type: message"``, agreed over the ranks: the lowest failing rank's) instead of
+    ending the comparison, so that the other stage runs and results.json holds both.
+
+    A stage that fails on some ranks only inside a collective operation cannot be caught
+    here (the other ranks wait); the stages' own input checks agree before they raise.
+    """
+    reason: str | None = None
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 (recorded, and raised as StageError at the end)
+        reason = f"{type(err).__name__}: {err}"
+    reasons = comm.allgather(reason)
+    first = next((r for r in reasons if r is not None), None)
+    if first is not None:
+        failures[name] = first
 
 
 #: Most cells of the mesh drawn in ``fields.png`` (matplotlib draws every triangle).

@@ -27,10 +27,11 @@ import dolfinx
 import numpy as np
 
 from dolfinx_nn.ansatz.ansatz import DirichletAnsatz
-from dolfinx_nn.ansatz.errors import network_errors
+from dolfinx_nn.ansatz.errors import network_errors, relative_l2
 from dolfinx_nn.ansatz.network_solver import (
     NetworkConfig,
     collocation_points,
+    final_loss,
     fit_fixed_fields,
     make_loss,
     new_network,
@@ -99,11 +100,11 @@ def compare_depths(
             history = train(loss, ansatz.network, config.training, comm=comm,
                             desc=f"depth {depth}, width {width}, seed {seed}")
             elapsed = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
-            error = network_errors(problem, in_user_units(ansatz, hat.units),
-                                   reference)["relative_l2_error"]
+            error = relative_l2(network_errors(problem, in_user_units(ansatz, hat.units),
+                                               reference))
             results.append(DepthResult(depth, width, parameter_count(problem.input_dim, width,
                                                                      depth),
-                                       seed, error, history.losses[-1], history.steps, elapsed))
+                                       seed, error, final_loss(loss), history.steps, elapsed))
     return results
 
 

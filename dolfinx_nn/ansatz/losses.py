@@ -163,8 +163,8 @@ class RitzLoss:
         The second rule: the mesh refined once and the degree raised by
         :data:`HELD_OUT_DEGREE_INCREASE`.  A network can lower the energy at the training
         rule's points below the minimum (it "fools" the rule) when they are few; then the two
-        values part.  Warns on every rank (the values are global) when they differ by more
-        than :data:`HELD_OUT_TOLERANCE`.
+        values part.  Warns on rank 0 (the values are global: once per run, not once per
+        rank) when they differ by more than :data:`HELD_OUT_TOLERANCE`.
 
         Returns:
             ``{"energy": E_train, "held_out_energy": E, "held_out_gap": |E - E_train|}``
@@ -175,7 +175,7 @@ class RitzLoss:
         trained = float(self().detach())  # grad u needs autograd: no torch.no_grad
         energy = float(finer().detach())
         gap = abs(energy - trained)
-        if gap > HELD_OUT_TOLERANCE * max(1.0, abs(energy)):
+        if gap > HELD_OUT_TOLERANCE * max(1.0, abs(energy)) and self.mesh.comm.rank == 0:
             warnings.warn(
                 f"the Ritz energy of the trained network is {trained:.4g} by the training "
                 f"quadrature ({self.points} points) but {energy:.4g} by a finer one: the "

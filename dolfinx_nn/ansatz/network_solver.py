@@ -95,6 +95,10 @@ class NetworkConfig:
             )
         if self.points < 1:
             raise ValueError(f"points must be positive, got {self.points}")
+        if (not isinstance(self.quadrature_degree, int) or isinstance(self.quadrature_degree, bool)
+                or self.quadrature_degree < 1):
+            raise ValueError(f"quadrature_degree must be a positive integer, got "
+                             f"{self.quadrature_degree!r}")
         if self.fit_features < 1 or self.fit_boundary_points < 1:
             raise ValueError(
                 f"fit_features and fit_boundary_points must be positive, got "
@@ -110,7 +114,9 @@ class NetworkConfig:
 class NetworkSolution:
     """A trained ansatz (of the user's coordinates and units), its scales (in the user's units)
     and what it cost; ``canonical`` is the problem the network was trained on
-    (:mod:`~dolfinx_nn.ansatz.units`)."""
+    (:mod:`~dolfinx_nn.ansatz.units`); ``final_loss`` the loss at the returned parameters
+    (:func:`final_loss`; the last entry of ``history.losses`` is the loss before the last
+    step)."""
 
     ansatz: DirichletAnsatz
     parameters: int
@@ -120,6 +126,7 @@ class NetworkSolution:
     scales: Scales
     canonical: Canonical | None = None
     loss_points: dict | None = None
+    final_loss: float | None = None
 
     @property
     def wall_time_s(self) -> float:
@@ -256,14 +263,25 @@ def loss_points(
     parameters: int,
 ) -> dict:
     """What the loss was evaluated on: its global point count, the refinements of ``mesh``
-    that carry a quadrature (None for random points), and the points per parameter (for
-    ``results.json``)."""
+    that carry a quadrature and its degree (None for random points), and the points per
+    parameter (for ``results.json``)."""
     count = loss.points if isinstance(loss, RitzLoss) else loss.total
     quadrature = config.loss == "ritz" or config.collocation == "quadrature"
     refinements = (quadrature_refinements(mesh, config.quadrature_degree, parameters)
                    if quadrature else None)
     return {"points": count, "refinements": refinements,
+            "quadrature_degree": config.quadrature_degree if quadrature else None,
             "points_per_parameter": count / max(parameters, 1)}
+
+
+def final_loss(loss: RitzLoss | StrongResidualLoss) -> float:
+    """The loss at the network's current parameters (collective).
+
+    :class:`~dolfinx_nn.training.History` records the loss evaluated before each step, so its
+    last entry is the loss before the last update; this evaluates it once more after
+    training.  Gradients stay on (the losses differentiate the network in ``x``).
+    """
+    return float(loss().detach())
 
 
 def solve_network(
@@ -317,6 +335,9 @@ def solve_network(
     parameters = sum(p.numel() for p in ansatz.network.parameters())
     points = loss_points(loss, hat.mesh, config, parameters)
     if isinstance(loss, RitzLoss):
-        points.update(loss.held_out())
+        points.update(loss.held_out())  # its "energy" is the loss at the final parameters
+        last = points["energy"]
+    else:
+        last = final_loss(loss)
     return NetworkSolution(ansatz, parameters, history, fit_time, train_time,
-                           user_scales(scales_hat, hat.units, problem), hat, points)
+                           user_scales(scales_hat, hat.units, problem), hat, points, last)

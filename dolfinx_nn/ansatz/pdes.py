@@ -15,7 +15,7 @@ import torch
 import ufl
 
 from dolfinx_nn.ansatz.equations import PDE, get_pde
-from dolfinx_nn.expressions import ParsedExpression, parse_expression
+from dolfinx_nn.expressions import ParsedExpression, on_mesh, parse_expression
 from dolfinx_nn.networks.pointwise import laplacian
 
 
@@ -138,7 +138,7 @@ class Problem:
         if self.time_dependent:
             tv = ufl.variable(t)
             f = f + ufl.diff(self.exact.ufl(x, tv), tv)
-        return f
+        return on_mesh(f, x)  # f = 0 (an affine u) is UFL's Zero, of no mesh
 
     def describe(self) -> dict:
         """JSON-friendly summary."""

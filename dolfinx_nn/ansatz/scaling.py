@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     import argparse
 
     from dolfinx_nn.ansatz.compare import refine
-    from dolfinx_nn.ansatz.errors import network_errors
+    from dolfinx_nn.ansatz.errors import network_errors, relative_l2
     from dolfinx_nn.ansatz.network_solver import NetworkConfig, solve_network
     from dolfinx_nn.output import print0, write_json
     from dolfinx_nn.training import TrainingConfig
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
             config = NetworkConfig(seed=seed, training=TrainingConfig(
                 **{**defaults.training.as_dict(), "seed": seed}))
             sol = solve_network(problem, mesh, config, desc=f"L={length:g} seed {seed}")
-            errors.append(network_errors(problem, sol.ansatz, reference)["relative_l2_error"])
+            errors.append(relative_l2(network_errors(problem, sol.ansatz, reference)))
         rows.append({"length": length, "errors": errors, "median": float(np.median(errors)),
                      "min": float(np.min(errors)), "max": float(np.max(errors)),
                      "scales": sol.scales.as_dict()})

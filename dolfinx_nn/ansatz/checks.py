@@ -1,0 +1,103 @@
+"""Checks of a comparison's inputs before anything is solved: option combinations and data.
+
+Every check ends the same way on every rank: a failure found on one rank (data that are not
+finite in its cells) is agreed over all ranks, which then raise the same one-line
+``ValueError`` naming the bad value and what was expected.  A raise on one rank alone would
+leave the others waiting in the next collective operation.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mpi4py import MPI
+
+import dolfinx
+import numpy as np
+import torch
+
+from dolfinx_nn.ansatz.equations import PDES
+from dolfinx_nn.ansatz.fitted_fields import quadrature_points
+from dolfinx_nn.ansatz.pdes import Problem
+from dolfinx_nn.meshes import bounding_box
+
+if TYPE_CHECKING:
+    from dolfinx_nn.ansatz.network_solver import NetworkConfig
+
+
+def agree(comm: MPI.Comm, message: str | None) -> None:
+    """Raise ``ValueError(message)`` on every rank if any rank has a message (the lowest
+    rank's is used).  Collective."""
+    messages = comm.allgather(message)
+    first = next((m for m in messages if m), None)
+    if first is not None:
+        raise ValueError(first)
+
+
+def check_options(problem: Problem, network: NetworkConfig) -> None:
+    """Refuse option combinations that a later stage would refuse (same on every rank).
+
+    Raises:
+        ValueError: ``loss="ritz"`` for an equation that is not symmetric (no energy).
+    """
+    if network.loss == "ritz" and not problem.equation.symmetric:
+        symmetric = sorted(name for name, pde in PDES.items() if pde.symmetric)
+        raise ValueError(
+            f"--loss ritz needs a symmetric equation (pde one of {symmetric}), got pde "
+            f"{problem.pde!r}: it has no energy to minimise; use --loss strong"
+        )
+
+
+def _first_bad(what: str, values: np.ndarray, points: np.ndarray) -> str | None:
+    """A one-line message on the first non-finite value of ``what`` (None: all finite)."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    if not bad.size:
+        return None
+    where = ", ".join(f"{c:.6g}" for c in points[bad[0]])
+    return (f"{what} is {float(values[bad[0]])!r} at ({where}) ({bad.size} points of one rank's "
+            f"cells): expected finite values at every vertex, dof and quadrature point of the "
+            f"mesh")
+
+
+def check_data(problem: Problem, mesh: dolfinx.mesh.Mesh, degrees: tuple[int, ...],
+               quadrature_degree: int) -> None:
+    """Refuse data that are not finite on the mesh, or an exact solution that is zero
+    (collective, agreed over the ranks).
+
+    The exact solution ``u`` (the Dirichlet data ``g`` and the initial value are its values),
+    the source ``f`` (by autograd of ``u``) and the advection field are evaluated at the
+    mesh's nodes, the dofs of the highest Lagrange degree of ``degrees`` and the quadrature
+    points of ``quadrature_degree`` (at ``t = 0`` and ``t = T`` if time-dependent): the
+    points where FEM, the network's training and the error measurement read them.
+
+    Raises:
+        ValueError: a value is NaN or infinite (the message names it and where), or ``u`` is
+            zero at every point (relative errors divide by its norm).
+    """
+    gdim = mesh.geometry.dim
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", max(degrees)))
+    points = np.concatenate([mesh.geometry.x[:, :gdim], V.tabulate_dof_coordinates()[:, :gdim],
+                             quadrature_points(mesh, quadrature_degree)[0]])
+    # mapped points (dofs, quadrature) can leave the box by round-off (x = -1e-17 on a side
+    # x = 0), where sqrt(x[0]) is NaN though the data are fine on the domain
+    points = np.clip(points, *bounding_box(mesh))
+    times = [0.0, problem.final_time] if problem.time_dependent else [None]
+    message, u_max = None, 0.0
+    for t in times:
+        inputs = points if t is None else np.column_stack([points, np.full(len(points), t)])
+        x = torch.from_numpy(np.ascontiguousarray(inputs))
+        u = problem.exact_numpy(inputs)
+        f = problem.source_torch(x).detach().numpy()
+        text = problem.exact.text
+        fields = [(f"the exact solution {text!r}", u),
+                  (f"the source f = L u of the exact solution {text!r}", f)]
+        fields += [(f"the advection component b_{i} = {b.text!r}", b.numpy(points.T, t))
+                   for i, b in enumerate(problem.advection)]
+        for what, values in fields:
+            message = message or _first_bad(what, values, inputs)
+        u_max = max(u_max, float(np.abs(u[np.isfinite(u)]).max(initial=0.0)))
+    agree(mesh.comm, message)
+    if mesh.comm.allreduce(u_max, op=MPI.MAX) == 0.0:
+        raise ValueError(f"the exact solution {problem.exact.text!r} is 0 at every point of the "
+                         f"mesh: expected a nonzero solution (relative errors divide by its "
+                         f"norm)")
