@@ -78,6 +78,8 @@ def test_fem_reference_converges_at_the_expected_rate_in_2d(comm):
     assert all(r.newton_iterations <= 10 for r in results)
     assert results[-1].rel_l2_error < 5e-5
     assert results[-1].dofs == 33 * 33
+    # the seminorm in the H1 error is weighted by the domain's extent (1 here)
+    assert all(r.h1_length == 1.0 for r in results)
 
 
 def test_fem_reference_in_3d(comm):

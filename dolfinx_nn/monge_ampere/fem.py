@@ -58,7 +58,9 @@ _REASONS = {v: k for k, v in PETSc.SNES.ConvergedReason.__dict__.items() if isin
 class FEMResult:
     """Outcome of :func:`solve_fem` (norms are global).
 
-    ``rel_l2_error`` and ``h1_error`` are ``None`` when the case has no exact solution.
+    ``rel_l2_error`` and ``h1_error`` are ``None`` when the case has no exact solution;
+    ``h1_error = sqrt(||e||^2 + L^2 ||grad e||^2)`` with ``L`` the largest extent of the mesh's
+    bounding box (``h1_length``), so that both terms have the unit of the L2 norm.
     ``path`` lists the Newton solves: ``{"strategy", "s", "delta", "newton_iterations",
     "converged"}``; ``strategy`` is the one that gave the answer, and
     ``min_hessian_eigenvalue`` the smallest cellwise eigenvalue of ``D^2 u_h`` relative to
@@ -75,6 +77,7 @@ class FEMResult:
     path: list[dict] = field(default_factory=list)
     strategy: str = "delta"
     min_hessian_eigenvalue: float = 0.0
+    h1_length: float | None = None
 
     def summary(self) -> dict:
         """The numbers reported in ``results.json``."""
@@ -82,6 +85,7 @@ class FEMResult:
             "status": "converged",
             "rel_l2_error": self.rel_l2_error,
             "h1_error": self.h1_error,
+            "h1_length": self.h1_length,
             "newton_iterations": self.newton_iterations,
             "strategy": self.strategy,
             "newton_solves": len(self.path),
@@ -451,12 +455,19 @@ def _solve_homotopy(H: _Homotopy, case: Case, mesh, center, strategies, initial_
                             H.path, tried, non_convex)
     wall = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
 
-    rel_l2 = h1 = None
+    rel_l2 = h1 = length = None
     if case.has_exact:
         u_exact = case.u(H.x, "ufl", center)
         err_u = H.u - u_exact
         rel_l2 = float(np.sqrt(H._integral(err_u**2) / H._integral(u_exact**2)))
-        h1 = float(np.sqrt(H._integral(err_u**2 + ufl.inner(ufl.grad(err_u), ufl.grad(err_u)))))
+        # the seminorm times a length of the domain has the unit of the L2 norm: without it
+        # the sum would add quantities of different units (module docstring of
+        # dolfinx_nn.ansatz.errors)
+        lower, upper = mesh_bounds(mesh)
+        length = float(np.max(upper - lower))
+        h1 = float(np.sqrt(H._integral(err_u**2)
+                           + length**2 * H._integral(ufl.inner(ufl.grad(err_u),
+                                                               ufl.grad(err_u)))))
     cells = mesh.topology.index_map(dim).size_local
     h_local = dolfinx.cpp.mesh.h(mesh._cpp_object, dim, np.arange(cells, dtype=np.int32))
     h = comm.allreduce(float(h_local.max()) if cells else 0.0, op=MPI.MAX)
@@ -464,7 +475,7 @@ def _solve_homotopy(H: _Homotopy, case: Case, mesh, center, strategies, initial_
     return FEMResult(u=H.u, rel_l2_error=rel_l2, h1_error=h1,
                      newton_iterations=int(H.iterations), dofs=int(dofs), h=h,
                      wall_time_s=wall, path=H.path, strategy=chosen,
-                     min_hessian_eigenvalue=H.convexity())
+                     min_hessian_eigenvalue=H.convexity(), h1_length=length)
 
 
 def sequence_resolutions(resolution: int, coarsest: int = 4) -> list[int]:
