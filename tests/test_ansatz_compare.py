@@ -99,6 +99,27 @@ def test_data_that_are_not_finite_are_refused_before_fem(out_dir, capsys):
                 base=dolfinx.mesh.create_unit_square(comm, 2, 2))
 
 
+@pytest.mark.parametrize("extra, expected", [
+    # max |u| = 1e-300: ||u||^2 underflowed to 0 and the progress line failed on a None
+    (["--exact", "1e-300*(1 + x[0])"], "max |u| = 2e-300: expected max |u| in"),
+    (["--exact", "1e200*(1 + x[0]**2)"], "max |u| = 2e+200: expected max |u| in"),
+    (["--exact", "1 + x[0]", "--width", "0"], "width must be a positive integer, got 0"),
+    (["--exact", "1 + x[0]", "--depth", "0"], "depth must be a positive integer, got 0"),
+    (["--exact", "1 + x[0]", "--seed", "-1"], "seed must be a non-negative integer, got -1"),
+    (["--exact", "1 + x[0]", "--fit-tolerance", "10"], "fit_tolerance must be in (0, 1)"),
+    (["--exact", "t*x[0]", "--pde", "heat-advection", "--advection", "1, 0",
+      "--final-time", "inf"], "final_time must be a positive finite number, got inf"),
+])
+def test_bad_values_are_refused_before_fem(out_dir, capsys, extra, expected):
+    """Each refused with one line naming the value, before anything is solved, on every
+    rank (they were refused after FEM, or not at all, or with a message naming no option)."""
+    assert main([*SMALL, *extra, "--out", str(out_dir)]) != 0
+    text = capsys.readouterr()
+    assert "FEM" not in text.out
+    if MPI.COMM_WORLD.rank == 0:
+        assert expected in text.err
+
+
 def test_ritz_loss_of_a_nonsymmetric_equation_is_refused_before_fem(out_dir, capsys):
     argv = [*SMALL, "--pde", "heat-advection", "--advection", "1, 0", "--loss", "ritz",
             "--exact", "t*x[0]", "--out", str(out_dir)]

@@ -236,3 +236,26 @@ def test_fits_without_corners_are_unchanged(comm):
     assert D.corners is None and D.fit_report["corners"] == []
     assert D.coefficients.shape == (200 + 50 + 1,)  # the features, the hole's group, constant
     assert torch.equal(D.coefficients, plain.coefficients)
+
+
+def test_corners_are_reported_in_the_users_coordinates(comm):
+    """The L-shape [1, 3]^2 minus [2, 3]^2: the corner at (2, 2) with R = 1 in the report of
+    the trained ansatz's D (the network side fits on a copy of the mesh in [0, 1]^2, where the
+    corner is at (0.5, 0.5) with R = 0.5; that copy's numbers were reported)."""
+    import dolfinx
+
+    from dolfinx_nn.ansatz.network_solver import NetworkConfig, solve_network
+    from dolfinx_nn.training import TrainingConfig
+
+    square = dolfinx.mesh.create_rectangle(comm, [[1.0, 1.0], [3.0, 3.0]], [8, 8])
+    cells = np.arange(square.topology.index_map(2).size_local, dtype=np.int32)
+    mid = dolfinx.mesh.compute_midpoints(square, 2, cells)
+    mesh = dolfinx.mesh.create_submesh(square, 2, cells[~((mid[:, 0] > 2) & (mid[:, 1] > 2))])[0]
+    config = NetworkConfig(width=4, depth=1, points=50, fit_features=50,
+                           fit_boundary_points=200,
+                           training=TrainingConfig(adam_steps=0, lbfgs_steps=1))
+    sol = solve_network(Problem.from_text("poisson", "1 + x[0]*x[1]", 2), mesh, config)
+    (corner,) = sol.ansatz.distance.fit_report["corners"]
+    np.testing.assert_allclose(corner["vertex"], [2.0, 2.0], atol=1e-6)
+    assert corner["radius"] == pytest.approx(RADIUS_FRACTION * 1.0, rel=1e-6)
+    assert corner["angle_degrees"] == pytest.approx(270.0, abs=1e-4)

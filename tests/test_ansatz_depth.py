@@ -70,7 +70,8 @@ def test_deep_beats_shallow_at_equal_parameter_count(setting):
     another trajectory, and over seeds 0..15 the per-seed error ratio deep / shallow ranges
     from 0.64 to 1.23 (median 0.84, deep more accurate in 15 of 16; one rank).  The test
     asserts the medians over three seeds: deep's median error below shallow's (it fails only
-    if two of three fresh draws lose, about 1 % at the measured rate of 1 in 16), and deep's
+    if two of three fresh draws lose: 1.1 % at the rate of 1 in 16 measured on one rank, 2.0 %
+    at the 2 in 24 of all runs), and deep's
     median final loss below :data:`LOSS_RATIO` times shallow's, which no measured run
     approaches.
     """

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from dolfinx_nn.ansatz.network_solver import NetworkConfig
 
 
+#: Range of ``max |u|`` that the errors can measure: ``u^2`` times a volume stays a normal,
+#: finite double (the volumes of meshes in SI units span many orders of magnitude too).
+SOLUTION_RANGE = (1e-100, 1e100)
+
+
 def agree(comm: MPI.Comm, message: str | None) -> None:
     """Raise ``ValueError(message)`` on every rank if any rank has a message (the lowest
     rank's is used).  Collective."""
@@ -71,8 +76,9 @@ def check_data(problem: Problem, mesh: dolfinx.mesh.Mesh, degrees: tuple[int, ..
     points where FEM, the network's training and the error measurement read them.
 
     Raises:
-        ValueError: a value is NaN or infinite (the message names it and where), or ``u`` is
-            zero at every point (relative errors divide by its norm).
+        ValueError: a value is NaN or infinite (the message names it and where), ``u`` is
+            zero at every point (relative errors divide by its norm), or ``max |u|`` is outside
+            :data:`SOLUTION_RANGE`.
     """
     gdim = mesh.geometry.dim
     V = dolfinx.fem.functionspace(mesh, ("Lagrange", max(degrees)))
@@ -97,7 +103,13 @@ def check_data(problem: Problem, mesh: dolfinx.mesh.Mesh, degrees: tuple[int, ..
             message = message or _first_bad(what, values, inputs)
         u_max = max(u_max, float(np.abs(u[np.isfinite(u)]).max(initial=0.0)))
     agree(mesh.comm, message)
-    if mesh.comm.allreduce(u_max, op=MPI.MAX) == 0.0:
+    u_max = mesh.comm.allreduce(u_max, op=MPI.MAX)
+    if u_max == 0.0:
         raise ValueError(f"the exact solution {problem.exact.text!r} is 0 at every point of the "
                          f"mesh: expected a nonzero solution (relative errors divide by its "
                          f"norm)")
+    if not SOLUTION_RANGE[0] <= u_max <= SOLUTION_RANGE[1]:
+        raise ValueError(f"the exact solution {problem.exact.text!r} reaches max |u| = "
+                         f"{u_max:.3g}: expected max |u| in [{SOLUTION_RANGE[0]:g}, "
+                         f"{SOLUTION_RANGE[1]:g}] (its square, in the L2 norms, would underflow "
+                         f"or overflow in double precision); express u in another unit")

@@ -129,6 +129,11 @@ class Phases:
         return time.perf_counter() - self.start
 
 
+def _e(value: float | None) -> str:
+    """A relative error for the progress lines (None: no relative error)."""
+    return "n/a" if value is None else f"{value:.3e}"
+
+
 def observed_rates(errors: list[float], sizes: list[float]) -> list[float | None]:
     """``log(e_i / e_{i-1}) / log(h_i / h_{i-1})``; None for the first entry and where an
     error is 0 (an exact solution the elements contain)."""
@@ -160,7 +165,7 @@ def run_fem(problem: Problem, meshes: list[dolfinx.mesh.Mesh], config: CompareCo
                           "dofs": sol.dofs, "wall_time_s": sol.wall_time_s, "supg": sol.supg,
                           **err})
             print0(f"FEM P{degree} level {level}: {sol.dofs} dofs, rel. L2 "
-                   f"{err['relative_l2_error']:.3e}, {sol.wall_time_s:.3f} s")
+                   f"{_e(err['relative_l2_error'])}, {sol.wall_time_s:.3f} s")
             finest.setdefault(degree, []).append(sol.uh)
         for key in ("l2", "h1", "h1_seminorm"):
             rates = observed_rates([r[f"{key}_error"] for r in block], [r["h"] for r in block])
@@ -250,7 +255,7 @@ def run_network(
            "error_mesh": error_mesh}
     if sol.history.checkpoint_error:
         row["checkpoint_error"] = sol.history.checkpoint_error
-    print0(f"network: {sol.parameters} parameters, rel. L2 {err['relative_l2_error']:.3e}, "
+    print0(f"network: {sol.parameters} parameters, rel. L2 {_e(err['relative_l2_error'])}, "
            f"{sol.wall_time_s:.1f} s")
     return row, sol
 

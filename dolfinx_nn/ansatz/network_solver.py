@@ -93,8 +93,12 @@ class NetworkConfig:
             raise ValueError(
                 f"unknown collocation {self.collocation!r}; choose one of {COLLOCATION}"
             )
-        if self.points < 1:
-            raise ValueError(f"points must be positive, got {self.points}")
+        for name in ("width", "depth", "points"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if (not isinstance(self.quadrature_degree, int) or isinstance(self.quadrature_degree, bool)
                 or self.quadrature_degree < 1):
             raise ValueError(f"quadrature_degree must be a positive integer, got "
@@ -104,8 +108,9 @@ class NetworkConfig:
                 f"fit_features and fit_boundary_points must be positive, got "
                 f"{self.fit_features} and {self.fit_boundary_points}"
             )
-        if not (np.isfinite(self.fit_tolerance) and self.fit_tolerance > 0.0):
-            raise ValueError(f"fit_tolerance must be a positive number, got {self.fit_tolerance!r}")
+        if not (np.isfinite(self.fit_tolerance) and 0.0 < self.fit_tolerance < 1.0):
+            raise ValueError(f"fit_tolerance must be in (0, 1) (a boundary misfit relative to "
+                             f"max |g|), got {self.fit_tolerance!r}")
         if self.distance_scale is not None and not self.distance_scale > 0.0:
             raise ValueError(f"distance_scale must be positive, got {self.distance_scale!r}")
 

@@ -55,8 +55,9 @@ class Problem:
             raise ValueError(
                 f"the exact solution {self.exact.text!r} uses t, but pde {self.pde!r} is stationary"
             )
-        if timed and not self.final_time > 0.0:
-            raise ValueError(f"final_time must be positive, got {self.final_time!r}")
+        if timed and not (np.isfinite(self.final_time) and self.final_time > 0.0):
+            raise ValueError(f"final_time must be a positive finite number, got "
+                             f"{self.final_time!r}")
 
     @classmethod
     def from_text(

@@ -103,6 +103,13 @@ class CanonicalUnits:
         x_hat = (x[:, : self.gdim] - origin) / self.length
         return torch.cat([x_hat, x[:, self.gdim:] / self.time], dim=1)
 
+    def corner_to_user(self, corner: dict[str, Any]) -> dict[str, Any]:
+        """A corner of :meth:`~dolfinx_nn.ansatz.corners.ReentrantCorner.as_dict` (canonical
+        coordinates) in the user's: ``vertex = x_0 + L_0 vertex_hat``, ``radius = L_0
+        radius_hat`` (angles and exponents have no unit)."""
+        vertex = [o + self.length * v for o, v in zip(self.origin, corner["vertex"], strict=True)]
+        return {**corner, "vertex": vertex, "radius": self.length * corner["radius"]}
+
     def user_time(self, t: Any) -> Any:
         """The user's time of a canonical time ``t_hat`` (None stays None)."""
         return None if t is None else self.time * t
@@ -268,7 +275,14 @@ class InUserUnits(torch.nn.Module):
 
     @property
     def fit_report(self) -> Any:
-        return getattr(self.field, "fit_report", None)
+        """The fit's report, its re-entrant corners (position and cutoff radius) in the user's
+        coordinates."""
+        report = getattr(self.field, "fit_report", None)
+        if report is None:  # a space-time field: the report of its spatial part
+            report = getattr(getattr(self.field, "spatial", None), "fit_report", None)
+        if not report or not report.get("corners"):
+            return report
+        return {**report, "corners": [self.units.corner_to_user(c) for c in report["corners"]]}
 
     @property
     def spatial(self) -> Any:
