@@ -275,3 +275,40 @@ def formula_case(f: str, g: str, exact: str | None = None, dim: int | None = Non
         _from_expression(parsed["f"]), dims or (tuple(range(max(used, 2), 100))),
         g_formula=_from_expression(parsed["g"]),
     )
+
+
+def check_data(name: str, points: np.ndarray, values: np.ndarray, comm, *,
+               nonnegative: bool = False, where: str = "") -> None:
+    """Refuse data that are not finite (or negative) at the points they are evaluated at.
+
+    Collective: every rank raises the same error, naming the first bad value of the lowest
+    rank that has one, its point, and how many points are bad in all.
+
+    Args:
+        name: the datum, e.g. ``"f"`` or ``"g"``.
+        points: this rank's points ``(n, d)`` (or ``(n, 3)``; the first ``d`` columns count).
+        values: the datum there ``(n,)``.
+        comm: communicator the points are split over.
+        nonnegative: also refuse values ``< 0`` (the source of ``det D^2 u = f``).
+        where: what the points are, for the message (e.g. ``"collocation points"``).
+
+    Raises:
+        ValueError: on every rank, if any value is bad.
+    """
+    values = np.asarray(values, dtype=float).ravel()
+    points = np.asarray(points, dtype=float).reshape(len(values), -1)
+    bad = ~np.isfinite(values)
+    if nonnegative:
+        bad |= values < 0
+    first = None
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        first = (float(values[i]), [float(c) for c in points[i]])
+    count = comm.allreduce(int(bad.sum()))
+    if count == 0:
+        return
+    value, point = next(item for item in comm.allgather(first) if item is not None)
+    wanted = "finite and >= 0" if nonnegative else "finite"
+    at = ", ".join(f"{c:.6g}" for c in point)
+    raise ValueError(f"{name} must be {wanted}: {name} = {value:.6g} at x = ({at})"
+                     f"{' (' + where + ')' if where else ''}; {count} such point(s)")

@@ -5,21 +5,27 @@ feed-forward network with a convexity penalty (--ansatz ffnn) on a collocation l
 residual uses autograd Hessians, in any dimension, on the unit cube, the unit ball or a mesh
 file.  With --fem, also solves the problem with the C0 penalty finite element method of
 Brenner-Gudi-Neilan (P2, Newton/SNES; d = 2, 3 on the cube or a mesh file), globalized by
-mesh sequencing (on the cube: 4, 8, ... cells per edge up to --resolution, each solve started
-from the previous one) and continuation in the data; see docs/monge_ampere.md.
+mesh sequencing (on the cube: ceil(N/2^k) cells per edge for N = --resolution, k = ..., 1, 0,
+from the coarsest with at least 4, e.g. 16 -> 4, 8, 16; 17 -> 5, 9, 17; 24 -> 6, 12, 24;
+each solve started from the previous one, interpolated) and continuation in the data; see
+docs/monge_ampere.md.  To watch the Newton solves: PETSC_OPTIONS="-monge_ampere_snes_monitor".
 
 Problem: a built-in case (--case; exact solution u, f = det D^2 u): smooth (exp(|x|^2/2),
 any d), brenner (20 exp(x^6/6 + y), d = 2), singular (-sqrt(2 - |x|^2), d = 2), degenerate
 (max(|x - x0| - 0.2, 0)^2 / 2, f = 0 on a disk); or your own formulas in x[0], x[1], ...:
 --f (source, >= 0), --g (boundary data) and optionally --exact (then errors are reported),
 e.g. --f "(1 + x[0]**2 + x[1]**2)*exp(x[0]**2 + x[1]**2)" --g "exp((x[0]**2 + x[1]**2)/2)".
---noise L multiplies f by (1 + L xi), xi ~ N(0, 1), at every collocation point (FEM: at
-every P1 node).
+Before any training or solve, f must be finite and >= 0 at every collocation point and FEM
+quadrature point, and g finite at every boundary collocation point and FEM boundary node;
+otherwise the command stops with the value and the point.
+--noise L multiplies f by (1 + L xi), xi ~ N(0, 1), at every collocation point (FEM: by
+1 + L xi_h, xi_h the P1 function with such values at its nodes).
 
 Writes to --out (results.json first, then the plots and the ParaView file):
   results.json        network: rel_l2_error, max_error (with an exact solution),
                       relative_residual, convexity_violation_fraction (lambda_min(D^2 u) <
-                      -tol at >= 1e4 test points), wall_time_s, training_steps;
+                      -tol at >= 1e4 test points), wall_time_s, training_steps,
+                      loss_scales (the scales the loss terms are divided by);
                       fem: status, rel_l2_error, h1_error, newton_iterations, strategy, dofs,
                       wall_time_s, or status "failed" with the reason
   solution.png        network, exact solution and error (plane through the centre for d > 2)
@@ -100,7 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, default=0.0, help="relative noise level in f")
     parser.add_argument("--fem", action="store_true", help="also run the FEM reference")
     parser.add_argument("--resolution", type=int, default=16,
-                        help="cells per edge of the finest FEM mesh of the cube (default 16)")
+                        help="cells per edge N of the finest FEM mesh of the cube; the meshes "
+                             "before it have ceil(N/2^k) >= 4 (default 16)")
     parser.add_argument("--width", type=int, default=defaults.width)
     parser.add_argument("--depth", type=int, default=defaults.depth)
     parser.add_argument("--n-interior", type=int, default=defaults.n_interior)
@@ -220,6 +227,12 @@ def run(args: argparse.Namespace) -> int:
         case.check_dim(args.dim)
     with about_option("--fem"):
         meshes = _fem_meshes(domain, args.dim, args.resolution, comm) if args.fem else None
+    if meshes is not None:  # the FEM's data, checked before the (long) training
+        from dolfinx_nn.monge_ampere.fem import check_fem_data
+
+        with about_option("--f/--g" if args.f or args.g else "--case"):
+            for mesh in meshes:
+                check_fem_data(case, mesh, as_sequence(domain.center))
     out = prepare_output_dir(args.out, comm)
     config = NetworkConfig(
         ansatz=args.ansatz, width=args.width, depth=args.depth, n_interior=args.n_interior,
@@ -230,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print0(f"monge-ampere: case {case.name}, d = {args.dim}, {domain.name}, {args.ansatz}, "
            f"{comm.size} rank(s)")
-    result = solve_network(case, domain, config, comm)
+    result = solve_network(case, domain, config, comm)  # checks f and g before training
     center = as_sequence(domain.center)
     results: dict = {
         "case": case.name, "problem": case.description, "dim": args.dim,

@@ -48,7 +48,7 @@ import ufl
 from dolfinx_nn import petsc_problems
 from dolfinx_nn.errors import SolverError
 from dolfinx_nn.meshes import boundary_dofs
-from dolfinx_nn.monge_ampere.cases import Case, noisy
+from dolfinx_nn.monge_ampere.cases import Case, check_data
 from dolfinx_nn.monge_ampere.domains import mesh_bounds
 
 _REASONS = {v: k for k, v in PETSc.SNES.ConvergedReason.__dict__.items() if isinstance(v, int)}
@@ -122,7 +122,8 @@ class FEMSolveError(SolverError):
         if reason <= 0:
             parts.append(f"last Newton solve: {reason_name} after {path[-1]['newton_iterations']}"
                          f" iterations" if path else f"last Newton solve: {reason_name}")
-        parts.append(f"inspect with -{prefix}snes_monitor")
+        parts.append(f'inspect the Newton solves with PETSC_OPTIONS="-{prefix}snes_monitor" '
+                     f'in the environment of the run')
         self.args = ("; ".join(parts),)
 
 
@@ -157,17 +158,58 @@ def monge_ampere_residual(u, v, f, penalty: float = 0.0) -> ufl.Form:
     return form
 
 
-def _noisy_source(f, mesh, noise: float, seed: int):
-    """The P1 interpolant of ``f`` with each owned value perturbed (``noisy``)."""
+def _noise_factor(mesh, noise: float, seed: int) -> dolfinx.fem.Function:
+    """``1 + noise * xi_h``: the P1 function with independent ``xi ~ N(0, 1)`` at its nodes.
+
+    The noisy source is ``f * (1 + noise * xi_h)``, ``f`` evaluated where the form evaluates it
+    (quadrature points inside the cells): the relative noise of ``noisy`` at every node,
+    without evaluating ``f`` at the mesh's vertices, where a source singular at a boundary
+    point (the ``singular`` case at ``(1, 1)``) is infinite.
+    """
+    if not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise level must be a finite number >= 0, got {noise!r}")
     q = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
-    fh = dolfinx.fem.Function(q)
-    fh.interpolate(dolfinx.fem.Expression(f, q.element.interpolation_points))
+    factor = dolfinx.fem.Function(q)
     n_owned = q.dofmap.index_map.size_local
     streams = np.random.SeedSequence([seed, 2]).spawn(mesh.comm.size)
     rng = np.random.default_rng(streams[mesh.comm.rank])
-    fh.x.array[:n_owned] = noisy(fh.x.array[:n_owned], noise, rng)
-    fh.x.scatter_forward()
-    return fh
+    factor.x.array[:n_owned] = 1.0 + noise * rng.standard_normal(n_owned)
+    factor.x.scatter_forward()
+    return factor
+
+
+def check_fem_data(case: Case, mesh: dolfinx.mesh.Mesh, center, quadrature_degree: int = 8,
+                   degree: int = 2) -> None:
+    """Refuse data the FEM reference cannot use, before any solve (collective).
+
+    ``f`` must be finite and ``>= 0`` at the quadrature points of the cells (degree
+    ``quadrature_degree``, where the form evaluates it), and ``g`` finite at the boundary
+    nodes of the degree-``degree`` Lagrange space (where the Dirichlet values are taken).
+    Points where the method never evaluates a datum do not count: the ``singular`` case's
+    ``f`` is infinite at the corner ``(1, 1)``, a vertex, and finite at every quadrature point.
+
+    Raises:
+        ValueError: on every rank, naming the datum, its value and the point.
+    """
+    import basix
+
+    comm, dim = mesh.comm, mesh.topology.dim
+    x = ufl.SpatialCoordinate(mesh)
+    xs = [x[i] for i in range(mesh.geometry.dim)]
+    cell = basix.CellType[mesh.topology.cell_name()]
+    points = np.asarray(basix.make_quadrature(cell, quadrature_degree)[0])
+    cells = np.arange(mesh.topology.index_map(dim).size_local, dtype=np.int32)
+    values = dolfinx.fem.Expression(case.f(xs, "ufl", center), points).eval(mesh, cells)
+    coords = dolfinx.fem.Expression(x, points).eval(mesh, cells)
+    check_data("f", coords.reshape(-1, mesh.geometry.dim), values.ravel(), comm,
+               nonnegative=True, where="FEM quadrature point")
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", degree))
+    g = dolfinx.fem.Function(V)
+    g.interpolate(dolfinx.fem.Expression(case.g(xs, "ufl", center),
+                                         V.element.interpolation_points))
+    dofs = boundary_dofs(V)
+    check_data("g", V.tabulate_dof_coordinates()[dofs, :dim], g.x.array[dofs], comm,
+               where="FEM boundary node")
 
 
 def _interpolate_from(target: dolfinx.fem.Function, source: dolfinx.fem.Function) -> None:
@@ -218,13 +260,12 @@ class _Homotopy(petsc_problems.PetscOwner):
         self.delta = dolfinx.fem.Constant(mesh, 0.0)
         xs = [c + self.s * (xi - c) for xi, c in zip(self.x, center, strict=True)]
         self.dx = ufl.dx(metadata={"quadrature_degree": quadrature_degree})
-        if noise == 0:
-            self.f = case.f(self.x, "ufl", center)
-            f_s = self.s ** (2 * self.dim) * case.f(xs, "ufl", center)
-            self.can_dilate = True
-        else:  # noisy data exist only on this mesh: no dilation
-            self.f = f_s = _noisy_source(case.f(self.x, "ufl", center), mesh, noise, seed)
-            self.can_dilate = False
+        check_fem_data(case, mesh, center, quadrature_degree, degree)
+        self.f = case.f(self.x, "ufl", center)
+        f_s = self.s ** (2 * self.dim) * case.f(xs, "ufl", center)
+        if noise > 0:  # the noise is attached to the nodes of this mesh, not to x_s
+            factor = _noise_factor(mesh, noise, seed)
+            self.f, f_s = self.f * factor, f_s * factor
         self.g = dolfinx.fem.Function(self.V)
         self.g_expr = dolfinx.fem.Expression(case.g(xs, "ufl", center),
                                              self.V.element.interpolation_points)
@@ -382,7 +423,7 @@ def solve_fem(
     """Solve ``det D^2 u = f``, ``u = g`` on a 2D/3D mesh with the C0 penalty method.
 
     The strategies of :data:`STRATEGIES` are tried in turn (those with ``interpolated`` only
-    when ``initial_guess`` is given; ``dilation`` only for noise-free data), and the first
+    when ``initial_guess`` is given), and the first
     solution that is convex on every cell (smallest eigenvalue of ``D^2 u_h`` at least
     ``-convexity_tol`` times a typical one, ``mean|f|^(1/d)``) is returned: the discrete
     system has non-convex solutions too, and a Newton path may end on one.
@@ -393,7 +434,9 @@ def solve_fem(
         degree: Lagrange degree (>= 2; piecewise linears have no Hessian).
         center: centre of the ``degenerate`` case and of the dilation (default: bounding
             box centre).
-        noise: relative noise in f (values of its P1 interpolant perturbed).
+        noise: relative noise in f: ``f (1 + noise xi_h)``, ``xi_h`` the P1 function with
+            independent standard normal nodal values (``f`` itself is evaluated at the
+            quadrature points).
         seed: seed of the noise.
         penalty: optional ``sigma`` of a consistent jump penalty ``sigma/h [[du/dn]][[dv/dn]]``.
         quadrature_degree: quadrature for the (non-polynomial) source and the errors.
@@ -405,6 +448,8 @@ def solve_fem(
         max_steps: most Newton solves per strategy.
 
     Raises:
+        ValueError: ``f`` negative or not finite at a quadrature point, or ``g`` not finite at
+            a boundary node (:func:`check_fem_data`), before any solve.
         FEMSolveError: no strategy reached a convex solution (the path is attached).
     """
     dim = mesh.topology.dim
@@ -438,8 +483,6 @@ def _solve_homotopy(H: _Homotopy, case: Case, mesh, center, strategies, initial_
     chosen = None
     for strategy in strategies:
         if "interpolated" in strategy and initial_guess is None:
-            continue
-        if strategy == "dilation" and not H.can_dilate:
             continue
         tried.append(strategy)
         if not H.run(strategy, initial_guess, max_steps):
@@ -479,13 +522,16 @@ def _solve_homotopy(H: _Homotopy, case: Case, mesh, center, strategies, initial_
 
 
 def sequence_resolutions(resolution: int, coarsest: int = 4) -> list[int]:
-    """Cells per edge of a mesh sequence ending at ``resolution``: halvings down to
-    ``coarsest``, e.g. 32 -> [4, 8, 16, 32], 6 -> [6] (3 would be coarser than 4)."""
+    """Cells per edge of a mesh sequence ending at ``resolution``: ``ceil(N / 2^k)`` for
+    ``k = 0, 1, ...`` while at least ``coarsest``, coarse to fine, e.g. 32 -> [4, 8, 16, 32],
+    31 -> [4, 8, 16, 31], 17 -> [5, 9, 17], 24 -> [6, 12, 24], 6 -> [6] (3 would be coarser
+    than 4).  The meshes need not be nested: each solution is interpolated onto the next mesh
+    (:func:`_interpolate_from`)."""
     if resolution < 1:
         raise ValueError(f"resolution must be a positive integer, got {resolution}")
     chain = [resolution]
-    while chain[-1] % 2 == 0 and chain[-1] // 2 >= coarsest:
-        chain.append(chain[-1] // 2)
+    while -(-chain[-1] // 2) >= coarsest:
+        chain.append(-(-chain[-1] // 2))
     return chain[::-1]
 
 

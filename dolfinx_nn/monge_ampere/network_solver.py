@@ -20,7 +20,7 @@ from mpi4py import MPI
 import numpy as np
 import torch
 
-from dolfinx_nn.monge_ampere.cases import Case, noisy
+from dolfinx_nn.monge_ampere.cases import Case, check_data, noisy
 from dolfinx_nn.monge_ampere.domains import as_sequence
 from dolfinx_nn.monge_ampere.hessian import min_eigenvalues
 from dolfinx_nn.monge_ampere.loss import MongeAmpereLoss
@@ -93,8 +93,9 @@ class NetworkResult:
     final_loss: float
     history: list[float] = field(default_factory=list)
     stopped_because: str = "completed"
+    loss_scales: dict[str, float | str] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, float | str | None]:
+    def summary(self) -> dict[str, Any]:
         """The numbers reported in ``results.json`` (errors ``None`` without exact solution)."""
         return {
             "rel_l2_error": self.rel_l2_error,
@@ -106,6 +107,7 @@ class NetworkResult:
             "final_loss": self.final_loss,
             "training_steps": len(self.history),
             "stopped_because": self.stopped_because,
+            "loss_scales": self.loss_scales,
         }
 
 
@@ -120,13 +122,23 @@ def _broadcast_parameters(net: torch.nn.Module, comm: MPI.Comm) -> None:
 
 
 def build_loss(case: Case, domain, config: NetworkConfig, comm: MPI.Comm, dtype, device):
-    """Collocation points, (noisy) source and boundary data -> :class:`MongeAmpereLoss`."""
+    """Collocation points, (noisy) source and boundary data -> :class:`MongeAmpereLoss`.
+
+    Raises:
+        ValueError: on every rank, if ``f`` is negative or not finite at a collocation point,
+            or ``g`` is not finite at one (the value and the point are named).
+    """
     center = as_sequence(domain.center)
     rng = _rank_rng(config.seed, comm, 1)
     xi = torch.as_tensor(domain.sample_interior(config.n_interior, rng, comm), dtype=dtype)
     xb = torch.as_tensor(domain.sample_boundary(config.n_boundary, rng, comm), dtype=dtype)
-    f = noisy(case.f_torch(xi, center), config.noise, _rank_rng(config.seed, comm, 2))
+    f = case.f_torch(xi, center)
     g = case.g_torch(xb, center)
+    # the data themselves, before noise (noise may make a small f negative)
+    check_data("f", xi.numpy(), f.detach().numpy(), comm, nonnegative=True,
+               where="interior collocation point")
+    check_data("g", xb.numpy(), g.detach().numpy(), comm, where="boundary collocation point")
+    f = noisy(f, config.noise, _rank_rng(config.seed, comm, 2))
     weight = config.convexity_weight if config.ansatz != "icnn" else 0.0
     return MongeAmpereLoss(
         xi.to(device), f.to(device), xb.to(device), g.to(device),
@@ -163,10 +175,13 @@ def evaluate(
     comm: MPI.Comm,
     seed: int = 0,
     chunk: int = 4096,
+    residual_floor: float = 0.0,
 ) -> dict[str, float]:
     """Errors, residual and convexity of ``net`` at ``n_test`` uniform points (global).
 
-    Always: ``relative_residual`` (``|det D^2 u - f|_2 / |f|_2`` at the test points),
+    Always: ``relative_residual`` (``|det D^2 u - f|_2 / max(|f|_2, sqrt(n_test) F)`` at the
+    test points, ``F = residual_floor``: the part of the loss's residual scale due to ``g``,
+    which keeps the ratio finite where ``f`` vanishes),
     ``convexity_violation_fraction`` and ``min_hessian_eigenvalue``; with an exact solution
     also ``rel_l2_error`` and ``max_error``.
     """
@@ -197,7 +212,7 @@ def evaluate(
         comm.allreduce(v, op=MPI.SUM) for v in (err2, ref2, res2, f2, violations)
     )
     out = {
-        "relative_residual": float(np.sqrt(res2 / max(f2, 1e-300))),
+        "relative_residual": float(np.sqrt(res2 / max(f2, n_test * residual_floor**2))),
         "convexity_violation_fraction": violations / n_test,
         "min_hessian_eigenvalue": comm.allreduce(lam_min, op=MPI.MIN),
     }
@@ -238,18 +253,20 @@ def solve_network(
         )
     loss_fn = build_loss(case, domain, config, comm, dtype, config.device)
     if isinstance(net, ICNN):
-        net.set_curvature(max(loss_fn.f_scale, 1e-12) ** (0.5 / domain.dim))
+        net.set_curvature(loss_fn.hessian_scale)
     _broadcast_parameters(net, comm)
     comm.Barrier()
     start = time.perf_counter()
     history = fit(net, loss_fn, config, comm, callback)
     wall = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
     metrics: dict[str, Any] = evaluate(
-        net, case, domain, config.n_test, config.convexity_tol, comm, config.seed
+        net, case, domain, config.n_test, config.convexity_tol, comm, config.seed,
+        residual_floor=float(loss_fn.scales["residual_floor"]),
     )
     losses = list(history.losses)
     final = losses[-1] if losses else float(loss_fn(net))
     metrics.setdefault("rel_l2_error", None)
     metrics.setdefault("max_error", None)
     return NetworkResult(net=net, wall_time_s=wall, final_loss=final, history=losses,
-                         stopped_because=history.stopped_because, **metrics)
+                         stopped_because=history.stopped_because,
+                         loss_scales=dict(loss_fn.scales), **metrics)
