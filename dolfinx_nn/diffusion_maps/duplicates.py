@@ -100,6 +100,71 @@ def _greedy_keep(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return parent
 
 
+def _merge_at(
+    X: np.ndarray, rep: np.ndarray, labels: np.ndarray, tol: float, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy merging of the representatives ``rep`` closer than ``tol``, until none are.
+
+    Each round looks at the ``k`` nearest representatives only, so a cluster of many more
+    than ``k`` rows needs several rounds (each absorbs up to ``k`` rows per kept row); the
+    rounds stop when no two representatives are within ``tol``, whatever the cluster sizes.
+    """
+    while rep.size > 1:
+        kk = min(k, rep.size - 1)
+        d2, idx = nearest_neighbours(X[rep], kk + 1)
+        close = np.sqrt(d2[:, 1:]) <= tol
+        if not close.any():
+            break
+        rows = np.repeat(np.arange(rep.size), kk)[close.ravel()]
+        parent = _greedy_keep(rep.size, rows, idx[:, 1:].ravel()[close.ravel()])
+        roots = np.flatnonzero(parent == np.arange(parent.size))
+        position = np.full(parent.size, -1)
+        position[roots] = np.arange(roots.size)
+        labels = position[parent[labels]]
+        rep = rep[roots]
+    return rep, labels
+
+
+def _group_scale(X: np.ndarray, rep: np.ndarray, k: int) -> float:
+    """Median distance of the representatives to their ``k``-th nearest representative."""
+    kk = min(k, rep.size - 1)
+    d2, _ = nearest_neighbours(X[rep], kk + 1)
+    return float(np.median(np.sqrt(d2[:, -1])))
+
+
+def _resolution_fixed_point(
+    X: np.ndarray, rep: np.ndarray, labels: np.ndarray, k: int, rtol: float, max_iter: int = 30
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Stage 2: the largest tolerance ``tol = rtol * scale(groups merged at tol)``.
+
+    The scale is measured on the groups that remain after merging at ``tol`` (so copies,
+    however many per point and whatever their share of the rows, do not set it).  Starting
+    from ``rtol`` times the extent of the cloud, ``tol`` decreases to the largest fixed point;
+    each step merges afresh from the distinct rows ``rep``.
+
+    Returns:
+        (tol, representatives, labels); tol = 0 when fewer than 4 distinct rows.
+    """
+    if rep.size < 4:
+        return 0.0, rep, labels
+    need = min(k + 1, rep.size)  # groups needed to measure a k-th neighbour distance
+    tol = rtol * float(np.linalg.norm(np.ptp(X[rep], axis=0)))
+    groups, group_labels = _merge_at(X, rep, labels, tol, k)
+    while groups.size < need:  # too coarse (e.g. one far outlier sets the extent): go down
+        tol /= 10.0
+        groups, group_labels = _merge_at(X, rep, labels, tol, k)
+    for _ in range(max_iter):
+        new_tol = rtol * _group_scale(X, groups, k)
+        if new_tol >= tol:
+            break
+        tol = new_tol
+        previous = groups.size
+        groups, group_labels = _merge_at(X, rep, labels, tol, k)
+        if groups.size == previous:
+            break
+    return tol, groups, group_labels
+
+
 def _robust_dimension(T: np.ndarray) -> float:
     """Dimension from neighbours 2..k-1 relative to the k-th (T: (n, k) sorted distances)."""
     k = T.shape[1]
@@ -147,23 +212,8 @@ def merge_near_duplicates(
         labels = position[parent[labels]]
         rep = rep[roots]
 
-    tol = 0.0
+    tol, rep, labels = _resolution_fixed_point(X, rep, labels, k, rtol)
     ratios: list[float] = []
-    kk = min(k, rep.size - 1)
-    if kk >= 3:
-        d2, idx = nearest_neighbours(X[rep], kk + 1)
-        tol = rtol * float(np.median(np.sqrt(d2[:, -1])))
-        # a cluster larger than k + 1 rows needs several rounds: each absorbs k neighbours
-        while True:
-            close = np.sqrt(d2[:, 1:]) <= tol
-            if not close.any():
-                break
-            rows = np.repeat(np.arange(rep.size), kk)[close.ravel()]
-            merge(_greedy_keep(rep.size, rows, idx[:, 1:].ravel()[close.ravel()]))
-            kk = min(k, rep.size - 1)
-            if kk < 1:
-                break
-            d2, idx = nearest_neighbours(X[rep], kk + 1)
     for _ in range(max_rounds if alpha > 0 else 0):
         m_pts = rep.size
         kk = min(k, m_pts - 1)
