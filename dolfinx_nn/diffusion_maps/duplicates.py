@@ -42,7 +42,7 @@ RESOLUTION_RTOL = 1e-4
 #: stage 3: significance level of the excess-of-close-pairs test
 EXCESS_ALPHA = 1e-3
 #: stage 3: at most this fraction of genuine nearest neighbours may fall below the merge ratio
-EXCESS_CAP = 0.05
+EXCESS_CAP = 0.25
 
 
 @dataclass
