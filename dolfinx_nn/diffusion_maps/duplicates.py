@@ -8,21 +8,37 @@ kernel sum (the automatic bandwidth) can jump to the scale of the copies.  Here 
 merged into one representative each, in three stages:
 
 1. **exact** duplicates (``np.unique``);
-2. **resolution**: rows closer than ``rtol`` (default 1e-4) times the median distance of the
-   points to their ``k``-th neighbour.  For a genuine m-dimensional sample the chance that a
-   point has a neighbour that close is about ``(k - 1) rtol^m`` (<= 2e-3 for m >= 1), so this
-   stage removes what no estimator could resolve and nothing else;
+2. **resolution**: rows closer than ``tol = rtol * s`` (``rtol`` default 1e-4), where ``s``
+   is the median distance of the *groups that remain after merging at tol* to their ``k``-th
+   nearest other group.  The scale is thus measured between distinct groups, never inside a
+   cluster of copies, whatever its size (more than ``k`` copies of a point) and whatever the
+   share of the rows it holds (an optimizer that stalled for most of its run).  ``tol`` is
+   the largest fixed point of ``tol -> rtol * s(tol)``: starting from ``rtol`` times the
+   extent of the cloud (divided by 10 while fewer than ``k + 1`` groups remain, so that one
+   far outlier cannot make the rest a single group), each step merges afresh at the new
+   tolerance until the number of groups stops changing.  A group is therefore kept merged
+   only if its own single-linkage extent is below 1e-4 of the spacing of the distinct
+   points.  For a genuine m-dimensional sample the chance that a point has a neighbour that
+   close is about ``(k - 1) rtol^m`` (<= 2e-3 for m >= 1), so this stage removes what no
+   estimator could resolve at the scale of the data and nothing else.  The inherent
+   ambiguity: a genuine cluster 1e-5 wide whose distance to the rest is ~10 looks exactly like
+   a stall (jittered copies of a point are such a cluster); it is merged into one point with
+   its multiplicity.  Such fine structure is invisible to any bandwidth that also resolves
+   the rest; analyse the cluster on its own (or pass ``merge=False`` to the estimators);
 3. **excess of close pairs**: under the model behind the Levina-Bickel estimator (locally a
    Poisson process of dimension m), the ratio ``r = T_1 / T_k`` of a point's nearest to its
    k-th neighbour distance has the distribution ``F(r) = 1 - (1 - r^m)^(k - 1)``.  The
    one-sided Kolmogorov-Smirnov statistic ``D = max_r (N(r)/n - F(r))`` of the observed ratios
    detects a surplus of close pairs; where it is significant (``exp(-2 n D^2) < alpha``), pairs
-   with a ratio below the arg-max (capped where ``F = cap``, so that at most a fraction ``cap``
-   of genuine neighbours could be merged) are merged and the test is repeated.  ``m`` comes
+   with a ratio below the arg-max (capped where ``F = cap`` = 0.25, so that at most a quarter
+   of genuine neighbours could be merged) are merged and the test is repeated.  The cap
+   matters in 1D only, where close genuine pairs are common: copies at 3 % of the spacing of
+   points on a line have ratios near ``F = 0.1``; a 5 % cap left them all.  ``m`` comes
    from the distances to neighbours 2..k-1 (the nearest is left out, so that the copies do not
    bias it: for Poisson points ``E sum_{j=2}^{k-1} log(T_k/T_j) = (k - 1 - H_{k-1}) / m`` with
-   the harmonic number ``H``).  Where the copies are moved by more than about 5 % of the
-   neighbour spacing they cannot be told from genuine neighbours and stay.
+   the harmonic number ``H``).  Where the copies are moved by more than about 5 % (1D) to
+   10 % (2D and up) of the neighbour spacing they cannot be told from genuine neighbours and
+   stay; in 1D the stage also merges some genuine close pairs along with the copies.
 
 Merging is greedy (in row order, each kept row absorbs the not yet absorbed rows within its
 tolerance), so chains of close rows are never collapsed into one.
@@ -37,7 +53,8 @@ import scipy.sparse
 
 from dolfinx_nn.diffusion_maps.kernel import nearest_neighbours
 
-#: stage 2: merge rows closer than this fraction of the median k-th neighbour distance
+#: stage 2: merge rows closer than this fraction of the median k-th neighbour distance of
+#: the merged groups (a fixed point)
 RESOLUTION_RTOL = 1e-4
 #: stage 3: significance level of the excess-of-close-pairs test
 EXCESS_ALPHA = 1e-3
@@ -54,7 +71,7 @@ class DistinctPoints:
         labels: for every input row, the position in ``index`` of its representative.
         multiplicity: number of input rows per representative, shape (n_distinct,).
         exact: rows removed as exact duplicates.
-        resolution_tol: absolute tolerance of stage 2 (data units).
+        resolution_tol: absolute tolerance of stage 2 (data units), the fixed point.
         excess_ratios: merge ratios ``T_1/T_k`` of stage 3, one per round that merged.
     """
 
@@ -186,7 +203,8 @@ def merge_near_duplicates(
     Args:
         X: points as rows (float64, finite).
         k: neighbour rank that sets the local scale (as ``k2`` of the dimension estimator).
-        rtol: stage-2 tolerance relative to the median ``k``-th neighbour distance.
+        rtol: stage-2 tolerance relative to the median ``k``-th neighbour distance of the
+            merged groups.
         alpha: significance level of the stage-3 test (0 disables stage 3).
         cap: largest model probability ``F`` of a genuine neighbour below the merge ratio.
         max_rounds: rounds of stage 3.
