@@ -30,10 +30,13 @@ merged into one representative each, in three stages:
    k-th neighbour distance has the distribution ``F(r) = 1 - (1 - r^m)^(k - 1)``.  The
    one-sided Kolmogorov-Smirnov statistic ``D = max_r (N(r)/n - F(r))`` of the observed ratios
    detects a surplus of close pairs; where it is significant (``exp(-2 n D^2) < alpha``), pairs
-   with a ratio below the arg-max (capped where ``F = cap`` = 0.25, so that at most a quarter
-   of genuine neighbours could be merged) are merged and the test is repeated.  The cap
-   matters in 1D only, where close genuine pairs are common: copies at 3 % of the spacing of
-   points on a line have ratios near ``F = 0.1``; a 5 % cap left them all.  ``m`` comes
+   with a ratio below the arg-max are merged and the test is repeated.  The merge ratio is
+   capped where ``F`` reaches ``max(cap, D / 2)`` (``cap`` = 0.05), at most 0.25: genuine
+   neighbours below it are at most 5 % of the points, or half the surplus found.  The share
+   of the surplus matters in 1D, where close genuine pairs are common: copies at 3 % of the
+   spacing of points on a line have ratios near ``F = 0.1`` and a surplus ``D`` near 0.6,
+   and a fixed 5 % cap left nearly all of them; a barely significant surplus (a clean but
+   unlucky sample) keeps the 5 % cap.  ``m`` comes
    from the distances to neighbours 2..k-1 (the nearest is left out, so that the copies do not
    bias it: for Poisson points ``E sum_{j=2}^{k-1} log(T_k/T_j) = (k - 1 - H_{k-1}) / m`` with
    the harmonic number ``H``).  Where the copies are moved by more than about 5 % (1D) to
@@ -59,7 +62,12 @@ RESOLUTION_RTOL = 1e-4
 #: stage 3: significance level of the excess-of-close-pairs test
 EXCESS_ALPHA = 1e-3
 #: stage 3: at most this fraction of genuine nearest neighbours may fall below the merge ratio
-EXCESS_CAP = 0.25
+#: (or EXCESS_CAP_SHARE of the surplus found, if larger, up to EXCESS_CAP_MAX)
+EXCESS_CAP = 0.05
+#: stage 3: share of the surplus of close pairs that genuine neighbours may add to the merge
+EXCESS_CAP_SHARE = 0.5
+#: stage 3: never more than this fraction of genuine nearest neighbours below the merge ratio
+EXCESS_CAP_MAX = 0.25
 
 
 @dataclass
@@ -206,7 +214,8 @@ def merge_near_duplicates(
         rtol: stage-2 tolerance relative to the median ``k``-th neighbour distance of the
             merged groups.
         alpha: significance level of the stage-3 test (0 disables stage 3).
-        cap: largest model probability ``F`` of a genuine neighbour below the merge ratio.
+        cap: largest model probability ``F`` of a genuine neighbour below the merge ratio
+            (raised to half the surplus found, at most ``EXCESS_CAP_MAX``).
         max_rounds: rounds of stage 3.
 
     Returns:
@@ -247,7 +256,8 @@ def merge_near_duplicates(
         i = int(np.argmax(excess))
         if np.exp(-2.0 * m_pts * excess[i] ** 2) >= alpha:
             break
-        r_cap = (1.0 - (1.0 - cap) ** (1.0 / (kk - 1))) ** (1.0 / m)
+        f_cap = min(EXCESS_CAP_MAX, max(cap, EXCESS_CAP_SHARE * float(excess[i])))
+        r_cap = (1.0 - (1.0 - f_cap) ** (1.0 / (kk - 1))) ** (1.0 / m)
         r_merge = min(float(r[i]), r_cap)
         close = T <= r_merge * T[:, -1:]
         if not close.any():
