@@ -10,9 +10,9 @@ refinement of the base mesh whose quadrature points do not outnumber the points 
 evaluated).  Rank 0 prints every phase with its elapsed time.
 
 How long the defaults take: on a 2D gmsh mesh of 2590 triangles (an ellipse with two holes,
-docs/ansatz.md), 2 ranks of a 2-core machine that other jobs kept busy (load average 5): FEM
-16 s, fits of G and D 20 s, 1000 L-BFGS steps of N 67 s, error measurement 30 s, plots and
-ParaView files 19 s; 2 min 40 s in all (an upper bound), 63 s of CPU time per rank.  Training
+docs/ansatz.md), 2 ranks of an otherwise idle 2-core machine: FEM 7 s, fits of G and D 8 s,
+1000 L-BFGS steps of N 28 s, error measurement 15 s, plots and ParaView files 8 s; 72 s in all
+(2 min 40 s when other jobs kept the machine busy, load average 5).  Training
 time grows with --points and --lbfgs-steps, not with the mesh; the FEM part grows with the
 mesh (--levels), the error measurement too but never beyond the points training evaluated.
 
