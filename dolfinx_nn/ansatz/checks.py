@@ -1,9 +1,10 @@
 """Checks of a comparison's inputs before anything is solved: option combinations and data.
 
 Every check ends the same way on every rank: a failure found on one rank (data that are not
-finite in its cells) is agreed over all ranks, which then raise the same one-line
-``ValueError`` naming the bad value and what was expected.  A raise on one rank alone would
-leave the others waiting in the next collective operation.
+finite in its cells) is agreed over all ranks (:func:`dolfinx_nn.parallel.raise_on_all_ranks`),
+which then all raise a one-line ``ValueError`` naming the bad value and what was expected (the
+failing rank's, with its number on the other ranks).  A raise on one rank alone would leave
+the others waiting in the next collective operation.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dolfinx_nn.ansatz.equations import PDES
 from dolfinx_nn.ansatz.fitted_fields import quadrature_points
 from dolfinx_nn.ansatz.pdes import Problem
 from dolfinx_nn.meshes import bounding_box
+from dolfinx_nn.parallel import raise_on_all_ranks
 
 if TYPE_CHECKING:
     from dolfinx_nn.ansatz.network_solver import NetworkConfig
@@ -28,15 +30,6 @@ if TYPE_CHECKING:
 #: Range of ``max |u|`` that the errors can measure: ``u^2`` times a volume stays a normal,
 #: finite double (the volumes of meshes in SI units span many orders of magnitude too).
 SOLUTION_RANGE = (1e-100, 1e100)
-
-
-def agree(comm: MPI.Comm, message: str | None) -> None:
-    """Raise ``ValueError(message)`` on every rank if any rank has a message (the lowest
-    rank's is used).  Collective."""
-    messages = comm.allgather(message)
-    first = next((m for m in messages if m), None)
-    if first is not None:
-        raise ValueError(first)
 
 
 def check_options(problem: Problem, network: NetworkConfig) -> None:
@@ -102,7 +95,7 @@ def check_data(problem: Problem, mesh: dolfinx.mesh.Mesh, degrees: tuple[int, ..
         for what, values in fields:
             message = message or _first_bad(what, values, inputs)
         u_max = max(u_max, float(np.abs(u[np.isfinite(u)]).max(initial=0.0)))
-    agree(mesh.comm, message)
+    raise_on_all_ranks(None if message is None else ValueError(message), mesh.comm)
     u_max = mesh.comm.allreduce(u_max, op=MPI.MAX)
     if u_max == 0.0:
         raise ValueError(f"the exact solution {problem.exact.text!r} is 0 at every point of the "

@@ -66,6 +66,7 @@ from dolfinx_nn.cli_options import (
     formula,
     formula_list,
     mesh_spec,
+    positive_int,
     training_from_args,
 )
 from dolfinx_nn.output import OutputError, file_sha256, prepare_output_dir, print0
@@ -105,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     n.add_argument("--collocation", choices=COLLOCATION, default="random")
     n.add_argument("--points", type=int, default=2000, help="global collocation points")
     default_degree = NetworkConfig().quadrature_degree
-    n.add_argument("--quadrature-degree", type=_positive_int, default=default_degree,
+    n.add_argument("--quadrature-degree", type=positive_int, default=default_degree,
                    help="degree of the quadrature rule of the network's loss: the Ritz "
                         "energy (--loss ritz) and the collocation points of --collocation "
                         "quadrature (the mesh is refined until there are 1.5 points per "
@@ -127,16 +128,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "problem)")
     add_threads_argument(parser)
     add_output_arguments(parser, "compare")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _degrees(text: str) -> tuple[int, ...]:

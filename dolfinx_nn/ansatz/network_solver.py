@@ -93,16 +93,12 @@ class NetworkConfig:
             raise ValueError(
                 f"unknown collocation {self.collocation!r}; choose one of {COLLOCATION}"
             )
-        for name in ("width", "depth", "points"):
+        for name in ("width", "depth", "points", "quadrature_degree"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if (not isinstance(self.quadrature_degree, int) or isinstance(self.quadrature_degree, bool)
-                or self.quadrature_degree < 1):
-            raise ValueError(f"quadrature_degree must be a positive integer, got "
-                             f"{self.quadrature_degree!r}")
         if self.fit_features < 1 or self.fit_boundary_points < 1:
             raise ValueError(
                 f"fit_features and fit_boundary_points must be positive, got "
