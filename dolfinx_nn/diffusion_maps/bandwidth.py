@@ -6,7 +6,9 @@ x_j|^2 / eps)`` over each point's ``k = 64`` nearest neighbours (itself included
 is where ``d log S / d log eps`` is largest.  Restricting the sum to neighbourhoods keeps the
 rule local: on all pairs, a noisy swiss roll's steepest point is the scale of the whole roll.
 The rule runs on the distinct points (:mod:`~dolfinx_nn.diffusion_maps.duplicates`), so
-repeated rows (a stalled optimizer's end point) cannot pull it to their own tiny scale.
+repeated rows (a stalled optimizer's end point) cannot pull it to their own tiny scale, and in
+standardised units (:func:`~dolfinx_nn.diffusion_maps.kernel.standardise`), so that it does
+not depend on the origin or the units of the data.
 
 **Connectivity.**  A single global bandwidth leaves isolated points (an outlier, the few long
 early steps of an optimizer trajectory) without neighbours, and their eigenvalues 1 swamp the
@@ -39,8 +41,11 @@ import scipy.sparse.csgraph
 
 from dolfinx_nn.diffusion_maps.duplicates import DistinctPoints, merge_near_duplicates
 from dolfinx_nn.diffusion_maps.kernel import (
+    kernel_sum_slope_error,
     nearest_neighbours,
     squared_distances,
+    squared_to_data_units,
+    standardise,
     steepest_epsilon,
 )
 
@@ -58,14 +63,30 @@ class Bandwidth:
     """The automatic bandwidth of a point cloud and the edges that connect its graph.
 
     Attributes:
-        epsilon: the bandwidth (kernel ``exp(-|x - y|^2 / epsilon)``).
-        kernel_dimension: twice the slope of the off-diagonal kernel sum at ``epsilon``.
+        epsilon: the bandwidth (kernel ``exp(-|x - y|^2 / epsilon)``), data units (it
+            underflows to 0 or overflows to inf for data smaller than about 1e-154 or larger
+            than 1e154; ``scaled_epsilon`` does not).
+        scaled_epsilon: the bandwidth in standardised units (``epsilon / scale**2``).
+        centre: the mean of the distinct points, data units, shape (D,).
+        scale: the unit length of the standardised units (RMS radius of the distinct points,
+            data units).
+        steepest_epsilon: ``eps*``, the steepest point of the log kernel sum, standardised
+            units.
+        slope: the slope ``d log S / d log eps`` at ``eps*``.
+        slope_error: its standard error.
+        kernel_dimension: twice the slope of the off-diagonal kernel sum at ``eps*``.
         distinct: the merged duplicates.
-        bridges: (rows, cols, squared lengths) of the spanning-tree edges longer than
-            ``2 sqrt(epsilon)``, as rows of the input, each pair once.
+        bridges: (rows, cols, squared lengths in standardised units) of the spanning-tree
+            edges longer than ``2 sqrt(epsilon)``, as rows of the input, each pair once.
     """
 
     epsilon: float
+    scaled_epsilon: float
+    centre: np.ndarray
+    scale: float
+    steepest_epsilon: float
+    slope: float
+    slope_error: float
     kernel_dimension: float
     distinct: DistinctPoints
     bridges: tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -76,13 +97,64 @@ class Bandwidth:
         return {
             "epsilon": self.epsilon,
             "rule": f"steepest log kernel sum over {BGH_NEIGHBOURS} neighbours (BGH 2015)",
+            "steepest_epsilon": squared_to_data_units(self.steepest_epsilon, self.scale),
+            "epsilon_over_steepest": self.scaled_epsilon / self.steepest_epsilon,
+            "slope_at_steepest": self.slope,
+            "slope_standard_error": self.slope_error,
+            "unit_length": self.scale,
+            "epsilon_in_units": self.scaled_epsilon,
             "kernel_dimension": self.kernel_dimension,
             "bridge_edges": int(lengths.size),
             "longest_bridge_over_sqrt_epsilon": (
-                float(lengths.max() / np.sqrt(self.epsilon)) if lengths.size else 0.0
+                float(lengths.max() / np.sqrt(self.scaled_epsilon)) if lengths.size else 0.0
             ),
             "duplicates": self.distinct.summary(),
         }
+
+
+@dataclass
+class BGHChoice:
+    """The bandwidth rule's result (units of the points it was given).
+
+    Attributes:
+        epsilon: the chosen bandwidth (the steepest point).
+        steepest: the steepest point ``eps*``.
+        slope: the slope at ``eps*``.
+        slope_error: its standard error over the points.
+    """
+
+    epsilon: float
+    steepest: float
+    slope: float
+    slope_error: float
+
+
+def bgh_choice(
+    X: np.ndarray,
+    k: int = BGH_NEIGHBOURS,
+    max_pairs: int = 400_000,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+) -> BGHChoice:
+    """Bandwidth rule of the module docstring: the steepest point of the log kernel sum.
+
+    Args:
+        X: distinct points, shape (n, D), in standardised units
+            (:func:`~dolfinx_nn.diffusion_maps.kernel.standardise`).
+        k: neighbours per point, the point itself included.
+        max_pairs: above this many (point, neighbour) pairs a seeded random subset of the
+            points is used.
+
+    Returns:
+        The choice, with the slope at the steepest point and its standard error.
+        neighbours: the result of ``nearest_neighbours(X, k)`` if already computed.
+    """
+    d2, _ = neighbours if neighbours is not None else nearest_neighbours(X, min(k, X.shape[0]))
+    if d2.size > max_pairs:
+        rows = np.random.default_rng(0).choice(d2.shape[0], max_pairs // d2.shape[1], False)
+        d2 = d2[np.sort(rows)]
+    steepest = steepest_epsilon(d2.ravel())
+    slope, error = kernel_sum_slope_error(d2, steepest)
+    return BGHChoice(steepest, steepest, slope, error)
 
 
 def bgh_epsilon(
@@ -91,19 +163,8 @@ def bgh_epsilon(
     max_pairs: int = 400_000,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> float:
-    """Bandwidth at the steepest point of the log kernel sum over k-NN neighbourhoods.
-
-    Args:
-        X: distinct points, shape (n, D).
-        k: neighbours per point, the point itself included.
-        max_pairs: above this many (point, neighbour) pairs a seeded random subset is used.
-        neighbours: the result of ``nearest_neighbours(X, k)`` if already computed.
-    """
-    d2, _ = neighbours if neighbours is not None else nearest_neighbours(X, min(k, X.shape[0]))
-    d2 = d2.ravel()
-    if d2.size > max_pairs:
-        d2 = np.random.default_rng(0).choice(d2, size=max_pairs, replace=False)
-    return steepest_epsilon(d2)
+    """The automatic bandwidth of :func:`bgh_choice` (same arguments)."""
+    return bgh_choice(X, k, max_pairs, neighbours).epsilon
 
 
 def kernel_sum_dimension_at(
@@ -112,7 +173,7 @@ def kernel_sum_dimension_at(
     """Twice ``d log sum_{i != j} exp(-d_ij^2/eps) / d log eps`` at ``epsilon`` (see module).
 
     Args:
-        X: distinct points, shape (n, D).
+        X: distinct points, shape (n, D), in standardised units.
         epsilon: the bandwidth.
         centres: at most this many rows ``i`` (a seeded random subset).
         chunk: rows per block of the distance computation.
@@ -154,7 +215,7 @@ def spanning_tree_edges(
     """Euclidean minimum spanning tree on the k-NN graph of distinct points, made connected.
 
     Args:
-        X: distinct points, shape (n, D).
+        X: distinct points, shape (n, D), in standardised units.
         k: neighbours per point of the graph.
         neighbours: the result of ``nearest_neighbours(X, k)`` if already computed.
 
@@ -181,6 +242,11 @@ def spanning_tree_edges(
 def automatic_bandwidth(X: np.ndarray, k: int = BGH_NEIGHBOURS) -> Bandwidth:
     """Bandwidth, kernel-sum dimension and connecting edges of the point cloud ``X``.
 
+    Everything is computed on the distinct points in standardised units (centred, scaled
+    to unit RMS radius; :func:`~dolfinx_nn.diffusion_maps.kernel.standardise`),
+    so that the result does not depend on the origin and is equivariant under scaling
+    (``epsilon`` scales by ``s**2``).
+
     Args:
         X: points, shape (n, D), finite.
         k: neighbours per point of the bandwidth rule and of the spanning-tree graph.
@@ -191,11 +257,16 @@ def automatic_bandwidth(X: np.ndarray, k: int = BGH_NEIGHBOURS) -> Bandwidth:
     distinct = merge_near_duplicates(X)
     if distinct.index.size < 2:
         raise ValueError("all points coincide; the kernel bandwidth is undefined")
-    Xd = X[distinct.index]
+    units = standardise(X[distinct.index])
+    Xd = units.points
     neighbours = nearest_neighbours(Xd, min(k, Xd.shape[0]))
-    epsilon = bgh_epsilon(Xd, k, neighbours=neighbours)
-    dimension = kernel_sum_dimension_at(Xd, epsilon)
+    choice = bgh_choice(Xd, k, neighbours=neighbours)
+    epsilon = choice.epsilon
+    dimension = kernel_sum_dimension_at(Xd, choice.steepest)
     rows, cols, d2 = spanning_tree_edges(Xd, k, neighbours=neighbours)
     long = d2 > BRIDGE_EXPONENT * epsilon
     bridges = (distinct.index[rows[long]], distinct.index[cols[long]], d2[long])
-    return Bandwidth(epsilon, dimension, distinct, bridges)
+    return Bandwidth(
+        units.to_data_units(epsilon), epsilon, units.centre, units.scale, choice.steepest,
+        choice.slope, choice.slope_error, dimension, distinct, bridges,
+    )
