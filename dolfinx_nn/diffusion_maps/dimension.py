@@ -26,7 +26,7 @@ import torch
 
 from dolfinx_nn.diffusion_maps.bandwidth import (
     BGH_NEIGHBOURS,
-    bgh_choice,
+    bgh_steepest,
     kernel_sum_dimension_at,
 )
 from dolfinx_nn.diffusion_maps.duplicates import merge_near_duplicates
@@ -80,7 +80,8 @@ def kernel_sum_dimension(X: np.ndarray, k: int = BGH_NEIGHBOURS, merge: bool = T
     X = _distinct(X, 20, merge)
     if X.shape[0] < 3:
         raise ValueError(f"need at least 3 distinct points; got {X.shape[0]}")
-    return kernel_sum_dimension_at(X, bgh_choice(X, k).steepest)
+    d2, _ = nearest_neighbours(X, min(k, X.shape[0]))
+    return kernel_sum_dimension_at(X, bgh_steepest(d2))
 
 
 #: method name -> function(points) returning a real-valued dimension
