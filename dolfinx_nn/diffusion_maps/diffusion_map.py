@@ -109,8 +109,9 @@ class DiffusionMap:
 
     Args:
         n_components: number of non-trivial diffusion coordinates.
-        epsilon: kernel bandwidth, or ``"auto"``: the steepest-kernel-sum rule over k-NN
-            neighbourhoods of the distinct points
+        epsilon: kernel bandwidth (data units), or ``"auto"``: the steepest-kernel-sum rule
+            (BGH 2015) over k-NN neighbourhoods of the distinct points, kept to the
+            bandwidths where the k-NN sum equals the full one to within its standard error
             (:func:`~dolfinx_nn.diffusion_maps.bandwidth.automatic_bandwidth`); the
             minimum-spanning-tree edges longer than ``2 sqrt(epsilon)`` get the weight
             ``exp(-4)`` of an edge of that length, so that no point is cut off the graph
