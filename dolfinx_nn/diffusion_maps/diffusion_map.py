@@ -16,6 +16,12 @@ Two eigen-solvers: ``"dense"`` (LAPACK ``eigh`` on the full kernel, for up to a 
 thousand points) and ``"sparse"`` (kernel on the symmetrised k-nearest-neighbour graph,
 ARPACK Lanczos via :func:`scipy.sparse.linalg.eigsh`).  ``method="auto"`` picks dense up to
 ``dense_max`` points.
+
+The map is computed in standardised units (the data centred and divided by their RMS
+radius, :func:`~dolfinx_nn.diffusion_maps.kernel.standardise`): the result
+does not depend on the origin, and data scaled by ``s`` give the same eigenpairs and
+``epsilon`` times ``s^2`` (data of size 1e-300 or 1e300 included; see
+:mod:`~dolfinx_nn.diffusion_maps.kernel`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from dolfinx_nn.diffusion_maps.kernel import (
     knn_squared_distances,
     nearest_neighbours,
     squared_distances,
+    squared_to_data_units,
+    standardise,
 )
 
 
@@ -101,8 +109,9 @@ class DiffusionMap:
 
     Args:
         n_components: number of non-trivial diffusion coordinates.
-        epsilon: kernel bandwidth, or ``"auto"``: the steepest-kernel-sum rule over k-NN
-            neighbourhoods of the distinct points
+        epsilon: kernel bandwidth (data units), or ``"auto"``: the steepest-kernel-sum rule
+            (BGH 2015) over k-NN neighbourhoods of the distinct points, kept to the
+            bandwidths where the k-NN sum equals the full one to within its standard error
             (:func:`~dolfinx_nn.diffusion_maps.bandwidth.automatic_bandwidth`); the
             minimum-spanning-tree edges longer than ``2 sqrt(epsilon)`` get the weight
             ``exp(-4)`` of an edge of that length, so that no point is cut off the graph
@@ -117,7 +126,12 @@ class DiffusionMap:
         tol: eigen-solver tolerance (sparse solver only).
 
     Attributes (after :meth:`fit`):
-        epsilon_: the bandwidth used.
+        epsilon_: the bandwidth used, data units (underflows to 0 / overflows to inf for
+            data smaller than about 1e-154 / larger than 1e154; ``scaled_epsilon_`` does not).
+        scaled_epsilon_: the bandwidth in the standardised units of the fit,
+            ``epsilon_ / unit_length_**2``.
+        unit_length_: the unit length of the standardised units (RMS radius of the
+            points, data units).
         eigenvalues_: the non-trivial eigenvalues ``lambda_1 >= ... >= lambda_m``.
         eigenvectors_: right eigenvectors ``psi_1..psi_m`` of P at the points, shape (n, m).
         coordinates_: diffusion coordinates ``lambda^t psi``, shape (n, m).
@@ -186,12 +200,26 @@ class DiffusionMap:
             self.k_ = min(n, self.k or 64)
         if self.epsilon == "auto":
             self.bandwidth_ = automatic_bandwidth(X, self.k_ if method == "sparse" else 64)
-            self.epsilon_ = self.bandwidth_.epsilon
+            centre, scale = self.bandwidth_.centre, self.bandwidth_.scale
+            epsilon = self.bandwidth_.scaled_epsilon
             self.kernel_dimension_ = self.bandwidth_.kernel_dimension
         else:
-            self.epsilon_ = float(self.epsilon)
+            units = standardise(X)
+            centre, scale = units.centre, units.scale
+            with np.errstate(over="ignore", under="ignore"):
+                epsilon = float(np.float64(self.epsilon) / np.float64(scale) / scale)
+            if not (np.isfinite(epsilon) and epsilon > 0.0):
+                raise ValueError(
+                    f"epsilon={self.epsilon!r} is out of floating-point range relative to the "
+                    f"squared size of the data ({scale:.3g}^2)"
+                )
+        self._centre, self.unit_length_, self.scaled_epsilon_ = centre, scale, epsilon
+        self.epsilon_ = (
+            float(self.epsilon) if self.epsilon != "auto" else squared_to_data_units(epsilon, scale)
+        )
+        X = np.asarray((X - centre) / scale)
         if method == "dense":
-            K = np.exp(-squared_distances(X) / self.epsilon_)
+            K = np.exp(-squared_distances(X) / epsilon)
             if self.bandwidth_ is not None and self.bandwidth_.bridges[0].size:
                 rows, cols, _ = self.bandwidth_.bridges
                 floor = np.exp(-bandwidth.BRIDGE_EXPONENT)
@@ -199,7 +227,7 @@ class DiffusionMap:
         else:
             A = knn_squared_distances(X, self.k_)
             K = A.copy()
-            K.data = np.exp(-A.data / self.epsilon_)
+            K.data = np.exp(-A.data / epsilon)
             if self.bandwidth_ is not None and self.bandwidth_.bridges[0].size:
                 rows, cols, _ = self.bandwidth_.bridges
                 floor = np.exp(-bandwidth.BRIDGE_EXPONENT)
@@ -252,20 +280,22 @@ class DiffusionMap:
                 f"Y has dimension {Y.shape[1]} but the map was fitted in dimension "
                 f"{self._X.shape[1]}"
             )
+        Z = (np.asarray(Y) - self._centre) / self.unit_length_
+        epsilon = self.scaled_epsilon_
         qa = self._q**-self.alpha
-        out = np.empty((Y.shape[0], self.n_components))
-        for start in range(0, Y.shape[0], chunk):
-            Yc = Y[start : start + chunk]
+        out = np.empty((Z.shape[0], self.n_components))
+        for start in range(0, Z.shape[0], chunk):
+            Yc = Z[start : start + chunk]
             with np.errstate(invalid="ignore", divide="ignore"):  # far points: checked below
                 if self.method_ == "dense":
-                    k = np.exp(-squared_distances(Yc, self._X) / self.epsilon_)
+                    k = np.exp(-squared_distances(Yc, self._X) / epsilon)
                     ka = k * qa[None, :]
                     ka /= (k.sum(axis=1) ** self.alpha)[:, None]
                     p = ka / ka.sum(axis=1, keepdims=True)
                     psi = p @ self.eigenvectors_
                 else:
                     d2, idx = nearest_neighbours(self._X, self.k_, Yc)
-                    k = np.exp(-d2 / self.epsilon_)
+                    k = np.exp(-d2 / epsilon)
                     ka = k * qa[idx] / (k.sum(axis=1) ** self.alpha)[:, None]
                     p = ka / ka.sum(axis=1, keepdims=True)
                     psi = np.einsum("ij,ijk->ik", p, self.eigenvectors_[idx])

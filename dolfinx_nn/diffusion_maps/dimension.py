@@ -5,13 +5,15 @@ the correction of MacKay & Ghahramani (2005).  For neighbour distances
 ``T_1(x) <= ... <= T_k(x)`` of a point x, the local estimate is
 ``m_k(x) = [ (1/(k-1)) sum_{j<k} log(T_k(x) / T_j(x)) ]^-1``; the global estimate averages
 the *inverse* local estimates over the points, inverts, averages over ``k = k1..k2`` and is
-rounded to the nearest integer.  Exact and near-duplicate rows are merged first
+rounded to the nearest integer.  The estimators work on the distinct points centred and
+scaled to unit size (:func:`~dolfinx_nn.diffusion_maps.kernel.standardise`), so they do not
+depend on the origin or the units of the data.  Exact and near-duplicate rows are merged first
 (:func:`~dolfinx_nn.diffusion_maps.duplicates.merge_near_duplicates`): a copy at distance
 ``delta`` makes ``log(T_k / T_1)`` as large as ``log(1 / delta)`` and drags the estimate to 0.
 
 Alternative ``"kernel-sum"``: twice the logarithmic slope of the off-diagonal Gaussian kernel
 sum ``sum_{i != j} exp(-|x_i - x_j|^2 / eps)`` (a Gaussian-kernel correlation integral,
-Grassberger & Procaccia 1983) at the automatic diffusion-map bandwidth; see
+Grassberger & Procaccia 1983) at the steepest point of the bandwidth rule; see
 :mod:`~dolfinx_nn.diffusion_maps.bandwidth`.
 """
 
@@ -24,17 +26,18 @@ import torch
 
 from dolfinx_nn.diffusion_maps.bandwidth import (
     BGH_NEIGHBOURS,
-    bgh_epsilon,
+    bgh_steepest,
     kernel_sum_dimension_at,
 )
 from dolfinx_nn.diffusion_maps.duplicates import merge_near_duplicates
-from dolfinx_nn.diffusion_maps.kernel import as_points, nearest_neighbours
+from dolfinx_nn.diffusion_maps.kernel import as_points, nearest_neighbours, standardise
 
 
 def _distinct(X: np.ndarray, k: int, merge: bool) -> np.ndarray:
+    """The distinct rows of ``X`` in standardised units (independent of origin and units)."""
     if not merge:
-        return np.unique(X, axis=0)
-    return X[merge_near_duplicates(X, k=k).index]
+        return standardise(np.unique(X, axis=0)).points
+    return standardise(X[merge_near_duplicates(X, k=k).index]).points
 
 
 def mle_dimension(X: np.ndarray, k1: int = 10, k2: int = 20, merge: bool = True) -> float:
@@ -77,7 +80,8 @@ def kernel_sum_dimension(X: np.ndarray, k: int = BGH_NEIGHBOURS, merge: bool = T
     X = _distinct(X, 20, merge)
     if X.shape[0] < 3:
         raise ValueError(f"need at least 3 distinct points; got {X.shape[0]}")
-    return kernel_sum_dimension_at(X, bgh_epsilon(X, k))
+    d2, _ = nearest_neighbours(X, min(k, X.shape[0]))
+    return kernel_sum_dimension_at(X, bgh_steepest(d2))
 
 
 #: method name -> function(points) returning a real-valued dimension

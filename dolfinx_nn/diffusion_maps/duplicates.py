@@ -44,7 +44,10 @@ merged into one representative each, in three stages:
    stay; in 1D the stage also merges some genuine close pairs along with the copies.
 
 Merging is greedy (in row order, each kept row absorbs the not yet absorbed rows within its
-tolerance), so chains of close rows are never collapsed into one.
+tolerance), so chains of close rows are never collapsed into one.  Stages 2 and 3 run in
+standardised units (:func:`~dolfinx_nn.diffusion_maps.kernel.standardise`), so the merge does
+not depend on the origin or the units of the data (squared neighbour distances of data of
+size 1e-300 would underflow).
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
-from dolfinx_nn.diffusion_maps.kernel import nearest_neighbours
+from dolfinx_nn.diffusion_maps.kernel import nearest_neighbours, standardise
 
 #: stage 2: merge rows closer than this fraction of the median k-th neighbour distance of
 #: the merged groups (a fixed point)
@@ -230,6 +233,8 @@ def merge_near_duplicates(
     rep = first[order]  # current representatives (rows of X)
     labels = rank[inverse]  # row -> position in rep
     exact = n - rep.size
+    units = standardise(X)
+    X = units.points
 
     def merge(parent: np.ndarray) -> None:
         nonlocal rep, labels
@@ -266,4 +271,4 @@ def merge_near_duplicates(
         merge(_greedy_keep(m_pts, rows, idx[:, 1:].ravel()[close.ravel()]))
         ratios.append(r_merge)
     multiplicity = np.bincount(labels, minlength=rep.size)
-    return DistinctPoints(rep, labels, multiplicity, exact, tol, ratios)
+    return DistinctPoints(rep, labels, multiplicity, exact, tol * units.scale, ratios)

@@ -3,9 +3,21 @@
 The kernel is ``k(x, y) = exp(-|x - y|^2 / epsilon)``.  :func:`kernel_sum_curve` gives the
 slope ``d log S / d log eps`` of a kernel sum over a range of bandwidths, from which
 :mod:`~dolfinx_nn.diffusion_maps.bandwidth` picks the automatic bandwidth.
+
+**Origin and units.**  Diffusion maps depend on the points only through their distances, and
+are scale-equivariant: scaling the data by ``s`` scales ``epsilon`` by ``s^2`` and leaves
+eigenvalues and eigenvectors unchanged.  In floating point neither holds by itself: a squared
+distance computed as ``|x|^2 + |y|^2 - 2 x.y`` loses ``|x|^2 / |x - y|^2`` of its relative
+precision to cancellation (an offset of 1e8 on a swiss roll moved its diffusion eigenvalues
+by 2.6e-4), and squared distances of data of size 1e-300 underflow (of size 1e300,
+overflow).  The estimators therefore work in standardised units (:func:`standardise`: the
+data centred at their mean and divided by their RMS radius), and :func:`squared_distances`
+centres its arguments itself.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.optimize
@@ -35,17 +47,70 @@ def as_points(
     return X
 
 
+@dataclass
+class Standardised:
+    """Points in standardised units: ``points = (X - centre) / scale``.
+
+    Attributes:
+        points: the standardised points, shape (n, D); RMS distance to the origin 1 (0 if
+            all points coincide).
+        centre: the mean of the input rows, shape (D,), data units.
+        scale: the RMS distance of the input rows to their mean, data units (lengths in data
+            units = lengths here * scale; squared lengths and bandwidths: * scale**2).
+    """
+
+    points: np.ndarray
+    centre: np.ndarray
+    scale: float
+
+    def to_data_units(self, squared_length: float) -> float:
+        """A squared length (e.g. a bandwidth) in the units of the data (may under/overflow)."""
+        return squared_to_data_units(squared_length, self.scale)
+
+
+def squared_to_data_units(squared_length: float, scale: float) -> float:
+    """``squared_length * scale**2``, 0 or inf where out of floating-point range."""
+    with np.errstate(over="ignore", under="ignore"):
+        return float(np.float64(squared_length) * np.float64(scale) ** 2)
+
+
+def standardise(X: np.ndarray) -> Standardised:
+    """Centre the rows of ``X`` (shape (n, D), finite) and scale them to unit RMS radius.
+
+    The data are first divided by the power of two ``2^e`` just above their largest
+    magnitude (exact; the mean and the squares can then neither overflow nor underflow),
+    centred at their mean and divided by their RMS distance to it.  Data scaled by ``s``
+    (any ``s``) give the same standardised points up to rounding, and data shifted by an
+    offset give the same points up to the rounding of ``X + offset`` itself and a common
+    shift of the order of the rounding of the mean, which no distance sees.
+    """
+    peak = float(np.max(np.abs(X))) if X.size else 0.0
+    if peak == 0.0:
+        return Standardised(X.copy(), np.zeros(X.shape[1]), 1.0)
+    e = int(np.frexp(peak)[1])
+    Xs = np.ldexp(X, -e)
+    centre = Xs.mean(axis=0)
+    Z = Xs - centre
+    rms = float(np.sqrt(np.mean(np.einsum("ij,ij->i", Z, Z))))
+    if rms == 0.0:
+        return Standardised(Z, np.ldexp(centre, e), float(np.ldexp(1.0, e)))
+    return Standardised(Z / rms, np.ldexp(centre, e), float(np.ldexp(rms, e)))
+
+
 def squared_distances(X: np.ndarray, Y: np.ndarray | None = None) -> np.ndarray:
     """Dense matrix of squared Euclidean distances between the rows of X and of Y (default X).
 
-    Computed as ``|x|^2 + |y|^2 - 2 x.y`` with one matrix product (BLAS), clipped at 0; the
-    absolute round-off is about ``1e-16 |x|^2``, which is far below any kernel bandwidth (the
-    neighbour search, which must resolve near-duplicates, recomputes its distances exactly).
-    With ``Y`` omitted the diagonal is exactly 0.
+    Both are first centred at the mean ``c`` of the rows of X (the distances do not depend
+    on the origin), then ``|x|^2 + |y|^2 - 2 x.y`` is computed with one matrix product
+    (BLAS) and clipped at 0; the absolute round-off is about ``1e-16 max |x - c|^2``, far below
+    any kernel bandwidth of data in standardised units (:func:`standardise`); the neighbour
+    search, which must resolve near-duplicates, recomputes its distances exactly.  With
+    ``Y`` omitted the diagonal is exactly 0.
     """
     same = Y is None
-    if Y is None:
-        Y = X
+    centre = X.mean(axis=0)
+    X = X - centre
+    Y = X if Y is None else Y - centre
     d2 = (X * X).sum(axis=1)[:, None] + (Y * Y).sum(axis=1)[None, :]
     d2 -= 2.0 * (X @ Y.T)
     np.maximum(d2, 0.0, out=d2)
@@ -144,6 +209,26 @@ def kernel_sum_slope(d2: np.ndarray, epsilon: float) -> float:
     z = d2 / epsilon
     w = np.exp(-z)
     return float((z * w).sum() / w.sum())
+
+
+def kernel_sum_slope_error(d2: np.ndarray, epsilon: float) -> tuple[float, float]:
+    """Slope ``d log S / d log eps`` at ``epsilon`` and its standard error over the points.
+
+    Args:
+        d2: squared distances of each point (row) to its neighbours, shape (n, k).
+        epsilon: the bandwidth.
+
+    The slope is the ratio ``sum_i a_i / sum_i b_i`` of the per-point sums ``a_i = sum_j z_ij
+    exp(-z_ij)`` and ``b_i = sum_j exp(-z_ij)``, ``z = d2 / eps``; with the points as the
+    sampling units its standard error is that of a ratio estimator (delta method, Cochran,
+    *Sampling Techniques*, 3rd ed. 1977, eq. 6.13): ``sqrt(sum_i (a_i - slope b_i)^2) /
+    sum_i b_i``.  (Neighbourhoods overlap, so this somewhat underestimates the error.)
+    """
+    z = d2 / epsilon
+    w = np.exp(-z)
+    a, b = (z * w).sum(axis=1), w.sum(axis=1)
+    slope = float(a.sum() / b.sum())
+    return slope, float(np.sqrt(((a - slope * b) ** 2).sum()) / b.sum())
 
 
 def steepest_epsilon(d2: np.ndarray) -> float:

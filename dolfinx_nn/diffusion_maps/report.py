@@ -15,7 +15,13 @@ It writes ``DIR/tables.md`` and ``DIR/report.json``:
   (optional, ``pip install pydiffmap``) on the same points for comparison;
 * **dimension**: MLE and kernel-sum dimension of curves, 2-, 3- and 4-manifolds with and
   without boundary (2000 points each, ``--seeds`` seeds), next to the previous kernel-sum
-  reading (twice the largest slope of the k-NN kernel sum with its diagonal).
+  reading (twice the largest slope of the k-NN kernel sum with its diagonal);
+* **roll-seeds**: swiss rolls of 1000, 1500 and 2000 points, clean and with noise 0.5
+  (scikit-learn's generator, seeds ``0..--seeds-1``): the automatic epsilon and the rank
+  correlation of psi_1 with the roll parameter, next to the steepest point of the
+  64-neighbour kernel sum (the previous automatic epsilon) and, if installed, pydiffmap;
+* **invariance**: the largest eigenvalue change of the clean 1000-point roll (seed 1) under
+  an offset of 1e8 and scalings by 1e-300 and 1e300.
 """
 
 from __future__ import annotations
@@ -119,7 +125,7 @@ def _pydiffmap_roll(X: np.ndarray, t: np.ndarray) -> dict | None:
     dmap = module.DiffusionMap.from_sklearn(n_evecs=2, epsilon="bgh", alpha=1.0, k=64)
     coords = dmap.fit_transform(X)
     return {"epsilon_in_our_convention": 4.0 * float(dmap.epsilon_fitted),
-            "spearman": abs(float(scipy.stats.spearmanr(coords[:1500, 0], t).statistic))}
+            "spearman": abs(float(scipy.stats.spearmanr(coords[: t.size, 0], t).statistic))}
 
 
 def bandwidth(seeds: int) -> list[dict]:
@@ -177,9 +183,13 @@ def dimensions(seeds: int, n: int = 2000) -> list[dict]:
     return rows
 
 
-def tables(dups: list[dict], roll: list[dict], dims: list[dict], seeds: int) -> str:
-    """Markdown tables of the three parts."""
+def tables(dups: list[dict], roll: list[dict], dims: list[dict], seeds: int,
+           rolls: list[dict] | None = None) -> str:
+    """Markdown tables of the parts."""
     text = ""
+    if rolls:
+        text += (f"### Swiss rolls, automatic epsilon (median [min, max] over {seeds} seeds)"
+                 "\n\n" + _roll_table(rolls))
     if dups:
         text += (f"### Near-duplicates: MLE dimension, torus + 400 copies (median [min, max] over "
                  f"{seeds} seeds)\n\n")
@@ -211,7 +221,75 @@ def tables(dups: list[dict], roll: list[dict], dims: list[dict], seeds: int) -> 
     return text
 
 
-PARTS = ("near-duplicates", "bandwidth", "dimension")
+def _spearman(dm: DiffusionMap, t: np.ndarray) -> float:
+    return abs(float(scipy.stats.spearmanr(dm.eigenvectors_[: t.size, 0], t).statistic))
+
+
+def roll_seeds(seeds: int, sizes: Sequence[int] = (1000, 1500, 2000)) -> list[dict]:
+    """Automatic epsilon and ordering of swiss rolls over sizes, noise and seeds."""
+    from sklearn.datasets import make_swiss_roll
+
+    rows = []
+    for n in sizes:
+        for noise in (0.0, 0.5):
+            for seed in range(seeds):
+                X, t = make_swiss_roll(n, noise=noise, random_state=seed)
+                dm = DiffusionMap(2).fit(X)
+                assert dm.bandwidth_ is not None  # set by fit
+                summary = dm.bandwidth_.summary()
+                steepest = DiffusionMap(2, epsilon=summary["steepest_epsilon"]).fit(X)
+                row = {"n": n, "noise": noise, "seed": seed, "epsilon": dm.epsilon_,
+                       "spearman": _spearman(dm, t), "bandwidth": summary,
+                       "steepest_spearman": _spearman(steepest, t)}
+                peer = _pydiffmap_roll(X, t)
+                if peer is not None:
+                    row["pydiffmap"] = peer
+                rows.append(row)
+                print0(f"roll {n} noise {noise} seed {seed}: eps {dm.epsilon_:.3g} "
+                       f"(steepest {summary['steepest_epsilon']:.3g}), spearman "
+                       f"{row['spearman']:.4f} (steepest {row['steepest_spearman']:.4f})")
+    return rows
+
+
+def invariance() -> dict:
+    """Eigenvalue changes of the clean 1000-point roll under an offset and extreme scalings."""
+    from sklearn.datasets import make_swiss_roll
+
+    X, t = make_swiss_roll(1000, random_state=1)
+    base = DiffusionMap(4).fit(X)
+    out = {"offset_1e8": float(np.abs(DiffusionMap(4).fit(X + 1e8).eigenvalues_
+                                      - base.eigenvalues_).max())}
+    for s in (1e-300, 1e300):
+        dm = DiffusionMap(4).fit(s * X)
+        out[f"scale_{s:g}"] = float(np.abs(dm.eigenvalues_ / base.eigenvalues_ - 1.0).max())
+        out[f"scale_{s:g}_same_spearman"] = _spearman(dm, t) == _spearman(base, t)
+    print0(f"invariance: {out}")
+    return out
+
+
+def _roll_table(rows: list[dict]) -> str:
+    cells = []
+    for n in sorted({r["n"] for r in rows}):
+        for noise in (0.0, 0.5):
+            group = [r for r in rows if r["n"] == n and r["noise"] == noise]
+            if not group:
+                continue
+            eps = [r["epsilon"] for r in group]
+            old = [r["bandwidth"]["steepest_epsilon"] for r in group]
+            rho = [r["spearman"] for r in group]
+            rho_old = [r["steepest_spearman"] for r in group]
+            peer = [r["pydiffmap"]["spearman"] for r in group if "pydiffmap" in r]
+            cells.append([n, noise, _fmt(_stats(old)), _fmt(_stats(eps)),
+                          f"{min(rho_old):.3f} ({sum(v < 0.99 for v in rho_old)})",
+                          f"{min(rho):.3f} ({sum(v < 0.99 for v in rho)})",
+                          f"{min(peer):.3f}" if peer else "-"])
+    return markdown_table(
+        ["points", "noise", "steepest eps (previous)", "epsilon (now)",
+         "min Spearman previous (< 0.99)", "min Spearman now (< 0.99)", "min pydiffmap"],
+        cells) + "\n\n"
+
+
+PARTS = ("near-duplicates", "bandwidth", "dimension", "roll-seeds", "invariance")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -226,9 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     dups = near_duplicates(args.seeds) if "near-duplicates" in args.parts else []
     roll = bandwidth(min(args.seeds, 3)) if "bandwidth" in args.parts else []
     dims = dimensions(args.seeds) if "dimension" in args.parts else []
+    rolls = roll_seeds(args.seeds) if "roll-seeds" in args.parts else []
+    inv = invariance() if "invariance" in args.parts else {}
     write_json(out / "report.json", {"seeds": args.seeds, "near_duplicates": dups,
-                                     "bandwidth": roll, "dimension": dims}, comm)
-    text = tables(dups, roll, dims, args.seeds)
+                                     "bandwidth": roll, "dimension": dims,
+                                     "roll_seeds": rolls, "invariance": inv}, comm)
+    text = tables(dups, roll, dims, args.seeds, rolls)
     write_text(out / "tables.md", text, comm)
     print0(text)
     return 0
