@@ -329,9 +329,10 @@ class _Homotopy(petsc_problems.PetscOwner):
         ``-convexity_tol``) counts as failed, so that the path shrinks its step instead of
         jumping to another branch: the discrete system has non-convex solutions close to the
         convex one (on the ``singular`` case at 24 cells per edge, from the convex solution
-        on 12 cells, Newton converged to solutions with 16 indefinite cells near the corner
-        ``(1, 1)``, relative L2 error 1.7e-3), and a large step of a continuation path can
-        land on them.  This is the usual safeguard of predictor-corrector path following
+        on 12 cells, Newton converged to a solution with 16 cells near the corner ``(1, 1)``
+        with a negative Hessian eigenvalue, relative L2 error 1.7e-3; the dilation path's step
+        from ``s = 0.975`` to 1 landed on another), and a large step of a continuation path
+        can land on them.  This is the usual safeguard of predictor-corrector path following
         (Allgower & Georg, Introduction to Numerical Continuation Methods, SIAM 2003, Ch. 6):
         a step whose corrector does not end on the branch being followed is shortened.
         """
