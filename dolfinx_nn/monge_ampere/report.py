@@ -7,8 +7,10 @@ Run (any number of ranks; rank 0 writes)::
 It writes ``DIR/tables.md`` (Markdown tables), ``DIR/report.json`` (all numbers) and one
 ``DIR/monge_ampere_<case>_<domain>_<d>d_<ansatz>.png`` per network run.  ``--parts`` selects the
 comparison of all cases, the ICNN against d, the FEM convergence study of every case (mesh
-sequencing, 4 -> 32 cells per edge) and the ICNN with its *default* settings on the ball and
-the cube over ``--seeds`` seeds (``--default-dims``).  Step counts of the first two parts are
+sequencing, 4 -> 32 cells per edge), the FEM of the 2D cases at the resolutions of
+``FEM_RESOLUTIONS`` (6 to 64 cells per edge, each reached by its own mesh sequence) and the
+ICNN with its *default* settings on the ball and the cube over ``--seeds`` seeds
+(``--default-dims``).  Step counts of the first two parts are
 options, so that a quick run (``--adam-steps 50 --lbfgs-steps 10``) checks the pipeline.
 """
 
@@ -52,7 +54,7 @@ COMPARISON: tuple[tuple[str, int, float], ...] = (
     ("smooth", 3, 0.0),
 )
 #: parts of the report
-PARTS = ("comparison", "dimensions", "fem-convergence", "defaults")
+PARTS = ("comparison", "dimensions", "fem-convergence", "fem-resolutions", "defaults")
 #: FEM mesh resolution (cells per edge) per dimension
 FEM_RESOLUTION = {2: 16, 3: 6}
 
@@ -146,6 +148,62 @@ def fem_convergence(comm: MPI.Comm, study=FEM_STUDY) -> list[dict]:
             rows.append({"case": case_name, "dim": dim,
                          "resolution": resolutions[len(results)], "status": failure})
     return rows
+
+
+#: cells per edge of the ``fem-resolutions`` part (2D cases, unit square)
+FEM_RESOLUTIONS = (6, 10, 12, 20, 24, 28, 32, 40, 48, 64)
+
+
+def fem_resolutions(comm: MPI.Comm, resolutions: Sequence[int] = FEM_RESOLUTIONS) -> list[dict]:
+    """The FEM reference of every 2D case at each resolution, reached by its own mesh
+    sequence (:func:`~dolfinx_nn.monge_ampere.fem.sequence_resolutions`: 24 -> 6, 12, 24);
+    rates against the previous resolution of the list; times are those of the sequence."""
+    from dolfinx_nn.meshes import create_mesh
+    from dolfinx_nn.monge_ampere.fem import FEMSolveError, sequence_resolutions, solve_fem_sequence
+
+    rows = []
+    for case_name in ("smooth", "brenner", "degenerate", "singular"):
+        prev = None
+        for n in resolutions:
+            chain = sequence_resolutions(n)
+            base = {"case": case_name, "dim": 2, "resolution": n, "sequence": chain}
+            meshes = (create_mesh(comm, "square", m) for m in chain)
+            try:
+                res = solve_fem_sequence(get_case(case_name), meshes, center=[0.5, 0.5])
+            except FEMSolveError as err:
+                rows.append({**base, "status": str(err)})
+                print0(f"fem {case_name} n={n}: failed ({err})")
+                prev = None
+                continue
+            row = {**base, **res[-1].summary(),
+                   "wall_time_s": float(sum(r.wall_time_s for r in res))}
+            if prev is not None:
+                ratio = np.log(prev["h"] / row["h"])
+                row["l2_rate"] = np.log(prev["rel_l2_error"] / row["rel_l2_error"]) / ratio
+                row["h1_rate"] = np.log(prev["h1_error"] / row["h1_error"]) / ratio
+            rows.append(row)
+            prev = row
+            print0(f"fem {case_name} n={n}: L2 {row['rel_l2_error']:.2e}, "
+                   f"H1 {row['h1_error']:.2e}, {row['strategy']}")
+    return rows
+
+
+def resolutions_table(rows: Sequence[dict]) -> str:
+    """Markdown: the FEM at each resolution (``fem-resolutions``)."""
+    cells = []
+    for r in rows:
+        base = [r["case"], r["resolution"], " ".join(map(str, r["sequence"]))]
+        if r.get("status", "converged") != "converged":
+            cells.append([*base, f"failed: {r['status']}"])
+            continue
+        cells.append([*base, r["strategy"], f"{r['newton_solves']} ({r['newton_iterations']})",
+                      format_value(r, "rel_l2_error"), format_value(r, "l2_rate", ".2f"),
+                      format_value(r, "h1_error"), format_value(r, "h1_rate", ".2f"),
+                      format_value(r, "min_hessian_eigenvalue_relative", ".1e"),
+                      format_value(r, "wall_time_s", ".1f")])
+    return markdown_table(["case", "cells/edge", "sequence", "strategy", "Newton solves (its)",
+                           "rel. L2 error", "rate", "H1 error", "rate", "min eig. D^2 u_h",
+                           "time [s] (sequence)"], cells)
 
 
 def icnn_defaults(comm: MPI.Comm, dims: Sequence[int], seeds: int) -> list[dict]:
@@ -248,9 +306,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "fem-convergence" in args.parts:
         conv = fem_convergence(comm)
         text += "## FEM reference under refinement\n\n" + convergence_table(conv) + "\n"
+    resolutions: list[dict] = []
+    if "fem-resolutions" in args.parts:
+        resolutions = fem_resolutions(comm)
+        text += ("\n## FEM reference at other resolutions\n\n"
+                 + resolutions_table(resolutions) + "\n")
     write_json(out / "report.json", {"config": asdict(config), "ranks": comm.size,
                                      "comparison": rows, "dimensions": dims,
-                                     "fem_convergence": conv, "defaults": defaults}, comm)
+                                     "fem_convergence": conv, "fem_resolutions": resolutions,
+                                     "defaults": defaults}, comm)
     write_text(out / "tables.md", text, comm)
     print0(text)
     return 0
