@@ -92,3 +92,52 @@ def test_distance_fits_a_coarsely_meshed_disk(disk):
     err = comm.allreduce(float(w @ (d - target) ** 2), op=MPI.SUM)
     norm = comm.allreduce(float(w @ target**2), op=MPI.SUM)
     assert np.sqrt(err / norm) < 1e-2
+
+
+def test_polygon_with_obtuse_corners_has_no_sagitta():
+    """A channel bent by 20 degrees, of straight edges only: each facet at a bend turns at one
+    end, a chord of a curve at both (it had counted as curved, with a sagitta ~ h)."""
+    import dolfinx
+
+    comm = MPI.COMM_WORLD
+    mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [2.0, 0.5]], [16, 4])
+    x = mesh.geometry.x
+    bend = np.radians(20.0)
+    right = x[:, 0] > 1.0  # rotate the right half about (1, 0) by 20 degrees
+    dx, dy = x[right, 0] - 1.0, x[right, 1].copy()
+    x[right, 0] = 1.0 + np.cos(bend) * dx - np.sin(bend) * dy
+    x[right, 1] = np.sin(bend) * dx + np.cos(bend) * dy
+    assert chord_sagitta(mesh) < 1e-14
+
+
+def test_ranks_without_boundary_facets():
+    """A rank that owns cells but no boundary facet (the middle of a square on rank 1 of 2)
+    takes part in the sagitta and the fit of ``D`` (it had failed to reshape its empty facet
+    arrays)."""
+    import basix.ufl
+    import dolfinx
+
+    comm = MPI.COMM_WORLD
+    n = 12
+    if comm.rank == 0:
+        xs = np.linspace(0.0, 1.0, n + 1)
+        X, Y = np.meshgrid(xs, xs, indexing="ij")
+        x = np.column_stack([X.ravel(), Y.ravel()])
+        a = (np.arange(n)[:, None] * (n + 1) + np.arange(n)[None, :]).ravel()
+        cells = np.concatenate([np.column_stack([a, a + n + 1, a + n + 2]),
+                                np.column_stack([a, a + n + 2, a + 1])]).astype(np.int64)
+        middle = (np.abs(x[cells].mean(axis=1) - 0.5) < 0.25).all(axis=1)
+        owner = np.where(middle, comm.size - 1, 0).astype(np.int32)
+    else:
+        x, cells, owner = np.zeros((0, 2)), np.zeros((0, 3), np.int64), np.zeros(0, np.int32)
+
+    def partitioner(*_):  # the owner of each cell, as DOLFINx's partitioners return it
+        return dolfinx.cpp.graph.AdjacencyList_int32(owner)
+
+    element = basix.ufl.element("Lagrange", "triangle", 1, shape=(2,))
+    mesh = dolfinx.mesh.create_mesh(comm, cells, element, x, partitioner)
+    assert chord_sagitta(mesh) == 0.0
+    assert boundary_measure(mesh) == pytest.approx(4.0, rel=1e-12)
+    fit = fit_distance(mesh)
+    assert fit.fit_report["met"]
+    assert fit.fit_report == comm.bcast(fit.fit_report, root=0)

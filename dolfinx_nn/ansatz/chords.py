@@ -14,10 +14,14 @@ reached only ``max D = 0.37``; held to ``2e-3`` it matched it to ``4e-4``.
 :func:`chord_sagitta` estimates the largest sagitta of the boundary facets from the facets
 alone.  The curvature between two facets that share a ridge (a vertex in 2D, an edge in 3D)
 is the angle between their normals over the distance between their centroids (``1/R`` on a
-circle of radius ``R``), and a facet's curvature the largest to its neighbours.  A ridge where
-the normals turn by more than :data:`FEATURE_ANGLE` is a corner or an edge of the domain
-(the facets on either side are straight there, or resolve a curve too coarsely to be chords
-of it) and counts as flat.  1D boundaries are points: no sagitta.
+circle of radius ``R``).  A chord of a curve turns at each of its ends, a facet of a polygon
+next to a corner only at one: a facet's curvature is the lower median of those at its ridges
+(in 2D the smaller of its two ends), so polygons, however obtuse their corners, have none (a
+channel bent by 20 degrees had counted as curved, with a sagitta shrinking only like ``h``).
+A ridge where the normals turn by more than :data:`FEATURE_ANGLE` is a corner or an edge of
+the domain, not a curve (the cube's edges; a circle of fewer than 12 chords is too coarse to
+be taken for one).  In 3D a triangle that touches two edges of a polyhedron, each turning
+less than that, still counts as curved.  1D boundaries are points: no sagitta.
 """
 
 from __future__ import annotations
@@ -35,6 +39,15 @@ from dolfinx_nn.meshes import boundary_facets
 FEATURE_ANGLE = np.pi / 6
 
 
+def facet_vertex_count(mesh: dolfinx.mesh.Mesh) -> int:
+    """Vertices (and ridges) of a facet of ``mesh``: an interval's 2, a triangle's 3, a
+    quadrilateral's 4 (1 for the points of a 1D mesh)."""
+    tdim = mesh.topology.dim
+    if tdim < 3:
+        return tdim
+    return 3 if mesh.topology.cell_type.name == "tetrahedron" else 4
+
+
 def _facet_geometry(mesh: dolfinx.mesh.Mesh) -> tuple[np.ndarray, ...]:
     """Outward unit normals, centroids, diameters, global ridge ids and measures (length or
     area) of this rank's boundary facets, ``(n, gdim)``, ``(n, gdim)``, ``(n,)``,
@@ -47,12 +60,13 @@ def _facet_geometry(mesh: dolfinx.mesh.Mesh) -> tuple[np.ndarray, ...]:
     mesh.topology.create_connectivity(0, tdim)
     f2r = mesh.topology.connectivity(tdim - 1, tdim - 2)
     f2v = mesh.topology.connectivity(tdim - 1, 0)
-    ridges = np.array([f2r.links(f) for f in facets], dtype=np.int32).reshape(len(facets), -1)
+    per = facet_vertex_count(mesh)  # and ridges; explicit: a rank may own no boundary facet
+    ridges = np.array([f2r.links(f) for f in facets], dtype=np.int32).reshape(len(facets), per)
     ridges = mesh.topology.index_map(tdim - 2).local_to_global(
         ridges.reshape(-1)).reshape(ridges.shape)
-    vertices = np.array([f2v.links(f) for f in facets], dtype=np.int32).reshape(len(facets), -1)
+    vertices = np.array([f2v.links(f) for f in facets], dtype=np.int32).reshape(len(facets), per)
     nodes = dolfinx.mesh.entities_to_geometry(mesh, 0, vertices.reshape(-1))
-    x = mesh.geometry.x[nodes.reshape(-1), :gdim].reshape(len(facets), -1, gdim)
+    x = mesh.geometry.x[nodes.reshape(-1), :gdim].reshape(len(facets), per, gdim)
     if tdim == 2:
         edge = x[:, 1] - x[:, 0]
         normals = np.column_stack([-edge[:, 1], edge[:, 0]])
@@ -66,7 +80,8 @@ def _facet_geometry(mesh: dolfinx.mesh.Mesh) -> tuple[np.ndarray, ...]:
     f2c = mesh.topology.connectivity(tdim - 1, tdim)
     cells = np.array([f2c.links(f)[0] for f in facets], dtype=np.int32)
     inside = mesh.geometry.x[dolfinx.mesh.entities_to_geometry(mesh, tdim, cells), :gdim]
-    outward = x.mean(axis=1) - inside.reshape(len(facets), -1, gdim).mean(axis=1)
+    outward = x.mean(axis=1) - inside.reshape(len(facets), -1, gdim).mean(axis=1) if len(
+        facets) else np.zeros((0, gdim))
     normals *= np.where((normals * outward).sum(axis=1) < 0.0, -1.0, 1.0)[:, None]
     diameters = np.max(np.linalg.norm(x[:, :, None] - x[:, None, :], axis=3), axis=(1, 2))
     return normals, x.mean(axis=1), diameters, ridges, measures
@@ -94,12 +109,20 @@ def chord_sagitta(mesh: dolfinx.mesh.Mesh) -> float:
     pair = np.flatnonzero(keys[1:] == keys[:-1])  # a ridge of a manifold boundary: 2 facets
     a, b = owners[pair], owners[pair + 1]
     cos = (normals[a] * normals[b]).sum(axis=1)
+    sin = np.linalg.norm(normals[a, :, None] * normals[b, None, :]
+                         - normals[a, None, :] * normals[b, :, None], axis=(1, 2)) / np.sqrt(2)
     gap = np.linalg.norm(centroids[a] - centroids[b], axis=1)
-    turn = np.arccos(np.clip(cos, -1.0, 1.0))
+    turn = np.arctan2(sin, cos)  # accurate for small turns, unlike arccos(cos)
     kappa = np.where(turn <= FEATURE_ANGLE, turn, 0.0) / np.maximum(gap, np.finfo(float).tiny)
+    # each facet's ridges' curvatures, sorted per facet; the lower median of each facet's
+    ends, values = np.concatenate([a, b]), np.concatenate([kappa, kappa])
+    order = np.lexsort((values, ends))
+    ends, values = ends[order], values[order]
+    counts = np.bincount(ends, minlength=len(normals))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    has = counts > 0
     curvature = np.zeros(len(normals))
-    np.maximum.at(curvature, a, kappa)
-    np.maximum.at(curvature, b, kappa)
+    curvature[has] = values[starts[has] + (counts[has] - 1) // 2]
     return float(np.max(curvature * diameters**2 / 8.0))
 
 

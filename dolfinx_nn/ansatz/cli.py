@@ -71,11 +71,10 @@ from dolfinx_nn.cli_options import (
 )
 from dolfinx_nn.output import OutputError, file_sha256, prepare_output_dir, print0
 
-#: Measured with ``time`` on a 2-core machine shared with other jobs (load average 5).
+#: Measured with ``time`` on an idle 2-core machine (the phases: the module docstring).
 RUN_TIME = ("compare has no default problem (--exact is required); with every other option at "
-            "its default, a 2D mesh of 2590 triangles takes 2 min 40 s on 2 ranks under load "
-            "(63 s of CPU time per rank): FEM 16 s, fits 20 s, training 67 s, errors 30 s, "
-            "plots 19 s; rank 0 prints every phase as it starts and ends")
+            "its default, a 2D mesh of 2590 triangles takes 72 s on 2 ranks of an idle 2-core "
+            "machine (2 min 40 s under load); rank 0 prints every phase as it starts and ends")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,7 +119,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="boundary points of the G and D fits (default: 4000)")
     n.add_argument("--fit-tolerance", type=float, default=FIT_TOLERANCE,
                    help="largest relative boundary misfit of the G and D fits; the smoothest "
-                        f"fits within it are chosen (default: {FIT_TOLERANCE:g})")
+                        "fits within it are chosen; D's is at least the misfit a smooth D "
+                        "leaves on the chords of a curved boundary (results.json: "
+                        f"network.fits.D.chord_misfit) (default: {FIT_TOLERANCE:g})")
     n.add_argument("--distance-scale", type=float, default=None,
                    help="frequency scale of the features of D (default: 1 in 2D, 1.5 in 3D)")
     n.add_argument("--checkpoint", default=None,

@@ -60,7 +60,7 @@ import torch
 import ufl
 
 from dolfinx_nn import petsc_problems
-from dolfinx_nn.ansatz.chords import boundary_measure, chord_sagitta
+from dolfinx_nn.ansatz.chords import boundary_measure, chord_sagitta, facet_vertex_count
 from dolfinx_nn.ansatz.corners import CornerFunctions, reentrant_corners
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork
 from dolfinx_nn.ansatz.rounding import data_grid, round_scalar, round_to_grid
@@ -98,7 +98,7 @@ def quadrature_points(
         return compiled.eval(mesh, cells)
 
     x = evaluate(ufl.SpatialCoordinate(mesh)).reshape(-1, gdim)
-    detj = np.abs(evaluate(ufl.JacobianDeterminant(mesh))).reshape(cells.size, -1)
+    detj = np.abs(evaluate(ufl.JacobianDeterminant(mesh))).reshape(cells.size, ref_weights.size)
     weights = (detj * ref_weights[None, :]).reshape(-1)
     values = [evaluate(f).reshape(-1) for f in fields]
     return x, weights, values
@@ -151,15 +151,16 @@ def boundary_components(mesh: dolfinx.mesh.Mesh) -> list[tuple[np.ndarray, np.nd
     mesh.topology.create_connectivity(tdim - 1, 0)
     mesh.topology.create_connectivity(0, tdim)
     f2v = mesh.topology.connectivity(tdim - 1, 0)
-    vertices = np.array([f2v.links(f) for f in facets], dtype=np.int32).reshape(len(facets), -1)
+    per = facet_vertex_count(mesh)  # explicit: a rank may own no boundary facet
+    vertices = np.array([f2v.links(f) for f in facets], dtype=np.int32).reshape(len(facets), per)
     ids = mesh.topology.index_map(0).local_to_global(vertices.ravel()).reshape(vertices.shape)
     nodes = dolfinx.mesh.entities_to_geometry(mesh, 0, vertices.ravel().astype(np.int32))
     coords = mesh.geometry.x[nodes.ravel(), :gdim]
-    ids = np.concatenate([np.zeros((0, tdim), np.int64)] + mesh.comm.allgather(ids))
+    ids = np.concatenate([np.zeros((0, per), np.int64)] + mesh.comm.allgather(ids))
     coords = np.concatenate([np.zeros((0, gdim))] + mesh.comm.allgather(coords))
     unique, index = np.unique(ids.ravel(), return_inverse=True)
     index = index.reshape(ids.shape)
-    rows = np.repeat(index[:, 0], tdim - 1)
+    rows = np.repeat(index[:, 0], per - 1)
     cols = index[:, 1:].ravel()
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(unique), len(unique)))
     count, labels = connected_components(graph, directed=False)
