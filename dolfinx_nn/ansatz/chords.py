@@ -9,7 +9,7 @@ of the distance ``D`` of the ansatz (:mod:`~dolfinx_nn.ansatz.fitted_fields`) as
 the chords more closely than that traded its interior for it: on a disk of radius 1 meshed
 with ``h = 0.09`` (sagitta ``1e-3``, misfit of the exact ``1 - r^2`` at the chords' middles
 ``2e-3``) the fit held to ``1e-3`` missed the torsion function by 66 % (rms, relative) and
-reached only ``max D = 0.37``; held to ``2e-3`` it matched it to ``4e-4``.
+reached only ``max D = 0.37``; held to ``2e-3`` it matched it to ``1.5e-4``.
 
 :func:`chord_sagitta` estimates the largest sagitta of the boundary facets from the facets
 alone.  The curvature between two facets that share a ridge (a vertex in 2D, an edge in 3D)

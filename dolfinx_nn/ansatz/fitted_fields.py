@@ -364,8 +364,9 @@ def fit_distance(
 
 
 def chord_misfit(mesh: dolfinx.mesh.Mesh, top: float) -> float:
-    """The boundary misfit (relative to ``max D = 1``) below which no smooth ``D`` can fit the
-    boundary facets of ``mesh``: the largest sagitta of a facet
+    """The boundary misfit (relative to ``max D = 1``) that a smooth ``D`` vanishing on the curve
+    through the boundary vertices of ``mesh`` leaves at the middles of its facets (a fit can
+    meet the facets more closely only by bending towards them): the largest sagitta of a facet
     (:func:`~dolfinx_nn.ansatz.chords.chord_sagitta`) times the mean normal derivative of
     ``D = phi / max phi`` on the boundary, ``|Omega| / (|boundary| max phi)`` (the flux of
     ``-lap phi = 1``).  Collective; 0 for meshes whose facets are not chords of a curve.
