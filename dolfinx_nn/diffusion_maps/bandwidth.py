@@ -238,7 +238,7 @@ def bgh_choice(
         truncated, err = kernel_sum_slope_error(knn, eps)
         return _slope_of_pairs(full, ids, rows.size, eps) - truncated - err
 
-    bias = excess_bias(np.log(steepest)) + error
+    bias = _slope_of_pairs(full, ids, rows.size, steepest) - slope
     top = float(np.log(steepest))
     if bias <= error:
         return BGHChoice(steepest, steepest, slope, error, bias)

@@ -42,7 +42,6 @@ from dolfinx_nn.diffusion_maps.kernel import (
     knn_squared_distances,
     nearest_neighbours,
     squared_distances,
-    squared_to_data_units,
     standardise,
 )
 
@@ -202,6 +201,7 @@ class DiffusionMap:
             self.bandwidth_ = automatic_bandwidth(X, self.k_ if method == "sparse" else 64)
             centre, scale = self.bandwidth_.centre, self.bandwidth_.scale
             epsilon = self.bandwidth_.scaled_epsilon
+            self.epsilon_ = self.bandwidth_.epsilon
             self.kernel_dimension_ = self.bandwidth_.kernel_dimension
         else:
             units = standardise(X)
@@ -213,10 +213,8 @@ class DiffusionMap:
                     f"epsilon={self.epsilon!r} is out of floating-point range relative to the "
                     f"squared size of the data ({scale:.3g}^2)"
                 )
+            self.epsilon_ = float(self.epsilon)
         self._centre, self.unit_length_, self.scaled_epsilon_ = centre, scale, epsilon
-        self.epsilon_ = (
-            float(self.epsilon) if self.epsilon != "auto" else squared_to_data_units(epsilon, scale)
-        )
         X = np.asarray((X - centre) / scale)
         if method == "dense":
             K = np.exp(-squared_distances(X) / epsilon)

@@ -535,11 +535,11 @@ def solve_fem(
     with _Homotopy(case, mesh, center, degree, noise, seed, penalty, quadrature_degree,
                    options, prefix, convexity_tol) as H:  # Newton is freed on every rank at the end
         return _solve_homotopy(H, case, mesh, center, strategies, initial_guess, max_steps,
-                               convexity_tol, prefix, start)
+                               prefix, start)
 
 
 def _solve_homotopy(H: _Homotopy, case: Case, mesh, center, strategies, initial_guess,
-                    max_steps, convexity_tol, prefix, start) -> FEMResult:
+                    max_steps, prefix, start) -> FEMResult:
     dim, comm = mesh.topology.dim, mesh.comm
     tried: list[str] = []
     non_convex: list[str] = []
@@ -551,7 +551,7 @@ def _solve_homotopy(H: _Homotopy, case: Case, mesh, center, strategies, initial_
         if not H.run(strategy, initial_guess, max_steps):
             continue
         convexity = H.convexity()
-        if convexity >= -convexity_tol:
+        if convexity >= -H.convexity_tol:
             chosen = strategy
             break
         non_convex.append(f"{strategy} (min eigenvalue {convexity:.2e})")

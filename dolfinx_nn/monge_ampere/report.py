@@ -136,10 +136,7 @@ def fem_convergence(comm: MPI.Comm, study=FEM_STUDY) -> list[dict]:
         prev = None
         for n, res in zip(resolutions, results, strict=False):
             row = {"case": case_name, "dim": dim, "resolution": n, **res.summary()}
-            if prev is not None:
-                ratio = np.log(prev["h"] / row["h"])
-                row["l2_rate"] = np.log(prev["rel_l2_error"] / row["rel_l2_error"]) / ratio
-                row["h1_rate"] = np.log(prev["h1_error"] / row["h1_error"]) / ratio
+            _add_rates(row, prev)
             rows.append(row)
             prev = row
             print0(f"fem {case_name} d={dim} n={n}: L2 {row['rel_l2_error']:.2e}, "
@@ -148,6 +145,14 @@ def fem_convergence(comm: MPI.Comm, study=FEM_STUDY) -> list[dict]:
             rows.append({"case": case_name, "dim": dim,
                          "resolution": resolutions[len(results)], "status": failure})
     return rows
+
+
+def _add_rates(row: dict, prev: dict | None) -> None:
+    """``l2_rate`` and ``h1_rate`` of ``row`` against the coarser ``prev`` (none without it)."""
+    if prev is not None:
+        ratio = np.log(prev["h"] / row["h"])
+        row["l2_rate"] = np.log(prev["rel_l2_error"] / row["rel_l2_error"]) / ratio
+        row["h1_rate"] = np.log(prev["h1_error"] / row["h1_error"]) / ratio
 
 
 #: cells per edge of the ``fem-resolutions`` part (2D cases, unit square)
@@ -177,10 +182,7 @@ def fem_resolutions(comm: MPI.Comm, resolutions: Sequence[int] = FEM_RESOLUTIONS
                 continue
             row = {**base, **res[-1].summary(),
                    "wall_time_s": float(sum(r.wall_time_s for r in res))}
-            if prev is not None:
-                ratio = np.log(prev["h"] / row["h"])
-                row["l2_rate"] = np.log(prev["rel_l2_error"] / row["rel_l2_error"]) / ratio
-                row["h1_rate"] = np.log(prev["h1_error"] / row["h1_error"]) / ratio
+            _add_rates(row, prev)
             rows.append(row)
             prev = row
             print0(f"fem {case_name} n={n}: L2 {row['rel_l2_error']:.2e}, "
