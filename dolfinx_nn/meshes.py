@@ -176,10 +176,12 @@ def _box_with_hole(comm: MPI.Comm, resolution: int, verbose: bool, dim: int) -> 
     if comm.rank == 0:
         with _gmsh_session(verbose) as gmsh:
             _on_root(comm, lambda: build(gmsh))
-            data = dolfinx.io.gmsh.model_to_mesh(gmsh.model, comm, 0, gdim=dim)
+            data = dolfinx.io.gmsh.model_to_mesh(gmsh.model, comm, 0, gdim=dim,
+                                                  partitioner=_shared_facet_partitioner(comm))
     else:
         _on_root(comm, lambda: None)
-        data = dolfinx.io.gmsh.model_to_mesh(None, comm, 0, gdim=dim)
+        data = dolfinx.io.gmsh.model_to_mesh(None, comm, 0, gdim=dim,
+                                                  partitioner=_shared_facet_partitioner(comm))
     return data
 
 
@@ -224,11 +226,13 @@ def _read_msh(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
         with _gmsh_session(verbose) as gmsh:
             _on_root(comm, lambda: load(gmsh))
             gdim = comm.bcast(gdim, root=0)
-            data = dolfinx.io.gmsh.model_to_mesh(gmsh.model, comm, 0, gdim=gdim)
+            data = dolfinx.io.gmsh.model_to_mesh(gmsh.model, comm, 0, gdim=gdim,
+                                                  partitioner=_shared_facet_partitioner(comm))
     else:
         _on_root(comm, lambda: None)
         gdim = comm.bcast(gdim, root=0)
-        data = dolfinx.io.gmsh.model_to_mesh(None, comm, 0, gdim=gdim)
+        data = dolfinx.io.gmsh.model_to_mesh(None, comm, 0, gdim=gdim,
+                                                  partitioner=_shared_facet_partitioner(comm))
     return data
 
 
@@ -269,18 +273,28 @@ def _is_serendipity(cell_type: dolfinx.mesh.CellType, nodes: int) -> bool:
 def _read_vtkhdf(comm: MPI.Comm, path: pathlib.Path, verbose: bool) -> MeshData:
     """Read a VTKHDF file (:func:`dolfinx.io.vtkhdf.write_mesh`) with its true dimension.
 
-    VTKHDF always stores three coordinates: the file is read once with three, and again with
-    the dimension of the coordinates (:func:`_geometric_dimension`) when that is smaller.
+    DOLFINx's VTKHDF reader ghosts no cells, so the file is read on rank 0 alone and the mesh
+    distributed from there (:func:`_read_on_root`, ghosted across shared facets).  VTKHDF always
+    stores three coordinates: the dimension is taken from the coordinates
+    (:func:`_geometric_dimension`).
     """
+    return _read_on_root(comm, path, _vtkhdf_topology)
+
+
+def _vtkhdf_topology(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, str, int]:
+    """A VTKHDF file read on this rank alone: cells (DOLFINx node order), points, cell, degree."""
     import dolfinx.io.vtkhdf
 
-    mesh = dolfinx.io.vtkhdf.read_mesh(comm, str(path), gdim=3)
-    num_nodes = mesh.geometry.index_map().size_local
-    gdim = _distributed_geometric_dimension(comm, mesh.geometry.x[:num_nodes],
-                                            mesh.topology.dim)
-    if gdim < 3:
-        mesh = dolfinx.io.vtkhdf.read_mesh(comm, str(path), gdim=gdim)
-    return _untagged(mesh)
+    mesh = dolfinx.io.vtkhdf.read_mesh(MPI.COMM_SELF, str(path), gdim=3)
+    cell_types = mesh.topology.entity_types[-1]
+    if len(cell_types) != 1:
+        raise ValueError(f"{path} mixes cell types {[c.name for c in cell_types]}; "
+                         "expected one cell type")
+    tdim = mesh.topology.dim
+    points = mesh.geometry.x
+    gdim = _geometric_dimension(points, tdim)
+    cells = np.asarray(mesh.geometry.dofmap, dtype=np.int64)
+    return cells, points[:, :gdim].copy(), cell_types[0].name, mesh.geometry.cmap.degree
 
 
 def _distribute(comm: MPI.Comm, cells: np.ndarray, element, x: np.ndarray) -> dolfinx.mesh.Mesh:
@@ -291,13 +305,24 @@ def _distribute(comm: MPI.Comm, cells: np.ndarray, element, x: np.ndarray) -> do
     inside the domain.  ``XDMFFile.read_mesh`` and the built-in meshes ghost one layer of
     cells across every shared facet, and so do the readers here.
     """
-    partitioner = None
-    if comm.size > 1:
-        # The (mode, max_facet_to_cell_links) variant, registered by singledispatch (unseen by
-        # type checkers).
-        create = cast(Callable[..., Callable], dolfinx.mesh.create_cell_partitioner)
-        partitioner = create(dolfinx.mesh.GhostMode.shared_facet, 2)
-    return dolfinx.mesh.create_mesh(comm, cells, ufl.Mesh(element), x, partitioner=partitioner)
+    return dolfinx.mesh.create_mesh(comm, cells, ufl.Mesh(element), x,
+                                    partitioner=_shared_facet_partitioner(comm))
+
+
+def _shared_facet_partitioner(comm: MPI.Comm) -> Callable | None:
+    """The cell partitioner that ghosts one layer of cells across every shared facet.
+
+    Used by every reader and gmsh shape here (``dolfinx.io.gmsh.model_to_mesh`` and
+    ``dolfinx.mesh.create_mesh`` ghost nothing by default), so that interior-facet integrals
+    (``dS``) work on any number of ranks, as on the meshes of ``XDMFFile.read_mesh`` and the
+    built-in shapes.  ``None`` (DOLFINx's default) on one rank.
+    """
+    if comm.size == 1:
+        return None
+    # The (mode, max_facet_to_cell_links) variant, registered by singledispatch (unseen by
+    # type checkers).
+    create = cast(Callable[..., Callable], dolfinx.mesh.create_cell_partitioner)
+    return create(dolfinx.mesh.GhostMode.shared_facet, 2)
 
 
 def _untagged(mesh: dolfinx.mesh.Mesh) -> MeshData:
@@ -598,7 +623,8 @@ def create_mesh(
         verbose: let gmsh print its progress.
 
     Returns:
-        The mesh, partitioned over ``comm`` without ghost cells.
+        The mesh, partitioned over ``comm`` with one layer of ghost cells across the facets
+        shared between ranks (``GhostMode.shared_facet``), so that ``dS`` integrals work.
 
     Raises:
         ValueError: unknown name or suffix, bad resolution, or a file without supported cells.

@@ -135,6 +135,41 @@ def test_msh_file(comm, tmp_path):
     assert volume_of(mesh, dx(1)) == pytest.approx(1.0, abs=1e-12)
 
 
+
+def _interior_facet_integral(mesh: dolfinx.mesh.Mesh) -> float:
+    h = ufl.CellDiameter(mesh)
+    local = dolfinx.fem.assemble_scalar(dolfinx.fem.form(ufl.avg(h) * ufl.dS(domain=mesh)))
+    return mesh.comm.allreduce(local, op=MPI.SUM)
+
+
+def test_msh_file_is_ghosted_for_interior_facet_integrals(comm, tmp_path):
+    """A gmsh file comes back ghosted across shared facets, as XDMF and built-in meshes do.
+
+    Without ghost cells DOLFINx refuses ``dS`` integrals over facets between ranks; with them,
+    the parallel integral equals the one on the whole mesh read on each rank alone.
+    """
+    path = shared_tmp_path(tmp_path, comm) / "square.msh"
+    if comm.rank == 0:
+        import gmsh
+
+        gmsh.initialize(interruptible=False)
+        gmsh.option.setNumber("General.Terminal", 0)
+        gmsh.model.occ.addRectangle(0.0, 0.0, 0.0, 1.0, 1.0)
+        gmsh.model.occ.synchronize()
+        gmsh.option.setNumber("Mesh.CharacteristicLengthMax", 0.25)
+        gmsh.model.mesh.generate(2)
+        gmsh.write(str(path))
+        gmsh.finalize()
+    comm.Barrier()
+    mesh = create_mesh(comm, path)
+    tdim = mesh.topology.dim
+    ghosts = comm.allreduce(mesh.topology.index_map(tdim).num_ghosts, op=MPI.SUM)
+    assert (ghosts > 0) == (comm.size > 1)
+    whole = _interior_facet_integral(create_mesh(MPI.COMM_SELF, path))
+    assert whole > 1.0  # interior edges of a unit square: several units long
+    assert _interior_facet_integral(mesh) == pytest.approx(whole, rel=1e-12)
+
+
 def _structured(nx: int, ny: int, lx: float, ly: float):
     """Quadrilaterals (counter-clockwise, as VTK orders them) and their 3D vertices (z = 0)."""
     xs, ys = np.meshgrid(np.linspace(0, lx, nx + 1), np.linspace(0, ly, ny + 1), indexing="ij")

@@ -108,3 +108,18 @@ def test_fem_failure_says_how_to_monitor_newton(comm):
     case = formula_case("1", "-(x[0]**2 + x[1]**2)", dim=2)
     with pytest.raises(FEMSolveError, match='PETSC_OPTIONS="-monge_ampere_snes_monitor"'):
         solve_fem(case, dolfinx.mesh.create_unit_square(comm, 2, 2))
+
+
+def test_check_data_takes_ranks_without_points(comm):
+    """A rank holding no points (a small mesh on many ranks) joins the check and its error."""
+    from dolfinx_nn.monge_ampere.cases import check_data
+
+    empty = np.empty((0, 2))
+    check_data("g", empty, np.empty(0), comm)  # nothing to refuse anywhere
+    check_data("g", empty.ravel(), np.empty(0), comm)  # flat points, no width to infer
+    if comm.rank == 0:
+        points, values = np.array([[0.5, 0.25]]), np.array([np.nan])
+    else:
+        points, values = empty, np.empty(0)
+    with pytest.raises(ValueError, match=r"g = nan at x = \(0.5, 0.25\).*1 such point"):
+        check_data("g", points, values, comm)

@@ -296,7 +296,9 @@ def check_data(name: str, points: np.ndarray, values: np.ndarray, comm, *,
         ValueError: on every rank, if any value is bad.
     """
     values = np.asarray(values, dtype=float).ravel()
-    points = np.asarray(points, dtype=float).reshape(len(values), -1)
+    points = np.asarray(points, dtype=float)
+    if points.ndim != 2:  # explicit width: a rank may hold no points, and (0, -1) is ambiguous
+        points = points.reshape(len(values), points.size // len(values) if len(values) else 0)
     bad = ~np.isfinite(values)
     if nonnegative:
         bad |= values < 0
