@@ -293,8 +293,8 @@ def _vtkhdf_topology(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, str, i
     tdim = mesh.topology.dim
     points = mesh.geometry.x
     gdim = _geometric_dimension(points, tdim)
-    cells = np.asarray(mesh.geometry.dofmap, dtype=np.int64)
-    return cells, points[:, :gdim].copy(), cell_types[0].name, mesh.geometry.cmap.degree
+    cells = np.asarray(mesh.geometry.dofmaps[0], dtype=np.int64)
+    return cells, points[:, :gdim].copy(), cell_types[0].name, mesh.geometry.cmaps[0].degree
 
 
 def _distribute(comm: MPI.Comm, cells: np.ndarray, element, x: np.ndarray) -> dolfinx.mesh.Mesh:

@@ -181,3 +181,28 @@ def test_ritz_quadrature_has_more_points_than_parameters():
     assert gaps[False] > 1e-2
     assert gaps[True] < 1e-4
     assert gaps == comm.bcast(gaps, root=0)
+
+
+def test_a_fit_that_misses_its_boundary_tolerance_is_said():
+    """Two boundary points cannot pin ``G`` to the data on a square's boundary: the misfit,
+    agreed over ranks, is warned about on rank 0 (the ansatz meets the boundary condition
+    only as closely as its fits) instead of only being recorded in ``fit_report``."""
+    from dolfinx_nn.ansatz.network_solver import fit_fixed_fields
+
+    comm = MPI.COMM_WORLD
+    mesh = dolfinx.mesh.create_unit_square(comm, 6, 6)
+    problem = Problem.from_text("poisson", EXACT, 2)
+    few = NetworkConfig(fit_features=50, fit_boundary_points=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_fixed_fields(problem, mesh, few)
+    said = [str(w.message) for w in caught if "misses its boundary tolerance" in str(w.message)]
+    if comm.rank == 0:
+        assert said and "fit_boundary_points=2" in said[0], said
+    else:
+        assert not said
+    enough = NetworkConfig(fit_features=200, fit_boundary_points=2000, fit_tolerance=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_fixed_fields(problem, mesh, enough)
+    assert not [w for w in caught if "misses its boundary tolerance" in str(w.message)]

@@ -96,3 +96,23 @@ def test_bad_configuration_is_rejected():
         ExperimentConfig(lr=-1.0)
     with pytest.raises(SystemExit):  # refused while parsing
         _run_cli(["--experiment", "regression", "--out", "/nonexistent", "--epsilon", "wide"])
+    for bad, match in [({"alpha": 7.0}, r"alpha must lie in \[0, 1\].*7\.0"),
+                       ({"t": -2.0}, r"diffusion time t.*-2\.0"),
+                       ({"t": float("inf")}, r"diffusion time t.*inf"),
+                       ({"lr": float("nan")}, r"lr.*nan"),
+                       ({"momentum": -0.5}, r"momentum.*-0\.5"),
+                       ({"epsilon": 0.0}, r"epsilon.*0\.0"),
+                       ({"projection_dim": 0}, r"projection_dim.*0")]:
+        with pytest.raises(ValueError, match=match):
+            ExperimentConfig(**bad)
+
+
+@pytest.mark.parametrize("option", [["--t", "-2"], ["--alpha", "7"]])
+def test_diffusion_settings_are_refused_before_training(tmp_path_factory, comm, option):
+    """A bad diffusion-map setting stops the command before the trajectory is recorded (it
+    used to be refused only after minutes of training), on every rank, and writes nothing."""
+    out = _shared_tmp(tmp_path_factory, comm) / "never"
+    with pytest.raises(ValueError, match=option[0].lstrip("-")):
+        _run_cli(["--experiment", "regression", "--out", str(out), *option])
+    comm.Barrier()
+    assert not out.exists()

@@ -64,8 +64,25 @@ class ExperimentConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive; got {self.lr!r}")
+        if not 0.0 < self.lr < float("inf"):
+            raise ValueError(f"lr must be a finite positive number; got {self.lr!r}")
+        # the diffusion-map settings are checked here, before minutes of training, with the
+        # same rules as DiffusionMap applies after it
+        if not 0.0 <= self.momentum < float("inf"):
+            raise ValueError(f"momentum must be a finite number >= 0; got {self.momentum!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(
+                f"alpha must lie in [0, 1] (classical: 0, 0.5, 1); got {self.alpha!r}")
+        if not 0.0 <= self.t < float("inf"):
+            raise ValueError(f"diffusion time t must be a finite number >= 0; got {self.t!r}")
+        if self.epsilon != "auto" and not (
+                isinstance(self.epsilon, int | float) and 0.0 < self.epsilon < float("inf")):
+            raise ValueError(
+                f"epsilon must be a finite positive number or 'auto'; got {self.epsilon!r}")
+        if self.projection_dim is not None and (
+                not isinstance(self.projection_dim, int) or self.projection_dim < 1):
+            raise ValueError(
+                f"projection_dim must be a positive integer or None; got {self.projection_dim!r}")
         if self.steps // self.every < max(self.n_components + 2, 22):
             raise ValueError(
                 f"steps/every = {self.steps // self.every} recorded points are too few; "
