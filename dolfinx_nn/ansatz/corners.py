@@ -46,6 +46,7 @@ from mpi4py import MPI
 import dolfinx
 import numpy as np
 import torch
+from dolfinx.cpp.mesh import cell_num_entities
 
 from dolfinx_nn.meshes import boundary_facets
 
@@ -140,9 +141,10 @@ def _interior_angles(mesh: dolfinx.mesh.Mesh, boundary: np.ndarray) -> dict[int,
     for a, b in ((tdim, 0), (tdim, 1), (1, 0)):
         mesh.topology.create_connectivity(a, b)
     owned = mesh.topology.index_map(tdim).size_local
-    c2v = _table(mesh.topology.connectivity(tdim, 0))[:owned]
-    c2e = _table(mesh.topology.connectivity(tdim, 1))[:owned]
-    e2v = _table(mesh.topology.connectivity(1, 0))
+    cell = mesh.topology.cell_type
+    c2v = _table(mesh.topology.connectivity(tdim, 0), cell_num_entities(cell, 0))[:owned]
+    c2e = _table(mesh.topology.connectivity(tdim, 1), cell_num_entities(cell, 1))[:owned]
+    e2v = _table(mesh.topology.connectivity(1, 0), 2)
     vmap = mesh.topology.index_map(0)
     n_vertices = vmap.size_local + vmap.num_ghosts
     x = _vertex_coordinates(mesh, np.arange(n_vertices, dtype=np.int32))
@@ -170,10 +172,11 @@ def _interior_angles(mesh: dolfinx.mesh.Mesh, boundary: np.ndarray) -> dict[int,
     return {int(u): float(s) for u, s in zip(unique, sums, strict=True)}
 
 
-def _table(connectivity) -> np.ndarray:
-    """A connectivity of one entity type as an array ``(entities, links per entity)``."""
+def _table(connectivity, width: int) -> np.ndarray:
+    """A connectivity of one entity type as an array ``(entities, width)``; ``width`` (the
+    links per entity) is given, because a rank without entities cannot infer it."""
     count = len(connectivity.offsets) - 1
-    return connectivity.array.reshape(count, -1)
+    return connectivity.array.reshape(count, width)
 
 
 def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -226,7 +229,7 @@ def reentrant_corners(
     comm = mesh.comm
     facets = boundary_facets(mesh)
     mesh.topology.create_connectivity(1, 0)
-    f2v = _table(mesh.topology.connectivity(1, 0))
+    f2v = _table(mesh.topology.connectivity(1, 0), 2)
     local = f2v[facets] if len(facets) else np.zeros((0, 2), np.int32)
     ids = mesh.topology.index_map(0).local_to_global(local.reshape(-1)).reshape(-1, 2)
     coords = _vertex_coordinates(mesh, local.reshape(-1)).reshape(-1, 2, 2)

@@ -34,7 +34,7 @@ from dolfinx_nn.monge_ampere.network_solver import (
     evaluate,
     solve_network,
 )
-from dolfinx_nn.monge_ampere.networks import FFNN, ICNN, make_network
+from dolfinx_nn.monge_ampere.networks import FFNN, ICNN, PowerOfTwoUnits, make_network
 
 __all__ = [
     "CASES",
@@ -50,6 +50,7 @@ __all__ = [
     "MongeAmpereLoss",
     "NetworkConfig",
     "NetworkResult",
+    "PowerOfTwoUnits",
     "batched_det",
     "evaluate",
     "formula_case",

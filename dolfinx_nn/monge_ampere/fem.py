@@ -240,12 +240,22 @@ def _interpolate_from(target: dolfinx.fem.Function, source: dolfinx.fem.Function
 #: solutions are smoother and pass (-2.5e-3 at worst, 6 to 64 cells; docs, "FEM convergence").
 CONVEXITY_TOL = 1e-2
 
-#: Newton options of every continuation step (overridable through ``petsc_options``)
+#: Newton's absolute tolerance relative to ``int |f| dx``, the size of the residual's source
+#: term ``(f v_i)`` summed over the basis (the residual has the unit of ``f`` times a volume).
+#: A fixed ``snes_atol`` ties convergence to the unit of length: the same problem converged
+#: in metres and kilometres but not in millimetres, where the residual of the exact discrete
+#: solution (the Poisson guess of ``f = 1``, ``g = |x|^2 / 2``) is round-off above 1e-10 and
+#: the line search failed on it.  On the unit square with ``f ~ 1`` this is ``snes_atol``
+#: 1e-10, as before.
+SNES_ATOL_RELATIVE = 1e-10
+
+#: Newton options of every continuation step (overridable through ``petsc_options``; the
+#: absolute tolerance ``snes_atol`` is :data:`SNES_ATOL_RELATIVE` times ``int |f| dx`` unless
+#: given there)
 NEWTON_OPTIONS = {
     "snes_type": "newtonls",
     "snes_linesearch_type": "bt",
     "snes_rtol": 1e-10,
-    "snes_atol": 1e-10,
     "snes_stol": 0.0,
     "snes_max_it": 30,
     "ksp_type": "preonly",
@@ -294,6 +304,7 @@ class _Homotopy(petsc_problems.PetscOwner):
         self.source = f_s + self.delta
         self.u = dolfinx.fem.Function(self.V, name="u")
         v = ufl.TestFunction(self.V)
+        options = {"snes_atol": SNES_ATOL_RELATIVE * self.f_scale * volume, **options}
         self.problem = petsc_problems.NonlinearProblem(
             monge_ampere_residual(self.u, v, self.source, penalty), self.u, bcs=[self.bc],
             petsc_options=options, petsc_options_prefix=prefix,

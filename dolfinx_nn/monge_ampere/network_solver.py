@@ -24,7 +24,12 @@ from dolfinx_nn.monge_ampere.cases import Case, check_data, noisy
 from dolfinx_nn.monge_ampere.domains import as_sequence
 from dolfinx_nn.monge_ampere.hessian import min_eigenvalues
 from dolfinx_nn.monge_ampere.loss import MongeAmpereLoss
-from dolfinx_nn.monge_ampere.networks import ICNN, make_network
+from dolfinx_nn.monge_ampere.networks import (
+    ICNN,
+    PowerOfTwoUnits,
+    length_exponent,
+    make_network,
+)
 from dolfinx_nn.networks.pointwise import hessian
 from dolfinx_nn.training import History, TrainingConfig, train
 
@@ -238,7 +243,10 @@ def solve_network(
         config: settings (defaults: :class:`NetworkConfig`).
         comm: communicator the collocation and test points are split over.
         callback: ``callback(steps_done, loss)`` after each step; True stops training.
-        net: a network to train instead of a new one built from ``config`` (float64).
+        net: a network to train instead of a new one built from ``config`` (float64).  A new
+            one sees the domain in units of ``2^k`` (:class:`PowerOfTwoUnits`,
+            :func:`length_exponent`; none for extents 1 to 2), so that the result does not
+            depend on the user's unit of length; ``result.net`` takes the user's coordinates.
     """
     config = config or NetworkConfig()
     case.check_dim(domain.dim)
@@ -246,14 +254,20 @@ def solve_network(
     torch.manual_seed(config.seed)
     lower, upper = domain.bounds
     if net is None:
+        # the network sees the domain in units of 2^k, of extent 1 to 2 (PowerOfTwoUnits)
+        k = length_exponent(lower, upper)
         net = make_network(
             config.ansatz, domain.dim, width=config.width, depth=config.depth,
-            activation=config.activation, lower=lower, upper=upper, dtype=dtype,
-            device=config.device,
+            activation=config.activation, lower=np.asarray(lower) * 2.0**-k,
+            upper=np.asarray(upper) * 2.0**-k, dtype=dtype, device=config.device,
         )
+        if k:
+            net = PowerOfTwoUnits(net, k)
     loss_fn = build_loss(case, domain, config, comm, dtype, config.device)
-    if isinstance(net, ICNN):
-        net.set_curvature(loss_fn.hessian_scale)
+    inner = net.network if isinstance(net, PowerOfTwoUnits) else net
+    if isinstance(inner, ICNN):
+        # D^2 u in the user's units is D^2 w in the network's
+        inner.set_curvature(loss_fn.hessian_scale)
     _broadcast_parameters(net, comm)
     comm.Barrier()
     start = time.perf_counter()
