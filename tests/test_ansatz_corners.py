@@ -259,3 +259,46 @@ def test_corners_are_reported_in_the_users_coordinates(comm):
     np.testing.assert_allclose(corner["vertex"], [2.0, 2.0], atol=1e-6)
     assert corner["radius"] == pytest.approx(RADIUS_FRACTION * 1.0, rel=1e-6)
     assert corner["angle_degrees"] == pytest.approx(270.0, abs=1e-4)
+
+
+def test_ranks_without_cells_take_part():
+    """An L-shaped mesh whose cells all live on rank 0: the other ranks hold no cells at all
+    (a small mesh on many ranks) and still find the same re-entrant corner and fit ``D`` (they
+    had failed to shape their empty connectivity arrays, and ``compare`` on 2 cells and 3
+    ranks hung)."""
+    import basix.ufl
+    import dolfinx
+
+    comm = MPI.COMM_WORLD
+    if comm.rank == 0:
+        n = 4  # the square [-1, 1]^2 less its quadrant x > 0, y > 0, in 2n x 2n squares
+        xs = np.linspace(-1.0, 1.0, 2 * n + 1)
+        X, Y = np.meshgrid(xs, xs, indexing="ij")
+        x = np.column_stack([X.ravel(), Y.ravel()])
+        a = (np.arange(2 * n)[:, None] * (2 * n + 1) + np.arange(2 * n)[None, :]).ravel()
+        cells = np.concatenate([np.column_stack([a, a + 2 * n + 1, a + 2 * n + 2]),
+                                np.column_stack([a, a + 2 * n + 2, a + 1])]).astype(np.int64)
+        keep = ~(x[cells].mean(axis=1) > 0.0).all(axis=1)
+        cells = cells[keep]
+        used, cells = np.unique(cells, return_inverse=True)
+        x, cells = x[used], cells.reshape(-1, 3).astype(np.int64)
+        owner = np.zeros(len(cells), np.int32)
+    else:
+        x, cells, owner = np.zeros((0, 2)), np.zeros((0, 3), np.int64), np.zeros(0, np.int32)
+
+    def partitioner(*_):  # every cell to rank 0
+        return dolfinx.cpp.graph.AdjacencyList_int32(owner)
+
+    element = basix.ufl.element("Lagrange", "triangle", 1, shape=(2,))
+    mesh = dolfinx.mesh.create_mesh(comm, cells, element, x, partitioner)
+    owned = mesh.topology.index_map(2).size_local
+    assert comm.allreduce(owned, op=MPI.SUM) == 96
+    assert comm.size == 1 or comm.allreduce(owned == 0, op=MPI.LOR)
+    corners = reentrant_corners(mesh)
+    assert len(corners) == 1
+    found = corners[0].as_dict()
+    assert found == comm.bcast(found, root=0)
+    assert np.allclose(found["vertex"], [0.0, 0.0], atol=1e-14)
+    assert found["angle_degrees"] == pytest.approx(270.0, rel=1e-12)
+    fit = fit_distance(mesh, features=100, boundary_points=400)
+    assert fit.fit_report == comm.bcast(fit.fit_report, root=0)
