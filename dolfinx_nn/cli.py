@@ -157,7 +157,7 @@ def _agree(prog: str, error: BaseException | None, code: int, debug: bool, guard
     """
     from mpi4py import MPI
 
-    import numpy as np
+    from dolfinx_nn.parallel import agree_max
 
     comm = MPI.COMM_WORLD
     message = None if error is None else _describe(error)
@@ -171,23 +171,16 @@ def _agree(prog: str, error: BaseException | None, code: int, debug: bool, guard
             error, KeyboardInterrupt) else " (--debug shows the traceback)"),
             file=sys.stderr, flush=True)
         return INTERRUPTED if isinstance(error, KeyboardInterrupt) else FAILED
-    local = np.array([0 if error is None else (2 if isinstance(error, KeyboardInterrupt)
-                                               else 1), code], dtype=np.int64)
-    total = np.empty_like(local)
-    request = guard.Iallreduce(local, total, op=MPI.MAX)
-    if error is None:
-        request.Wait()
-    else:
-        deadline = time.monotonic() + AGREE_TIMEOUT_S
-        while not request.Test():
-            if time.monotonic() > deadline:
-                print(f"{prog}: error on rank {comm.rank}: {message} (the other ranks did "
-                      "not stop with it; aborting the run)", file=sys.stderr, flush=True)
-                # MPI_Abort ends the launcher's forwarding of output too: give it time to
-                # pass the line on first (without this pause the line was lost 2 runs in 3).
-                time.sleep(ABORT_GRACE_S)
-                comm.Abort(FAILED)
-            time.sleep(0.01)
+    kind = 0 if error is None else (2 if isinstance(error, KeyboardInterrupt) else 1)
+    total = agree_max([kind, code], guard, failed=error is not None, timeout=AGREE_TIMEOUT_S)
+    if total is None:
+        print(f"{prog}: error on rank {comm.rank}: {message} (the other ranks did "
+              "not stop with it; aborting the run)", file=sys.stderr, flush=True)
+        # MPI_Abort ends the launcher's forwarding of output too: give it time to
+        # pass the line on first (without this pause the line was lost 2 runs in 3).
+        time.sleep(ABORT_GRACE_S)
+        comm.Abort(FAILED)
+        return FAILED  # not reached
     messages = guard.gather(message, root=0)
     if total[0] == 0:
         return int(total[1])

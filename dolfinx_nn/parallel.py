@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import sys
+import time
 from collections.abc import Iterable, Sequence
 
 from mpi4py import MPI
@@ -170,6 +171,48 @@ def _same_kind(module: str, name: str, message: str) -> Exception:
         except TypeError:  # a constructor that takes more than a message
             pass
     return RuntimeError(message)
+
+
+#: Seconds a failed rank waits for the others at an agreement point (:func:`agree_max`)
+#: before it concludes that they are stuck in a collective call it will never join.
+AGREE_TIMEOUT_S = 10.0
+
+
+def agree_max(values: Sequence[int], guard: MPI.Comm, *, failed: bool,
+              timeout: float = AGREE_TIMEOUT_S) -> np.ndarray | None:
+    """Entry-wise maximum of ``values`` over the ranks of ``guard``, or ``None`` (collective).
+
+    For the agreement after work that may have failed on some ranks only: a rank that did
+    not fail (``failed=False``) reached the agreement point with the others and waits for
+    them without limit.  A rank that failed may have left the others inside a collective
+    call of the work, which it will never join: it waits at most ``timeout`` seconds and
+    then returns ``None``, and the caller must end the run (raise to the command, which
+    aborts it with the error) instead of waiting forever.
+
+    Args:
+        values: this rank's integers (e.g. a failure flag).
+        guard: a duplicate of the working communicator made *before* the work
+            (``comm.Dup()``), so that the non-blocking reduction here cannot match a
+            collective call the other ranks are stuck in.
+        failed: whether this rank failed.
+        timeout: seconds a failed rank waits.
+
+    Returns:
+        The maxima (shape ``(len(values),)``), or ``None`` on a failed rank that the others
+        did not join within ``timeout``.
+    """
+    local = np.asarray(values, dtype=np.int64)
+    total = np.empty_like(local)
+    request = guard.Iallreduce(local, total, op=MPI.MAX)
+    if not failed:
+        request.Wait()
+        return total
+    deadline = time.monotonic() + timeout
+    while not request.Test():
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.01)
+    return total
 
 
 def agree_any(flags: Sequence[bool], comm: MPI.Comm) -> list[bool]:

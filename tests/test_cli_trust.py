@@ -292,6 +292,51 @@ def test_training_options_parse_into_the_training_config():
 MPIEXEC = pathlib.Path(sys.executable).with_name("mpiexec")
 
 
+@pytest.mark.skip_in_parallel  # launches mpiexec -n 2 itself
+@pytest.mark.timeout(120)
+def test_a_compare_stage_failing_on_one_rank_ends_the_run(tmp_path):
+    """A stage of ``compare`` that fails on rank 1 alone while rank 0 waits in one of the
+    stage's collective calls (as the fit of ``D`` did on a rank without cells): the stage
+    records failures agreed over the ranks, so it used to wait for rank 0 forever; now rank 1
+    gives up after AGREE_TIMEOUT_S and the command aborts the run with rank 1's error."""
+    if not MPIEXEC.exists():
+        pytest.skip("no mpiexec next to the Python interpreter")
+    (tmp_path / "stage_fails.py").write_text(
+        "from mpi4py import MPI\n"
+        "from dolfinx_nn.ansatz.compare import _stage\n"
+        "def add_arguments(parser):\n    pass\n"
+        "def run(args):\n"
+        "    comm, failures = MPI.COMM_WORLD, {}\n"
+        "    with _stage('network', failures, comm):\n"
+        "        if comm.rank == 1:\n            raise ValueError('only rank 1 failed')\n"
+        "        comm.allreduce(1)\n"
+        "    return 0\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(pathlib.Path(__file__).parents[1]),
+                                          os.environ.get("PYTHONPATH", "")])}
+    command = (f"cd {tmp_path} && {MPIEXEC} -n 2 {sys.executable} -c 'import sys; "
+               "from dolfinx_nn.cli import _run_module; "
+               "sys.exit(_run_module(\"compare\", \"stage_fails\", []))'")
+    start = time.perf_counter()
+    proc = subprocess.Popen(["sh", "-c", command], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+        pytest.fail("the run hung")
+    seconds = time.perf_counter() - start
+    assert proc.returncode != 0
+    errors = set(_errors(stderr))  # (MPICH's launcher may repeat an aborting rank's output)
+    assert len(errors) == 1, stderr
+    assert "error on rank 1: only rank 1 failed (the other ranks did not stop with it" \
+        in next(iter(errors)), stderr
+    assert seconds < 60, seconds
+
+
+
 def _read_only_command(folder: pathlib.Path, command: str) -> list[str] | None:
     """``command`` run where ``folder`` is read-only for the current user, or None.
 

@@ -45,6 +45,7 @@ from dolfinx_nn.output import (
     print0,
     write_json,
 )
+from dolfinx_nn.parallel import agree_max
 from dolfinx_nn.plotting import write_figure
 from dolfinx_nn.sampling import rank_rng, sample_boundary, sample_interior
 
@@ -359,15 +360,27 @@ def _stage(name: str, failures: dict[str, str], comm: MPI.Comm):
     (``"Type: message"``, agreed over the ranks: the lowest failing rank's) instead of
     ending the comparison, so that the other stage runs and results.json holds both.
 
-    A stage that fails on some ranks only inside a collective operation cannot be caught
-    here (the other ranks wait); the stages' own input checks agree before they raise.
+    A stage that fails on some ranks only may leave the others inside one of its collective
+    calls: the failed ranks wait for them at most :data:`~dolfinx_nn.parallel.AGREE_TIMEOUT_S`
+    seconds (:func:`~dolfinx_nn.parallel.agree_max`, on a duplicate communicator made before
+    the stage) and then raise the error itself, which ends the run with it (``dolfinx-nn``
+    aborts the ranks left waiting) instead of a hang.
     """
+    guard = comm.Dup() if comm.size > 1 else None
     reason: str | None = None
+    error: Exception | None = None
     try:
         yield
     except Exception as err:  # noqa: BLE001 (recorded, and raised as StageError at the end)
-        reason = f"{type(err).__name__}: {err}"
-    reasons = comm.allgather(reason)
+        reason, error = f"{type(err).__name__}: {err}", err
+    if guard is not None:
+        if agree_max([error is not None], guard, failed=error is not None) is None:
+            assert error is not None
+            raise error  # the others are stuck in the stage (the guard is left to the abort)
+        reasons = guard.allgather(reason)
+        guard.Free()
+    else:
+        reasons = [reason]
     first = next((r for r in reasons if r is not None), None)
     if first is not None:
         failures[name] = first
