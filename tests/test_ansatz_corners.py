@@ -302,3 +302,21 @@ def test_ranks_without_cells_take_part():
     assert found["angle_degrees"] == pytest.approx(270.0, rel=1e-12)
     fit = fit_distance(mesh, features=100, boundary_points=400)
     assert fit.fit_report == comm.bcast(fit.fit_report, root=0)
+
+
+def test_a_mesh_without_interior_nodes_is_refused_on_every_rank():
+    """One triangle (on 2 ranks: one of them without cells) has no P2 node off the boundary,
+    so its torsion function is 0 and ``D`` cannot be fitted: refused on every rank with the
+    reason (it used to ask whether the mesh was empty)."""
+    import basix.ufl
+    import dolfinx
+
+    comm = MPI.COMM_WORLD
+    if comm.rank == 0:
+        x, cells = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), np.array([[0, 1, 2]])
+    else:
+        x, cells = np.zeros((0, 2)), np.zeros((0, 3), np.int64)
+    element = basix.ufl.element("Lagrange", "triangle", 1, shape=(2,))
+    mesh = dolfinx.mesh.create_mesh(comm, cells, element, x)
+    with pytest.raises(ValueError, match=r"mesh of 1 cell\(s\) has no P2 node inside"):
+        fit_distance(mesh, features=20, boundary_points=40)

@@ -344,14 +344,19 @@ def fit_distance(
             such corners).
 
     Raises:
-        ValueError: the torsion function is not positive (empty mesh).
+        ValueError: the torsion function is not positive (a mesh without interior P2 nodes,
+            e.g. a single triangle).
     """
     if scale is None:
         scale = DISTANCE_SCALE[mesh.geometry.dim]
     phi = _solve_p2(mesh, 1.0, None)
     top = round_scalar(mesh.comm.allreduce(float(phi.x.array.max(initial=0.0)), op=MPI.MAX))
     if not top > 0.0:
-        raise ValueError("the torsion function of the mesh is not positive: is the mesh empty?")
+        cells = mesh.comm.allreduce(mesh.topology.index_map(mesh.topology.dim).size_local,
+                                    op=MPI.SUM)
+        raise ValueError(
+            f"the torsion function of the mesh (P2, zero on the boundary) is not positive: the "
+            f"mesh of {cells} cell(s) has no P2 node inside the domain; refine the mesh")
     phi.x.array[:] = round_to_grid(phi.x.array / top, data_grid(1.0))
     chords = chord_misfit(mesh, top)
     net = _fit(mesh, phi, lambda x: np.zeros(len(x)), -1.0 / top, features=features,
