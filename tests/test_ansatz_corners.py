@@ -304,12 +304,15 @@ def test_ranks_without_cells_take_part():
     assert fit.fit_report == comm.bcast(fit.fit_report, root=0)
 
 
-def test_a_mesh_without_interior_nodes_is_refused_on_every_rank():
+def test_a_single_triangle_is_fitted_on_its_refinement():
     """One triangle (on 2 ranks: one of them without cells) has no P2 node off the boundary,
-    so its torsion function is 0 and ``D`` cannot be fitted: refused on every rank with the
-    reason (it used to ask whether the mesh was empty)."""
+    so its own torsion function is 0; the fits run on a refinement of it (``fit_mesh``: too
+    few interior points for the features) and ``D`` is positive inside, on every rank alike
+    (the fit used to stop, asking whether the mesh was empty)."""
     import basix.ufl
     import dolfinx
+
+    from dolfinx_nn.ansatz.fitted_fields import fit_mesh
 
     comm = MPI.COMM_WORLD
     if comm.rank == 0:
@@ -318,5 +321,13 @@ def test_a_mesh_without_interior_nodes_is_refused_on_every_rank():
         x, cells = np.zeros((0, 2)), np.zeros((0, 3), np.int64)
     element = basix.ufl.element("Lagrange", "triangle", 1, shape=(2,))
     mesh = dolfinx.mesh.create_mesh(comm, cells, element, x)
-    with pytest.raises(ValueError, match=r"mesh of 1 cell\(s\) has no P2 node inside"):
-        fit_distance(mesh, features=20, boundary_points=40)
+    # 6 degree-4 points per triangle: 150 needed for 100 features, 64 x 6 = 384 after 3
+    # refinements (96 after 2)
+    fine = fit_mesh(mesh, 100)
+    assert fine.topology.index_map(2).size_global == 64
+    assert fit_mesh(fine, 100) is fine
+    D = fit_distance(mesh, features=100, boundary_points=400)
+    with torch.no_grad():
+        inside = float(D(torch.tensor([[0.25, 0.25]], dtype=torch.float64)).reshape(()))
+    assert inside > 0.9  # phi / max phi: 0.94 here, max D ~ 1 at the incentre (0.29, 0.29)
+    assert inside == comm.bcast(inside, root=0)
