@@ -141,3 +141,41 @@ def test_ranks_without_boundary_facets():
     fit = fit_distance(mesh)
     assert fit.fit_report["met"]
     assert fit.fit_report == comm.bcast(fit.fit_report, root=0)
+
+
+def test_a_twelve_chord_circle_is_a_curve_in_every_unit(tmp_path_factory):
+    """A circle of 12 chords turns by 30 degrees (``FEATURE_ANGLE``) at every vertex, give
+    or take round-off: the turns are compared on a grid, so the mesh and its canonical copy
+    (coordinates rounded, in units of the extent 2) both count as a curve, with the same
+    sagitta in their units.  The canonical copy had counted as a polygon (sagitta 0, so ``D``
+    was held to 1e-3 on 2 ranks and ``compare``'s default network stopped at 1.6e-2)."""
+    from dolfinx_nn.ansatz import Problem
+    from dolfinx_nn.ansatz.units import canonical
+
+    comm = MPI.COMM_WORLD
+    path = pathlib.Path(comm.bcast(str(tmp_path_factory.mktemp("chords12") / "disk12.msh")
+                                   if comm.rank == 0 else None))
+    if comm.rank == 0:
+        import gmsh
+
+        gmsh.initialize(interruptible=False)
+        gmsh.option.setNumber("General.Terminal", 0)
+        gmsh.model.add("disk12")
+        tag = gmsh.model.occ.addDisk(0.0, 0.0, 0.0, 1.0, 1.0)
+        gmsh.model.occ.synchronize()
+        circle = gmsh.model.getBoundary([(2, tag)])[0][1]
+        gmsh.model.mesh.setTransfiniteCurve(circle, 13)  # 12 chords
+        gmsh.model.addPhysicalGroup(2, [tag], 1)
+        gmsh.option.setNumber("Mesh.CharacteristicLengthMax", 0.3)
+        gmsh.model.mesh.generate(2)
+        gmsh.write(str(path))
+        gmsh.finalize()
+    comm.Barrier()
+    mesh = create_mesh(comm, str(path))
+    assert len(_chord_lengths(mesh)) == 12
+    sagitta = chord_sagitta(mesh)
+    # kappa h^2 / 8 with kappa = turn / centroid distance = (pi / 6) / (h cos 15 deg)
+    h = 2.0 * np.sin(np.pi / 12)
+    assert sagitta == pytest.approx(np.pi / 6 * h / (8.0 * np.cos(np.pi / 12)), rel=1e-6)
+    copy = canonical(Problem.from_text("poisson", "x[0]", 2), mesh).mesh
+    assert chord_sagitta(copy) == pytest.approx(sagitta / 2.0, rel=1e-6)

@@ -31,6 +31,7 @@ from mpi4py import MPI
 import dolfinx
 import numpy as np
 
+from dolfinx_nn.ansatz.rounding import grid, round_to_grid
 from dolfinx_nn.meshes import boundary_facets
 
 #: Normals turning by more than this (radians, 30 degrees) between two facets mark a corner or
@@ -113,7 +114,12 @@ def chord_sagitta(mesh: dolfinx.mesh.Mesh) -> float:
                          - normals[a, None, :] * normals[b, :, None], axis=(1, 2)) / np.sqrt(2)
     gap = np.linalg.norm(centroids[a] - centroids[b], axis=1)
     turn = np.arctan2(sin, cos)  # accurate for small turns, unlike arccos(cos)
-    kappa = np.where(turn <= FEATURE_ANGLE, turn, 0.0) / np.maximum(gap, np.finfo(float).tiny)
+    # compared on a grid of 2^-24 rad (rounding.grid): a regular 12-gon turns by pi/6 give or
+    # take round-off, which had decided between "curve" and "corners" differently on 1 and 2
+    # ranks; equal to FEATURE_ANGLE after rounding counts as a curve
+    spacing = grid(np.pi)
+    feature = round_to_grid(turn, spacing) <= round_to_grid(FEATURE_ANGLE, spacing)
+    kappa = np.where(feature, turn, 0.0) / np.maximum(gap, np.finfo(float).tiny)
     # each facet's ridges' curvatures, sorted per facet; the lower median of each facet's
     ends, values = np.concatenate([a, b]), np.concatenate([kappa, kappa])
     order = np.lexsort((values, ends))
