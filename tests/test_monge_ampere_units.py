@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from dolfinx_nn.monge_ampere import Box, PowerOfTwoUnits, formula_case, solve_fem
+from dolfinx_nn.monge_ampere import Ball, Box, PowerOfTwoUnits, formula_case, solve_fem
 from dolfinx_nn.monge_ampere.network_solver import NetworkConfig, solve_network
 from dolfinx_nn.monge_ampere.networks import length_exponent
 from dolfinx_nn.training import TrainingConfig
@@ -33,17 +33,21 @@ def _smooth(length: float):
     return formula_case(f"(1 + {r2})*exp({r2})", u, dim=2, exact=u)
 
 
-@pytest.mark.parametrize(("extent", "k"), [(1.0, 0), (2.0, 0), (1.5, 0), (4.0, 2), (0.5, -1),
-                                           (1000.0, 9), (1e-3, -10), (2.5, 1), (0.99, -1)])
-def test_length_exponent_brings_the_extent_to_one_or_two(extent, k):
-    assert length_exponent([0.0, 0.0], [extent, 0.5 * extent]) == k
-    assert 1.0 <= extent * 2.0**-k <= 2.0
+@pytest.mark.parametrize(("volume", "dim", "k"), [
+    (1.0, 2, 0), (np.pi, 2, 0), (4.0 * np.pi / 3.0, 3, 0), (np.pi**2 / 2.0, 4, 0),
+    (4.0, 2, 1), (4.0 * np.pi, 2, 1), (0.25, 2, -1), (1e6, 2, 9), (1e-6, 2, -10),
+    (8.0, 3, 1), (7.99, 3, 0), (2.0, 1, 1), (0.5, 1, -1)])
+def test_length_exponent_brings_the_volume_to_one_to_two_to_the_d(volume, dim, k):
+    """The unit cube and the unit balls keep k = 0; a domain scaled by 2 gets k + 1."""
+    assert length_exponent(volume, dim) == k
+    assert 1.0 <= volume * 2.0 ** (-k * dim) < 2.0**dim
+    assert length_exponent(volume * 2.0**dim, dim) == k + 1
 
 
-@pytest.mark.parametrize("extent", [0.0, -1.0, np.inf, np.nan])
-def test_length_exponent_refuses_a_degenerate_box(extent):
-    with pytest.raises(ValueError, match="extent must be finite and positive"):
-        length_exponent([0.0], [extent])
+@pytest.mark.parametrize("volume", [0.0, -1.0, np.inf, np.nan])
+def test_length_exponent_refuses_a_degenerate_domain(volume):
+    with pytest.raises(ValueError, match="volume must be finite and positive"):
+        length_exponent(volume, 2)
 
 
 def test_a_power_of_two_unit_trains_bit_for_bit_alike():
@@ -58,6 +62,13 @@ def test_a_power_of_two_unit_trains_bit_for_bit_alike():
     assert big.relative_residual == pytest.approx(base.relative_residual, rel=1e-10)
     assert big.max_error == pytest.approx(1024.0**2 * base.max_error, rel=1e-10)
     assert big.final_loss == pytest.approx(base.final_loss, rel=1e-10)
+    # the unit disk and the disk of radius 2 (extents 2 and 4): the same problem too
+    disk = solve_network(_smooth(1.0), Ball(2), SHORT, comm)
+    double = solve_network(_smooth(2.0), Ball(2, radius=2.0), SHORT, comm)
+    assert not isinstance(disk.net, PowerOfTwoUnits)
+    assert isinstance(double.net, PowerOfTwoUnits) and double.net.exponent == 1
+    assert double.rel_l2_error == pytest.approx(disk.rel_l2_error, rel=1e-10)
+    assert double.relative_residual == pytest.approx(disk.relative_residual, rel=1e-10)
     # the trained network takes the user's coordinates
     x = torch.tensor([[0.25, 0.5]], dtype=torch.float64)
     with torch.no_grad():

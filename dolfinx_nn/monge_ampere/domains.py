@@ -8,6 +8,7 @@ Meshes (d = 2, 3; from gmsh/meshio files or DOLFINx) use :mod:`dolfinx_nn.sampli
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,6 +60,11 @@ class Box:
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         return self.lower, self.upper
 
+    @property
+    def volume(self) -> float:
+        """``prod(upper - lower)``."""
+        return float(np.prod(self.upper - self.lower))
+
     def sample_interior(self, n: int, rng: np.random.Generator, comm: MPI.Comm) -> np.ndarray:
         m = local_count(n, comm)
         return self.lower + (self.upper - self.lower) * rng.random((m, self.dim))
@@ -103,6 +109,12 @@ class Ball:
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         return self.center - self.radius, self.center + self.radius
 
+    @property
+    def volume(self) -> float:
+        """``pi^(d/2) / Gamma(d/2 + 1) radius^d``."""
+        d = self.dim
+        return float(math.pi ** (d / 2) / math.gamma(d / 2 + 1) * self.radius**d)
+
     def _directions(self, m: int, rng: np.random.Generator) -> np.ndarray:
         g = rng.standard_normal((m, self.dim))
         return g / np.linalg.norm(g, axis=1, keepdims=True)
@@ -142,6 +154,13 @@ class MeshDomain:
         self.name = name
         self.dim = mesh.topology.dim
         self.lower, self.upper = mesh_bounds(mesh)
+        import dolfinx
+        import ufl
+
+        one = dolfinx.fem.form(dolfinx.fem.Constant(mesh, 1.0) * ufl.dx(domain=mesh))
+        #: the mesh's volume (area in 2D), summed over the ranks
+        self.volume = float(mesh.comm.allreduce(
+            float(dolfinx.fem.assemble_scalar(one)), op=MPI.SUM))  # type: ignore[arg-type]
 
     @property
     def center(self) -> np.ndarray:

@@ -245,7 +245,7 @@ def solve_network(
         callback: ``callback(steps_done, loss)`` after each step; True stops training.
         net: a network to train instead of a new one built from ``config`` (float64).  A new
             one sees the domain in units of ``2^k`` (:class:`PowerOfTwoUnits`,
-            :func:`length_exponent`; none for extents 1 to 2), so that the result does not
+            :func:`length_exponent`; none for volumes 1 to ``2^d``), so that the result does not
             depend on the user's unit of length; ``result.net`` takes the user's coordinates.
     """
     config = config or NetworkConfig()
@@ -254,8 +254,8 @@ def solve_network(
     torch.manual_seed(config.seed)
     lower, upper = domain.bounds
     if net is None:
-        # the network sees the domain in units of 2^k, of extent 1 to 2 (PowerOfTwoUnits)
-        k = length_exponent(lower, upper)
+        # the network sees the domain in units of 2^k, of volume 1 to 2^d (PowerOfTwoUnits)
+        k = length_exponent(domain.volume, domain.dim)
         net = make_network(
             config.ansatz, domain.dim, width=config.width, depth=config.depth,
             activation=config.activation, lower=np.asarray(lower) * 2.0**-k,
