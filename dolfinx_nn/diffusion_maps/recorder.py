@@ -85,6 +85,12 @@ class TrajectoryRecorder:
         self.directory = pathlib.Path(directory)
         self.every = every
         self.n_params = flat_parameters(module).numel()
+        if projection_dim is not None and projection_dim >= self.n_params:
+            # a random projection onto as many directions as parameters or more keeps nothing
+            # out and costs a (parameters x projection_dim) matrix per recorded step
+            raise ValueError(
+                f"projection_dim must be smaller than the network's {self.n_params} parameters "
+                f"(or None: record them all); got {projection_dim!r}")
         self.projection_dim = projection_dim
         self.dim = projection_dim or self.n_params
         self.seed = seed
