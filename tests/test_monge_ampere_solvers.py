@@ -114,8 +114,8 @@ def test_command_line_writes_results(tmp_path_factory, comm, capsys):
     data = json.loads((pathlib.Path(out) / "results.json").read_text())
     assert set(data["network"]) >= {"rel_l2_error", "max_error", "convexity_violation_fraction",
                                     "wall_time_s"}
-    assert set(data["fem"]) >= {"rel_l2_error", "h1_error", "newton_iterations", "dofs",
-                                "wall_time_s"}
+    assert set(data["fem"]) >= {"rel_l2_error", "h1_error", "rel_h1_error",
+                                "newton_iterations", "dofs", "wall_time_s"}
     assert data["network"]["convexity_violation_fraction"] == 0.0
     assert data["fem"]["dofs"] == 81 and data["fem"]["rel_l2_error"] < 1e-3
     assert data["ranks"] == comm.size

@@ -100,6 +100,9 @@ def test_fem_converges_alike_in_every_unit(length):
     unit, scaled = results
     assert scaled.newton_iterations == unit.newton_iterations
     assert scaled.rel_l2_error == pytest.approx(unit.rel_l2_error, rel=1e-6)
+    assert scaled.rel_h1_error == pytest.approx(unit.rel_h1_error, rel=1e-6)
+    # absolute: u ~ L^2 over an area ~ L^2, so the norm scales like L^3
+    assert scaled.h1_error == pytest.approx(length**3 * unit.h1_error, rel=1e-6)
     # the quadratic case whose Poisson guess is the exact discrete solution: no Newton step
     for side in (1.0, length):
         mesh = dolfinx.mesh.create_rectangle(comm, [[0.0, 0.0], [side, side]], [6, 6])

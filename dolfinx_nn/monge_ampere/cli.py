@@ -26,8 +26,9 @@ Writes to --out (results.json first, then the plots and the ParaView file):
                       relative_residual, convexity_violation_fraction (lambda_min(D^2 u) <
                       -tol at >= 1e4 test points), wall_time_s, training_steps,
                       loss_scales (the scales the loss terms are divided by);
-                      fem: status, rel_l2_error, h1_error, newton_iterations, strategy, dofs,
-                      wall_time_s, or status "failed" with the reason
+                      fem: status, rel_l2_error, h1_error (absolute, the gradient term
+                      weighted by the domain's length), rel_h1_error, newton_iterations,
+                      strategy, dofs, wall_time_s, or status "failed" with the reason
   solution.png        network, exact solution and error (plane through the centre for d > 2)
   loss.png            training history
   solution.bp/        ParaView (VTX) file with the network, exact and FEM solutions

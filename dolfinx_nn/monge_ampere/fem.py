@@ -67,7 +67,8 @@ class FEMResult:
 
     ``rel_l2_error`` and ``h1_error`` are ``None`` when the case has no exact solution;
     ``h1_error = sqrt(||e||^2 + L^2 ||grad e||^2)`` with ``L`` the largest extent of the mesh's
-    bounding box (``h1_length``), so that both terms have the unit of the L2 norm.
+    bounding box (``h1_length``), so that both terms have the unit of the L2 norm, and
+    ``rel_h1_error`` is it over the same norm of the exact solution (the same in any unit).
     ``path`` lists the Newton solves: ``{"strategy", "s", "delta", "newton_iterations",
     "converged"}``, with ``"min_hessian_eigenvalue"`` (relative, as below) when Newton
     converged and ``"non_convex": True`` when that solution was refused because the path had
@@ -88,6 +89,7 @@ class FEMResult:
     strategy: str = "delta"
     min_hessian_eigenvalue: float = 0.0
     h1_length: float | None = None
+    rel_h1_error: float | None = None
 
     def summary(self) -> dict:
         """The numbers reported in ``results.json``."""
@@ -95,6 +97,7 @@ class FEMResult:
             "status": "converged",
             "rel_l2_error": self.rel_l2_error,
             "h1_error": self.h1_error,
+            "rel_h1_error": self.rel_h1_error,
             "h1_length": self.h1_length,
             "newton_iterations": self.newton_iterations,
             "strategy": self.strategy,
@@ -572,7 +575,7 @@ def _solve_homotopy(H: _Homotopy, case: Case, mesh, center, strategies, initial_
                             H.path, tried, non_convex)
     wall = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
 
-    rel_l2 = h1 = length = None
+    rel_l2 = h1 = rel_h1 = length = None
     if case.has_exact:
         u_exact = case.u(H.x, "ufl", center)
         err_u = H.u - u_exact
@@ -585,6 +588,9 @@ def _solve_homotopy(H: _Homotopy, case: Case, mesh, center, strategies, initial_
         h1 = float(np.sqrt(H._integral(err_u**2)
                            + length**2 * H._integral(ufl.inner(ufl.grad(err_u),
                                                                ufl.grad(err_u)))))
+        exact_h1 = float(np.sqrt(H._integral(u_exact**2) + length**2 * H._integral(
+            ufl.inner(ufl.grad(u_exact), ufl.grad(u_exact)))))
+        rel_h1 = h1 / exact_h1 if exact_h1 > 0.0 else None
     cells = mesh.topology.index_map(dim).size_local
     h_local = dolfinx.cpp.mesh.h(mesh._cpp_object, dim, np.arange(cells, dtype=np.int32))
     h = comm.allreduce(float(h_local.max()) if cells else 0.0, op=MPI.MAX)
@@ -592,7 +598,8 @@ def _solve_homotopy(H: _Homotopy, case: Case, mesh, center, strategies, initial_
     return FEMResult(u=H.u, rel_l2_error=rel_l2, h1_error=h1,
                      newton_iterations=int(H.iterations), dofs=int(dofs), h=h,
                      wall_time_s=wall, path=H.path, strategy=chosen,
-                     min_hessian_eigenvalue=H.convexity(), h1_length=length)
+                     min_hessian_eigenvalue=H.convexity(), h1_length=length,
+                     rel_h1_error=rel_h1)
 
 
 def sequence_resolutions(resolution: int, coarsest: int = 4) -> list[int]:
