@@ -367,8 +367,8 @@ def fit_distance(
             such corners).
 
     Raises:
-        ValueError: the torsion function is not positive (a mesh without interior P2 nodes,
-            e.g. a single triangle).
+        ValueError: the torsion function is not positive (a mesh without P2 nodes off its
+            boundary even after :func:`fit_mesh`, such as an empty one).
     """
     if scale is None:
         scale = DISTANCE_SCALE[mesh.geometry.dim]

@@ -171,7 +171,7 @@ def length_exponent(volume: float, dim: int) -> int:
     The ``k`` with the volume in units of ``2^k`` in ``[1, 2^d)``: ``floor((e - 1) / d)`` for
     ``volume = m 2^e``, ``m`` in ``[1/2, 1)``.  It depends on the binary exponent alone, so a
     domain scaled by ``2^j`` gets ``k + j`` exactly and the same problem in the network's
-    units; the unit cube (volume 1) and the unit balls of ``d >= 2`` (volume ``pi`` to 5.3)
+    units; the unit cube (volume 1) and the unit balls of ``d = 2`` to 12 (volumes 1.3 to 5.3)
     get ``k = 0``.  (Taken from the volume, not the extent: the unit cube and the unit disk,
     extents 1 and 2, cannot both keep ``k = 0`` under a rule of the extent that treats a
     domain and its double alike.)
