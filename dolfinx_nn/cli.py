@@ -60,9 +60,6 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                 "Hessian-vector products vs gradients and dolfinx-adjoint"),
 }
 
-#: Seconds a failed rank waits for the others to report before it aborts the whole run
-#: (they are then stuck in a collective call that the failed rank will never join).
-AGREE_TIMEOUT_S = 10.0
 #: Seconds a failed rank waits after printing its error before it aborts the run.
 ABORT_GRACE_S = 1.0
 
@@ -149,11 +146,11 @@ def _describe(exc: BaseException) -> str:
 def _agree(prog: str, error: BaseException | None, code: int, debug: bool, guard) -> int:
     """Every rank learns whether any rank failed; the first failure is printed once.
 
-    A failed rank waits at most :data:`AGREE_TIMEOUT_S` for the others: if they do not
-    arrive they are stuck in a collective call it will never join, and it aborts the run
-    (after printing its own error) rather than leave them waiting forever.  ``guard`` is a
-    duplicate of ``COMM_WORLD`` made before the run (so that these calls cannot match a
-    collective call the other ranks are stuck in).
+    A failed rank waits at most :data:`dolfinx_nn.parallel.AGREE_TIMEOUT_S` for the others:
+    if they do not arrive they are stuck in a collective call it will never join, and it
+    aborts the run (after printing its own error) rather than leave them waiting forever.
+    ``guard`` is a duplicate of ``COMM_WORLD`` made before the run (so that these calls
+    cannot match a collective call the other ranks are stuck in).
     """
     from mpi4py import MPI
 
@@ -172,7 +169,7 @@ def _agree(prog: str, error: BaseException | None, code: int, debug: bool, guard
             file=sys.stderr, flush=True)
         return INTERRUPTED if isinstance(error, KeyboardInterrupt) else FAILED
     kind = 0 if error is None else (2 if isinstance(error, KeyboardInterrupt) else 1)
-    total = agree_max([kind, code], guard, failed=error is not None, timeout=AGREE_TIMEOUT_S)
+    total = agree_max([kind, code], guard, failed=error is not None)
     if total is None:
         print(f"{prog}: error on rank {comm.rank}: {message} (the other ranks did "
               "not stop with it; aborting the run)", file=sys.stderr, flush=True)

@@ -723,6 +723,14 @@ def mesh_size(mesh: dolfinx.mesh.Mesh) -> float:
     return float(mesh.comm.allreduce(float(local.max(initial=0.0)), op=MPI.MAX))
 
 
+def mesh_volume(mesh: dolfinx.mesh.Mesh) -> float:
+    """The volume (area, length) of the mesh, summed over the ranks (collective)."""
+    form = dolfinx.fem.form(dolfinx.fem.Constant(mesh, 1.0) * ufl.dx(domain=mesh))
+    # dolfinx annotates float | complex; the package works with real PETSc
+    return float(mesh.comm.allreduce(cast(float, dolfinx.fem.assemble_scalar(form)),
+                                     op=MPI.SUM))
+
+
 def bounding_box(mesh: dolfinx.mesh.Mesh) -> tuple[np.ndarray, np.ndarray]:
     """Global lower and upper corners ``(gdim,)`` of the mesh (collective).
 

@@ -18,9 +18,9 @@ from dolfinx_nn.meshes import boundary_facets, create_mesh
 DISK_H = 0.09
 
 
-@pytest.fixture(scope="module")
-def disk(tmp_path_factory):
-    """The unit disk meshed by gmsh with ``h = DISK_H`` (rank 0 writes it)."""
+def _gmsh_disk(tmp_path_factory, h: float, chords: int | None = None):
+    """The unit disk meshed by gmsh with cells of size ``h`` and, if given, that many
+    boundary chords (rank 0 writes the file)."""
     comm = MPI.COMM_WORLD
     path = pathlib.Path(comm.bcast(str(tmp_path_factory.mktemp("chords") / "disk.msh")
                                    if comm.rank == 0 else None))
@@ -32,13 +32,22 @@ def disk(tmp_path_factory):
         gmsh.model.add("disk")
         tag = gmsh.model.occ.addDisk(0.0, 0.0, 0.0, 1.0, 1.0)
         gmsh.model.occ.synchronize()
+        if chords is not None:
+            circle = gmsh.model.getBoundary([(2, tag)])[0][1]
+            gmsh.model.mesh.setTransfiniteCurve(circle, chords + 1)
         gmsh.model.addPhysicalGroup(2, [tag], 1)
-        gmsh.option.setNumber("Mesh.CharacteristicLengthMax", DISK_H)
+        gmsh.option.setNumber("Mesh.CharacteristicLengthMax", h)
         gmsh.model.mesh.generate(2)
         gmsh.write(str(path))
         gmsh.finalize()
     comm.Barrier()
     return create_mesh(comm, str(path))
+
+
+@pytest.fixture(scope="module")
+def disk(tmp_path_factory):
+    """The unit disk meshed by gmsh with ``h = DISK_H``."""
+    return _gmsh_disk(tmp_path_factory, DISK_H)
 
 
 def _chord_lengths(mesh) -> np.ndarray:
@@ -152,26 +161,7 @@ def test_a_twelve_chord_circle_is_a_curve_in_every_unit(tmp_path_factory):
     from dolfinx_nn.ansatz import Problem
     from dolfinx_nn.ansatz.units import canonical
 
-    comm = MPI.COMM_WORLD
-    path = pathlib.Path(comm.bcast(str(tmp_path_factory.mktemp("chords12") / "disk12.msh")
-                                   if comm.rank == 0 else None))
-    if comm.rank == 0:
-        import gmsh
-
-        gmsh.initialize(interruptible=False)
-        gmsh.option.setNumber("General.Terminal", 0)
-        gmsh.model.add("disk12")
-        tag = gmsh.model.occ.addDisk(0.0, 0.0, 0.0, 1.0, 1.0)
-        gmsh.model.occ.synchronize()
-        circle = gmsh.model.getBoundary([(2, tag)])[0][1]
-        gmsh.model.mesh.setTransfiniteCurve(circle, 13)  # 12 chords
-        gmsh.model.addPhysicalGroup(2, [tag], 1)
-        gmsh.option.setNumber("Mesh.CharacteristicLengthMax", 0.3)
-        gmsh.model.mesh.generate(2)
-        gmsh.write(str(path))
-        gmsh.finalize()
-    comm.Barrier()
-    mesh = create_mesh(comm, str(path))
+    mesh = _gmsh_disk(tmp_path_factory, 0.3, chords=12)
     assert len(_chord_lengths(mesh)) == 12
     sagitta = chord_sagitta(mesh)
     # kappa h^2 / 8 with kappa = turn / centroid distance = (pi / 6) / (h cos 15 deg)

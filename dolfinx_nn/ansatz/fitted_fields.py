@@ -64,7 +64,13 @@ from dolfinx_nn.ansatz.chords import boundary_measure, chord_sagitta, facet_vert
 from dolfinx_nn.ansatz.corners import CornerFunctions, reentrant_corners
 from dolfinx_nn.ansatz.networks import RandomFeatureNetwork
 from dolfinx_nn.ansatz.rounding import data_grid, round_scalar, round_to_grid
-from dolfinx_nn.meshes import boundary_dofs, boundary_facets, bounding_box, refine
+from dolfinx_nn.meshes import (
+    boundary_dofs,
+    boundary_facets,
+    bounding_box,
+    mesh_volume,
+    refine,
+)
 from dolfinx_nn.sampling import rank_rng, sample_boundary
 
 #: Function of points ``(n, d)`` returning ``(n,)`` values (NumPy).
@@ -404,11 +410,8 @@ def chord_misfit(mesh: dolfinx.mesh.Mesh, top: float) -> float:
     sagitta = chord_sagitta(mesh)
     if sagitta == 0.0:
         return 0.0
-    one = dolfinx.fem.form(dolfinx.fem.Constant(mesh, 1.0) * ufl.dx(domain=mesh))
-    # dolfinx annotates float | complex; the package works with real PETSc
-    volume = mesh.comm.allreduce(cast(float, dolfinx.fem.assemble_scalar(one)), op=MPI.SUM)
     area = boundary_measure(mesh)
-    return round_scalar(sagitta * volume / (area * top))
+    return round_scalar(sagitta * mesh_volume(mesh) / (area * top))
 
 
 def fit_boundary_extension(

@@ -66,19 +66,11 @@ class ExperimentConfig:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
         if not 0.0 < self.lr < float("inf"):
             raise ValueError(f"lr must be a finite positive number; got {self.lr!r}")
-        # the diffusion-map settings are checked here, before minutes of training, with the
-        # same rules as DiffusionMap applies after it
         if not 0.0 <= self.momentum < 1.0:  # heavy-ball SGD diverges from momentum 1 on
             raise ValueError(f"momentum must lie in [0, 1); got {self.momentum!r}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(
-                f"alpha must lie in [0, 1] (classical: 0, 0.5, 1); got {self.alpha!r}")
-        if not 0.0 <= self.t < float("inf"):
-            raise ValueError(f"diffusion time t must be a finite number >= 0; got {self.t!r}")
-        if self.epsilon != "auto" and not (
-                isinstance(self.epsilon, int | float) and 0.0 < self.epsilon < float("inf")):
-            raise ValueError(
-                f"epsilon must be a finite positive number or 'auto'; got {self.epsilon!r}")
+        # the diffusion-map settings, checked before minutes of training by the estimator
+        # that uses them after it
+        DiffusionMap(self.n_components, epsilon=self.epsilon, alpha=self.alpha, t=self.t)
         if self.projection_dim is not None and (
                 not isinstance(self.projection_dim, int) or self.projection_dim < 1):
             raise ValueError(

@@ -52,7 +52,7 @@ from dolfinx_nn.conversion import from_torch
 from dolfinx_nn.hessian import GaussNewtonHessian
 from dolfinx_nn.inverse.laplace import EIGENVALUE_THRESHOLD, INITIAL_RANK, low_rank_posterior
 from dolfinx_nn.inverse.result import PriorResult
-from dolfinx_nn.meshes import bounding_box
+from dolfinx_nn.meshes import bounding_box, mesh_volume
 from dolfinx_nn.models.inverse_problem import InverseProblem
 from dolfinx_nn.models.observations import FieldObservation
 from dolfinx_nn.output import write_json
@@ -110,11 +110,6 @@ def noise_scale(problem: InverseProblem, result: PriorResult) -> tuple[float, di
                         "noise_scale": eps**2 / n}
 
 
-def _volume(mesh: dolfinx.mesh.Mesh) -> float:
-    form = dolfinx.fem.form(1.0 * ufl.dx(domain=mesh))
-    return mesh.comm.allreduce(dolfinx.fem.assemble_scalar(form), op=MPI.SUM)
-
-
 def tikhonov_prior_precision(
     problem: InverseProblem, regularization: str, alpha: float
 ) -> tuple[PETSc.Mat, dict]:
@@ -122,7 +117,7 @@ def tikhonov_prior_precision(
     Q = problem.model.Q
     mesh = Q.mesh
     p, w = ufl.TrialFunction(Q), ufl.TestFunction(Q)
-    volume = _volume(mesh)
+    volume = mesh_volume(mesh)
     info: dict[str, Any] = {"regularization": regularization, "alpha": alpha}
     if regularization == "l2":
         form = (alpha / volume) * p * w * ufl.dx

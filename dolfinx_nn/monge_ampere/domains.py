@@ -154,13 +154,10 @@ class MeshDomain:
         self.name = name
         self.dim = mesh.topology.dim
         self.lower, self.upper = mesh_bounds(mesh)
-        import dolfinx
-        import ufl
+        from dolfinx_nn.meshes import mesh_volume
 
-        one = dolfinx.fem.form(dolfinx.fem.Constant(mesh, 1.0) * ufl.dx(domain=mesh))
         #: the mesh's volume (area in 2D), summed over the ranks
-        self.volume = float(mesh.comm.allreduce(
-            float(dolfinx.fem.assemble_scalar(one)), op=MPI.SUM))  # type: ignore[arg-type]
+        self.volume = mesh_volume(mesh)
 
     @property
     def center(self) -> np.ndarray:
